@@ -32,13 +32,10 @@ class Turn(BaseModel):
     speech_ms: int | None = Field(
         default=None, description="How long the caller speaks; derived from the text when unset."
     )
-    pause_before_ms: int = Field(
-        default=400, description="Silence after the assistant finished before the caller speaks."
-    )
     barge_in_after_ms: int | None = Field(
         default=None,
-        description="Caller interrupts this many ms after the answer's audio started playing, "
-        "instead of waiting for the previous answer to finish.",
+        description="Barge-in: instead of waiting for quiet, the caller starts speaking once it "
+        "has heard this many ms of assistant audio (audio time) since its previous turn ended.",
     )
     dtmf: str | None = Field(default=None, description="Digits the caller presses before speaking.")
     transcript_delay_ms: int = Field(
@@ -61,10 +58,12 @@ class Scenario(BaseModel):
     description: str = ""
     caller_number: str = "+15555550123"
     greeting: str = "Thanks for calling Northwind Outfitters, this is Robin. How can I help you today?"
-    hold_line: str = "Still checking on that for you."
     turns: list[Turn]
-    hangup_after_ms: int = Field(
-        default=800, description="Silence after the last answer before the caller hangs up."
+    quiet_ms: int = Field(
+        default=1500,
+        description="Wall-clock ms of silence from the service (nothing playing, nothing arriving) "
+        "after which the caller takes its next turn, or hangs up after the last one. Not scaled "
+        "by the speed factor: the service's hold delay and deadline are wall-clock too.",
     )
 
     def turn_for_text(self, text: str) -> Turn | None:
