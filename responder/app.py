@@ -1,0 +1,113 @@
+"""aiohttp application factory: routes, startup and cleanup (Redis, simulator, supervisor)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+
+from responder.realtime.connection import make_client
+from responder.redis_server import connect_redis
+from responder.services import SERVICES, Services
+from responder.settings import Settings
+from responder.simulator.app import create_simulator_app
+from responder.simulator.scenario import load_scenario
+from responder.transports.twilio import MEDIA_PATH, VOICE_PATH, add_twilio_routes
+from supervisor.agent import build_supervisor
+from supervisor.history import CallHistory
+
+log = structlog.get_logger("app")
+
+SIMULATOR_KEY_VALUE = "sk-simulator-test-double"
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app.cleanup_ctx.append(_lifecycle(settings))
+    add_twilio_routes(app)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        sim_runner: web.AppRunner | None = None
+        simulator_url: str | None = None
+        api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        base_url, ws_url = settings.openai_base_url, settings.realtime_ws_url()
+        if api_key is None:
+            sim_runner, simulator_url = await start_simulator(settings.simulator_scenario, settings.simulator_speed)
+            log.warning(
+                "app.simulator_mode",
+                reason="no OPENAI_API_KEY: calls go to the local simulator, a test double of the OpenAI API",
+                simulator_url=simulator_url,
+                scenario=settings.simulator_scenario,
+            )
+            api_key, base_url, ws_url = SIMULATOR_KEY_VALUE, simulator_url + "/v1", None
+        redis = await connect_redis(settings.redis_url, settings.redis_data_dir)
+        history = CallHistory(redis.client, prefix=settings.redis_prefix, ttl_s=settings.history_ttl_s)
+        supervisor_key = settings.supervisor_api_key.get_secret_value() if settings.supervisor_api_key else api_key
+        supervisor = build_supervisor(
+            history=history,
+            base_url=settings.supervisor_base_url or base_url,
+            api_key=supervisor_key,
+            model=settings.supervisor_model,
+            api=settings.supervisor_api,
+            policies_dir=settings.policies_dir,
+            max_rounds=settings.supervisor_max_rounds,
+            deadline_s=settings.supervisor_deadline_s,
+            history_tokens=settings.supervisor_history_tokens,
+        )
+        client = make_client(api_key, base_url, ws_url)
+        app[SERVICES] = Services(
+            settings=settings, redis=redis, history=history, realtime_client=client,
+            decide=supervisor.decide, simulator_url=simulator_url,
+        )
+        external = settings.external_url()
+        log.info(
+            "app.ready",
+            twilio_voice_webhook=external + VOICE_PATH,
+            twilio_media_stream=external.replace("http", "ws", 1) + MEDIA_PATH,
+            realtime_model=settings.realtime_model,
+            supervisor_model=settings.supervisor_model,
+            supervisor_api=settings.supervisor_api,
+            redis=redis.url if redis.embedded else "REDIS_URL",
+            twilio_signature_check=settings.twilio_auth_token is not None,
+        )
+        try:
+            yield
+        finally:
+            await client.close()
+            await redis.close()
+            if sim_runner is not None:
+                await sim_runner.cleanup()
+
+    return lifecycle
+
+
+async def start_simulator(scenario: str, speed: float, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, str]:
+    """Run the simulator (OpenAI API test double) on a local port; returns its runner and URL."""
+    runner = web.AppRunner(create_simulator_app(load_scenario(scenario), speed=speed))
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return runner, f"http://{host}:{bound}"
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    services = request.app.get(SERVICES)
+    if services is None:
+        return web.json_response({"ready": False, "reason": "starting"}, status=503)
+    try:
+        await services.redis.client.ping()
+    except Exception:
+        return web.json_response({"ready": False, "reason": "redis unreachable"}, status=503)
+    return web.json_response({"ready": True})

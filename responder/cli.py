@@ -1,0 +1,166 @@
+"""Command line: ``responder serve | simulate | call``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import socket
+import sys
+import time
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from responder.logs import configure_logging
+from responder.settings import Settings
+
+log = structlog.get_logger("cli")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="responder", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the voice service")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+
+    sim = sub.add_parser("simulate", help="run the OpenAI API simulator (a test double) standalone")
+    sim.add_argument("--scenario", default="returns")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8090)
+    sim.add_argument("--speed", type=float, default=1.0)
+
+    call = sub.add_parser("call", help="place a simulated phone call through the real service")
+    call.add_argument("--scenario", default="returns", help="scenario file or built-in name")
+    call.add_argument("--speed", type=float, default=1.0, help="audio speed factor (1 = real time)")
+    call.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    args = parser.parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    if args.command == "serve":
+        return _serve(settings, args.host, args.port)
+    if args.command == "simulate":
+        return _simulate(args.scenario, args.host, args.port, args.speed)
+    return asyncio.run(_call(settings, args.scenario, args.speed, args.json))
+
+
+def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+    from responder.app import create_app
+
+    updates: dict[str, Any] = {}
+    if host:
+        updates["host"] = host
+    if port:
+        updates["port"] = port
+    settings = settings.model_copy(update=updates)
+    if settings.uses_simulator:
+        log.warning("app.no_api_key", message="OPENAI_API_KEY is not set: using the local simulator")
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    return 0
+
+
+def _simulate(scenario: str, host: str, port: int, speed: float) -> int:
+    from responder.simulator.app import create_simulator_app
+    from responder.simulator.scenario import load_scenario
+
+    app = create_simulator_app(load_scenario(scenario), speed=speed)
+    log.info("simulator.ready", url=f"http://{host}:{port}/v1", scenario=scenario, speed=speed)
+    web.run_app(app, host=host, port=port, print=None)
+    return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _call(settings: Settings, scenario_name: str, speed: float, as_json: bool) -> int:
+    """Start the service in-process, call it like Twilio would, print what Redis recorded."""
+    from responder.app import create_app
+    from responder.services import SERVICES
+    from responder.simulator.caller import place_call
+    from responder.simulator.scenario import load_scenario
+
+    scenario = load_scenario(scenario_name)
+    if settings.uses_simulator:
+        log.warning("app.no_api_key", message="OPENAI_API_KEY is not set: using the local simulator")
+    port = _free_port()
+    token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else secrets.token_hex(16)
+    settings = settings.model_copy(
+        update={
+            "host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}",
+            "twilio_auth_token": token, "simulator_scenario": scenario_name, "simulator_speed": speed,
+        }
+    )
+    app = create_app(settings)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        started = time.monotonic()
+        report = await place_call(settings.local_url(), scenario, auth_token=token, speed=speed)
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(0.2)  # let the service record the hang-up
+        history = app[SERVICES].history
+        items = await history.get_items(report.call_sid)
+        decisions = await history.get_decisions(report.call_sid)
+    finally:
+        await runner.cleanup()
+    if as_json:
+        print(json.dumps({
+            "call_id": report.call_sid, "duration_s": round(elapsed, 2),
+            "items": [i.model_dump(mode="json") for i in items],
+            "decisions": [d.model_dump(mode="json") for d in decisions],
+        }, indent=2))
+    else:
+        print(format_transcript(report.call_sid, elapsed, items, decisions))
+    return 0
+
+
+def format_transcript(call_id: str, elapsed: float, items: list[Any], decisions: list[Any]) -> str:
+    lines = [f"\nCall {call_id}: {len(items)} items, {len(decisions)} supervisor decisions, {elapsed:.1f} s", ""]
+    for item in items:
+        label, text = _describe(item)
+        lines.append(f"  {label:<12} {text}")
+    if decisions:
+        lines += ["", "Supervisor decisions:"]
+    for d in decisions:
+        tools = ", ".join(f"{t.name}({_short(t.arguments)}) {t.ms:.0f} ms" for t in d.tool_calls)
+        lines.append(
+            f"  {d.decision_id}  outcome={d.outcome} rounds={d.rounds} latency={d.latency_ms:.0f} ms "
+            f"policies={','.join(d.policy_labels()) or '-'}"
+        )
+        lines.append(f"      tools: {tools or '-'}")
+        lines.append(f"      text:  {d.text}")
+    return "\n".join(lines)
+
+
+def _describe(item: Any) -> tuple[str, str]:
+    if item.kind == "message":
+        suffix = f"  [interrupted at {item.audio_end_ms} ms]" if item.status == "interrupted" else ""
+        return f"[{item.role}]", f"{item.text or '…'}{suffix}"
+    if item.kind == "function_call":
+        return "[tool call]", f"{item.name}({item.arguments})"
+    if item.kind == "function_call_output":
+        return "[tool out]", item.output or ""
+    if item.kind == "decision":
+        policies = ",".join(item.meta.get("policies", [])) or "-"
+        return "[decision]", f"{item.meta.get('outcome')} policies={policies} {item.meta.get('latency_ms')} ms"
+    if item.kind == "hold_line":
+        return "[hold line]", item.text or ""
+    return f"[{item.kind}]", item.text or ""
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+if __name__ == "__main__":
+    sys.exit(main())

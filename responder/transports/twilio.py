@@ -1,0 +1,254 @@
+"""Twilio Media Streams: the incoming-call webhook and the media WebSocket.
+
+caller ⇄ Twilio ⇄ this WebSocket ⇄ Realtime WS. μ-law 8 kHz is passed through untouched in
+both directions (``audio/pcmu``): payloads stay base64 strings, never decoded or resampled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import WSMsgType, web
+from twilio.request_validator import RequestValidator
+from twilio.twiml.voice_response import Connect, VoiceResponse
+
+from responder.call import CallController
+from responder.realtime.connection import open_realtime
+from responder.realtime.session import PCMU, build_session
+from responder.services import SERVICES, Services
+
+log = structlog.get_logger("twilio")
+
+VOICE_PATH = "/twilio/voice"
+MEDIA_PATH = "/twilio/media"
+STREAM_TOKEN_TTL_S = 120
+
+
+def add_twilio_routes(app: web.Application) -> None:
+    app.router.add_post(VOICE_PATH, incoming_call)
+    app.router.add_get(MEDIA_PATH, media_stream)
+
+
+# -- webhook -----------------------------------------------------------------------------
+def stream_token(secret: str, call_sid: str, expires: int) -> str:
+    """Short-lived proof that a media stream belongs to a call whose webhook we validated."""
+    msg = f"{call_sid}:{expires}".encode()
+    return hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()
+
+
+def verify_stream_token(secret: str, call_sid: str, expires: str, token: str) -> bool:
+    try:
+        exp = int(expires)
+    except ValueError:
+        return False
+    if exp < time.time():
+        return False
+    return hmac.compare_digest(stream_token(secret, call_sid, exp), token)
+
+
+def twiml_connect(stream_url: str, parameters: dict[str, str]) -> str:
+    response = VoiceResponse()
+    connect = Connect()
+    stream = connect.stream(url=stream_url)
+    for name, value in parameters.items():
+        stream.parameter(name=name, value=value)
+    response.append(connect)
+    return str(response)
+
+
+async def incoming_call(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    settings = services.settings
+    token = settings.twilio_auth_token
+    if token is None:
+        log.warning("twilio.webhook_rejected", reason="TWILIO_AUTH_TOKEN not configured")
+        raise web.HTTPForbidden(text="webhook signature validation is not configured")
+    form = await request.post()
+    params = {k: str(v) for k, v in form.items()}
+    url = settings.external_url() + request.path_qs
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not signature or not RequestValidator(token.get_secret_value()).validate(url, params, signature):
+        log.warning("twilio.webhook_rejected", reason="bad signature", url=url)
+        raise web.HTTPForbidden(text="invalid Twilio signature")
+    call_sid = params.get("CallSid", "")
+    if not call_sid:
+        raise web.HTTPBadRequest(text="CallSid missing")
+    expires = int(time.time()) + STREAM_TOKEN_TTL_S
+    ws_url = _ws_url(settings.external_url()) + MEDIA_PATH
+    twiml = twiml_connect(
+        ws_url,
+        {
+            "callSid": call_sid,
+            "caller": params.get("From", ""),
+            "expires": str(expires),
+            "token": stream_token(token.get_secret_value(), call_sid, expires),
+        },
+    )
+    log.info("twilio.call_incoming", call_id=call_sid, stream_url=ws_url)
+    return web.Response(text=twiml, content_type="application/xml")
+
+
+def _ws_url(http_url: str) -> str:
+    if http_url.startswith("https://"):
+        return "wss://" + http_url.removeprefix("https://")
+    return "ws://" + http_url.removeprefix("http://")
+
+
+# -- media stream ------------------------------------------------------------------------
+class TwilioCaller:
+    """The caller side of a Media Stream: outgoing media, marks and clears."""
+
+    def __init__(self, ws: web.WebSocketResponse, stream_sid: str) -> None:
+        self.ws = ws
+        self._media_prefix = '{"event":"media","streamSid":"' + stream_sid + '","media":{"payload":"'
+        self._mark_prefix = '{"event":"mark","streamSid":"' + stream_sid + '","mark":{"name":"'
+        self._clear = json.dumps({"event": "clear", "streamSid": stream_sid})
+
+    async def send_audio(self, b64_audio: str, mark: str) -> None:
+        if self.ws.closed:
+            return
+        await self.ws.send_str(self._media_prefix + b64_audio + '"}}')
+        await self.ws.send_str(self._mark_prefix + mark + '"}}')
+
+    async def clear_audio(self) -> None:
+        if not self.ws.closed:
+            await self.ws.send_str(self._clear)
+
+
+class MediaSession:
+    """One Media Stream WebSocket: parses Twilio frames and drives the call controller."""
+
+    def __init__(self, ws: web.WebSocketResponse, services: Services) -> None:
+        self.ws = ws
+        self.services = services
+        self.controller: CallController | None = None
+        self.call_id = "unknown"
+        self.log = log
+        self._run_task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
+            "connected": self._on_connected,
+            "start": self._on_start,
+            "media": self._on_media,
+            "mark": self._on_mark,
+            "dtmf": self._on_dtmf,
+            "stop": self._on_stop,
+        }
+
+    async def serve(self) -> None:
+        try:
+            async for msg in self.ws:
+                if msg.type != WSMsgType.TEXT:
+                    if msg.type == WSMsgType.ERROR:
+                        break
+                    self.log.warning("twilio.frame_invalid", reason="non-text frame")
+                    continue
+                await self._handle(msg.data)
+                if self.controller is not None and self.controller.closed:
+                    break
+        finally:
+            await self._finish()
+
+    async def _handle(self, data: str) -> None:
+        try:
+            frame = json.loads(data)
+            event = frame["event"]
+            handler = self._handlers.get(event) if isinstance(event, str) else None
+        except (ValueError, KeyError, TypeError):
+            self.log.warning("twilio.frame_invalid", reason="not a Twilio event", sample=data[:80])
+            return
+        if handler is None:
+            self.log.info("twilio.event_ignored", twilio_event=str(event)[:40])
+            return
+        try:
+            await handler(frame)
+        except (KeyError, TypeError, AttributeError) as exc:
+            self.log.warning("twilio.frame_invalid", twilio_event=event, reason=repr(exc))
+
+    async def _on_connected(self, frame: dict[str, Any]) -> None:
+        return None
+
+    async def _on_start(self, frame: dict[str, Any]) -> None:
+        if self.controller is not None:
+            self.log.warning("twilio.frame_invalid", reason="duplicate start")
+            return
+        start = frame["start"]
+        stream_sid = start["streamSid"]
+        call_sid = start["callSid"]
+        params = start.get("customParameters") or {}
+        settings = self.services.settings
+        secret = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
+        if not secret or not verify_stream_token(
+            secret, call_sid, str(params.get("expires", "")), str(params.get("token", ""))
+        ):
+            self.log.warning("twilio.stream_rejected", call_id=call_sid, reason="bad stream token")
+            await self.ws.close(code=1008, message=b"invalid stream token")
+            return
+        self.call_id = call_sid
+        self.log = log.bind(call_id=call_sid)
+        await self.services.history.start_call(
+            call_sid, transport="twilio", caller=str(params.get("caller", "")), stream_sid=stream_sid
+        )
+        self.log.info("call.started", transport="twilio", stream_sid=stream_sid)
+        self._run_task = asyncio.create_task(self._run_call(TwilioCaller(self.ws, stream_sid)))
+
+    async def _run_call(self, caller: TwilioCaller) -> None:
+        services = self.services
+        try:
+            async with open_realtime(
+                services.realtime_client, self.call_id, model=services.settings.realtime_model
+            ) as rt:
+                self.controller = CallController(
+                    self.call_id, rt, caller, services.history, services.decide, services.controller_config()
+                )
+                await self.controller.start(build_session(services.settings, audio_format=PCMU))
+                self._ready.set()
+                await self.controller.run()
+        except Exception as exc:
+            self.log.error("call.realtime_failed", error=repr(exc))
+        finally:
+            self._ready.set()
+            if not self.ws.closed:
+                await self.ws.close()
+
+    async def _on_media(self, frame: dict[str, Any]) -> None:
+        if self.controller is not None:
+            payload = frame["media"]["payload"]
+            if isinstance(payload, str):
+                await self.controller.caller_audio(payload)
+
+    async def _on_mark(self, frame: dict[str, Any]) -> None:
+        if self.controller is not None:
+            self.controller.caller_mark(str(frame["mark"]["name"]))
+
+    async def _on_dtmf(self, frame: dict[str, Any]) -> None:
+        if self.controller is not None:
+            await self.controller.caller_dtmf(str(frame["dtmf"]["digit"]))
+
+    async def _on_stop(self, frame: dict[str, Any]) -> None:
+        self.log.info("twilio.stream_stopped")
+        if self.controller is not None:
+            await self.controller.close()
+
+    async def _finish(self) -> None:
+        if self.controller is not None:
+            await self.controller.close()
+        if self._run_task is not None:
+            try:
+                await asyncio.wait_for(self._run_task, 5)
+            except (TimeoutError, asyncio.CancelledError):
+                self._run_task.cancel()
+
+
+async def media_stream(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(max_msg_size=64 * 1024, heartbeat=30)
+    await ws.prepare(request)
+    await MediaSession(ws, request.app[SERVICES]).serve()
+    return ws

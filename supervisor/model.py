@@ -1,0 +1,257 @@
+"""The supervisor's text model: one small interface over the ``openai`` SDK.
+
+:class:`ModelClient` is what the agent needs: ``complete(instructions, messages, tools)``
+returns one :class:`ModelTurn` (text and/or tool calls, token usage). :class:`OpenAIModelClient`
+implements it in two modes:
+
+* ``responses`` (default): ``client.responses.create`` with ``instructions``, an ``input``
+  item list and function tools, ``store=False``; tool calls come back as ``function_call``
+  output items and go back in as ``function_call`` + ``function_call_output`` input items.
+* ``chat``: ``client.chat.completions.create`` for OpenAI-compatible servers (Azure, vLLM,
+  Ollama); instructions become the system message, tool calls travel as ``tool_calls`` and
+  results as ``role: tool`` messages.
+
+Every provider-specific conversion lives in this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import openai
+from openai import AsyncOpenAI
+
+from supervisor.tools import ToolSpec
+
+Api = Literal["responses", "chat"]
+
+
+class ModelError(Exception):
+    """The text model could not be reached or returned an error."""
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Literal["user", "assistant", "system"]
+    content: str
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolOutput:
+    call_id: str
+    output: str
+
+
+@dataclass(frozen=True)
+class TurnUsage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ModelTurn:
+    """One model round: the assistant's text and the tool calls it asked for."""
+
+    text: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: TurnUsage = field(default_factory=TurnUsage)
+
+
+# What a conversation is made of: messages, earlier model turns, and tool results.
+Item = Message | ModelTurn | ToolOutput
+
+
+class ModelClient(Protocol):
+    async def complete(
+        self, instructions: str, messages: Sequence[Item], tools: Sequence[ToolSpec]
+    ) -> ModelTurn: ...
+
+
+class OpenAIModelClient:
+    """:class:`ModelClient` over the ``openai`` SDK (Responses API or chat completions)."""
+
+    def __init__(
+        self,
+        client: AsyncOpenAI,
+        model: str,
+        api: Api = "responses",
+        *,
+        max_output_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> None:
+        if api not in ("responses", "chat"):
+            raise ValueError(f"unknown api mode {api!r}; expected 'responses' or 'chat'")
+        self.client = client
+        self.model = model
+        self.api: Api = api
+        self.max_output_tokens = max_output_tokens
+        self.temperature = temperature
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        model: str,
+        api_key: str,
+        base_url: str | None = None,
+        api: Api = "responses",
+        timeout_s: float = 30.0,
+        max_retries: int = 1,
+        **options: Any,
+    ) -> OpenAIModelClient:
+        client = AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=max_retries)
+        return cls(client, model, api, **options)
+
+    async def complete(
+        self, instructions: str, messages: Sequence[Item], tools: Sequence[ToolSpec]
+    ) -> ModelTurn:
+        try:
+            if self.api == "chat":
+                return await self._chat(instructions, messages, tools)
+            return await self._responses(instructions, messages, tools)
+        except openai.APIStatusError as exc:
+            raise ModelError(f"HTTP {exc.status_code}: {_error_message(exc)}") from exc
+        except openai.APIError as exc:  # connection errors, timeouts, unparseable replies
+            raise ModelError(f"{type(exc).__name__}: {exc}") from exc
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+    # -- Responses API ------------------------------------------------------------------------
+    async def _responses(
+        self, instructions: str, messages: Sequence[Item], tools: Sequence[ToolSpec]
+    ) -> ModelTurn:
+        options: dict[str, Any] = {}
+        if tools:
+            options["tools"] = [responses_tool(t) for t in tools]
+        if self.max_output_tokens is not None:
+            options["max_output_tokens"] = self.max_output_tokens
+        if self.temperature is not None:
+            options["temperature"] = self.temperature
+        response = await self.client.responses.create(
+            model=self.model,
+            instructions=instructions,
+            input=to_responses_input(messages),  # type: ignore[arg-type]
+            store=False,
+            **options,
+        )
+        text: list[str] = []
+        calls: list[ToolCall] = []
+        for item in response.output:
+            if item.type == "function_call":
+                calls.append(ToolCall(id=item.call_id, name=item.name, arguments=item.arguments))
+            elif item.type == "message":
+                text.extend(part.text for part in item.content if part.type == "output_text")
+        usage = response.usage
+        return ModelTurn(
+            text="".join(text).strip(),
+            tool_calls=calls,
+            usage=TurnUsage(usage.input_tokens, usage.output_tokens) if usage else TurnUsage(),
+        )
+
+    # -- chat completions ---------------------------------------------------------------------
+    async def _chat(self, instructions: str, messages: Sequence[Item], tools: Sequence[ToolSpec]) -> ModelTurn:
+        options: dict[str, Any] = {}
+        if tools:
+            options["tools"] = [chat_tool(t) for t in tools]
+        if self.max_output_tokens is not None:
+            options["max_completion_tokens"] = self.max_output_tokens
+        if self.temperature is not None:
+            options["temperature"] = self.temperature
+        completion = await self.client.chat.completions.create(
+            model=self.model,
+            messages=to_chat_messages(instructions, messages),  # type: ignore[arg-type]
+            **options,
+        )
+        if not completion.choices:
+            raise ModelError("chat completion has no choices")
+        message = completion.choices[0].message
+        calls = [
+            ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments)
+            for c in message.tool_calls or []
+            if c.type == "function"
+        ]
+        usage = completion.usage
+        return ModelTurn(
+            text=(message.content or "").strip(),
+            tool_calls=calls,
+            usage=TurnUsage(usage.prompt_tokens, usage.completion_tokens) if usage else TurnUsage(),
+        )
+
+
+# -- conversions (pure functions, tested directly) ----------------------------------------------
+
+
+def responses_tool(spec: ToolSpec) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "name": spec.name,
+        "description": spec.description,
+        "parameters": spec.parameters,
+        "strict": spec.strict,
+    }
+
+
+def chat_tool(spec: ToolSpec) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": spec.name,
+            "description": spec.description,
+            "parameters": spec.parameters,
+            "strict": spec.strict,
+        },
+    }
+
+
+def to_responses_input(messages: Sequence[Item]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for m in messages:
+        if isinstance(m, Message):
+            items.append({"type": "message", "role": m.role, "content": m.content})
+        elif isinstance(m, ModelTurn):
+            if m.text:
+                items.append({"type": "message", "role": "assistant", "content": m.text})
+            items.extend(
+                {"type": "function_call", "call_id": c.id, "name": c.name, "arguments": c.arguments}
+                for c in m.tool_calls
+            )
+        else:
+            items.append({"type": "function_call_output", "call_id": m.call_id, "output": m.output})
+    return items
+
+
+def to_chat_messages(instructions: str, messages: Sequence[Item]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [{"role": "system", "content": instructions}] if instructions else []
+    for m in messages:
+        if isinstance(m, Message):
+            out.append({"role": m.role, "content": m.content})
+        elif isinstance(m, ModelTurn):
+            msg: dict[str, Any] = {"role": "assistant", "content": m.text or None}
+            if m.tool_calls:
+                msg["tool_calls"] = [
+                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                    for c in m.tool_calls
+                ]
+            out.append(msg)
+        else:
+            out.append({"role": "tool", "tool_call_id": m.call_id, "content": m.output})
+    return out
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+    return exc.message
