@@ -13,6 +13,7 @@ from responder.services import SERVICES, Services
 from responder.settings import Settings
 from responder.simulator.app import create_simulator_app
 from responder.simulator.scenario import load_scenario
+from responder.simulator.state import STATE_KEY
 from responder.transports.twilio import MEDIA_PATH, VOICE_PATH, add_twilio_routes
 from supervisor.agent import build_supervisor
 from supervisor.history import CallHistory
@@ -35,6 +36,7 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         sim_runner: web.AppRunner | None = None
         simulator_url: str | None = None
+        simulator_state = None
         api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
         base_url, ws_url = settings.openai_base_url, settings.realtime_ws_url()
         if api_key is None:
@@ -46,6 +48,7 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
                 scenario=settings.simulator_scenario,
             )
             api_key, base_url, ws_url = SIMULATOR_KEY_VALUE, simulator_url + "/v1", None
+            simulator_state = sim_runner.app[STATE_KEY]
         redis = await connect_redis(settings.redis_url, settings.redis_data_dir)
         history = CallHistory(redis.client, prefix=settings.redis_prefix, ttl_s=settings.history_ttl_s)
         supervisor_key = settings.supervisor_api_key.get_secret_value() if settings.supervisor_api_key else api_key
@@ -63,7 +66,7 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
         client = make_client(api_key, base_url, ws_url)
         app[SERVICES] = Services(
             settings=settings, redis=redis, history=history, realtime_client=client,
-            decide=supervisor.decide, simulator_url=simulator_url,
+            decide=supervisor.decide, simulator_url=simulator_url, simulator_state=simulator_state,
         )
         external = settings.external_url()
         log.info(

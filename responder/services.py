@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from openai import AsyncOpenAI
@@ -21,6 +22,7 @@ class Services:
     realtime_client: AsyncOpenAI
     decide: DecideFn
     simulator_url: str | None = None
+    simulator_state: Any = None  # the simulator's SimulatorState in keyless mode (tests read it)
 
     def controller_config(self) -> ControllerConfig:
         s = self.settings

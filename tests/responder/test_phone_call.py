@@ -1,0 +1,181 @@
+"""Full simulated phone calls: a Twilio-protocol caller → the real service → the simulator.
+
+Everything real except the two ends: a real aiohttp server, real Redis, the real openai SDK
+(realtime WS and Responses API) talking to the simulator, which validates every client event
+against the SDK's types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from structlog.testing import capture_logs
+
+from responder.call import FALLBACK_TEXT, HOLD_LINE_TEXT
+from responder.settings import Settings
+from responder.simulator.caller import CallerReport, place_call
+from responder.simulator.scenario import Scenario, load_scenario
+from supervisor.history import HistoryItem
+from tests.responder.conftest import AUTH_TOKEN, RunningService
+
+SPEED = 4.0
+
+
+async def run_call(
+    start_service: Callable[..., Any], settings: Settings, scenario: Scenario, **caller_kwargs: Any
+) -> tuple[RunningService, CallerReport, list[HistoryItem]]:
+    svc: RunningService = await start_service(settings)
+    report = await place_call(svc.url, scenario, auth_token=AUTH_TOKEN, speed=SPEED, **caller_kwargs)
+    items = await _settled_items(svc, report.call_sid)
+    return svc, report, items
+
+
+async def _settled_items(svc: RunningService, call_id: str) -> list[HistoryItem]:
+    import asyncio
+
+    for _ in range(50):  # the service records the hang-up asynchronously
+        meta = await svc.services.history.get_meta(call_id)
+        if meta.get("status") == "ended":
+            break
+        await asyncio.sleep(0.05)
+    return await svc.services.history.get_items(call_id)
+
+
+def conversation(items: list[HistoryItem]) -> list[tuple[str, str]]:
+    return [(i.role or "", i.text or "") for i in items if i.kind == "message"]
+
+
+def assert_protocol_clean(svc: RunningService) -> None:
+    state = svc.services.simulator_state
+    assert state.invalid_events == [], state.invalid_events
+    types = [e["type"] for e in state.client_events]
+    assert "session.update" in types
+
+
+async def test_greeting_chitchat_and_grounded_answer(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    scenario = load_scenario("returns")
+    svc, report, items = await run_call(start_service, make_settings(simulator_scenario="returns"), scenario)
+    convo = conversation(items)
+    # greeting first, then the caller's turns in conversation order
+    assert convo[0] == ("assistant", scenario.greeting)
+    assert ("user", scenario.turns[0].say) in convo
+    assert ("assistant", scenario.turns[0].reply) in convo
+    user_q = scenario.turns[1].say
+    q_index = convo.index(("user", user_q))
+    assert convo[q_index + 1] == ("assistant", scenario.turns[1].filler)
+    answer = convo[-1][1]
+    assert "60 days" in answer
+    # chitchat never reached the supervisor: exactly one decision, for the factual turn
+    [decision] = await svc.services.history.get_decisions(report.call_sid)
+    assert decision.outcome == "ok"
+    assert "returns@3" in decision.policy_labels()
+    assert decision.text == answer and "[policy:" not in answer and "**" not in answer
+    user_item = next(i for i in items if i.kind == "message" and i.text == user_q)
+    assert decision.user_item_id == user_item.id
+    kinds = [i.kind for i in items]
+    assert kinds.index("function_call") < kinds.index("decision") < kinds.index("function_call_output")
+    # the supervisor saw the caller's question (transcript waited for) in the history it read
+    state = svc.services.simulator_state
+    assert any(user_q in str(body) for body in state.text_requests)
+    assert_protocol_clean(svc)
+    meta = await svc.services.history.get_meta(report.call_sid)
+    assert meta["transport"] == "twilio" and meta["caller"] == scenario.caller_number
+    assert report.marks_echoed > 0 and report.clears_received == 0
+
+
+async def test_barge_in_truncates_at_heard_position(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    scenario = load_scenario("barge_in")
+    svc, report, items = await run_call(start_service, make_settings(simulator_scenario="barge_in"), scenario)
+    assert report.clears_received >= 1
+    state = svc.services.simulator_state
+    truncates = [e for e in state.client_events if e["type"] == "conversation.item.truncate"]
+    assert len(truncates) == 1
+    [truncate] = truncates
+    interrupted = [i for i in items if i.status == "interrupted"]
+    assert [i.id for i in interrupted] == [truncate["item_id"]]
+    item = interrupted[0]
+    assert item.audio_end_ms == truncate["audio_end_ms"]
+    # the caller heard part of the answer: more than nothing, less than what was generated
+    assert 0 < item.audio_end_ms
+    assert item.full_text and item.text is not None and len(item.text) < len(item.full_text)
+    assert item.full_text.startswith(item.text)
+    # the server accepted the truncation (no "already shorter than" error)
+    assert state.invalid_events == []
+    # the call went on: the caller's next turn was answered after the interruption
+    convo = conversation(items)
+    assert convo[-1] == ("assistant", scenario.turns[-1].reply)
+
+
+async def test_slow_supervisor_gets_one_hold_line(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    scenario = load_scenario("slow_supervisor")
+    settings = make_settings(simulator_scenario="slow_supervisor", hold_delay_s=0.8, supervisor_deadline_s=8.0)
+    svc, report, items = await run_call(start_service, settings, scenario)
+    holds = [i for i in items if i.kind == "hold_line"]
+    assert [h.text for h in holds] == [HOLD_LINE_TEXT]
+    [decision] = await svc.services.history.get_decisions(report.call_sid)
+    assert decision.outcome == "ok"
+    assert decision.latency_ms >= scenario.turns[-1].supervisor_delay_s * 1000
+    # the answer came after the hold line
+    kinds = [i.kind for i in items]
+    assert kinds.index("hold_line") < len(kinds) - 1
+    assert conversation(items)[-1][1] == decision.text
+    assert_protocol_clean(svc)
+
+
+async def test_supervisor_past_deadline_falls_back(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    scenario = load_scenario("supervisor_timeout")
+    settings = make_settings(simulator_scenario="supervisor_timeout", supervisor_deadline_s=1.0, hold_delay_s=5)
+    svc, report, items = await run_call(start_service, settings, scenario)
+    [decision] = await svc.services.history.get_decisions(report.call_sid)
+    assert decision.outcome == "timeout"
+    outputs = [i.output for i in items if i.kind == "function_call_output"]
+    assert outputs == [decision.text]
+    assert conversation(items)[-1] == ("assistant", decision.text)
+    assert decision.text == FALLBACK_TEXT or "colleague" in decision.text
+    assert_protocol_clean(svc)
+
+
+async def test_malformed_frames_and_bad_tool_arguments_keep_the_call_going(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    scenario = load_scenario("bad_tool_args")
+    bad_frames = ["{not json", '{"event": "media"}', '{"event": 42}', '{"event":"media","media":{"payload":7}}',
+                  '["event"]', '{"event":"teleport"}']
+    with capture_logs() as logs:
+        svc, report, items = await run_call(
+            start_service, make_settings(simulator_scenario="bad_tool_args"), scenario, extra_frames=bad_frames
+        )
+    events = [entry["event"] for entry in logs]
+    assert events.count("twilio.frame_invalid") >= 4
+    assert "call.tool_arguments_invalid" in events
+    bad = next(e for e in logs if e["event"] == "call.tool_arguments_invalid")
+    assert bad["call_id"] == report.call_sid
+    # both factual turns were answered: the bad-arguments one from the caller's transcript
+    decisions = await svc.services.history.get_decisions(report.call_sid)
+    assert len(decisions) == 2
+    assert all(d.outcome == "ok" for d in decisions)
+    assert decisions[0].context == "" or decisions[0].context == scenario.turns[0].say
+    outputs = [i.output for i in items if i.kind == "function_call_output"]
+    assert len(outputs) == 2
+    assert_protocol_clean(svc)
+    structlog.reset_defaults()
+
+
+async def test_dtmf_digits_are_recorded(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    scenario = load_scenario("dtmf")
+    svc, report, items = await run_call(start_service, make_settings(simulator_scenario="dtmf"), scenario)
+    digits = [i.text for i in items if i.kind == "dtmf"]
+    expected = [d for t in scenario.turns for d in (t.dtmf or "")]
+    assert digits == expected
