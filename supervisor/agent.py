@@ -20,13 +20,22 @@ import asyncio
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 from supervisor.decisions import Decision, Outcome, PolicyRef, ToolCallRecord
 from supervisor.history import CallHistory, HistoryItem
-from supervisor.model import Api, Item, Message, ModelClient, ModelError, OpenAIModelClient, ToolCall, ToolOutput
+from supervisor.model import (
+    Api,
+    Item,
+    Message,
+    ModelClient,
+    ModelError,
+    OpenAIModelClient,
+    ToolCall,
+    ToolOutput,
+)
 from supervisor.policies import PolicyLibrary
 from supervisor.sanitize import to_speech
 from supervisor.tools import DEFAULT_DATA_DIR, ToolRegistry, ToolResult, default_registry
@@ -36,9 +45,7 @@ log = structlog.get_logger("supervisor")
 INSTRUCTIONS_PATH = Path(__file__).resolve().parent / "instructions" / "supervisor.md"
 DEFAULT_POLICIES_DIR = Path(__file__).resolve().parent.parent / "policies"
 CONTEXT_LABEL = "relevantContextFromLastUserMessage"
-FALLBACK_TEXT = (
-    "I'm sorry, I can't confirm that right now. I can connect you with a colleague who can help."
-)
+FALLBACK_TEXT = "I'm sorry, I can't confirm that right now. I can connect you with a colleague who can help."
 CHARS_PER_TOKEN = 4
 
 
@@ -110,7 +117,7 @@ class Supervisor:
         return decision
 
     # -- the loop -----------------------------------------------------------------------------
-    async def _run(self, decision: Decision, blog: Any) -> None:
+    async def _run(self, decision: Decision, blog: FilteringBoundLogger) -> None:
         items = await self.history.get_items(decision.call_id, limit=self.history_items)
         conversation: list[Item] = [
             *build_transcript(items, self.history_tokens),
@@ -142,7 +149,7 @@ class Supervisor:
             decision.policies = list(policies.values())
         _fail(decision, "fallback", f"no answer after {self.max_rounds} model round(s)")
 
-    async def _call_tool(self, call: ToolCall, decision: Decision, blog: Any) -> ToolResult:
+    async def _call_tool(self, call: ToolCall, decision: Decision, blog: FilteringBoundLogger) -> ToolResult:
         result = await self.tools.call(call.name, call.arguments)
         decision.tool_calls.append(
             ToolCallRecord(
@@ -163,7 +170,9 @@ class Supervisor:
         )
         return result
 
-    def _finish(self, decision: Decision, raw_text: str, policies: dict[str, PolicyRef], blog: Any) -> None:
+    def _finish(
+        self, decision: Decision, raw_text: str, policies: dict[str, PolicyRef], blog: FilteringBoundLogger
+    ) -> None:
         decision.raw_text = raw_text
         decision.text, decision.citations = to_speech(raw_text)
         decision.policies = list(policies.values())
@@ -208,7 +217,9 @@ def _as_message(item: HistoryItem) -> Message | None:
     if item.kind == "decision" and text:
         outcome = item.meta.get("outcome", "ok")
         cited = ", ".join(item.meta.get("policies") or []) or "none"
-        return Message("system", f"[earlier supervisor decision, outcome {outcome}, policies {cited}]: {text}")
+        return Message(
+            "system", f"[earlier supervisor decision, outcome {outcome}, policies {cited}]: {text}"
+        )
     return None
 
 
@@ -234,8 +245,14 @@ def build_supervisor(
 ) -> Supervisor:
     """A Supervisor wired from plain settings: SDK client, policy library, tools, prompt."""
     client = OpenAIModelClient.create(
-        model=model, api_key=api_key, base_url=base_url, api=api, timeout_s=deadline_s, max_retries=max_retries
+        model=model,
+        api_key=api_key,
+        base_url=base_url,
+        api=api,
+        timeout_s=deadline_s,
+        max_retries=max_retries,
     )
+    client.warm_up()
     if tools is None:
         library = library or PolicyLibrary.from_dir(policies_dir)
         data = Path(data_dir) if data_dir is not None else Path(policies_dir) / "data"

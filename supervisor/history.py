@@ -176,7 +176,8 @@ class CallHistory:
 
     async def get_items(self, call_id: str, limit: int | None = None) -> list[HistoryItem]:
         """The call's items in conversation order (the newest ``limit`` when given), one round trip."""
-        raws = await self._get(keys=[self.key(call_id, "order"), self.key(call_id, "items")], args=[limit or 0])
+        keys = [self.key(call_id, "order"), self.key(call_id, "items")]
+        raws = await self._get(keys=keys, args=[limit or 0])
         return [HistoryItem.model_validate_json(r) for r in raws if r is not None]
 
     # -- decisions -----------------------------------------------------------------------

@@ -22,6 +22,8 @@ from typing import Any, Literal, Protocol
 
 import openai
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion
+from openai.types.responses import Response
 
 from supervisor.tools import ToolSpec
 
@@ -126,6 +128,18 @@ class OpenAIModelClient:
     async def aclose(self) -> None:
         await self.client.close()
 
+    def warm_up(self) -> None:
+        """Build the SDK's reply models now: they build lazily, tens of ms on first use mid-call."""
+        reply_type, sample = (
+            (ChatCompletion, _CHAT_SAMPLE) if self.api == "chat" else (Response, _RESPONSE_SAMPLE)
+        )
+        reply_type.model_validate(sample)
+        try:  # the SDK parses replies with construct_type, which keeps caches of its own
+            from openai._models import construct_type
+        except ImportError:  # pragma: no cover - private helper moved
+            return
+        construct_type(type_=reply_type, value=sample)
+
     # -- Responses API ------------------------------------------------------------------------
     async def _responses(
         self, instructions: str, messages: Sequence[Item], tools: Sequence[ToolSpec]
@@ -159,7 +173,9 @@ class OpenAIModelClient:
         )
 
     # -- chat completions ---------------------------------------------------------------------
-    async def _chat(self, instructions: str, messages: Sequence[Item], tools: Sequence[ToolSpec]) -> ModelTurn:
+    async def _chat(
+        self, instructions: str, messages: Sequence[Item], tools: Sequence[ToolSpec]
+    ) -> ModelTurn:
         options: dict[str, Any] = {}
         if tools:
             options["tools"] = [chat_tool(t) for t in tools]
@@ -186,6 +202,27 @@ class OpenAIModelClient:
             tool_calls=calls,
             usage=TurnUsage(usage.prompt_tokens, usage.completion_tokens) if usage else TurnUsage(),
         )
+
+
+_RESPONSE_SAMPLE: dict[str, Any] = {
+    "id": "warm", "object": "response", "created_at": 0, "model": "warm", "parallel_tool_calls": True,
+    "tool_choice": "auto", "tools": [],
+    "output": [
+        {"type": "function_call", "call_id": "c", "name": "n", "arguments": "{}"},
+        {"type": "message", "id": "m", "role": "assistant", "status": "completed",
+         "content": [{"type": "output_text", "text": "ok", "annotations": []}]},
+    ],
+    "usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2,
+              "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+              "output_tokens_details": {"reasoning_tokens": 0}},
+}  # fmt: skip
+_CHAT_SAMPLE: dict[str, Any] = {
+    "id": "warm", "object": "chat.completion", "created": 0, "model": "warm",
+    "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+        "role": "assistant", "content": "ok",
+        "tool_calls": [{"id": "c", "type": "function", "function": {"name": "n", "arguments": "{}"}}]}}],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+}  # fmt: skip
 
 
 # -- conversions (pure functions, tested directly) ----------------------------------------------

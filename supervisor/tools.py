@@ -63,9 +63,10 @@ class ToolResult:
     policies: list[PolicyRef] = field(default_factory=list)
     arguments: dict[str, Any] | str = field(default_factory=dict)
     ms: float = 0.0
+    note: str | None = None  # a short, PII-free summary for the Decision; the output when unset
 
     def summary(self, limit: int = 200) -> str:
-        text = " ".join(self.output.split())
+        text = " ".join((self.note or self.output).split())
         return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -267,7 +268,8 @@ def policy_lookup_tool(library: PolicyLibrary, k: int = 3) -> Tool:
         payload: dict[str, Any] = {"topic": topic, "results": [h.model_dump() for h in hits]}
         if not hits:
             payload["message"] = "No policy document covers this topic."
-        return ToolResult(output=_json(payload), policies=list(refs.values()))
+        note = "; ".join(f"{h.label()} {h.section} ({h.score:g})" for h in hits) or "no matching policy"
+        return ToolResult(output=_json(payload), policies=list(refs.values()), note=note)
 
     spec = ToolSpec(
         name="lookupPolicyDocument",
@@ -286,16 +288,22 @@ def account_info_tool(backend: AccountBackend) -> Tool:
         if phone is None:
             return _error("phone_number must be a 10-digit US number or an E.164 number", args)
         account = await backend.get_account(phone)
+        masked = "…" + phone[-4:]
         if account is None:
-            return ToolResult(_json({"found": False, "phone_number": phone,
-                                     "message": "No account is registered to this phone number."}))
-        return ToolResult(_json({"found": True, "phone_number": phone, "account": account}))
+            message = "No account is registered to this phone number."
+            payload = {"found": False, "phone_number": phone, "message": message}
+            return ToolResult(_json(payload), note=f"no account for {masked}")
+        orders = account.get("orders") or []
+        note = f"account found for {masked}: {len(orders)} order(s)"
+        return ToolResult(_json({"found": True, "phone_number": phone, "account": account}), note=note)
 
     spec = ToolSpec(
         name="getUserAccountInfo",
         description="Look up a customer's account (name, membership, orders and their status, "
         "balances) by the phone number on the account. Only after the caller has given the number.",
-        parameters=string_params(phone_number="The account's phone number, e.g. '+15555550123' or '555-555-0123'."),
+        parameters=string_params(
+            phone_number="The account's phone number, e.g. '+15555550123' or '555-555-0123'."
+        ),
     )
     return Tool(spec, handler)
 
@@ -311,11 +319,17 @@ def nearest_store_tool(backend: StoreBackend, limit: int = 3) -> Tool:
         anchor, exact = locate_zip(zip_code, stores)
         ranked = sorted(stores, key=lambda s: haversine_miles(anchor.lat, anchor.lon, s.lat, s.lon))
         results = [
-            {**s.model_dump(exclude={"lat", "lon"}),
-             "distance_miles": round(haversine_miles(anchor.lat, anchor.lon, s.lat, s.lon), 1)}
+            {
+                **s.model_dump(exclude={"lat", "lon"}),
+                "distance_miles": round(haversine_miles(anchor.lat, anchor.lon, s.lat, s.lon), 1),
+            }
             for s in ranked[:limit]
         ]
-        return ToolResult(_json({"zip_code": zip_code, "approximate": not exact, "stores": results}))
+        note = f"{'near' if not exact else 'at'} {zip_code}: " + ", ".join(
+            f"{r['id']} {r['distance_miles']:g} mi" for r in results
+        )
+        payload = {"zip_code": zip_code, "approximate": not exact, "stores": results}
+        return ToolResult(_json(payload), note=note)
 
     spec = ToolSpec(
         name="findNearestStore",
@@ -335,8 +349,10 @@ def default_registry(
 ) -> ToolRegistry:
     """The three standard tools; backends default to the JSON files in ``data_dir``."""
     data = Path(data_dir)
-    return ToolRegistry([
-        policy_lookup_tool(library),
-        account_info_tool(accounts or JsonAccountBackend(data / "accounts.json")),
-        nearest_store_tool(stores or JsonStoreBackend(data / "stores.json")),
-    ])
+    return ToolRegistry(
+        [
+            policy_lookup_tool(library),
+            account_info_tool(accounts or JsonAccountBackend(data / "accounts.json")),
+            nearest_store_tool(stores or JsonStoreBackend(data / "stores.json")),
+        ]
+    )

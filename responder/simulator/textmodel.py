@@ -54,11 +54,15 @@ def _error(status: int, message: str, type_: str, code: str | None) -> web.Respo
     return web.json_response(body, status=status)
 
 
-async def _read(request: web.Request) -> dict[str, Any] | web.Response:
+async def _read(request: web.Request, conversation_key: str) -> dict[str, Any] | web.Response:
     auth = request.headers.get("Authorization", "")
     if not auth.startswith("Bearer ") or not auth.removeprefix("Bearer ").strip():
-        return _error(401, "You didn't provide an API key (Authorization: Bearer …).",
-                      "invalid_request_error", "invalid_api_key")
+        return _error(
+            401,
+            "You didn't provide an API key (Authorization: Bearer …).",
+            "invalid_request_error",
+            "invalid_api_key",
+        )
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -66,70 +70,126 @@ async def _read(request: web.Request) -> dict[str, Any] | web.Response:
     if not isinstance(body, dict):
         return _error(400, "The request body must be a JSON object.", "invalid_request_error", "invalid_json")
     request.app[STATE_KEY].text_requests.append(body)
+    shape = (("model", (str,), True), (conversation_key, (list, str), True), ("tools", (list,), False))
+    for key, types, required in shape:
+        if (required and key not in body) or (key in body and not isinstance(body[key], types)):
+            return _error(400, f"Invalid or missing '{key}'.", "invalid_request_error", "invalid_value")
     if body.get("stream"):
         return _error(400, "The simulator does not stream text responses.", "invalid_request_error", None)
     return body
 
 
 async def _responses(request: web.Request) -> web.Response:
-    body = await _read(request)
+    body = await _read(request, "input")
     if isinstance(body, web.Response):
         return body
     raw_input = body.get("input", [])
     items: list[Any] = [{"role": "user", "content": raw_input}] if isinstance(raw_input, str) else raw_input
     user_texts = [_text(i.get("content")) for i in items if isinstance(i, dict) and i.get("role") == "user"]
-    names = {i.get("call_id"): i.get("name") for i in items if isinstance(i, dict) and i.get("type") == "function_call"}
-    outputs = [(names.get(i.get("call_id")), str(i.get("output", ""))) for i in items
-               if isinstance(i, dict) and i.get("type") == "function_call_output"]
-    tools = [t.get("name") for t in body.get("tools", []) if isinstance(t, dict) and t.get("type") == "function"]
+    names = {
+        i.get("call_id"): i.get("name")
+        for i in items
+        if isinstance(i, dict) and i.get("type") == "function_call"
+    }
+    outputs = [
+        (names.get(i.get("call_id")), str(i.get("output", "")))
+        for i in items
+        if isinstance(i, dict) and i.get("type") == "function_call_output"
+    ]
+    tools = [
+        t.get("name") for t in body.get("tools", []) if isinstance(t, dict) and t.get("type") == "function"
+    ]
 
     calls, text = await _play(request.app[STATE_KEY], _question(user_texts), tools, outputs)
     n = next(_ids)
     output: list[dict[str, Any]] = [
-        {"type": "function_call", "id": f"fc_sim{n}_{i}", "call_id": call_id, "name": name,
-         "arguments": args, "status": "completed"}
+        {
+            "type": "function_call",
+            "id": f"fc_sim{n}_{i}",
+            "call_id": call_id,
+            "name": name,
+            "arguments": args,
+            "status": "completed",
+        }
         for i, (call_id, name, args) in enumerate(calls)
     ]
     if text:
-        output.append({"type": "message", "id": f"msg_sim{n}", "role": "assistant", "status": "completed",
-                       "content": [{"type": "output_text", "text": text, "annotations": []}]})
+        output.append(
+            {
+                "type": "message",
+                "id": f"msg_sim{n}",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        )
     tokens_in, tokens_out = _estimate(body), _estimate([output])
-    response = Response.model_validate({
-        "id": f"resp_sim{n}", "object": "response", "created_at": time.time(), "status": "completed",
-        "model": body.get("model", "simulator"), "instructions": body.get("instructions"),
-        "output": output, "parallel_tool_calls": True, "tool_choice": body.get("tool_choice", "auto"),
-        "tools": body.get("tools", []),
-        "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out, "total_tokens": tokens_in + tokens_out,
-                  "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-                  "output_tokens_details": {"reasoning_tokens": 0}},
-    })
+    response = Response.model_validate(
+        {
+            "id": f"resp_sim{n}",
+            "object": "response",
+            "created_at": time.time(),
+            "status": "completed",
+            "model": body.get("model", "simulator"),
+            "instructions": body.get("instructions"),
+            "output": output,
+            "parallel_tool_calls": True,
+            "tool_choice": body.get("tool_choice", "auto"),
+            "tools": body.get("tools", []),
+            "usage": {
+                "input_tokens": tokens_in,
+                "output_tokens": tokens_out,
+                "total_tokens": tokens_in + tokens_out,
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": 0},
+            },
+        }
+    )
     return web.json_response(response.to_dict(mode="json"))
 
 
 async def _chat_completions(request: web.Request) -> web.Response:
-    body = await _read(request)
+    body = await _read(request, "messages")
     if isinstance(body, web.Response):
         return body
     messages = [m for m in body.get("messages", []) if isinstance(m, dict)]
     user_texts = [_text(m.get("content")) for m in messages if m.get("role") == "user"]
-    names = {c.get("id"): (c.get("function") or {}).get("name")
-             for m in messages if m.get("role") == "assistant" for c in m.get("tool_calls") or []}
-    outputs = [(names.get(m.get("tool_call_id")), _text(m.get("content"))) for m in messages if m.get("role") == "tool"]
+    names = {
+        c.get("id"): (c.get("function") or {}).get("name")
+        for m in messages
+        if m.get("role") == "assistant"
+        for c in m.get("tool_calls") or []
+    }
+    outputs = [
+        (names.get(m.get("tool_call_id")), _text(m.get("content")))
+        for m in messages
+        if m.get("role") == "tool"
+    ]
     tools = [(t.get("function") or {}).get("name") for t in body.get("tools", []) if isinstance(t, dict)]
 
     calls, text = await _play(request.app[STATE_KEY], _question(user_texts), tools, outputs)
     n = next(_ids)
     message: dict[str, Any] = {"role": "assistant", "content": text or None}
     if calls:
-        message["tool_calls"] = [{"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
-                                 for call_id, name, args in calls]
+        message["tool_calls"] = [
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
+            for call_id, name, args in calls
+        ]
     tokens_in, tokens_out = _estimate(body), _estimate(message)
-    completion = ChatCompletion.model_validate({
-        "id": f"chatcmpl-sim{n}", "object": "chat.completion", "created": int(time.time()),
-        "model": body.get("model", "simulator"),
-        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
-        "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "total_tokens": tokens_in + tokens_out},
-    })
+    completion = ChatCompletion.model_validate(
+        {
+            "id": f"chatcmpl-sim{n}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "simulator"),
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
+            "usage": {
+                "prompt_tokens": tokens_in,
+                "completion_tokens": tokens_out,
+                "total_tokens": tokens_in + tokens_out,
+            },
+        }
+    )
     return web.json_response(completion.to_dict(mode="json"))
 
 
@@ -177,15 +237,19 @@ def _compose(question: str, outputs: list[tuple[str | None, str]]) -> str:
             continue
         if name == "lookupPolicyDocument" and data.get("results"):
             top = data["results"][0]
-            lines.append(f"- **Per our {top['title']} policy:** {_best_sentences(question, top['text'])} "
-                         f"[policy:{top['id']}@{top['version']}]")
+            lines.append(
+                f"- **Per our {top['title']} policy:** {_best_sentences(question, top['text'])} "
+                f"[policy:{top['id']}@{top['version']}]"
+            )
         elif name == "getUserAccountInfo":
             lines.append(_account_line(data))
         elif name == "findNearestStore" and data.get("stores"):
             store = data["stores"][0]
             lines.append(f"- **Nearest store:** {store['name']}, {store['address']}, open {store['hours']}.")
     if not lines:
-        return "I couldn't find anything in our policies that covers that. I can connect you with a colleague."
+        return (
+            "I couldn't find anything in our policies that covers that. I can connect you with a colleague."
+        )
     return "\n".join(lines)
 
 
@@ -194,7 +258,8 @@ def _account_line(data: dict[str, Any]) -> str:
         return "- I couldn't find an account with that phone number."
     account = data.get("account") or {}
     orders = account.get("orders") or []
-    line = f"- **Account:** {account.get('name', 'the caller')}, member tier {account.get('member_tier', 'none')}."
+    name, tier = account.get("name", "the caller"), account.get("member_tier", "none")
+    line = f"- **Account:** {name}, member tier {tier}."
     if orders:
         latest = orders[-1]
         line += f" The latest order, {latest.get('id')}, is {latest.get('status')}."

@@ -8,7 +8,15 @@ import pytest
 from supervisor.policies import PolicyError, PolicyLibrary, load_policies, parse_policy, stem, tokenize
 from tests.supervisor.conftest import POLICIES_DIR
 
-REQUIRED = {"returns", "shipping", "warranty", "price-match", "membership", "account-security", "store-pickup"}
+REQUIRED = {
+    "returns",
+    "shipping",
+    "warranty",
+    "price-match",
+    "membership",
+    "account-security",
+    "store-pickup",
+}
 
 DOC = """---
 id: demo
@@ -79,9 +87,8 @@ def test_duplicate_ids_are_rejected(tmp_path: Path) -> None:
 
 
 def test_light_stemming_and_stopwords() -> None:
-    assert [stem(w) for w in ("tents", "shipping", "returned", "bags", "glasses", "policies", "gps")] == [
-        "tent", "shipp" if False else "ship", "return", "bag", "glass", "policy", "gp"
-    ]
+    words = ("tents", "shipping", "returned", "bags", "glasses", "policies", "gps", "carried")
+    assert [stem(w) for w in words] == ["tent", "ship", "return", "bag", "glass", "policy", "gps", "carry"]
     assert tokenize("Can I return the used tents?") == ["return", "used", "tent"]
 
 
@@ -98,7 +105,9 @@ def test_light_stemming_and_stopwords() -> None:
         ("How do you verify my identity?", "account-security", "Verifying a caller's identity"),
     ],
 )
-def test_search_ranks_by_the_question(library: PolicyLibrary, question: str, top_id: str, section: str | None) -> None:
+def test_search_ranks_by_the_question(
+    library: PolicyLibrary, question: str, top_id: str, section: str | None
+) -> None:
     hits = library.search(question)
     assert hits and hits[0].id == top_id
     if section:
