@@ -2,8 +2,8 @@
 
 :func:`plan_outputs` decides a response's content from the scenario (deterministic);
 :class:`ResponseRun` streams it: ``response.created`` … ``response.done``, audio in 100 ms
-chunks paced at real time ÷ speed, transcript deltas sent with the chunk in which each word
-is "spoken", function calls with their argument deltas.
+chunks paced at real time ÷ speed (after a short head start), transcript deltas sent with
+the chunk in which each word is "spoken", function calls with their argument deltas.
 """
 
 from __future__ import annotations
@@ -28,6 +28,11 @@ from responder.simulator.scenario import Turn
 
 SUPERVISOR_TOOL = "getNextResponseFromSupervisor"
 CHUNK_MS = 100  # audio per response.output_audio.delta
+# Like the real server, generation runs a little ahead of real time: the first LEAD_MS of
+# audio go out at once, then one chunk per CHUNK_MS (÷ speed). So at a barge-in the model
+# has generated (and transcribed) more than the caller heard, and response.done comes
+# LEAD_MS before the audio's playback could end.
+LEAD_MS = 500
 MS_PER_CHAR = 70  # assistant speech length per character of text
 MIN_SPEECH_MS = 400
 CANNOT_CHECK = "I can't check that right now."
@@ -213,7 +218,7 @@ class ResponseRun:
         total_ms = speech_ms(text)
         words = word_schedule(text, total_ms)
         loop = asyncio.get_running_loop()
-        t0 = loop.time()
+        t0 = loop.time() - LEAD_MS / 1000 / self._speed
         step_s = CHUNK_MS / 1000 / self._speed
         chunk_starts = range(0, total_ms, CHUNK_MS)
         for n, start_ms in enumerate(chunk_starts):

@@ -77,16 +77,16 @@ class Client:
     async def send_raw(self, text: str) -> None:
         await self.conn.send_raw(text)
 
-    async def next(self, timeout: float = 5.0) -> dict[str, Any]:
-        event = json.loads(await asyncio.wait_for(self.conn.recv_bytes(), timeout))
+    async def next(self, within_s: float = 5.0) -> dict[str, Any]:
+        event = json.loads(await asyncio.wait_for(self.conn.recv_bytes(), within_s))
         self.events.append(event)
         return event
 
-    async def until(self, event_type: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+    async def until(self, event_type: str, within_s: float = 5.0) -> list[dict[str, Any]]:
         """Events up to and including the first of ``event_type``."""
         seen: list[dict[str, Any]] = []
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within_s
         while True:
             event = await self.next(max(0.01, deadline - loop.time()))
             seen.append(event)
@@ -240,6 +240,16 @@ async def test_vad_commit_transcript_and_chitchat_reply(connect: Connect) -> Non
     assert done["status"] == "completed" and done["usage"]["total_tokens"] > 0
     assert done["output"][0]["content"][0]["transcript"] == reply
     assert not any(e["type"] == "response.function_call_arguments.done" for e in events)
+
+
+async def test_default_session_speaks_pcm16_at_24_khz(connect: Connect) -> None:
+    client = await connect()
+    await client.speak(600, fmt="pcm16")
+    events = await client.until("response.done")
+    assert "input_audio_buffer.committed" in types(events)
+    reply = SCENARIO.turns[0].reply
+    assert reply is not None
+    assert len(audio_bytes(events)) == 48 * speech_ms(reply)
 
 
 async def test_greeting_then_factual_turn_calls_the_supervisor_tool(connect: Connect) -> None:
