@@ -40,7 +40,9 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
         api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
         base_url, ws_url = settings.openai_base_url, settings.realtime_ws_url()
         if api_key is None:
-            sim_runner, simulator_url = await start_simulator(settings.simulator_scenario, settings.simulator_speed)
+            sim_runner, simulator_url = await start_simulator(
+                settings.simulator_scenario, settings.simulator_speed
+            )
             log.warning(
                 "app.simulator_mode",
                 reason="no OPENAI_API_KEY: calls go to the local simulator, a test double of the OpenAI API",
@@ -51,7 +53,9 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
             simulator_state = sim_runner.app[STATE_KEY]
         redis = await connect_redis(settings.redis_url, settings.redis_data_dir)
         history = CallHistory(redis.client, prefix=settings.redis_prefix, ttl_s=settings.history_ttl_s)
-        supervisor_key = settings.supervisor_api_key.get_secret_value() if settings.supervisor_api_key else api_key
+        supervisor_key = (
+            settings.supervisor_api_key.get_secret_value() if settings.supervisor_api_key else api_key
+        )
         supervisor = build_supervisor(
             history=history,
             base_url=settings.supervisor_base_url or base_url,
@@ -65,8 +69,13 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
         )
         client = make_client(api_key, base_url, ws_url)
         app[SERVICES] = Services(
-            settings=settings, redis=redis, history=history, realtime_client=client,
-            decide=supervisor.decide, simulator_url=simulator_url, simulator_state=simulator_state,
+            settings=settings,
+            redis=redis,
+            history=history,
+            realtime_client=client,
+            decide=supervisor.decide,
+            simulator_url=simulator_url,
+            simulator_state=simulator_state,
         )
         external = settings.external_url()
         log.info(
@@ -83,6 +92,7 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
             yield
         finally:
             await client.close()
+            await supervisor.aclose()
             await redis.close()
             if sim_runner is not None:
                 await sim_runner.cleanup()
@@ -90,9 +100,13 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
     return lifecycle
 
 
-async def start_simulator(scenario: str, speed: float, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, str]:
+async def start_simulator(
+    scenario: str, speed: float, host: str = "127.0.0.1", port: int = 0
+) -> tuple[web.AppRunner, str]:
     """Run the simulator (OpenAI API test double) on a local port; returns its runner and URL."""
-    runner = web.AppRunner(create_simulator_app(load_scenario(scenario), speed=speed))
+    runner = web.AppRunner(
+        create_simulator_app(load_scenario(scenario), speed=speed),
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

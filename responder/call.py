@@ -26,9 +26,7 @@ from responder.realtime.session import CONTEXT_ARG, SUPERVISOR_TOOL
 from supervisor.decisions import Decision
 from supervisor.history import APPEND, HEAD, CallHistory, HistoryItem
 
-FALLBACK_TEXT = (
-    "I'm sorry, I can't confirm that right now. I can connect you with a colleague who can help."
-)
+FALLBACK_TEXT = "I'm sorry, I can't confirm that right now. I can connect you with a colleague who can help."
 HOLD_LINE_TEXT = "Still checking on that for you."
 HOLD_LINE_INSTRUCTIONS = (
     f'Say exactly: "{HOLD_LINE_TEXT}" Nothing else. Do not answer the question yet '
@@ -45,7 +43,9 @@ class CallerLink(Protocol):
 
 
 class DecideFn(Protocol):
-    def __call__(self, call_id: str, context: str, *, user_item_id: str | None = None) -> Awaitable[Decision]: ...
+    def __call__(
+        self, call_id: str, context: str, *, user_item_id: str | None = None
+    ) -> Awaitable[Decision]: ...
 
 
 @dataclass(frozen=True)
@@ -90,11 +90,14 @@ class CallController:
         self._requested: deque[str] = deque()  # purposes of response.create sent, not yet created
         self._server_response_due = 0.0  # monotonic deadline while VAD is about to create one
         self._user_speaking = False
+        self._notify()
         self._transcripts: dict[str, asyncio.Event] = {}
         self._last_user_item: str | None = None
         self._out_of_band: set[str] = set()  # item ids of hold lines (not in the conversation)
         self._interrupted: set[str] = set()
         self._pending_outputs: deque[tuple[str, str]] = deque()
+        self._decision_items: dict[str, str] = {}  # tool call id → decision id
+        self._changed = asyncio.Event()  # set whenever response/speech state changes
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
             "session.updated": self._on_session_updated,
@@ -140,12 +143,18 @@ class CallController:
         self.closed = True
         for task in list(self._tasks):
             task.cancel()
-        with contextlib.suppress(Exception):
-            await self.rt.close()
         duration = round(time.monotonic() - self.started_at, 3)
-        with contextlib.suppress(Exception):
-            await self.history.set_meta(self.call_id, status="ended", ended_at=time.time(), duration_s=duration)
+        try:
+            await self.history.set_meta(
+                self.call_id, status="ended", ended_at=time.time(), duration_s=duration
+            )
+        except Exception as exc:
+            self.log.error("call.end_not_recorded", error=repr(exc))
         self.log.info("call.ended", duration_s=duration)
+        t0 = time.monotonic()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.rt.close(), 2.0)
+        self.log.info("call.realtime_closed", ms=round((time.monotonic() - t0) * 1000, 1))
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         task = asyncio.ensure_future(coro)
@@ -188,7 +197,10 @@ class CallController:
             role = item["role"]
             text = _content_text(item)
             record = HistoryItem(
-                id=item_id, kind="message", role=role, text=text,
+                id=item_id,
+                kind="message",
+                role=role,
+                text=text,
                 status="completed" if (role == "user" and text) else "in_progress",
             )
             if role == "user":
@@ -198,13 +210,23 @@ class CallController:
                     self._transcripts[item_id].set()
         elif kind == "function_call":
             record = HistoryItem(
-                id=item_id, kind="function_call", role="assistant", name=item.get("name"),
-                call_id=item.get("call_id"), arguments=item.get("arguments") or None, status="in_progress",
+                id=item_id,
+                kind="function_call",
+                role="assistant",
+                name=item.get("name"),
+                call_id=item.get("call_id"),
+                arguments=item.get("arguments") or None,
+                status="in_progress",
             )
         elif kind == "function_call_output":
+            # our own item: shown right after the decision that produced it
+            where = self._decision_items.pop(item.get("call_id", ""), where)
             record = HistoryItem(
-                id=item_id, kind="function_call_output", role="system",
-                call_id=item.get("call_id"), output=item.get("output"),
+                id=item_id,
+                kind="function_call_output",
+                role="system",
+                call_id=item.get("call_id"),
+                output=item.get("output"),
             )
         if record is not None:
             await self.history.add_item(self.call_id, record, where)
@@ -224,6 +246,7 @@ class CallController:
 
     async def _on_speech_started(self, event: dict[str, Any]) -> None:
         self._user_speaking = True
+        self._notify()
         item_id = self.playback.current_item
         if not self.playback.is_playing() or item_id is None:
             return
@@ -231,19 +254,27 @@ class CallController:
         await self.caller.clear_audio()
         heard_text = self.playback.heard_text(item_id)
         self.playback.clear()
-        self.log.info("call.barge_in", item_id=item_id, audio_end_ms=heard,
-                      sent_ms=self.playback.sent_ms(item_id))
+        self.log.info(
+            "call.barge_in", item_id=item_id, audio_end_ms=heard, sent_ms=self.playback.sent_ms(item_id)
+        )
         if item_id in self._out_of_band:
             return  # a hold line is not in the conversation: nothing to truncate
         self._interrupted.add(item_id)
-        await self.rt.send({"type": "conversation.item.truncate", "item_id": item_id,
-                            "content_index": 0, "audio_end_ms": heard})
+        await self.rt.send(
+            {
+                "type": "conversation.item.truncate",
+                "item_id": item_id,
+                "content_index": 0,
+                "audio_end_ms": heard,
+            }
+        )
         await self.history.update_item(
             self.call_id, item_id, text=heard_text, status="interrupted", audio_end_ms=heard
         )
 
     async def _on_speech_stopped(self, event: dict[str, Any]) -> None:
         self._user_speaking = False
+        self._notify()
         self._server_response_due = time.monotonic() + 2.0  # VAD creates a response next
 
     async def _on_response_created(self, event: dict[str, Any]) -> None:
@@ -256,13 +287,18 @@ class CallController:
         if purpose == "turn":
             self._server_response_due = 0.0
         self._response = _Response(id=response.get("id", ""), purpose=purpose)
+        self._notify()
 
     async def _on_response_done(self, event: dict[str, Any]) -> None:
         response = event.get("response") or {}
         if response.get("status") not in (None, "completed"):
-            self.log.info("call.response_ended", status=response.get("status"),
-                          reason=(response.get("status_details") or {}).get("reason"))
+            self.log.info(
+                "call.response_ended",
+                status=response.get("status"),
+                reason=(response.get("status_details") or {}).get("reason"),
+            )
         self._response = None
+        self._notify()
         await self._flush_outputs()
 
     async def _on_audio_delta(self, event: dict[str, Any]) -> None:
@@ -308,9 +344,13 @@ class CallController:
         client_event_id = error.get("event_id")
         sent_type = self.rt.sent_type(client_event_id)
         self.log.warning(
-            "realtime.error", code=error.get("code"), error_type=error.get("type"),
-            message=error.get("message"), param=error.get("param"),
-            client_event_id=client_event_id, client_event_type=sent_type,
+            "realtime.error",
+            code=error.get("code"),
+            error_type=error.get("type"),
+            message=error.get("message"),
+            param=error.get("param"),
+            client_event_id=client_event_id,
+            client_event_type=sent_type,
         )
         if sent_type == "response.create" and self._requested:
             self._requested.popleft()  # the response we asked for will not come
@@ -322,8 +362,9 @@ class CallController:
         fc_call_id = event.get("call_id", "")
         arguments = event.get("arguments") or ""
         if event.get("item_id"):
-            await self.history.update_item(self.call_id, event["item_id"], arguments=arguments,
-                                           status="completed")
+            await self.history.update_item(
+                self.call_id, event["item_id"], arguments=arguments, status="completed"
+            )
         self.log.info("call.tool_call", tool=name, tool_call_id=fc_call_id, arguments=arguments)
         if name != SUPERVISOR_TOOL:
             self.log.warning("call.tool_unknown", tool=name)
@@ -352,6 +393,7 @@ class CallController:
             async with asyncio.timeout(self.config.supervisor_deadline_s + 2.0):
                 decision = await self.decide(self.call_id, context, user_item_id=user_item)
             text, outcome = decision.text, decision.outcome
+            self._decision_items[fc_call_id] = decision.decision_id
         except Exception as exc:  # the supervisor records its own failures; this is the last net
             text, outcome = FALLBACK_TEXT, "error"
             self.log.error("call.supervisor_failed", error=repr(exc))
@@ -359,8 +401,12 @@ class CallController:
             hold.cancel()
         if outcome != "ok":
             self.log.warning("call.fallback", outcome=outcome)
-        self.log.info("call.supervisor_answer", tool_call_id=fc_call_id, outcome=outcome,
-                      ms=round((time.monotonic() - started) * 1000, 1))
+        self.log.info(
+            "call.supervisor_answer",
+            tool_call_id=fc_call_id,
+            outcome=outcome,
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
         if self.closed:
             self.log.info("call.late_result_dropped", tool_call_id=fc_call_id)
             return
@@ -371,13 +417,26 @@ class CallController:
         """Say a short hold line if the supervisor is slow; never over the caller or a response."""
         for _ in range(self.config.max_hold_lines):
             await asyncio.sleep(self.config.hold_delay_s)
-            while not self._idle() or self.playback.is_playing():
-                await asyncio.sleep(0.05)
+            await self._until_quiet()
             await self._request_response(
                 "hold_line",
-                {"conversation": "none", "output_modalities": ["audio"],
-                 "instructions": HOLD_LINE_INSTRUCTIONS},
+                {
+                    "conversation": "none",
+                    "output_modalities": ["audio"],
+                    "instructions": HOLD_LINE_INSTRUCTIONS,
+                },
             )
+
+    async def _until_quiet(self) -> None:
+        """Wait until nothing is being said or played, by the caller or the responder."""
+        while not self._idle() or self.playback.is_playing():
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                # marks and the VAD grace window change state without an event: re-check often
+                await asyncio.wait_for(self._changed.wait(), 0.05)
+
+    def _notify(self) -> None:
+        self._changed.set()
 
     # -- sending answers, never over an active response ----------------------------------
     def _idle(self) -> bool:
@@ -402,9 +461,12 @@ class CallController:
             return
         while self._pending_outputs:
             fc_call_id, output = self._pending_outputs.popleft()
-            await self.rt.send({"type": "conversation.item.create",
-                                "item": {"type": "function_call_output", "call_id": fc_call_id,
-                                         "output": output}})
+            await self.rt.send(
+                {
+                    "type": "conversation.item.create",
+                    "item": {"type": "function_call_output", "call_id": fc_call_id, "output": output},
+                }
+            )
         await self._request_response("answer", {})
 
     async def _flush_later(self) -> None:

@@ -91,11 +91,17 @@ async def _call(settings: Settings, scenario_name: str, speed: float, as_json: b
     if settings.uses_simulator:
         log.warning("app.no_api_key", message="OPENAI_API_KEY is not set: using the local simulator")
     port = _free_port()
-    token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else secrets.token_hex(16)
+    token = (
+        settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else secrets.token_hex(16)
+    )
     settings = settings.model_copy(
         update={
-            "host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}",
-            "twilio_auth_token": token, "simulator_scenario": scenario_name, "simulator_speed": speed,
+            "host": "127.0.0.1",
+            "port": port,
+            "public_url": f"http://127.0.0.1:{port}",
+            "twilio_auth_token": token,
+            "simulator_scenario": scenario_name,
+            "simulator_speed": speed,
         }
     )
     app = create_app(settings)
@@ -113,18 +119,27 @@ async def _call(settings: Settings, scenario_name: str, speed: float, as_json: b
     finally:
         await runner.cleanup()
     if as_json:
-        print(json.dumps({
-            "call_id": report.call_sid, "duration_s": round(elapsed, 2),
-            "items": [i.model_dump(mode="json") for i in items],
-            "decisions": [d.model_dump(mode="json") for d in decisions],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "call_id": report.call_sid,
+                    "duration_s": round(elapsed, 2),
+                    "items": [i.model_dump(mode="json") for i in items],
+                    "decisions": [d.model_dump(mode="json") for d in decisions],
+                },
+                indent=2,
+            )
+        )
     else:
         print(format_transcript(report.call_sid, elapsed, items, decisions))
     return 0
 
 
 def format_transcript(call_id: str, elapsed: float, items: list[Any], decisions: list[Any]) -> str:
-    lines = [f"\nCall {call_id}: {len(items)} items, {len(decisions)} supervisor decisions, {elapsed:.1f} s", ""]
+    lines = [
+        f"\nCall {call_id}: {len(items)} items, {len(decisions)} supervisor decisions, {elapsed:.1f} s",
+        "",
+    ]
     for item in items:
         label, text = _describe(item)
         lines.append(f"  {label:<12} {text}")
@@ -151,7 +166,10 @@ def _describe(item: Any) -> tuple[str, str]:
         return "[tool out]", item.output or ""
     if item.kind == "decision":
         policies = ",".join(item.meta.get("policies", [])) or "-"
-        return "[decision]", f"{item.meta.get('outcome')} policies={policies} {item.meta.get('latency_ms')} ms"
+        return (
+            "[decision]",
+            f"{item.meta.get('outcome')} policies={policies} {item.meta.get('latency_ms')} ms",
+        )
     if item.kind == "hold_line":
         return "[hold line]", item.text or ""
     return f"[{item.kind}]", item.text or ""

@@ -83,6 +83,12 @@ class Supervisor:
         self.history_items = history_items
         self.fallback_text = fallback_text
 
+    async def aclose(self) -> None:
+        """Close the model client's connections (if it has any)."""
+        close = getattr(self.model, "aclose", None)
+        if close is not None:
+            await close()
+
     async def decide(self, call_id: str, context: str, *, user_item_id: str | None = None) -> Decision:
         """Answer the caller's latest request; never raises for model, tool or deadline trouble."""
         started = time.perf_counter()

@@ -160,10 +160,12 @@ class MediaSession:
         try:
             frame = json.loads(data)
             event = frame["event"]
-            handler = self._handlers.get(event) if isinstance(event, str) else None
+            if not isinstance(event, str):
+                raise TypeError("event is not a string")
         except (ValueError, KeyError, TypeError):
             self.log.warning("twilio.frame_invalid", reason="not a Twilio event", sample=data[:80])
             return
+        handler = self._handlers.get(event)
         if handler is None:
             self.log.info("twilio.event_ignored", twilio_event=str(event)[:40])
             return
@@ -219,10 +221,11 @@ class MediaSession:
                 await self.ws.close()
 
     async def _on_media(self, frame: dict[str, Any]) -> None:
+        payload = frame["media"]["payload"]
+        if not isinstance(payload, str):
+            raise TypeError("media payload is not a string")
         if self.controller is not None:
-            payload = frame["media"]["payload"]
-            if isinstance(payload, str):
-                await self.controller.caller_audio(payload)
+            await self.controller.caller_audio(payload)
 
     async def _on_mark(self, frame: dict[str, Any]) -> None:
         if self.controller is not None:

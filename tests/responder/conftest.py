@@ -25,7 +25,7 @@ def make_settings(redis_url: str, key_prefix: str, tmp_path: Path) -> Callable[.
             "redis_prefix": key_prefix,
             "redis_data_dir": tmp_path / "redis",
             "twilio_auth_token": AUTH_TOKEN,
-            "simulator_speed": 4.0,
+            "simulator_speed": 8.0,
             "hold_delay_s": 3.0,
             "supervisor_deadline_s": 5.0,
             "transcript_wait_s": 1.0,
@@ -59,9 +59,7 @@ async def start_service() -> AsyncIterator[Callable[..., Any]]:
         from aiohttp.test_utils import unused_port
 
         port = unused_port()
-        settings = settings.model_copy(
-            update={"port": port, "public_url": f"http://127.0.0.1:{port}"}
-        )
+        settings = settings.model_copy(update={"port": port, "public_url": f"http://127.0.0.1:{port}"})
         server = TestServer(create_app(settings), host="127.0.0.1", port=port)
         await server.start_server()
         servers.append(server)

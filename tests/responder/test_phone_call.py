@@ -20,13 +20,18 @@ from responder.simulator.scenario import Scenario, load_scenario
 from supervisor.history import HistoryItem
 from tests.responder.conftest import AUTH_TOKEN, RunningService
 
-SPEED = 4.0
+SPEED = 8.0
+# Wall-clock silence after which the simulated caller speaks again: above the simulated
+# supervisor's latency, well below the scenario default so that the suite stays fast.
+QUIET_MS = 900
 
 
 async def run_call(
     start_service: Callable[..., Any], settings: Settings, scenario: Scenario, **caller_kwargs: Any
 ) -> tuple[RunningService, CallerReport, list[HistoryItem]]:
     svc: RunningService = await start_service(settings)
+    if scenario.quiet_ms == Scenario.model_fields["quiet_ms"].default:
+        scenario = scenario.model_copy(update={"quiet_ms": QUIET_MS})
     report = await place_call(svc.url, scenario, auth_token=AUTH_TOKEN, speed=SPEED, **caller_kwargs)
     items = await _settled_items(svc, report.call_sid)
     return svc, report, items
@@ -115,8 +120,10 @@ async def test_barge_in_truncates_at_heard_position(
 async def test_slow_supervisor_gets_one_hold_line(
     start_service: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
-    scenario = load_scenario("slow_supervisor")
-    settings = make_settings(simulator_scenario="slow_supervisor", hold_delay_s=0.8, supervisor_deadline_s=8.0)
+    scenario = load_scenario("slow_supervisor").model_copy(update={"quiet_ms": 2000})
+    settings = make_settings(
+        simulator_scenario="slow_supervisor", hold_delay_s=0.8, supervisor_deadline_s=8.0
+    )
     svc, report, items = await run_call(start_service, settings, scenario)
     holds = [i for i in items if i.kind == "hold_line"]
     assert [h.text for h in holds] == [HOLD_LINE_TEXT]
@@ -133,8 +140,10 @@ async def test_slow_supervisor_gets_one_hold_line(
 async def test_supervisor_past_deadline_falls_back(
     start_service: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
-    scenario = load_scenario("supervisor_timeout")
-    settings = make_settings(simulator_scenario="supervisor_timeout", supervisor_deadline_s=1.0, hold_delay_s=5)
+    scenario = load_scenario("supervisor_timeout").model_copy(update={"quiet_ms": 1800})
+    settings = make_settings(
+        simulator_scenario="supervisor_timeout", supervisor_deadline_s=1.0, hold_delay_s=5
+    )
     svc, report, items = await run_call(start_service, settings, scenario)
     [decision] = await svc.services.history.get_decisions(report.call_sid)
     assert decision.outcome == "timeout"
@@ -149,11 +158,20 @@ async def test_malformed_frames_and_bad_tool_arguments_keep_the_call_going(
     start_service: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
     scenario = load_scenario("bad_tool_args")
-    bad_frames = ["{not json", '{"event": "media"}', '{"event": 42}', '{"event":"media","media":{"payload":7}}',
-                  '["event"]', '{"event":"teleport"}']
+    bad_frames = [
+        "{not json",
+        '{"event": "media"}',
+        '{"event": 42}',
+        '{"event":"media","media":{"payload":7}}',
+        '["event"]',
+        '{"event":"teleport"}',
+    ]
     with capture_logs() as logs:
         svc, report, items = await run_call(
-            start_service, make_settings(simulator_scenario="bad_tool_args"), scenario, extra_frames=bad_frames
+            start_service,
+            make_settings(simulator_scenario="bad_tool_args"),
+            scenario,
+            extra_frames=bad_frames,
         )
     events = [entry["event"] for entry in logs]
     assert events.count("twilio.frame_invalid") >= 4
@@ -175,7 +193,7 @@ async def test_dtmf_digits_are_recorded(
     start_service: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
     scenario = load_scenario("dtmf")
-    svc, report, items = await run_call(start_service, make_settings(simulator_scenario="dtmf"), scenario)
+    _, _, items = await run_call(start_service, make_settings(simulator_scenario="dtmf"), scenario)
     digits = [i.text for i in items if i.kind == "dtmf"]
     expected = [d for t in scenario.turns for d in (t.dtmf or "")]
     assert digits == expected

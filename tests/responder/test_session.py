@@ -42,8 +42,16 @@ def test_no_beta_names_in_session() -> None:
 
 def test_responder_prompt_has_the_guide_sections() -> None:
     prompt = load_instructions()
-    for heading in ("# Role & Objective", "# Personality & Tone", "# Tools", "# Instructions",
-                    "# Conversation Flow", "# Safety & Escalation", "## Variety", "## Unclear audio"):
+    for heading in (
+        "# Role & Objective",
+        "# Personality & Tone",
+        "# Tools",
+        "# Instructions",
+        "# Conversation Flow",
+        "# Safety & Escalation",
+        "## Variety",
+        "## Unclear audio",
+    ):
         assert heading in prompt
     assert "getNextResponseFromSupervisor" in prompt
     assert '"One moment."' in prompt

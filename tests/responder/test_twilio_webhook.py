@@ -11,8 +11,14 @@ from responder.settings import Settings
 from responder.transports.twilio import stream_token, twiml_connect, verify_stream_token
 from tests.responder.conftest import AUTH_TOKEN
 
-PARAMS = {"CallSid": "CA" + "1" * 32, "AccountSid": "AC" + "2" * 32, "From": "+15555550123",
-          "To": "+15555550100", "CallStatus": "ringing", "Direction": "inbound"}
+PARAMS = {
+    "CallSid": "CA" + "1" * 32,
+    "AccountSid": "AC" + "2" * 32,
+    "From": "+15555550123",
+    "To": "+15555550100",
+    "CallStatus": "ringing",
+    "Direction": "inbound",
+}
 
 
 def test_twiml_connect_stream_with_parameters() -> None:
@@ -32,11 +38,15 @@ def test_stream_token_binds_call_and_expiry() -> None:
     assert verify_stream_token("secret", "CA1", str(exp), tok)
     assert not verify_stream_token("secret", "CA2", str(exp), tok)
     assert not verify_stream_token("other", "CA1", str(exp), tok)
-    assert not verify_stream_token("secret", "CA1", str(exp - 3600), stream_token("secret", "CA1", exp - 3600))
+    assert not verify_stream_token(
+        "secret", "CA1", str(exp - 3600), stream_token("secret", "CA1", exp - 3600)
+    )
     assert not verify_stream_token("secret", "CA1", "soon", tok)
 
 
-async def test_webhook_signature_checked(start_service: Callable[..., Any], make_settings: Callable[..., Settings]) -> None:
+async def test_webhook_signature_checked(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
     svc = await start_service(make_settings())
     url = svc.url + "/twilio/voice"
     good = RequestValidator(AUTH_TOKEN).compute_signature(url, PARAMS)
@@ -77,12 +87,28 @@ async def test_media_stream_with_forged_token_is_closed(
     import json
 
     svc = await start_service(make_settings())
-    async with aiohttp.ClientSession() as http, http.ws_connect(svc.url.replace("http", "ws") + "/twilio/media") as ws:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(svc.url.replace("http", "ws") + "/twilio/media") as ws,
+    ):
         await ws.send_str(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        await ws.send_str(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": "MZ1", "start": {
-            "streamSid": "MZ1", "callSid": "CA9", "accountSid": "AC1", "tracks": ["inbound"],
-            "customParameters": {"expires": "9999999999", "token": "forged"},
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+        await ws.send_str(
+            json.dumps(
+                {
+                    "event": "start",
+                    "sequenceNumber": "1",
+                    "streamSid": "MZ1",
+                    "start": {
+                        "streamSid": "MZ1",
+                        "callSid": "CA9",
+                        "accountSid": "AC1",
+                        "tracks": ["inbound"],
+                        "customParameters": {"expires": "9999999999", "token": "forged"},
+                        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                    },
+                }
+            )
+        )
         msg = await ws.receive(timeout=5)
         assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         assert ws.close_code == 1008

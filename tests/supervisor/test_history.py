@@ -51,8 +51,12 @@ async def test_writes_refresh_ttl(history: CallHistory) -> None:
 
 
 async def test_decisions_are_stored_and_listed(history: CallHistory) -> None:
-    d = Decision(call_id="c6", user_item_id="u1", text="Returns are accepted within 30 days.",
-                 policies=[PolicyRef(id="returns", version=3)])
+    d = Decision(
+        call_id="c6",
+        user_item_id="u1",
+        text="Returns are accepted within 30 days.",
+        policies=[PolicyRef(id="returns", version=3)],
+    )
     await history.add_decision("c6", d)
     [stored] = await history.get_decisions("c6")
     assert stored.decision_id == d.decision_id
