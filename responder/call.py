@@ -168,7 +168,8 @@ class CallController:
             await self.rt.append_audio(b64_audio)
 
     def caller_mark(self, name: str) -> None:
-        self.playback.on_mark(name)
+        if self.playback.on_mark(name):
+            self._notify()
 
     async def caller_dtmf(self, digit: str) -> None:
         item = HistoryItem(id=f"dtmf_{time.time_ns()}", kind="dtmf", role="user", text=digit)
