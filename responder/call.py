@@ -90,7 +90,6 @@ class CallController:
         self._requested: deque[str] = deque()  # purposes of response.create sent, not yet created
         self._server_response_due = 0.0  # monotonic deadline while VAD is about to create one
         self._user_speaking = False
-        self._notify()
         self._transcripts: dict[str, asyncio.Event] = {}
         self._last_user_item: str | None = None
         self._out_of_band: set[str] = set()  # item ids of hold lines (not in the conversation)

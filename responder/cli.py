@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from pydantic import SecretStr
 
 from responder.logs import configure_logging
 from responder.settings import Settings
@@ -99,7 +100,7 @@ async def _call(settings: Settings, scenario_name: str, speed: float, as_json: b
             "host": "127.0.0.1",
             "port": port,
             "public_url": f"http://127.0.0.1:{port}",
-            "twilio_auth_token": token,
+            "twilio_auth_token": SecretStr(token),
             "simulator_scenario": scenario_name,
             "simulator_speed": speed,
         }
@@ -132,6 +133,9 @@ async def _call(settings: Settings, scenario_name: str, speed: float, as_json: b
         )
     else:
         print(format_transcript(report.call_sid, elapsed, items, decisions))
+    if not items:
+        log.error("call.nothing_recorded", call_id=report.call_sid)
+        return 1
     return 0
 
 
