@@ -34,6 +34,11 @@ HOLD_LINE_INSTRUCTIONS = (
 )
 
 
+# Tasks that outlive their call (a supervisor run whose caller hung up): referenced here so
+# that they are not garbage-collected mid-flight.
+_KEPT_TASKS: set[asyncio.Task[Any]] = set()
+
+
 class CallerLink(Protocol):
     """The caller side of a call, as the controller sees it. Implemented by each transport."""
 
@@ -155,11 +160,13 @@ class CallController:
             await asyncio.wait_for(self.rt.close(), 2.0)
         self.log.info("call.realtime_closed", ms=round((time.monotonic() - t0) * 1000, 1))
 
-    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+    def _spawn(self, coro: Awaitable[Any], name: str, *, keep: bool = False) -> None:
+        """Run ``coro`` as a task; ``keep`` tasks survive the call's end, others are cancelled."""
         task = asyncio.ensure_future(coro)
         task.set_name(f"{name}:{self.call_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks = _KEPT_TASKS if keep else self._tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     # -- from the caller side ------------------------------------------------------------
     async def caller_audio(self, b64_audio: str) -> None:
@@ -375,7 +382,9 @@ class CallController:
         if context is None:
             self.log.warning("call.tool_arguments_invalid", tool=name, arguments=arguments[:200])
             context = ""
-        self._spawn(self._ask_supervisor(fc_call_id, context, self._last_user_item), "supervisor")
+        # Not cancelled at hang-up: the decision is still recorded for the audit trail,
+        # and its late result is dropped (see _ask_supervisor). Bounded by the deadline.
+        self._spawn(self._ask_supervisor(fc_call_id, context, self._last_user_item), "supervisor", keep=True)
 
     async def _ask_supervisor(self, fc_call_id: str, context: str, user_item: str | None) -> None:
         if user_item is not None:
@@ -418,6 +427,8 @@ class CallController:
         for _ in range(self.config.max_hold_lines):
             await asyncio.sleep(self.config.hold_delay_s)
             await self._until_quiet()
+            if self.closed:
+                return
             await self._request_response(
                 "hold_line",
                 {
@@ -429,7 +440,7 @@ class CallController:
 
     async def _until_quiet(self) -> None:
         """Wait until nothing is being said or played, by the caller or the responder."""
-        while not self._idle() or self.playback.is_playing():
+        while not self.closed and (not self._idle() or self.playback.is_playing()):
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 # marks and the VAD grace window change state without an event: re-check often

@@ -70,7 +70,7 @@ class RealtimeSession:
         self._event_prefix = new_id("event")
         self._event_seq = 0
         self._closed = False
-        self._log = log.bind(session_id=self.session["id"], call_id=call_id)
+        self._log = log.bind(session_id=self.session["id"], rtc_call_id=call_id)
         self._handlers: dict[str, Handler] = {
             "session.update": self._on_session_update,
             "input_audio_buffer.commit": self._on_commit,

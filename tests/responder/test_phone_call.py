@@ -197,3 +197,25 @@ async def test_dtmf_digits_are_recorded(
     digits = [i.text for i in items if i.kind == "dtmf"]
     expected = [d for t in scenario.turns for d in (t.dtmf or "")]
     assert digits == expected
+
+
+async def test_hang_up_during_supervisor_keeps_the_decision_and_drops_the_answer(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    import asyncio
+
+    scenario = load_scenario("slow_supervisor").model_copy(update={"quiet_ms": 300})
+    settings = make_settings(simulator_scenario="slow_supervisor", hold_delay_s=10)
+    with capture_logs() as logs:
+        svc, report, items = await run_call(start_service, settings, scenario)
+        history = svc.services.history
+        async with asyncio.timeout(10):
+            while not await history.get_decisions(report.call_sid):
+                await asyncio.sleep(0.1)
+            while not any(e["event"] == "call.late_result_dropped" for e in logs):
+                await asyncio.sleep(0.05)
+    [decision] = await history.get_decisions(report.call_sid)
+    assert decision.outcome == "ok" and "returns@3" in decision.policy_labels()
+    items = await history.get_items(report.call_sid)
+    assert not [i for i in items if i.kind == "function_call_output"]
+    assert (await history.get_meta(report.call_sid))["status"] == "ended"
