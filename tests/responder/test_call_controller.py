@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 from openai import AsyncOpenAI
 from structlog.testing import capture_logs
