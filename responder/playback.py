@@ -95,6 +95,11 @@ class PlaybackTracker:
         heard = self.heard_ms(item_id)
         return "".join(delta for pos, delta in item.words if pos <= heard).strip()
 
+    def full_text(self, item_id: str) -> str:
+        """Everything the model generated for the item so far, heard or not."""
+        item = self._items.get(item_id)
+        return "" if item is None else "".join(delta for _, delta in item.words).strip()
+
     def clear(self) -> None:
         """The caller's buffer was cleared: marks still outstanding will never count as heard."""
         self._pending.clear()

@@ -28,9 +28,12 @@ class RealtimeConnection:
         self._ids = itertools.count(1)
         self._sent: OrderedDict[str, str] = OrderedDict()
 
+    def new_event_id(self) -> str:
+        return f"evt_{self.call_id[-8:]}_{next(self._ids)}"
+
     async def send(self, event: dict[str, Any]) -> str:
         """Send a client event; returns its ``event_id``."""
-        event_id = event.setdefault("event_id", f"evt_{self.call_id[-8:]}_{next(self._ids)}")
+        event_id = event.setdefault("event_id", self.new_event_id())
         self._sent[event_id] = event["type"]
         while len(self._sent) > 256:
             self._sent.popitem(last=False)

@@ -106,7 +106,7 @@ async def test_greeting_audio_is_relayed_untouched_with_a_mark_per_chunk(
         for _, mark in caller.audio[:3]:
             ctl.caller_mark(mark)
         assert ctl.playback.heard_ms(item_id) == 300  # three 100 ms pcmu chunks
-        await wait_for(lambda: ctl._response is None and len(caller.audio) >= 10)
+        await wait_for(lambda: ctl.responses.active is None and len(caller.audio) >= 10)
         await ctl.close()
         await runner
     await client.close()

@@ -1,0 +1,128 @@
+"""Records a call's conversation into Redis, in conversation order, as the server reports it.
+
+User items are placed after the item the server names as ``previous_item_id``; their
+transcripts arrive later and are filled in place. Assistant text is completed at
+``response.output_audio_transcript.done``; an interrupted item keeps what the caller heard.
+Items the server does not know about (hold lines, DTMF, decisions) are appended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from structlog.typing import FilteringBoundLogger
+
+from supervisor.history import APPEND, HEAD, CallHistory, HistoryItem
+
+
+class TranscriptRecorder:
+    def __init__(self, call_id: str, history: CallHistory, log: FilteringBoundLogger) -> None:
+        self.call_id = call_id
+        self.history = history
+        self.log = log
+        self.last_user_item: str | None = None
+        self.out_of_band: set[str] = set()  # hold-line items: not in the model's conversation
+        self.interrupted: set[str] = set()
+        self._transcripts: dict[str, asyncio.Event] = {}
+        self._output_anchor: dict[str, str] = {}  # tool call id → decision id to place the output after
+
+    # -- transcripts the supervisor waits for ---------------------------------------------
+    def transcript_ready(self, item_id: str) -> asyncio.Event:
+        return self._transcripts.setdefault(item_id, asyncio.Event())
+
+    def anchor_output(self, tool_call_id: str, decision_id: str) -> None:
+        """Show the tool output of ``tool_call_id`` right after the decision that produced it."""
+        self._output_anchor[tool_call_id] = decision_id
+
+    # -- server events ---------------------------------------------------------------------
+    async def item_added(self, event: dict[str, Any]) -> None:
+        item = event.get("item") or {}
+        item_id = item.get("id")
+        if not item_id:
+            return
+        prev = event.get("previous_item_id")
+        where = prev if prev else (HEAD if "previous_item_id" in event else APPEND)
+        record = self._record_for(item, item_id)
+        if record is None:
+            return
+        if record.kind == "function_call_output":
+            where = self._output_anchor.pop(record.call_id or "", where)
+        await self.history.add_item(self.call_id, record, where)
+
+    def _record_for(self, item: dict[str, Any], item_id: str) -> HistoryItem | None:
+        kind = item.get("type")
+        if kind == "message" and item.get("role") in ("user", "assistant"):
+            role = item["role"]
+            text = _content_text(item)
+            if role == "user":
+                self.last_user_item = item_id
+                if text:
+                    self.transcript_ready(item_id).set()
+                else:
+                    self.transcript_ready(item_id)
+            done = role == "user" and bool(text)
+            status = "completed" if done else "in_progress"
+            return HistoryItem(id=item_id, kind="message", role=role, text=text, status=status)
+        if kind == "function_call":
+            return HistoryItem(
+                id=item_id, kind="function_call", role="assistant", name=item.get("name"),
+                call_id=item.get("call_id"), arguments=item.get("arguments") or None, status="in_progress",
+            )  # fmt: skip
+        if kind == "function_call_output":
+            return HistoryItem(
+                id=item_id, kind="function_call_output", role="system",
+                call_id=item.get("call_id"), output=item.get("output"),
+            )  # fmt: skip
+        return None
+
+    async def user_transcript(self, event: dict[str, Any]) -> None:
+        item_id = event.get("item_id", "")
+        text = (event.get("transcript") or "").strip()
+        await self.history.update_item(self.call_id, item_id, text=text, status="completed")
+        self.transcript_ready(item_id).set()
+        self.log.info("call.user_turn", item_id=item_id, text=text)
+
+    async def user_transcript_failed(self, event: dict[str, Any]) -> None:
+        item_id = event.get("item_id", "")
+        await self.history.update_item(self.call_id, item_id, status="failed")
+        self.transcript_ready(item_id).set()
+        self.log.warning("call.user_transcript_failed", item_id=item_id, error=event.get("error"))
+
+    async def function_call_done(self, item_id: str | None, arguments: str) -> None:
+        if item_id:
+            await self.history.update_item(self.call_id, item_id, arguments=arguments, status="completed")
+
+    async def assistant_transcript(self, item_id: str, text: str, purpose: str) -> None:
+        if purpose == "hold_line" or item_id in self.out_of_band:
+            self.out_of_band.add(item_id)
+            hold = HistoryItem(id=item_id, kind="hold_line", role="assistant", text=text)
+            await self.history.add_item(self.call_id, hold, APPEND)
+            self.log.info("call.hold_line", item_id=item_id, text=text)
+            return
+        if item_id in self.interrupted:
+            await self.history.update_item(self.call_id, item_id, full_text=text)
+            return
+        await self.history.update_item(self.call_id, item_id, text=text, status="completed")
+        self.log.info("call.assistant_turn", item_id=item_id, text=text, purpose=purpose)
+
+    async def interrupted_at(self, item_id: str, heard_ms: int, heard_text: str, full_text: str) -> None:
+        self.interrupted.add(item_id)
+        await self.history.update_item(
+            self.call_id, item_id, text=heard_text, full_text=full_text or None,
+            status="interrupted", audio_end_ms=heard_ms,
+        )  # fmt: skip
+
+    async def dtmf(self, digit: str) -> None:
+        item = HistoryItem(id=f"dtmf_{time.time_ns()}", kind="dtmf", role="user", text=digit)
+        await self.history.add_item(self.call_id, item, APPEND)
+        self.log.info("call.dtmf", digit=digit)
+
+
+def _content_text(item: dict[str, Any]) -> str | None:
+    for part in item.get("content") or []:
+        text = part.get("transcript") or part.get("text")
+        if text:
+            return str(text)
+    return None
