@@ -38,7 +38,7 @@ APPEND = ""
 HEAD = "^"
 
 _ADD_SCRIPT = """
-local order, items = KEYS[1], KEYS[2]
+local order, items, side = KEYS[1], KEYS[2], KEYS[5]
 local id, body, prev, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 if redis.call('HEXISTS', items, id) == 0 then
   local placed = false
@@ -46,7 +46,21 @@ if redis.call('HEXISTS', items, id) == 0 then
     redis.call('LPUSH', order, id)
     placed = true
   elseif prev ~= '' then
-    placed = redis.call('LINSERT', order, 'AFTER', prev, id) > 0
+    local pos = redis.call('LPOS', order, prev)
+    if pos then
+      -- side items (hold lines, DTMF, decisions) recorded after prev happened before this one
+      local pivot = prev
+      while true do
+        local nxt = redis.call('LINDEX', order, pos + 1)
+        if not nxt or redis.call('SISMEMBER', side, nxt) == 0 then
+          break
+        end
+        pivot, pos = nxt, pos + 1
+      end
+      placed = redis.call('LINSERT', order, 'AFTER', pivot, id) > 0
+    end
+  else
+    redis.call('SADD', side, id)
   end
   if not placed then
     redis.call('RPUSH', order, id)
@@ -67,10 +81,14 @@ if limit > 0 then
 else
   ids = redis.call('LRANGE', KEYS[1], 0, -1)
 end
-if #ids == 0 then
-  return {}
+local out = {}
+for i = 1, #ids, 1000 do
+  local batch = redis.call('HMGET', KEYS[2], unpack(ids, i, math.min(i + 999, #ids)))
+  for j = 1, #batch do
+    out[#out + 1] = batch[j]
+  end
 end
-return redis.call('HMGET', KEYS[2], unpack(ids))
+return out
 """
 
 
@@ -105,7 +123,7 @@ class CallHistory:
         return f"{self.prefix}:call:{{{call_id}}}:{part}"
 
     def _keys(self, call_id: str) -> list[str]:
-        return [self.key(call_id, p) for p in ("order", "items", "meta", "decisions")]
+        return [self.key(call_id, p) for p in ("order", "items", "meta", "decisions", "side")]
 
     def channel(self, call_id: str) -> str:
         return self.key(call_id, "events")
@@ -114,10 +132,13 @@ class CallHistory:
     async def start_call(self, call_id: str, **meta: str | float | int) -> None:
         now = time.time()
         fields = {"call_id": call_id, "started_at": now, "status": "active", **meta}
-        async with self.redis.pipeline(transaction=True) as pipe:
+        calls = f"{self.prefix}:calls"
+        # not one transaction: the call's keys and the index live in different Cluster slots
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(self.key(call_id, "meta"), mapping={k: str(v) for k, v in fields.items()})
             pipe.expire(self.key(call_id, "meta"), self.ttl_s)
-            pipe.zadd(f"{self.prefix}:calls", {call_id: now})
+            pipe.zadd(calls, {call_id: now})
+            pipe.zremrangebyscore(calls, "-inf", now - self.ttl_s)  # calls whose keys expired
             await pipe.execute()
         await self._announce(call_id, {"type": "call.started", **fields})
 

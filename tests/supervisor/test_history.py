@@ -71,3 +71,27 @@ async def test_meta_and_recent_calls(history: CallHistory) -> None:
     meta = await history.get_meta("c7")
     assert meta["transport"] == "twilio" and meta["status"] == "ended"
     assert "c7" in await history.recent_calls()
+
+
+async def test_side_items_keep_their_place_before_later_conversation_items(history: CallHistory) -> None:
+    await history.add_item("c8", HistoryItem(id="u1", kind="message", role="user", text="q"), HEAD)
+    await history.add_item("c8", HistoryItem(id="f1", kind="function_call", name="t"), "u1")
+    await history.add_item("c8", HistoryItem(id="hold", kind="hold_line", role="assistant", text="wait"))
+    await history.add_item("c8", HistoryItem(id="d1", kind="dtmf", text="1"))
+    # the server places the caller's next item after f1; the hold line and key press came first
+    await history.add_item("c8", HistoryItem(id="u2", kind="message", role="user", text="again"), "f1")
+    # an item anchored on a side item goes after it and after the side items that followed it
+    await history.add_item("c8", HistoryItem(id="out", kind="function_call_output", output="x"), "hold")
+    assert [i.id for i in await history.get_items("c8")] == ["u1", "f1", "hold", "d1", "out", "u2"]
+
+
+async def test_get_items_reads_long_histories(history: CallHistory) -> None:
+    order, items = history.key("c9", "order"), history.key("c9", "items")
+    async with history.redis.pipeline(transaction=False) as pipe:
+        for n in range(9000):
+            pipe.rpush(order, f"i{n}")
+            pipe.hset(items, f"i{n}", HistoryItem(id=f"i{n}", kind="dtmf", text=str(n % 10)).model_dump_json())
+        await pipe.execute()
+    got = await history.get_items("c9")
+    assert len(got) == 9000 and got[0].id == "i0" and got[-1].id == "i8999"
+    assert [i.id for i in await history.get_items("c9", limit=2)] == ["i8998", "i8999"]
