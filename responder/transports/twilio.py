@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,6 +30,8 @@ log = structlog.get_logger("twilio")
 VOICE_PATH = "/twilio/voice"
 MEDIA_PATH = "/twilio/media"
 STREAM_TOKEN_TTL_S = 120
+START_TIMEOUT_S = 10.0
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
 def add_twilio_routes(app: web.Application) -> None:
@@ -67,16 +70,18 @@ async def incoming_call(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     settings = services.settings
     token = settings.twilio_auth_token
-    if token is None:
+    if token is None or not token.get_secret_value():
         log.warning("twilio.webhook_rejected", reason="TWILIO_AUTH_TOKEN not configured")
         raise web.HTTPForbidden(text="webhook signature validation is not configured")
     form = await request.post()
-    params = {k: str(v) for k, v in form.items()}
-    url = settings.external_url() + request.path_qs
+    # Twilio signs the URL exactly as configured (raw, not percent-decoded) and every value
+    # of a repeated field: validate against the raw path and the multi-dict itself.
+    url = settings.external_url() + request.raw_path
     signature = request.headers.get("X-Twilio-Signature", "")
-    if not signature or not RequestValidator(token.get_secret_value()).validate(url, params, signature):
+    if not signature or not RequestValidator(token.get_secret_value()).validate(url, form, signature):
         log.warning("twilio.webhook_rejected", reason="bad signature", url=url)
         raise web.HTTPForbidden(text="invalid Twilio signature")
+    params = {k: str(v) for k, v in form.items()}
     call_sid = params.get("CallSid", "")
     if not call_sid:
         raise web.HTTPBadRequest(text="CallSid missing")
@@ -132,7 +137,6 @@ class MediaSession:
         self.call_id = "unknown"
         self.log = log
         self._run_task: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
         self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
             "connected": self._on_connected,
             "start": self._on_start,
@@ -143,6 +147,7 @@ class MediaSession:
         }
 
     async def serve(self) -> None:
+        watchdog = asyncio.create_task(self._require_start())
         try:
             async for msg in self.ws:
                 if msg.type != WSMsgType.TEXT:
@@ -154,7 +159,15 @@ class MediaSession:
                 if self.controller is not None and self.controller.closed:
                     break
         finally:
+            watchdog.cancel()
             await self._finish()
+
+    async def _require_start(self) -> None:
+        """A socket that never identifies its call is closed instead of being kept alive."""
+        await asyncio.sleep(START_TIMEOUT_S)
+        if self.call_id == "unknown" and not self.ws.closed:
+            self.log.warning("twilio.stream_rejected", reason="no start event in time")
+            await self.ws.close(code=1008, message=b"start expected")
 
     async def _handle(self, data: str) -> None:
         try:
@@ -162,17 +175,19 @@ class MediaSession:
             event = frame["event"]
             if not isinstance(event, str):
                 raise TypeError("event is not a string")
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             self.log.warning("twilio.frame_invalid", reason="not a Twilio event", sample=data[:80])
             return
         handler = self._handlers.get(event)
         if handler is None:
-            self.log.info("twilio.event_ignored", twilio_event=str(event)[:40])
+            self.log.info("twilio.event_ignored", twilio_event=event[:40])
             return
         try:
             await handler(frame)
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             self.log.warning("twilio.frame_invalid", twilio_event=event, reason=repr(exc))
+        except Exception as exc:  # a Redis or socket hiccup must not end the caller's call
+            self.log.error("twilio.frame_failed", twilio_event=event, error=repr(exc))
 
     async def _on_connected(self, frame: dict[str, Any]) -> None:
         return None
@@ -211,19 +226,19 @@ class MediaSession:
                     self.call_id, rt, caller, services.history, services.decide, services.controller_config()
                 )
                 await self.controller.start(build_session(services.settings, audio_format=PCMU))
-                self._ready.set()
                 await self.controller.run()
         except Exception as exc:
             self.log.error("call.realtime_failed", error=repr(exc))
+            if self.controller is None:
+                await self.services.history.set_meta(self.call_id, status="failed", error=type(exc).__name__)
         finally:
-            self._ready.set()
             if not self.ws.closed:
                 await self.ws.close()
 
     async def _on_media(self, frame: dict[str, Any]) -> None:
         payload = frame["media"]["payload"]
-        if not isinstance(payload, str):
-            raise TypeError("media payload is not a string")
+        if not isinstance(payload, str) or not _BASE64.fullmatch(payload):
+            raise ValueError("media payload is not base64 text")
         if self.controller is not None:
             await self.controller.caller_audio(payload)
 
@@ -241,13 +256,21 @@ class MediaSession:
             await self.controller.close()
 
     async def _finish(self) -> None:
-        if self.controller is not None:
+        """The Twilio side is gone: end the call, whatever state its setup is in."""
+        if self._run_task is None:
+            return
+        if self.controller is None:
+            self._run_task.cancel()  # the caller left before the model session was ready
+        else:
             await self.controller.close()
-        if self._run_task is not None:
-            try:
-                await asyncio.wait_for(self._run_task, 5)
-            except (TimeoutError, asyncio.CancelledError):
-                self._run_task.cancel()
+        try:
+            await asyncio.wait_for(self._run_task, 5)
+        except (TimeoutError, asyncio.CancelledError):
+            self._run_task.cancel()
+        if self.controller is not None:
+            await self.controller.close()  # idempotent; covers a controller created meanwhile
+        elif (await self.services.history.get_meta(self.call_id)).get("status") == "active":
+            await self.services.history.set_meta(self.call_id, status="ended", ended_at=time.time())
 
 
 async def media_stream(request: web.Request) -> web.WebSocketResponse:

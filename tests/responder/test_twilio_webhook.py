@@ -113,3 +113,40 @@ async def test_media_stream_with_forged_token_is_closed(
         assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         assert ws.close_code == 1008
     assert await svc.services.history.get_meta("CA9") == {}
+
+
+async def test_webhook_signed_over_raw_url_and_repeated_fields(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    svc = await start_service(make_settings())
+    url = svc.url + "/twilio/voice?tenant=north%2Fwind"
+    form = [*PARAMS.items(), ("StirVerstat", "A"), ("StirVerstat", "B")]
+    validator = RequestValidator(AUTH_TOKEN)
+    from multidict import MultiDict
+    from yarl import URL
+
+    good = validator.compute_signature(url, MultiDict(form))
+    raw = URL(url, encoded=True)  # sent exactly as Twilio would, %2F included
+    async with aiohttp.ClientSession() as http:
+        async with http.post(raw, data=form, headers={"X-Twilio-Signature": good}) as resp:
+            assert resp.status == 200
+        only_last = validator.compute_signature(url, {**PARAMS, "StirVerstat": "B"})
+        async with http.post(raw, data=form, headers={"X-Twilio-Signature": only_last}) as resp:
+            assert resp.status == 403
+
+
+async def test_media_socket_without_start_is_closed(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings], monkeypatch: Any
+) -> None:
+    from responder.transports import twilio
+
+    monkeypatch.setattr(twilio, "START_TIMEOUT_S", 0.3)
+    svc = await start_service(make_settings())
+    ws_url = svc.url.replace("http", "ws") + "/twilio/media"
+    nested = "[" * 100_000 + "]" * 100_000
+    async with aiohttp.ClientSession() as http, http.ws_connect(ws_url, max_msg_size=0) as ws:
+        await ws.send_str(nested[:60_000])  # deep nesting within the frame size limit
+        await ws.send_str('{"event":"media","media":{"payload":"AAA\\",\\"type\\":\\"session.update"}}')
+        msg = await ws.receive(timeout=5)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert ws.close_code == 1008

@@ -90,7 +90,9 @@ async def test_get_items_reads_long_histories(history: CallHistory) -> None:
     async with history.redis.pipeline(transaction=False) as pipe:
         for n in range(9000):
             pipe.rpush(order, f"i{n}")
-            pipe.hset(items, f"i{n}", HistoryItem(id=f"i{n}", kind="dtmf", text=str(n % 10)).model_dump_json())
+            pipe.hset(
+                items, f"i{n}", HistoryItem(id=f"i{n}", kind="dtmf", text=str(n % 10)).model_dump_json()
+            )
         await pipe.execute()
     got = await history.get_items("c9")
     assert len(got) == 9000 and got[0].id == "i0" and got[-1].id == "i8999"
