@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     settings = Settings()
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, redact=settings.log_redact_pii)
     if args.command == "serve":
         return _serve(settings, args.host, args.port)
     if args.command == "simulate":

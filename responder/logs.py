@@ -8,8 +8,12 @@ from typing import Literal
 
 import structlog
 
+from responder.redact import redact_pii
 
-def configure_logging(fmt: Literal["json", "console"] = "console", level: str = "INFO") -> None:
+
+def configure_logging(
+    fmt: Literal["json", "console"] = "console", level: str = "INFO", *, redact: bool = True
+) -> None:
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -19,6 +23,7 @@ def configure_logging(fmt: Literal["json", "console"] = "console", level: str = 
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            *([redact_pii] if redact else []),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     # --- Logging ----------------------------------------------------------------------
     log_format: Literal["json", "console"] = "console"
     log_level: str = "INFO"
+    log_redact_pii: bool = Field(
+        default=True, description="Mask phone numbers, e-mails, card numbers and key presses in logs."
+    )
 
     # --- Simulator (test double used when there is no API key) --------------------------
     simulator_speed: float = 1.0

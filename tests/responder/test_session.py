@@ -71,3 +71,13 @@ def test_standard_env_names_and_ws_url_derivation(monkeypatch: pytest.MonkeyPatc
     assert "sk-test" not in repr(s)
     monkeypatch.setenv("RESPONDER_REALTIME_URL", "wss://rt.example/v1")
     assert Settings().realtime_ws_url() == "wss://rt.example/v1"
+
+
+def test_openai_key_never_goes_to_another_supervisor_host() -> None:
+    from responder.app import _supervisor_key
+
+    s = Settings(openai_api_key="sk-real", supervisor_base_url="http://vllm.internal:8000/v1")
+    assert _supervisor_key(s, "sk-real") != "sk-real"
+    s = Settings(openai_api_key="sk-real", supervisor_base_url="http://vllm:8000/v1", supervisor_api_key="k2")
+    assert _supervisor_key(s, "sk-real") == "k2"
+    assert _supervisor_key(Settings(openai_api_key="sk-real"), "sk-real") == "sk-real"
