@@ -53,9 +53,7 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
             simulator_state = sim_runner.app[STATE_KEY]
         redis = await connect_redis(settings.redis_url, settings.redis_data_dir)
         history = CallHistory(redis.client, prefix=settings.redis_prefix, ttl_s=settings.history_ttl_s)
-        supervisor_key = (
-            settings.supervisor_api_key.get_secret_value() if settings.supervisor_api_key else api_key
-        )
+        supervisor_key = _supervisor_key(settings, api_key)
         supervisor = build_supervisor(
             history=history,
             base_url=settings.supervisor_base_url or base_url,
@@ -100,6 +98,15 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
     return lifecycle
 
 
+def _supervisor_key(settings: Settings, openai_key: str) -> str:
+    """The supervisor's key. The OpenAI key is never sent to a different supervisor host."""
+    if settings.supervisor_api_key is not None:
+        return settings.supervisor_api_key.get_secret_value()
+    if settings.supervisor_base_url and not settings.uses_simulator:
+        return "unused"  # a self-hosted OpenAI-compatible server (vLLM, Ollama) needs none
+    return openai_key
+
+
 async def start_simulator(
     scenario: str, speed: float, host: str = "127.0.0.1", port: int = 0
 ) -> tuple[web.AppRunner, str]:
@@ -127,4 +134,4 @@ async def readyz(request: web.Request) -> web.Response:
         await services.redis.client.ping()
     except Exception:
         return web.json_response({"ready": False, "reason": "redis unreachable"}, status=503)
-    return web.json_response({"ready": True})
+    return web.json_response({"ready": True, "simulator": services.simulator_url is not None})
