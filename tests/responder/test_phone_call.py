@@ -219,3 +219,37 @@ async def test_hang_up_during_supervisor_keeps_the_decision_and_drops_the_answer
     items = await history.get_items(report.call_sid)
     assert not [i for i in items if i.kind == "function_call_output"]
     assert (await history.get_meta(report.call_sid))["status"] == "ended"
+
+
+async def test_barge_in_on_a_hold_line_cancels_it_without_truncating(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings], tmp_path: Any
+) -> None:
+    import yaml
+
+    question = "Can I return a used tent if the rain fly is included?"
+    raw = {
+        "name": "hold_barge_in",
+        "quiet_ms": 2500,
+        "turns": [
+            {"say": question, "supervisor_delay_s": 2.5},
+            # "One moment." is 770 ms of audio: interrupt the hold line 600 ms into it
+            {"say": "Okay, thanks", "reply": "You're welcome.", "barge_in_after_ms": 1370},
+        ],
+    }
+    path = tmp_path / "hold_barge_in.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    scenario = load_scenario(path)
+    settings = make_settings(simulator_scenario=str(path), hold_delay_s=0.3)
+    svc, report, items = await run_call(start_service, settings, scenario)
+    state = svc.services.simulator_state
+    types = [e["type"] for e in state.client_events]
+    assert report.clears_received >= 1
+    assert "response.cancel" in types
+    assert "conversation.item.truncate" not in types  # a hold line is not in the conversation
+    assert [i.kind for i in items].count("hold_line") == 1
+    [decision] = await svc.services.history.get_decisions(report.call_sid)
+    assert decision.outcome == "ok"
+    assert [i.output for i in items if i.kind == "function_call_output"] == [decision.text]
+    assert ("assistant", "You're welcome.") in conversation(items)
+    assert conversation(items)[-1] == ("assistant", decision.text)
+    assert state.invalid_events == []
