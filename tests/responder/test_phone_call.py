@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import structlog
 from structlog.testing import capture_logs
 
@@ -253,3 +254,42 @@ async def test_barge_in_on_a_hold_line_cancels_it_without_truncating(
     assert ("assistant", "You're welcome.") in conversation(items)
     assert conversation(items)[-1] == ("assistant", decision.text)
     assert state.invalid_events == []
+
+
+@pytest.mark.parametrize(("wait_s", "sees_question"), [(2.0, True), (0.05, False)])
+async def test_supervisor_waits_for_the_late_user_transcript(
+    start_service: Callable[..., Any],
+    make_settings: Callable[..., Settings],
+    tmp_path: Any,
+    wait_s: float,
+    sees_question: bool,
+) -> None:
+    import json
+
+    import yaml
+
+    question = "Can I return a tent I already used on a camping trip?"
+    raw = {
+        "name": "late_transcript",
+        "turns": [
+            {
+                "say": question,
+                # the transcript lands ~500 ms (wall) after the tool call, as it can on real calls
+                "transcript_delay_ms": 6000,
+                "tool_arguments": json.dumps({"relevantContextFromLastUserMessage": "returning used gear"}),
+            }
+        ],
+    }
+    path = tmp_path / "late.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    settings = make_settings(simulator_scenario=str(path), transcript_wait_s=wait_s)
+    with capture_logs() as logs:
+        svc, report, _ = await run_call(start_service, settings, load_scenario(path))
+    requests = svc.services.simulator_state.text_requests
+    assert requests, "the supervisor was asked"
+    # the question's words reach the supervisor only through the transcript in Redis history
+    assert (question in json.dumps(requests[0])) is sees_question
+    expired = any(e["event"] == "call.transcript_wait_expired" for e in logs)
+    assert expired is not sees_question
+    [decision] = await svc.services.history.get_decisions(report.call_sid)
+    assert decision.context == "returning used gear"
