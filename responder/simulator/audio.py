@@ -60,15 +60,20 @@ _DECODE_LE = [(s & 0xFFFF).to_bytes(2, "little") for s in _DECODE]
 _DECODE_SQUARED = [s * s for s in _DECODE]
 
 
-def ulaw_encode(pcm16: bytes) -> bytes:
-    """PCM16 little-endian samples → μ-law bytes (one per sample)."""
+def _read_pcm16(pcm16: bytes, typecode: str) -> array[int]:
+    """PCM16 little-endian bytes as an array of ``typecode`` ('h' signed, 'H' raw 16-bit)."""
     if len(pcm16) % 2:
         raise ValueError("PCM16 data must have an even number of bytes")
-    samples = array("H")
+    samples = array(typecode)
     samples.frombytes(pcm16)
     if not _LITTLE_ENDIAN:
         samples.byteswap()
-    return bytes(map(_ENCODE.__getitem__, samples))
+    return samples
+
+
+def ulaw_encode(pcm16: bytes) -> bytes:
+    """PCM16 little-endian samples → μ-law bytes (one per sample)."""
+    return bytes(map(_ENCODE.__getitem__, _read_pcm16(pcm16, "H")))
 
 
 def ulaw_decode(ulaw: bytes) -> bytes:
@@ -78,13 +83,7 @@ def ulaw_decode(ulaw: bytes) -> bytes:
 
 def pcm16_to_samples(pcm16: bytes) -> array[int]:
     """PCM16 little-endian bytes → an ``array('h')`` of samples."""
-    if len(pcm16) % 2:
-        raise ValueError("PCM16 data must have an even number of bytes")
-    samples = array("h")
-    samples.frombytes(pcm16)
-    if not _LITTLE_ENDIAN:
-        samples.byteswap()
-    return samples
+    return _read_pcm16(pcm16, "h")
 
 
 def samples_to_pcm16(samples: Any) -> bytes:
