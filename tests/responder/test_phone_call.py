@@ -293,3 +293,21 @@ async def test_supervisor_waits_for_the_late_user_transcript(
     assert expired is not sees_question
     [decision] = await svc.services.history.get_decisions(report.call_sid)
     assert decision.context == "returning used gear"
+
+
+async def test_realtime_unreachable_ends_the_call_cleanly_and_records_it(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    from aiohttp.test_utils import unused_port
+
+    dead = f"http://127.0.0.1:{unused_port()}/v1"
+    settings = make_settings(openai_api_key="sk-test-not-used", openai_base_url=dead)
+    svc: RunningService = await start_service(settings)
+    with capture_logs() as logs:
+        report = await place_call(svc.url, load_scenario("returns"), auth_token=AUTH_TOKEN, speed=SPEED)
+    assert report.hung_up_by_service
+    failed = [e for e in logs if e["event"] == "call.realtime_failed"]
+    assert failed and failed[0]["call_id"] == report.call_sid
+    meta = await svc.services.history.get_meta(report.call_sid)
+    assert meta["status"] == "failed"
+    assert "sk-test-not-used" not in repr(logs)
