@@ -191,8 +191,9 @@ class CallController:
         active = self.responses.active
         if active is not None:
             self.responses.interrupted.add(active.id)  # drop its audio still in flight
-            if active.purpose == "hold_line":  # out of band: the server won't cancel it for us
-                await self.rt.send({"type": "response.cancel", "response_id": active.id})
+            if active.purpose == "hold_line":
+                # turn detection may or may not cancel an out-of-band response: make sure
+                self._spawn(self._cancel_if_still_active(active.id), "cancel")
         item_id = self.playback.current_item
         if item_id is None or not self.playback.is_playing():
             return
@@ -215,10 +216,17 @@ class CallController:
         )
         await self.recorder.interrupted_at(item_id, heard, heard_text, full_text)
 
+    async def _cancel_if_still_active(self, response_id: str, grace_s: float = 0.3) -> None:
+        await asyncio.sleep(grace_s)
+        active = self.responses.active
+        if active is not None and active.id == response_id:
+            await self.rt.send({"type": "response.cancel", "response_id": response_id})
+
     async def _on_speech_stopped(self, event: dict[str, Any]) -> None:
         self._user_speaking = False
         self.responses.speech_stopped()
         self._notify()
+        await self._flush_outputs()  # an answer queued while the caller spoke waits for the window
 
     async def _on_response_created(self, event: dict[str, Any]) -> None:
         response = event.get("response") or {}

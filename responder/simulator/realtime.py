@@ -2,7 +2,7 @@
 
 ``GET /v1/realtime?model=…`` (or ``?call_id=rtc_…`` for a sideband connection, same
 behaviour). The real service connects with the ``openai`` SDK. Every client event is checked
-against the SDK's own ``RealtimeClientEvent`` types (appends only for valid base64: hot path)
+against the SDK's own ``RealtimeClientEvent`` types (appends included, plus strict base64)
 and answered with an ``error`` event when invalid, as the real API does. Turn detection runs
 on the audio's energy in audio time; what the "model" says comes from the scenario (see
 :mod:`responder.simulator.realtime_response`).
@@ -128,6 +128,7 @@ class RealtimeSession:
 
     async def _error(self, error: ClientEventError, client_event_id: Any = None) -> None:
         event_id = client_event_id if isinstance(client_event_id, str) else None
+        self.state.errors_sent.append({"code": error.code, "message": error.message, "event_id": event_id})
         self._log.warning(
             "simulator.realtime.error_sent", code=error.code, error=error.message, client_event_id=event_id
         )
@@ -161,6 +162,11 @@ class RealtimeSession:
             return
         if data.get("type") == APPEND:
             self.state.client_events.append({"type": APPEND})
+            try:  # appends too are checked against the SDK's type (the audio is not kept)
+                validate_client_event(data)
+            except ClientEventError as error:
+                await self._invalid({"type": APPEND, "event_id": data.get("event_id")}, error)
+                return
             await self._on_append(data)
             return
         self.state.client_events.append(data)

@@ -108,7 +108,7 @@ def apply_session_update(current: dict[str, Any], update: dict[str, Any]) -> dic
 
 
 def validate_client_event(data: dict[str, Any]) -> None:
-    """Check a (non-append) client event against the SDK's ``RealtimeClientEvent`` union.
+    """Check a client event against the SDK's ``RealtimeClientEvent`` union.
 
     Raises :class:`ClientEventError` with the API's code/message/param style.
     """

@@ -21,6 +21,9 @@ class SimulatorState:
     client_events: list[dict[str, Any]] = field(default_factory=list)
     # Client events that failed validation against the openai SDK's types.
     invalid_events: list[dict[str, Any]] = field(default_factory=list)
+    # Every ``error`` event sent on any realtime socket: invalid events and refused actions
+    # (``conversation_already_has_active_response``, truncation past the audio, …).
+    errors_sent: list[dict[str, Any]] = field(default_factory=list)
     # Every request body received by /v1/responses and /v1/chat/completions.
     text_requests: list[dict[str, Any]] = field(default_factory=list)
 

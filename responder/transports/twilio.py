@@ -237,7 +237,7 @@ class MediaSession:
 
     async def _on_media(self, frame: dict[str, Any]) -> None:
         payload = frame["media"]["payload"]
-        if not isinstance(payload, str) or not _BASE64.fullmatch(payload):
+        if not isinstance(payload, str) or not payload or len(payload) % 4 or not _BASE64.fullmatch(payload):
             raise ValueError("media payload is not base64 text")
         if self.controller is not None:
             await self.controller.caller_audio(payload)

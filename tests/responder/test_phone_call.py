@@ -54,10 +54,13 @@ def conversation(items: list[HistoryItem]) -> list[tuple[str, str]]:
 
 
 def assert_protocol_clean(svc: RunningService) -> None:
+    """Every client event validated, and the server refused nothing (no overlapping
+    response.create, no truncation past the audio, no unknown items)."""
     state = svc.services.simulator_state
     assert state.invalid_events == [], state.invalid_events
+    assert state.errors_sent == [], state.errors_sent
     types = [e["type"] for e in state.client_events]
-    assert "session.update" in types
+    assert "session.update" in types and "input_audio_buffer.append" in types
 
 
 async def test_greeting_chitchat_and_grounded_answer(
@@ -107,12 +110,15 @@ async def test_barge_in_truncates_at_heard_position(
     assert [i.id for i in interrupted] == [truncate["item_id"]]
     item = interrupted[0]
     assert item.audio_end_ms == truncate["audio_end_ms"]
-    # the caller heard part of the answer: more than nothing, less than what was generated
-    assert 0 < item.audio_end_ms
+    # The caller stopped listening 1200 ms into the answer (barge_in_after_ms minus the 770 ms
+    # filler). Marks come per 100 ms chunk and turn detection needs ~60 ms of speech, so the
+    # heard position is at or a little past 1200 ms. Wall-clock accounting would say ~150 ms
+    # here (audio runs at 8x), and "everything sent" would say several seconds.
+    assert 1200 <= item.audio_end_ms <= 1800
     assert item.full_text and item.text is not None and len(item.text) < len(item.full_text)
     assert item.full_text.startswith(item.text)
     # the server accepted the truncation (no "already shorter than" error)
-    assert state.invalid_events == []
+    assert_protocol_clean(svc)
     # the call went on: the caller's next turn was answered after the interruption
     convo = conversation(items)
     assert convo[-1] == ("assistant", scenario.turns[-1].reply)
@@ -132,9 +138,8 @@ async def test_slow_supervisor_gets_one_hold_line(
     assert decision.outcome == "ok"
     assert decision.latency_ms >= scenario.turns[-1].supervisor_delay_s * 1000
     # the answer came after the hold line
-    kinds = [i.kind for i in items]
-    assert kinds.index("hold_line") < len(kinds) - 1
-    assert conversation(items)[-1][1] == decision.text
+    answer = next(i for i in items if i.kind == "message" and i.text == decision.text)
+    assert items.index(holds[0]) < items.index(answer)  # the answer came after the hold line
     assert_protocol_clean(svc)
 
 
@@ -175,7 +180,7 @@ async def test_malformed_frames_and_bad_tool_arguments_keep_the_call_going(
             extra_frames=bad_frames,
         )
     events = [entry["event"] for entry in logs]
-    assert events.count("twilio.frame_invalid") >= 4
+    assert events.count("twilio.frame_invalid") == 5  # all but the unknown event type
     assert "call.tool_arguments_invalid" in events
     bad = next(e for e in logs if e["event"] == "call.tool_arguments_invalid")
     assert bad["call_id"] == report.call_sid
@@ -183,7 +188,9 @@ async def test_malformed_frames_and_bad_tool_arguments_keep_the_call_going(
     decisions = await svc.services.history.get_decisions(report.call_sid)
     assert len(decisions) == 2
     assert all(d.outcome == "ok" for d in decisions)
-    assert decisions[0].context == "" or decisions[0].context == scenario.turns[0].say
+    # invalid arguments: the supervisor was asked with what the caller actually said
+    assert decisions[0].context == scenario.turns[0].say
+    assert "twilio.event_ignored" in events
     outputs = [i.output for i in items if i.kind == "function_call_output"]
     assert len(outputs) == 2
     assert_protocol_clean(svc)
@@ -245,15 +252,16 @@ async def test_barge_in_on_a_hold_line_cancels_it_without_truncating(
     state = svc.services.simulator_state
     types = [e["type"] for e in state.client_events]
     assert report.clears_received >= 1
-    assert "response.cancel" in types
     assert "conversation.item.truncate" not in types  # a hold line is not in the conversation
-    assert [i.kind for i in items].count("hold_line") == 1
+    # the hold line was cut off (its transcript is the part generated before the cancel)
+    [hold] = [i for i in items if i.kind == "hold_line"]
+    assert hold.text and HOLD_LINE_TEXT.startswith(hold.text)
     [decision] = await svc.services.history.get_decisions(report.call_sid)
     assert decision.outcome == "ok"
     assert [i.output for i in items if i.kind == "function_call_output"] == [decision.text]
     assert ("assistant", "You're welcome.") in conversation(items)
     assert conversation(items)[-1] == ("assistant", decision.text)
-    assert state.invalid_events == []
+    assert_protocol_clean(svc)
 
 
 @pytest.mark.parametrize(("wait_s", "sees_question"), [(2.0, True), (0.05, False)])
