@@ -15,7 +15,6 @@ from supervisor.model import (
     OpenAIModelClient,
     ToolCall,
     ToolOutput,
-    TurnUsage,
     to_chat_messages,
     to_responses_input,
 )
@@ -144,4 +143,3 @@ async def test_double_rejects_missing_auth_and_bad_json(start_text_model: StartT
 def test_unknown_api_mode_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown api mode"):
         OpenAIModelClient.create(model="m", api_key="k", api="completions")  # type: ignore[arg-type]
-    assert TurnUsage() == TurnUsage(0, 0)
