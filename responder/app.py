@@ -76,6 +76,11 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
             simulator_state=simulator_state,
         )
         external = settings.external_url()
+        if settings.public_url is None and settings.host in ("0.0.0.0", "::"):
+            log.warning(
+                "app.public_url_missing",
+                reason="set RESPONDER_PUBLIC_URL: Twilio signatures are checked against it",
+            )
         log.info(
             "app.ready",
             twilio_voice_webhook=external + VOICE_PATH,

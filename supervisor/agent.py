@@ -98,8 +98,10 @@ class Supervisor:
         blog = log.bind(call_id=call_id, decision_id=decision.decision_id)
         deadline = asyncio.timeout(self.deadline_s)
         try:
-            async with deadline:
-                await self._run(decision, blog)
+            # bound for every log line of this run, tools' own included
+            with structlog.contextvars.bound_contextvars(call_id=call_id, decision_id=decision.decision_id):
+                async with deadline:
+                    await self._run(decision, blog)
         except TimeoutError:
             if not deadline.expired():
                 _fail(decision, "error", "TimeoutError raised inside the supervisor")

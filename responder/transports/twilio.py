@@ -82,6 +82,10 @@ async def incoming_call(request: web.Request) -> web.Response:
         log.warning("twilio.webhook_rejected", reason="bad signature", url=url)
         raise web.HTTPForbidden(text="invalid Twilio signature")
     params = {k: str(v) for k, v in form.items()}
+    account = settings.twilio_account_sid
+    if account and params.get("AccountSid") != account:
+        log.warning("twilio.webhook_rejected", reason="call for another Twilio account")
+        raise web.HTTPForbidden(text="unexpected Twilio account")
     call_sid = params.get("CallSid", "")
     if not call_sid:
         raise web.HTTPBadRequest(text="CallSid missing")

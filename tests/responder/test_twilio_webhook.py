@@ -150,3 +150,23 @@ async def test_media_socket_without_start_is_closed(
         msg = await ws.receive(timeout=5)
         assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         assert ws.close_code == 1008
+
+
+async def test_webhook_for_another_account_is_refused(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    svc = await start_service(make_settings(twilio_account_sid="AC" + "9" * 32))
+    url = svc.url + "/twilio/voice"
+    signed = RequestValidator(AUTH_TOKEN).compute_signature(url, PARAMS)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, data=PARAMS, headers={"X-Twilio-Signature": signed}) as resp,
+    ):
+        assert resp.status == 403
+    mine = {**PARAMS, "AccountSid": "AC" + "9" * 32}
+    signed = RequestValidator(AUTH_TOKEN).compute_signature(url, mine)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, data=mine, headers={"X-Twilio-Signature": signed}) as resp,
+    ):
+        assert resp.status == 200
