@@ -26,10 +26,10 @@ from responder.realtime.connection import RealtimeConnection
 from responder.realtime.session import CONTEXT_ARG, SUPERVISOR_TOOL
 from responder.recorder import TranscriptRecorder
 from responder.responses import ResponseTracker
+from supervisor.agent import FALLBACK_TEXT
 from supervisor.decisions import Decision
 from supervisor.history import CallHistory
 
-FALLBACK_TEXT = "I'm sorry, I can't confirm that right now. I can connect you with a colleague who can help."
 HOLD_LINE_TEXT = "Still checking on that for you."
 HOLD_LINE_INSTRUCTIONS = (
     f'Say exactly: "{HOLD_LINE_TEXT}" Nothing else. Do not answer the question yet '
