@@ -116,8 +116,12 @@ async def start_simulator(
     scenario: str, speed: float, host: str = "127.0.0.1", port: int = 0
 ) -> tuple[web.AppRunner, str]:
     """Run the simulator (OpenAI API test double) on a local port; returns its runner and URL."""
+    # A test double: a request whose client went away (a supervisor past its deadline) is
+    # cancelled, and shutdown does not wait long for the rest.
     runner = web.AppRunner(
         create_simulator_app(load_scenario(scenario), speed=speed),
+        handler_cancellation=True,
+        shutdown_timeout=1.0,
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -71,7 +71,7 @@ def _simulate(scenario: str, host: str, port: int, speed: float) -> int:
 
     app = create_simulator_app(load_scenario(scenario), speed=speed)
     log.info("simulator.ready", url=f"http://{host}:{port}/v1", scenario=scenario, speed=speed)
-    web.run_app(app, host=host, port=port, print=None)
+    web.run_app(app, host=host, port=port, print=None, handler_cancellation=True)
     return 0
 
 
