@@ -68,10 +68,6 @@ class ResponseTracker:
     def grace_remaining(self) -> float:
         return max(0.0, self._grace_until - self._clock())
 
-    def outstanding(self, purpose: str) -> bool:
-        self._prune()
-        return any(p == purpose for p, _ in self._requests.values())
-
     def idle(self) -> bool:
         """True when a ``response.create`` would not collide with another response."""
         self._prune()

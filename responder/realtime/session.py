@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from responder.settings import PACKAGE_DIR, Settings
@@ -86,7 +85,3 @@ def build_session(
         "tool_choice": "auto",
         "max_output_tokens": "inf",
     }
-
-
-def instructions_path(name: str = "responder") -> Path:
-    return INSTRUCTIONS_DIR / f"{name}.md"
