@@ -21,6 +21,17 @@ from typing import Any, Protocol
 
 import structlog
 
+from responder import metrics
+from responder.actions import (
+    ACTION_TOOLS,
+    END_CALL_TOOL,
+    ActionName,
+    ActionRecord,
+    CallActions,
+    line_for,
+    reason_from_arguments,
+    say_exactly,
+)
 from responder.playback import PlaybackTracker
 from responder.realtime.connection import RealtimeConnection
 from responder.realtime.session import CONTEXT_ARG, SUPERVISOR_TOOL
@@ -36,6 +47,7 @@ HOLD_LINE_INSTRUCTIONS = (
     "and do not ask the caller anything."
 )
 MAX_ANSWER_ATTEMPTS = 3
+ACTION_LINE_WAIT_S = 15.0  # an action goes ahead even if its line never finishes playing
 
 # Tasks that outlive their call (a supervisor run whose caller hung up): referenced here so
 # that they are not garbage-collected mid-flight.
@@ -64,6 +76,9 @@ class ControllerConfig:
     supervisor_deadline_s: float = 10.0
     greeting: bool = True
     bytes_per_ms: float = 8.0  # audio/pcmu 8 kHz
+    transport: str = "twilio"
+    sideband: bool = False  # SIP/WebRTC: audio flows between caller and OpenAI, not through us
+    remote_ms_per_char: float = 75.0  # sideband: how long a spoken line takes, to let it play out
 
 
 class CallController:
@@ -75,8 +90,10 @@ class CallController:
         history: CallHistory,
         decide: DecideFn,
         config: ControllerConfig,
+        actions: CallActions | None = None,
     ) -> None:
         self.call_id = call_id
+        self.actions = actions
         self.rt = realtime
         self.caller = caller
         self.history = history
@@ -88,6 +105,9 @@ class CallController:
         self.recorder = TranscriptRecorder(call_id, history, self.log)
         self.closed = False
         self.started_at = time.monotonic()
+        self.outcomes: list[str] = []  # supervisor outcomes, for the call's metric outcome
+        self._speech_stopped_at: float | None = None  # → first assistant audio (metric)
+        metrics.ACTIVE_CALLS.labels(transport=config.transport).inc()
 
         self._session_ready = False
         self._user_speaking = False
@@ -95,6 +115,9 @@ class CallController:
         self._answer_due = False
         self._answer_attempts = 0
         self._cancelled_tool_calls: set[str] = set()
+        self._answer_purpose: tuple[str, dict[str, Any]] = ("answer", {})
+        self.action: ActionRecord | None = None
+        self._action_started = False
         self._changed = asyncio.Event()  # set whenever response/speech/playback state changes
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
@@ -148,7 +171,10 @@ class CallController:
             )
         except Exception as exc:
             self.log.error("call.end_not_recorded", error=repr(exc))
-        self.log.info("call.ended", duration_s=duration)
+            metrics.REDIS_ERRORS.labels(operation="set_meta").inc()
+        outcome = metrics.call_outcome(self.outcomes)
+        self.log.info("call.ended", duration_s=duration, outcome=outcome)
+        metrics.call_ended(self.config.transport, outcome)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.rt.close(), 2.0)
 
@@ -202,8 +228,9 @@ class CallController:
         heard_text, full_text = self.playback.heard_text(item_id), self.playback.full_text(item_id)
         self.playback.clear()
         self.log.info(
-            "call.barge_in", item_id=item_id, audio_end_ms=heard, sent_ms=self.playback.sent_ms(item_id)
-        )
+            "call.barge_in", item_id=item_id, audio_end_ms=heard, sent_ms=self.playback.sent_ms(item_id),
+            heard_text=heard_text, full_text=full_text,
+        )  # fmt: skip
         if item_id in self.recorder.out_of_band:
             return  # a hold line is not in the conversation: nothing to truncate
         await self.rt.send(
@@ -224,6 +251,7 @@ class CallController:
 
     async def _on_speech_stopped(self, event: dict[str, Any]) -> None:
         self._user_speaking = False
+        self._speech_stopped_at = time.monotonic()
         self.responses.speech_stopped()
         self._notify()
         await self._flush_outputs()  # an answer queued while the caller spoke waits for the window
@@ -247,6 +275,9 @@ class CallController:
         if finished is not None and finished.purpose == "answer":
             # cancelled = the caller spoke over it: their new turn gets its own response
             self._answer_due = status not in ("completed", "cancelled")
+        if finished is not None and finished.purpose == "action_line":
+            self._answer_due = False
+            self._spawn(self._perform_action(), "action", keep=True)
         await self._flush_outputs()
 
     async def _on_audio_delta(self, event: dict[str, Any]) -> None:
@@ -260,6 +291,9 @@ class CallController:
         active = self.responses.active
         if active is not None and active.purpose == "hold_line":
             self.recorder.out_of_band.add(item_id)
+        if self._speech_stopped_at is not None:
+            metrics.RESPONSE_LATENCY.observe(time.monotonic() - self._speech_stopped_at)
+            self._speech_stopped_at = None
         mark = self.playback.sent(item_id, delta)
         await self.caller.send_audio(delta, mark)
 
@@ -278,6 +312,7 @@ class CallController:
     async def _on_error(self, event: dict[str, Any]) -> None:
         error = event.get("error") or {}
         client_event_id = error.get("event_id")
+        metrics.realtime_error(error.get("code"))
         self.log.warning(
             "realtime.error",
             code=error.get("code"),
@@ -304,6 +339,9 @@ class CallController:
             return
         if active is not None:
             active.tool_calls.append(tool_call_id)
+        if name in ACTION_TOOLS:
+            await self._on_action_tool(name, tool_call_id, arguments)  # type: ignore[arg-type]
+            return
         if name != SUPERVISOR_TOOL:
             self.log.warning("call.tool_unknown", tool=name)
             self._queue_output(tool_call_id, json.dumps({"error": f"unknown tool {name!r}"}))
@@ -335,6 +373,7 @@ class CallController:
             async with asyncio.timeout(self.config.supervisor_deadline_s + 2.0):
                 decision = await self.decide(self.call_id, context, user_item_id=user_item)
             text, outcome = decision.text, decision.outcome
+            metrics.observe_decision(decision)
             self.recorder.anchor_output(tool_call_id, decision.decision_id)
         except Exception as exc:  # the supervisor records its own failures; this is the last net
             text, outcome = FALLBACK_TEXT, "error"
@@ -343,8 +382,10 @@ class CallController:
             hold.cancel()
         ms = round((time.monotonic() - started) * 1000, 1)
         self.log.info("call.supervisor_answer", tool_call_id=tool_call_id, outcome=outcome, ms=ms)
+        self.outcomes.append(outcome)
         if outcome != "ok":
             self.log.warning("call.fallback", tool_call_id=tool_call_id, outcome=outcome)
+            metrics.FALLBACKS.labels(outcome=outcome).inc()
         if self.closed or tool_call_id in self._cancelled_tool_calls:
             reason = "call ended" if self.closed else "response cancelled"
             self.log.info("call.late_result_dropped", tool_call_id=tool_call_id, reason=reason)
@@ -366,6 +407,7 @@ class CallController:
                 "tools": [],
                 "tool_choice": "none",
             }
+            metrics.HOLD_LINES.inc()
             await self._request_response("hold_line", hold)
 
     async def _until_quiet(self) -> None:
@@ -378,6 +420,64 @@ class CallController:
 
     def _quiet(self) -> bool:
         return self.responses.idle() and not self._user_speaking and not self.playback.is_playing()
+
+    # -- call-control tools (escalate_to_human, end_call) ---------------------------------
+    async def _on_action_tool(self, name: ActionName, tool_call_id: str, arguments: str) -> None:
+        if self.action is not None:
+            self.log.warning("call.tool_call_ignored", tool=name, reason="an action is already under way")
+            return
+        reason = reason_from_arguments(arguments)
+        if reason is None:
+            self.log.warning("call.tool_arguments_invalid", tool=name, arguments=arguments[:200])
+        can_transfer = self.actions is not None and self.actions.can_transfer
+        line = line_for(name, can_transfer)
+        self.action = ActionRecord(
+            call_id=self.call_id, action=name, tool_call_id=tool_call_id, reason=reason or "",
+            transport=self.config.transport, line=line,
+        )  # fmt: skip
+        self.log.info("call.action_requested", action=name, reason=reason, action_id=self.action.action_id)
+        self._queue_output(tool_call_id, json.dumps({"status": "accepted", "say": line}))
+        self._answer_purpose = ("action_line", say_exactly(line))
+        self._spawn(self._action_watchdog(), "action-watchdog", keep=True)
+        await self._flush_outputs()
+
+    async def _action_watchdog(self) -> None:
+        """The action happens even if its line is never spoken (refused, lost)."""
+        await asyncio.sleep(ACTION_LINE_WAIT_S)
+        await self._perform_action()
+
+    async def _perform_action(self) -> None:
+        record = self.action
+        if record is None or self._action_started:
+            return
+        self._action_started = True
+        await self._until_line_heard(record.line)
+        started = time.monotonic()
+        try:
+            if record.action != END_CALL_TOOL and self.actions is not None and self.actions.can_transfer:
+                record.target = await self.actions.transfer()
+            else:
+                if record.action != END_CALL_TOOL:
+                    record.outcome = "no_transfer_target"
+                if self.actions is not None:
+                    await self.actions.hang_up()
+        except Exception as exc:  # the call still ends: closing our side hangs up the caller
+            record.outcome, record.error = "failed", repr(exc)[:300]
+        record.ms = round((time.monotonic() - started) * 1000, 1)
+        await self.recorder.action(record)
+        await self.close()
+
+    async def _until_line_heard(self, line: str) -> None:
+        """Until the caller has heard the action's line (bounded)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ACTION_LINE_WAIT_S):
+                if self.config.sideband:
+                    # the audio went straight to the caller: give it time to play out there
+                    await asyncio.sleep(len(line) * self.config.remote_ms_per_char / 1000)
+                while not self.closed and (self.playback.is_playing() or self.responses.active):
+                    self._changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), 0.1)
 
     # -- sending answers, never over an active response ----------------------------------
     def _queue_output(self, tool_call_id: str, output: str) -> None:
@@ -405,7 +505,7 @@ class CallController:
             return
         self._answer_attempts += 1
         self._answer_due = True
-        await self._request_response("answer", {})
+        await self._request_response(*self._answer_purpose)
 
     async def _flush_later(self, delay: float) -> None:
         await asyncio.sleep(delay + 0.01)

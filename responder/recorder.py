@@ -14,6 +14,7 @@ from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
+from responder.actions import ActionRecord
 from supervisor.history import APPEND, HEAD, CallHistory, HistoryItem
 
 
@@ -50,6 +51,7 @@ class TranscriptRecorder:
         if record.kind == "function_call_output":
             where = self._output_anchor.pop(record.call_id or "", where)
         await self.history.add_item(self.call_id, record, where)
+        self.log.info("call.item_added", **_item_fields(record), where=where)
 
     def _record_for(self, item: dict[str, Any], item_id: str) -> HistoryItem | None:
         kind = item.get("type")
@@ -103,6 +105,9 @@ class TranscriptRecorder:
             return
         if item_id in self.interrupted:
             await self.history.update_item(self.call_id, item_id, full_text=text)
+            self.log.info(
+                "call.assistant_turn", item_id=item_id, text=text, purpose=purpose, interrupted=True
+            )
             return
         await self.history.update_item(self.call_id, item_id, text=text, status="completed")
         self.log.info("call.assistant_turn", item_id=item_id, text=text, purpose=purpose)
@@ -114,10 +119,31 @@ class TranscriptRecorder:
             status="interrupted", audio_end_ms=heard_ms,
         )  # fmt: skip
 
+    async def action(self, record: ActionRecord) -> None:
+        """A call-control action (transfer, hang-up): recorded like a decision."""
+        item = HistoryItem(
+            id=record.action_id, kind="action", role="system", name=record.action, text=record.line,
+            call_id=record.tool_call_id, meta=record.model_dump(mode="json"),
+        )  # fmt: skip
+        await self.history.add_item(self.call_id, item, APPEND)
+        self.log.info(
+            "call.action", action_id=record.action_id, action=record.action, reason=record.reason,
+            outcome=record.outcome, target=record.target, error=record.error, ms=record.ms,
+            transport=record.transport, line=record.line,
+        )  # fmt: skip
+
     async def dtmf(self, digit: str) -> None:
         item = HistoryItem(id=f"dtmf_{time.time_ns()}", kind="dtmf", role="user", text=digit)
         await self.history.add_item(self.call_id, item, APPEND)
-        self.log.info("call.dtmf", digit=digit)
+        self.log.info("call.dtmf", digit=digit, item_id=item.id)
+
+
+def _item_fields(record: HistoryItem) -> dict[str, Any]:
+    """What ``call.item_added`` logs: enough to rebuild the conversation order from logs alone."""
+    fields = {"item_id": record.id, "kind": record.kind, "role": record.role, "text": record.text,
+              "name": record.name, "tool_call_id": record.call_id, "output": record.output,
+              "arguments": record.arguments, "status": record.status}  # fmt: skip
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def _content_text(item: dict[str, Any]) -> str | None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
 from openai import AsyncOpenAI
 
+from responder.admission import CallAdmission
 from responder.call import ControllerConfig, DecideFn
 from responder.redis_server import RedisHandle
 from responder.settings import Settings
@@ -23,16 +25,31 @@ class Services:
     decide: DecideFn
     simulator_url: str | None = None
     simulator_state: Any = None  # the simulator's SimulatorState in keyless mode (tests read it)
+    admission: CallAdmission = field(default_factory=lambda: CallAdmission(50, 6.0, 3))
+    twilio_client: Any = None  # twilio.rest.Client for call control; None without credentials
+    call_tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # sideband calls in flight
 
-    def controller_config(self) -> ControllerConfig:
+    def spawn_call(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        """Run a call that no request owns (SIP, WebRTC sideband); shutdown waits for it."""
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self.call_tasks.add(task)
+        task.add_done_callback(self.call_tasks.discard)
+        return task
+
+    def controller_config(self, **overrides: Any) -> ControllerConfig:
         s = self.settings
-        return ControllerConfig(
+        # the simulator speaks faster by its speed factor; so does the estimate of a spoken line
+        ms_per_char = 75.0 / (s.simulator_speed if s.uses_simulator else 1.0)
+        config = ControllerConfig(
+            remote_ms_per_char=ms_per_char,
             transcript_wait_s=s.transcript_wait_s,
             hold_delay_s=s.hold_delay_s,
             max_hold_lines=s.max_hold_lines,
             supervisor_deadline_s=s.supervisor_deadline_s,
             greeting=s.greeting,
         )
+        return replace(config, **overrides)
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from responder.actions import ACTION_TOOL_DEFS
 from responder.settings import PACKAGE_DIR, Settings
 
 SUPERVISOR_TOOL = "getNextResponseFromSupervisor"
@@ -60,18 +61,23 @@ def turn_detection(settings: Settings) -> dict[str, Any]:
 def build_session(
     settings: Settings,
     *,
-    audio_format: dict[str, Any] = PCMU,
+    audio_format: dict[str, Any] | None = PCMU,
     instructions: str | None = None,
     extra_tools: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The ``session`` object of a ``session.update`` for one call."""
+    """The ``session`` object of a ``session.update`` for one call.
+
+    ``audio_format`` None leaves the format to the call (SIP and WebRTC negotiate their own codec).
+    """
     audio_input: dict[str, Any] = {
-        "format": audio_format,
         "transcription": {"model": settings.transcription_model, "language": settings.language},
         "turn_detection": turn_detection(settings),
     }
     if settings.noise_reduction != "off":
         audio_input["noise_reduction"] = {"type": settings.noise_reduction}
+    audio_output: dict[str, Any] = {"voice": settings.voice, "speed": 1.0}
+    if audio_format is not None:
+        audio_input["format"] = audio_output["format"] = audio_format
     return {
         "type": "realtime",
         "model": settings.realtime_model,
@@ -79,9 +85,9 @@ def build_session(
         "output_modalities": ["audio"],
         "audio": {
             "input": audio_input,
-            "output": {"format": audio_format, "voice": settings.voice, "speed": 1.0},
+            "output": audio_output,
         },
-        "tools": [SUPERVISOR_TOOL_DEF, *(extra_tools or [])],
+        "tools": [SUPERVISOR_TOOL_DEF, *ACTION_TOOL_DEFS, *(extra_tools or [])],
         "tool_choice": "auto",
         "max_output_tokens": "inf",
     }

@@ -25,13 +25,24 @@ def test_session_update_validates_against_sdk_type(turn_detection: str, fmt: dic
 
 def test_supervisor_tool_is_exactly_the_documented_signature() -> None:
     session = build_session(Settings())
-    [tool] = session["tools"]
+    tool, escalate, end_call = session["tools"]
+    assert [escalate["name"], end_call["name"]] == ["escalate_to_human", "end_call"]
+    for action in (escalate, end_call):
+        assert action["parameters"]["required"] == ["reason"]
     assert tool["name"] == SUPERVISOR_TOOL == "getNextResponseFromSupervisor"
     params = tool["parameters"]
     assert list(params["properties"]) == ["relevantContextFromLastUserMessage"]
     assert params["properties"]["relevantContextFromLastUserMessage"]["type"] == "string"
     assert params["required"] == ["relevantContextFromLastUserMessage"]
     assert params["additionalProperties"] is False
+
+
+def test_sideband_session_leaves_the_codec_to_the_call() -> None:
+    session = build_session(Settings(), audio_format=None)
+    event = SessionUpdateEvent.model_validate({"type": "session.update", "session": session})
+    dumped = event.model_dump(exclude_none=True)["session"]
+    assert "format" not in dumped["audio"]["input"] and "format" not in dumped["audio"]["output"]
+    assert dumped["audio"]["output"]["voice"] == "marin"
 
 
 def test_no_beta_names_in_session() -> None:

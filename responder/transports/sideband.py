@@ -1,0 +1,68 @@
+"""Calls whose audio never passes through this service: OpenAI SIP and browser WebRTC.
+
+The caller's audio flows between the caller and OpenAI; this service attaches a *sideband*
+Realtime WebSocket to the call (``?call_id=rtc_…``) and runs the same call controller as the
+phone path on it: tools, history, decisions, hold lines, fallbacks, call actions.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from responder.admission import Ticket
+from responder.call import CallController
+from responder.realtime.connection import open_realtime
+from responder.realtime.session import build_session
+from responder.services import Services
+from responder.transports.call_control import OpenAICallActions
+
+log = structlog.get_logger("sideband")
+
+
+class NoAudioLink:
+    """The caller link of a sideband call: OpenAI plays audio to the caller and handles barge-in."""
+
+    async def send_audio(self, b64_audio: str, mark: str) -> None:
+        return None
+
+    async def clear_audio(self) -> None:
+        return None
+
+
+def sideband_session(services: Services) -> dict[str, object]:
+    """The session config for SIP accept and WebRTC create: the call negotiates its own codec."""
+    return build_session(services.settings, audio_format=None)
+
+
+async def run_sideband_call(
+    services: Services, call_id: str, *, transport: str, caller: str, ticket: Ticket, refer_uri: str | None
+) -> None:
+    """Attach to ``call_id`` and serve it until it ends; always releases ``ticket``."""
+    clog = log.bind(call_id=call_id, transport=transport)
+    controller: CallController | None = None
+    try:
+        await services.history.start_call(call_id, transport=transport, caller=caller)
+        clog.info("call.started", transport=transport)
+        actions = OpenAICallActions(services.realtime_client, call_id, transport, refer_uri)
+        async with open_realtime(services.realtime_client, call_id, sideband_call_id=call_id) as rt:
+            config = services.controller_config(transport=transport, sideband=True)
+            controller = CallController(
+                call_id, rt, NoAudioLink(), services.history, services.decide, config, actions
+            )
+            await controller.start(sideband_session(services))
+            await controller.run()
+    except Exception as exc:
+        clog.error("call.realtime_failed", error=repr(exc))
+        try:
+            if controller is None:
+                await services.history.set_meta(
+                    call_id, status="failed", ended_at=time.time(), error=type(exc).__name__
+                )
+        except Exception as redis_exc:
+            clog.error("call.end_not_recorded", error=repr(redis_exc))
+    finally:
+        if controller is not None:
+            await controller.close()
+        ticket.release()

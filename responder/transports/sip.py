@@ -1,0 +1,111 @@
+"""OpenAI SIP: the ``realtime.call.incoming`` webhook.
+
+OpenAI answers the SIP call and POSTs a signed webhook. The handler verifies it with the
+``openai`` SDK (``client.webhooks.unwrap``: Standard Webhooks HMAC and a replay window),
+admits the call once per ``call_id`` (deliveries are retried and duplicated, so a Redis
+``SET NX`` makes the handler idempotent), accepts it with the session config, and runs the
+call controller on a sideband WebSocket. At capacity it rejects the call as busy (486). A
+404 on accept means the caller hung up while ringing: logged, not an error.
+"""
+
+from __future__ import annotations
+
+import json
+
+import structlog
+from aiohttp import web
+from openai import InvalidWebhookSignatureError, NotFoundError
+
+from responder.admission import AdmissionRefused
+from responder.services import SERVICES, Services
+from responder.transports.sideband import run_sideband_call, sideband_session
+
+log = structlog.get_logger("sip")
+
+SIP_WEBHOOK_PATH = "/openai/sip"
+BUSY = 486
+CLAIM_TTL_S = 24 * 3600
+SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+
+
+def add_sip_routes(app: web.Application) -> None:
+    app.router.add_post(SIP_WEBHOOK_PATH, incoming_sip_call)
+
+
+async def incoming_sip_call(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    secret = services.settings.openai_webhook_secret
+    if secret is None or not secret.get_secret_value():
+        log.warning("sip.webhook_rejected", reason="OPENAI_WEBHOOK_SECRET not configured")
+        raise web.HTTPUnauthorized(text="webhook signature validation is not configured")
+    body = await request.read()  # bounded by the app's client_max_size (413 beyond)
+    if any(not request.headers.get(name) for name in SIGNATURE_HEADERS):
+        log.warning("sip.webhook_rejected", reason="signature headers missing")
+        raise web.HTTPBadRequest(text="webhook signature headers missing")
+    try:
+        services.realtime_client.webhooks.verify_signature(
+            body, request.headers, secret=secret.get_secret_value()
+        )
+    except (InvalidWebhookSignatureError, ValueError) as exc:
+        log.warning("sip.webhook_rejected", reason="bad signature", detail=str(exc))
+        raise web.HTTPUnauthorized(text="invalid webhook signature") from None
+    try:
+        event = json.loads(body)
+        kind = event["type"]
+        data = event.get("data") or {}
+        call_id = data.get("call_id") if kind == "realtime.call.incoming" else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        log.warning("sip.webhook_invalid", reason="not a webhook event")
+        raise web.HTTPBadRequest(text="malformed webhook event") from None
+    if kind != "realtime.call.incoming":
+        log.info("sip.webhook_ignored", webhook_type=str(kind)[:60])
+        return web.json_response({"status": "ignored"})
+    if not isinstance(call_id, str) or not call_id.startswith("rtc_") or len(call_id) > 128:
+        raise web.HTTPBadRequest(text="call_id missing or malformed")
+    return await _admit(services, call_id, _sip_from(data), request.headers["webhook-id"])
+
+
+async def _admit(services: Services, call_id: str, caller: str, webhook_id: str) -> web.Response:
+    clog = log.bind(call_id=call_id)
+    claim = f"{services.settings.redis_prefix}:sip:claimed:{{{call_id}}}"
+    if not await services.redis.client.set(claim, webhook_id, nx=True, ex=CLAIM_TTL_S):
+        clog.info("sip.duplicate_delivery", webhook_id=webhook_id)
+        return web.json_response({"status": "duplicate"})
+    client = services.realtime_client
+    try:
+        ticket = services.admission.admit("sip")
+    except AdmissionRefused as refused:
+        clog.warning("sip.call_rejected", reason=refused.reason, status_code=BUSY)
+        try:
+            await client.realtime.calls.reject(call_id, status_code=BUSY)
+        except NotFoundError:
+            clog.info("sip.caller_gone", stage="reject")
+        return web.json_response({"status": "rejected", "reason": refused.reason})
+    try:
+        await client.realtime.calls.accept(call_id, **sideband_session(services))  # type: ignore[arg-type]
+    except NotFoundError:
+        ticket.release()
+        clog.info("sip.caller_gone", stage="accept")  # hung up while ringing: not an error
+        return web.json_response({"status": "gone"})
+    except Exception as exc:
+        ticket.release()
+        await services.redis.client.delete(claim)  # let OpenAI's retry of this delivery try again
+        clog.error("sip.accept_failed", error=repr(exc))
+        raise web.HTTPBadGateway(text="could not accept the call") from None
+    clog.info("sip.call_accepted", caller=caller)
+    services.spawn_call(
+        run_sideband_call(
+            services, call_id, transport="sip", caller=caller, ticket=ticket,
+            refer_uri=services.settings.escalation_sip_uri,
+        ),
+        name=f"sip:{call_id}",
+    )  # fmt: skip
+    return web.json_response({"status": "accepted"})
+
+
+def _sip_from(data: dict[str, object]) -> str:
+    """The caller's address from the SIP ``From`` header, if any."""
+    for header in data.get("sip_headers") or []:  # type: ignore[attr-defined]
+        if isinstance(header, dict) and str(header.get("name", "")).lower() == "from":
+            return str(header.get("value", ""))[:200]
+    return ""

@@ -1,0 +1,85 @@
+"""Browser WebRTC with server-side control.
+
+The browser POSTs its SDP offer here. The service creates the call with OpenAI using the
+real key (``client.realtime.calls.create``: multipart SDP + session config; the call id is in
+the ``Location`` header), returns the answer SDP, and attaches a sideband controller to the
+call by id. The API key never reaches the browser. Call creation costs money, so it passes
+call admission first: a per-client rate limit and the instance's concurrent-call cap (429).
+"""
+
+from __future__ import annotations
+
+import structlog
+from aiohttp import web
+from openai import APIError
+
+from responder.admission import AdmissionRefused
+from responder.services import SERVICES, Services
+from responder.transports.sideband import run_sideband_call, sideband_session
+
+log = structlog.get_logger("webrtc")
+
+WEBRTC_PATH = "/calls/webrtc"
+MAX_OFFER_BYTES = 32 * 1024
+
+
+def add_webrtc_routes(app: web.Application) -> None:
+    app.router.add_post(WEBRTC_PATH, create_webrtc_call)
+
+
+def client_key(request: web.Request, services: Services) -> str:
+    """Who is asking, for the rate limit: the peer address (or the proxy's X-Forwarded-For)."""
+    if services.settings.trust_forwarded_for:
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
+        if forwarded:
+            return forwarded
+    return request.remote or "unknown"
+
+
+def refused_response(refused: AdmissionRefused) -> web.Response:
+    text = "too many calls right now" if refused.reason == "capacity" else "too many call attempts"
+    return web.json_response(
+        {"error": refused.reason, "message": text},
+        status=429,
+        headers={"Retry-After": str(int(refused.retry_after_s))},
+    )
+
+
+async def create_webrtc_call(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    if request.content_length is not None and request.content_length > MAX_OFFER_BYTES:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_OFFER_BYTES, actual_size=request.content_length)
+    offer = await request.text()
+    if len(offer) > MAX_OFFER_BYTES:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_OFFER_BYTES, actual_size=len(offer))
+    if not offer.startswith("v=0"):
+        raise web.HTTPBadRequest(text="expected an SDP offer (application/sdp)")
+    try:
+        ticket = services.admission.admit("webrtc", client_key(request, services))
+    except AdmissionRefused as refused:
+        log.warning("webrtc.call_refused", reason=refused.reason)
+        return refused_response(refused)
+    try:
+        raw = await services.realtime_client.realtime.calls.with_raw_response.create(
+            sdp=offer,
+            session=sideband_session(services),  # type: ignore[arg-type]
+        )
+        location = raw.headers.get("Location", "")
+        call_id = location.rstrip("/").rsplit("/", 1)[-1]
+        answer = raw.http_response.text
+    except APIError as exc:
+        ticket.release()
+        log.error("webrtc.create_failed", status=getattr(exc, "status_code", None), error=type(exc).__name__)
+        raise web.HTTPBadGateway(text="the call could not be created") from None
+    if not call_id.startswith("rtc_"):
+        ticket.release()
+        log.error("webrtc.create_failed", reason="no call id in Location", location=location[:200])
+        raise web.HTTPBadGateway(text="the call could not be created")
+    log.info("webrtc.call_created", call_id=call_id)
+    services.spawn_call(
+        run_sideband_call(
+            services, call_id, transport="webrtc", caller="browser", ticket=ticket, refer_uri=None
+        ),
+        name=f"webrtc:{call_id}",
+    )
+    return web.Response(text=answer, content_type="application/sdp", headers={"X-Call-Id": call_id})
