@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
 
+from responder.admission import CallAdmission
+from responder.metrics import REDIS_ERRORS, metrics_handler
 from responder.realtime.connection import make_client
 from responder.redis_server import connect_redis
 from responder.services import SERVICES, Services
@@ -14,9 +17,18 @@ from responder.settings import Settings
 from responder.simulator.app import create_simulator_app
 from responder.simulator.scenario import load_scenario
 from responder.simulator.state import STATE_KEY
+from responder.transports.call_control import close_twilio_client, make_twilio_client
+from responder.transports.sip import SIP_WEBHOOK_PATH, add_sip_routes
 from responder.transports.twilio import MEDIA_PATH, VOICE_PATH, add_twilio_routes
+from responder.transports.webrtc import add_webrtc_routes
+from responder.transports.websocket import add_websocket_routes
+from responder.web.call import add_call_page_routes
+from responder.web.editor_routes import POLICIES, PolicyServices, add_editor_routes
+from responder.web.live import add_live_routes
+from responder.web.trace_routes import add_trace_routes
 from supervisor.agent import build_supervisor
 from supervisor.history import CallHistory
+from supervisor.policy_sync import start_policies
 
 log = structlog.get_logger("app")
 
@@ -27,6 +39,14 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes)
     app.cleanup_ctx.append(_lifecycle(settings))
     add_twilio_routes(app)
+    add_sip_routes(app)
+    add_webrtc_routes(app)
+    add_editor_routes(app, settings)
+    add_websocket_routes(app)
+    add_live_routes(app)
+    add_call_page_routes(app)
+    add_trace_routes(app, settings)
+    app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app
@@ -54,6 +74,7 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
         redis = await connect_redis(settings.redis_url, settings.redis_data_dir)
         history = CallHistory(redis.client, prefix=settings.redis_prefix, ttl_s=settings.history_ttl_s)
         supervisor_key = _supervisor_key(settings, api_key)
+        policy_sync = await start_policies(redis.client, settings.redis_prefix, settings.policies_dir)
         supervisor = build_supervisor(
             history=history,
             base_url=settings.supervisor_base_url or base_url,
@@ -64,8 +85,12 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
             max_rounds=settings.supervisor_max_rounds,
             deadline_s=settings.supervisor_deadline_s,
             history_tokens=settings.supervisor_history_tokens,
+            library=policy_sync.library,
+            inline_max_chars=settings.policies_inline_max_chars,
         )
+        app[POLICIES] = PolicyServices(policy_sync, supervisor)
         client = make_client(api_key, base_url, ws_url)
+        twilio_client = make_twilio_client(settings)
         app[SERVICES] = Services(
             settings=settings,
             redis=redis,
@@ -74,6 +99,10 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
             decide=supervisor.decide,
             simulator_url=simulator_url,
             simulator_state=simulator_state,
+            admission=CallAdmission(
+                settings.max_concurrent_calls, settings.call_rate_per_minute, settings.call_rate_burst
+            ),
+            twilio_client=twilio_client,
         )
         external = settings.external_url()
         if settings.public_url is None and settings.host in ("0.0.0.0", "::"):
@@ -90,17 +119,32 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
             supervisor_api=settings.supervisor_api,
             redis=redis.url if redis.embedded else "REDIS_URL",
             twilio_signature_check=settings.twilio_auth_token is not None,
+            sip_webhook=external + SIP_WEBHOOK_PATH,
+            sip_signature_check=settings.openai_webhook_secret is not None,
+            max_concurrent_calls=settings.max_concurrent_calls,
         )
         try:
             yield
         finally:
+            await _finish_calls(app[SERVICES])
+            await close_twilio_client(twilio_client)
             await client.close()
             await supervisor.aclose()
+            await policy_sync.stop()
             await redis.close()
             if sim_runner is not None:
                 await sim_runner.cleanup()
 
     return lifecycle
+
+
+async def _finish_calls(services: Services, timeout_s: float = 5.0) -> None:
+    """Sideband calls (SIP, WebRTC) have no request to end them: cancel and wait at shutdown."""
+    tasks = list(services.call_tasks)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout_s)
 
 
 def _supervisor_key(settings: Settings, openai_key: str) -> str:
@@ -142,5 +186,13 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         await services.redis.client.ping()
     except Exception:
+        REDIS_ERRORS.labels(operation="ping").inc()
         return web.json_response({"ready": False, "reason": "redis unreachable"}, status=503)
-    return web.json_response({"ready": True, "simulator": services.simulator_url is not None})
+    policies = request.app.get(POLICIES)
+    loaded = len(policies.sync.library.labels()) if policies is not None else 0
+    if not loaded:
+        return web.json_response({"ready": False, "reason": "no policies loaded"}, status=503)
+    if services.draining:
+        return web.json_response({"ready": False, "reason": "draining"}, status=503)
+    simulator = services.simulator_url is not None
+    return web.json_response({"ready": True, "simulator": simulator, "policies": loaded})

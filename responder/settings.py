@@ -66,6 +66,32 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         default=None, description="Public https URL Twilio reaches this service at; local URL when unset."
     )
+    twilio_api_base_url: str = Field(
+        default="https://api.twilio.com", description="Twilio REST API base URL (tests point it elsewhere)."
+    )
+
+    # --- OpenAI SIP ---------------------------------------------------------------------
+    openai_webhook_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("openai_webhook_secret", "OPENAI_WEBHOOK_SECRET"),
+        description="whsec_… secret of the realtime.call.incoming webhook; SIP calls are refused without it.",
+    )
+
+    # --- Call admission and call control --------------------------------------------------
+    max_concurrent_calls: int = Field(default=50, description="Calls this instance serves at once.")
+    call_rate_per_minute: float = Field(
+        default=6.0, description="Browser/WebSocket calls one client may start per minute."
+    )
+    call_rate_burst: int = 3
+    trust_forwarded_for: bool = Field(
+        default=False, description="Rate-limit by X-Forwarded-For (only behind a trusted proxy)."
+    )
+    escalation_phone_number: str | None = Field(
+        default=None, description="E.164 number a Twilio call is transferred to by escalate_to_human."
+    )
+    escalation_sip_uri: str | None = Field(
+        default=None, description="tel: or sip: URI a SIP call is referred to by escalate_to_human."
+    )
 
     # --- HTTP server ------------------------------------------------------------------
     host: str = "127.0.0.1"
@@ -93,12 +119,30 @@ class Settings(BaseSettings):
     supervisor_history_tokens: int = 4000
     policies_dir: Path = DEFAULT_POLICIES_DIR
 
+    # --- Policy documents (versioned store, editor) -------------------------------------
+    policies_inline_max_chars: int = Field(
+        default=0, description="Inline mode: published policies go into the supervisor prompt when "
+        "their total text is at most this many characters (0 = off, the lookup tool only)."
+    )
+    editor_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Policy editor: name → token of people who may edit and publish."
+    )
+    viewer_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Policy editor: name → token of people who may read published ones."
+    )
+    editor_max_body_bytes: int = 96 * 1024
+
     # --- Logging ----------------------------------------------------------------------
     log_format: Literal["json", "console"] = "console"
     log_level: str = "INFO"
     log_redact_pii: bool = Field(
         default=True, description="Mask phone numbers, e-mails, card numbers and key presses in logs."
     )
+    log_file: Path | None = Field(default=None, description="Also append every log event as JSON here.")
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token of the trace viewer and its API; unset → they answer 401."
+    )
+    otel: bool = Field(default=False, description="OpenTelemetry spans for supervisor rounds and tools.")
 
     # --- Simulator (test double used when there is no API key) --------------------------
     simulator_speed: float = 1.0

@@ -18,10 +18,8 @@ import binascii
 import json
 import secrets
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
@@ -29,7 +27,27 @@ from twilio.request_validator import RequestValidator
 
 from responder.simulator import audio
 from responder.simulator.caller_playback import PlaybackBuffer
+from responder.simulator.caller_types import (
+    CallerError,
+    CallerReport,
+    CallerTimeout,
+    StreamInstructions,
+    parse_twiml,
+)
 from responder.simulator.scenario import Scenario, Turn
+
+if TYPE_CHECKING:
+    from responder.simulator.twilio_rest import CallEnd
+
+__all__ = [
+    "CallerError",
+    "CallerReport",
+    "CallerTimeout",
+    "StreamInstructions",
+    "parse_twiml",
+    "place_call",
+    "speech_ms_for",
+]
 
 log = structlog.get_logger("responder.simulator.caller")
 
@@ -42,50 +60,8 @@ GREETING_START_S = 5.0  # wall-clock wait for the greeting to start before speak
 TO_NUMBER = "+15555550100"
 
 
-class CallerError(RuntimeError):
-    """The simulated call could not be placed or did not go as the protocol requires."""
-
-
-class CallerTimeout(CallerError):
-    """The call did not finish within its overall time limit."""
-
-
 class _ServiceHungUp(Exception):
     pass
-
-
-@dataclass
-class CallerReport:
-    call_sid: str
-    stream_sid: str
-    audio_ms_received: float = 0.0
-    audio_ms_played: float = 0.0
-    marks_echoed: int = 0
-    clears_received: int = 0
-    frames_sent: int = 0
-    malformed_frames: int = 0
-    duration_s: float = 0.0
-    hung_up_by_service: bool = False
-    custom_parameters: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class StreamInstructions:
-    url: str
-    parameters: dict[str, str]
-
-
-def parse_twiml(text: str) -> StreamInstructions:
-    """The ``<Connect><Stream url>`` (and its ``<Parameter>``s) of a TwiML answer."""
-    try:
-        root = ET.fromstring(text)
-    except ET.ParseError as exc:
-        raise CallerError(f"the voice webhook did not answer TwiML: {exc}") from exc
-    stream = root.find("./Connect/Stream")
-    if root.tag != "Response" or stream is None or not stream.get("url"):
-        raise CallerError(f"the TwiML has no <Connect><Stream url=…>: {text[:300]!r}")
-    params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
-    return StreamInstructions(url=stream.get("url", ""), parameters=params)
 
 
 def speech_ms_for(turn: Turn) -> int:
@@ -104,17 +80,22 @@ async def place_call(
     account_sid: str | None = None,
     to_number: str = TO_NUMBER,
     timeout_s: float | None = None,
+    ended: CallEnd | None = None,
 ) -> CallerReport:
     """Place one simulated call through the service; returns what the caller experienced.
 
     ``extra_frames`` are raw text frames sent right after ``start`` (to test the service
-    against malformed input). Raises :class:`CallerError` (or :class:`CallerTimeout`).
+    against malformed input). ``ended``: the handle of this call in the Twilio REST stand-in
+    (:meth:`TwilioRestStandIn.register_call`); when an update completes or redirects the
+    call, Twilio's side sends ``stop`` and closes the stream, as Twilio does.
+    Raises :class:`CallerError` (or :class:`CallerTimeout`).
     """
     call = _Call(
         scenario,
         speed=speed,
         call_sid=call_sid or "CA" + secrets.token_hex(16),
         account_sid=account_sid or "AC" + secrets.token_hex(16),
+        ended=ended,
     )
     limit = timeout_s if timeout_s is not None else 60.0 + 15.0 * len(scenario.turns)
     webhook = service_url.rstrip("/") + voice_path
@@ -143,12 +124,15 @@ async def place_call(
 class _Call:
     """One call's media stream: sender, receiver, playback clock and the turn-taking script."""
 
-    def __init__(self, scenario: Scenario, *, speed: float, call_sid: str, account_sid: str) -> None:
+    def __init__(
+        self, scenario: Scenario, *, speed: float, call_sid: str, account_sid: str, ended: CallEnd | None
+    ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
         self.scenario = scenario
         self.speed = speed
         self.account_sid = account_sid
+        self.ended = ended
         self.report = CallerReport(call_sid=call_sid, stream_sid="MZ" + secrets.token_hex(16))
         self.playback = PlaybackBuffer()
         self.phase = "connecting"
@@ -199,7 +183,7 @@ class _Call:
         self._streamer = asyncio.create_task(self._stream_audio())
         tasks = [asyncio.create_task(self._receive()), asyncio.create_task(self._clock()), self._streamer]
         try:
-            await self._script()
+            await self._script_unless_ended()
         except _ServiceHungUp:
             self.report.hung_up_by_service = True
             log.info("simulator.caller.service_hung_up", call_sid=self.report.call_sid, phase=self.phase)
@@ -216,6 +200,24 @@ class _Call:
         media_format = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
         start = {**ids, "tracks": ["inbound"], "customParameters": params, "mediaFormat": media_format}
         return {"event": "start", "streamSid": self._sid, "start": start}
+
+    async def _script_unless_ended(self) -> None:
+        """The script, cut short when a REST update ends the stream (Twilio: ``stop``, close)."""
+        if self.ended is None:
+            await self._script()
+            return
+        script = asyncio.create_task(self._script())
+        ended = asyncio.create_task(self.ended.wait())
+        await asyncio.wait({script, ended}, return_when=asyncio.FIRST_COMPLETED)
+        ended.cancel()
+        if not self.ended.fired or script.done():
+            await script  # raises _ServiceHungUp as the script would
+            return
+        script.cancel()
+        await asyncio.gather(script, return_exceptions=True)
+        self.report.ended_by_rest = self.ended.reason
+        log.info("simulator.caller.ended_by_rest", call_sid=self.report.call_sid, reason=self.ended.reason)
+        await self._stop()
 
     # --- the person on the phone ---------------------------------------------------------
 
@@ -250,6 +252,9 @@ class _Call:
         self.phase = "waiting to hang up"
         await self._wait_quiet()
         self.phase = "hanging up"
+        await self._stop()
+
+    async def _stop(self) -> None:
         if self._streamer is not None:  # no media after "stop"
             self._streamer.cancel()
             await asyncio.gather(self._streamer, return_exceptions=True)

@@ -1,11 +1,15 @@
-"""Realtime WebSocket of the simulator: a deterministic test double of the OpenAI Realtime GA server.
+"""Realtime sessions of the simulator: a deterministic test double of the OpenAI Realtime GA server.
 
-``GET /v1/realtime?model=…`` (or ``?call_id=rtc_…`` for a sideband connection, same
-behaviour). The real service connects with the ``openai`` SDK. Every client event is checked
-against the SDK's own ``RealtimeClientEvent`` types (appends included, plus strict base64)
-and answered with an ``error`` event when invalid, as the real API does. Turn detection runs
-on the audio's energy in audio time; what the "model" says comes from the scenario (see
-:mod:`responder.simulator.realtime_response`).
+One :class:`RealtimeSession` per WebSocket (``GET /v1/realtime?model=…``, mounted by
+:mod:`responder.simulator.realtime_routes`). The real service connects with the ``openai``
+SDK. Every client event is checked against the SDK's own ``RealtimeClientEvent`` types
+(appends included, plus strict base64) and answered with an ``error`` event when invalid, as
+the real API does. Turn detection runs on the audio's energy in audio time; what the "model"
+says comes from the scenario (see :mod:`responder.simulator.realtime_response`).
+
+On a sideband (``?call_id=rtc_…`` of a known virtual call) no caller audio arrives and no
+``response.output_audio.delta`` is sent: :class:`~responder.simulator.virtual_caller.VirtualCaller`
+plays the caller's turns from the scenario (see there).
 """
 
 from __future__ import annotations
@@ -20,23 +24,22 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from responder.simulator.audio import AudioFormat, duration_ms, format_from_session
-from responder.simulator.audio import warm as warm_audio
 from responder.simulator.realtime_items import Conversation, ItemRecord, new_id, user_audio_item
 from responder.simulator.realtime_protocol import (
     APPEND,
     DEFAULT_FORMAT,
-    DEFAULT_MODEL,
     ClientEventError,
     apply_session_update,
     default_session,
     error_event,
+    merge_session,
     validate_client_event,
 )
-from responder.simulator.realtime_protocol import warm as warm_protocol
 from responder.simulator.realtime_response import ResponseRun, plan_outputs
 from responder.simulator.scenario import Turn
-from responder.simulator.state import STATE_KEY, SimulatorState
+from responder.simulator.state import SimulatorState, VirtualCall
 from responder.simulator.vad import DEFAULT_SILENCE_MS, EnergyVad, VadEvent
+from responder.simulator.virtual_caller import VirtualCaller
 
 log = structlog.get_logger("responder.simulator.realtime")
 
@@ -49,11 +52,18 @@ Handler = Callable[[dict[str, Any]], Awaitable[None]]
 class RealtimeSession:
     """One realtime WebSocket connection: its session config, conversation, VAD and response."""
 
-    def __init__(self, ws: web.WebSocketResponse, state: SimulatorState, *, model: str, call_id: str | None):
+    def __init__(
+        self, ws: web.WebSocketResponse, state: SimulatorState, *, model: str, call: VirtualCall | None = None
+    ) -> None:
         self.ws = ws
         self.state = state
-        self.call_id = call_id
+        self.call_id = call.id if call is not None else None
         self.session = default_session(model)
+        if call is not None and call.session:  # the config given at create/accept
+            self.session = merge_session(self.session, {k: v for k, v in call.session.items() if k != "type"})
+        # Sideband of a WebRTC/SIP call: a virtual caller plays the scenario, audio goes to it directly.
+        self.caller = VirtualCaller(self, call) if call is not None else None
+        self.last_activity = asyncio.get_running_loop().time()
         self.conversation = Conversation()
         self.response: ResponseRun | None = None
         self.pending_outputs: list[str] = []  # function_call_output texts not yet spoken
@@ -70,7 +80,7 @@ class RealtimeSession:
         self._event_prefix = new_id("event")
         self._event_seq = 0
         self._closed = False
-        self._log = log.bind(session_id=self.session["id"], rtc_call_id=call_id)
+        self._log = log.bind(session_id=self.session["id"], rtc_call_id=self.call_id)
         self._handlers: dict[str, Handler] = {
             "session.update": self._on_session_update,
             "input_audio_buffer.commit": self._on_commit,
@@ -82,13 +92,17 @@ class RealtimeSession:
             "response.create": self._on_response_create,
             "response.cancel": self._on_response_cancel,
         }
+        if self.caller is not None:  # WebRTC/SIP only
+            self._handlers["output_audio_buffer.clear"] = self.caller.on_output_clear
         self._configure_vad()
 
     # --- connection ----------------------------------------------------------------------
 
     async def run(self) -> None:
         self._log.info("simulator.realtime.connected", model=self.session["model"])
-        await self._emit({"type": "session.created", "session": self.session})
+        await self.emit({"type": "session.created", "session": self.session})
+        if self.caller is not None:
+            self.spawn(self.caller.run())
         try:
             async for msg in self.ws:
                 if msg.type == WSMsgType.TEXT:
@@ -110,7 +124,7 @@ class RealtimeSession:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _emit(self, event: dict[str, Any]) -> None:
+    async def emit(self, event: dict[str, Any]) -> None:
         if self._closed:
             return
         self._event_seq += 1
@@ -121,7 +135,7 @@ class RealtimeSession:
         except (ConnectionError, RuntimeError):
             self._closed = True
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -132,7 +146,7 @@ class RealtimeSession:
         self._log.warning(
             "simulator.realtime.error_sent", code=error.code, error=error.message, client_event_id=event_id
         )
-        await self._emit(error_event(error.code, error.message, error.param, event_id))
+        await self.emit(error_event(error.code, error.message, error.param, event_id))
 
     async def _invalid(self, record: dict[str, Any], error: ClientEventError) -> None:
         details = {"code": error.code, "message": error.message, "param": error.param}
@@ -149,6 +163,7 @@ class RealtimeSession:
             await self._error(ClientEventError("server_error", "The simulator failed to handle this event."))
 
     async def handle_text(self, text: str) -> None:
+        self.last_activity = asyncio.get_running_loop().time()
         try:
             data = json.loads(text)
         except (ValueError, RecursionError) as exc:
@@ -209,7 +224,7 @@ class RealtimeSession:
     async def _on_session_update(self, data: dict[str, Any]) -> None:
         self.session = apply_session_update(self.session, data["session"])
         self._configure_vad()
-        await self._emit({"type": "session.updated", "session": self.session})
+        await self.emit({"type": "session.updated", "session": self.session})
 
     async def _on_commit(self, data: dict[str, Any]) -> None:
         if self.buffer_ms < MIN_COMMIT_MS:
@@ -220,14 +235,16 @@ class RealtimeSession:
             )
         if self.vad is not None:
             self.vad.reset()
-        await self._commit(self._speech_item_id or new_id("item"), self.buffer_ms, auto_response=False)
+        await self.commit_user_turn(
+            self._speech_item_id or new_id("item"), self.buffer_ms, auto_response=False
+        )
 
     async def _on_clear(self, data: dict[str, Any]) -> None:
         self.buffer_ms = 0.0
         self._speech_item_id = None
         if self.vad is not None:
             self.vad.reset()
-        await self._emit({"type": "input_audio_buffer.cleared"})
+        await self.emit({"type": "input_audio_buffer.cleared"})
 
     async def _on_item_create(self, data: dict[str, Any]) -> None:
         item = dict(data["item"])
@@ -242,8 +259,8 @@ class RealtimeSession:
         except KeyError:
             message = f"Previous item with item_id '{after}' not found."
             raise ClientEventError("invalid_value", message, "previous_item_id") from None
-        await self._emit({"type": "conversation.item.added", "previous_item_id": previous, "item": item})
-        await self._emit({"type": "conversation.item.done", "previous_item_id": previous, "item": item})
+        await self.emit({"type": "conversation.item.added", "previous_item_id": previous, "item": item})
+        await self.emit({"type": "conversation.item.done", "previous_item_id": previous, "item": item})
         if item.get("type") == "function_call_output":
             self.pending_outputs.append(str(item.get("output") or ""))
         elif item.get("type") == "message" and item.get("role") == "user":
@@ -264,16 +281,16 @@ class RealtimeSession:
             raise ClientEventError("invalid_value", message, "audio_end_ms")
         record.audio_ms = float(end_ms)
         truncated = {"item_id": item_id, "content_index": 0, "audio_end_ms": end_ms}
-        await self._emit({"type": "conversation.item.truncated", **truncated})
+        await self.emit({"type": "conversation.item.truncated", **truncated})
 
     async def _on_item_delete(self, data: dict[str, Any]) -> None:
         self._record(data["item_id"])
         self.conversation.delete(data["item_id"])
-        await self._emit({"type": "conversation.item.deleted", "item_id": data["item_id"]})
+        await self.emit({"type": "conversation.item.deleted", "item_id": data["item_id"]})
 
     async def _on_item_retrieve(self, data: dict[str, Any]) -> None:
         record = self._record(data["item_id"])
-        await self._emit({"type": "conversation.item.retrieved", "item": record.item})
+        await self.emit({"type": "conversation.item.retrieved", "item": record.item})
 
     def _record(self, item_id: str) -> ItemRecord:
         record = self.conversation.get(item_id)
@@ -321,17 +338,19 @@ class RealtimeSession:
             self._speech_item_id = new_id("item")
             self._speech_start_ms = event.audio_ms
             started = {"audio_start_ms": event.audio_ms, "item_id": self._speech_item_id}
-            await self._emit({"type": "input_audio_buffer.speech_started", **started})
+            await self.emit({"type": "input_audio_buffer.speech_started", **started})
             detection = self._turn_detection() or {}
             if self.response is not None and detection.get("interrupt_response", True):
                 await self.response.cancel("turn_detected")
             return
         item_id = self._speech_item_id or new_id("item")
         stopped = {"audio_end_ms": event.audio_ms, "item_id": item_id}
-        await self._emit({"type": "input_audio_buffer.speech_stopped", **stopped})
-        await self._commit(item_id, float(event.audio_ms - self._speech_start_ms), auto_response=True)
+        await self.emit({"type": "input_audio_buffer.speech_stopped", **stopped})
+        await self.commit_user_turn(
+            item_id, float(event.audio_ms - self._speech_start_ms), auto_response=True
+        )
 
-    async def _commit(self, item_id: str, audio_ms: float, *, auto_response: bool) -> None:
+    async def commit_user_turn(self, item_id: str, audio_ms: float, *, auto_response: bool) -> None:
         self.buffer_ms = 0.0
         self._speech_item_id = None
         turns = self.state.scenario.turns
@@ -341,11 +360,11 @@ class RealtimeSession:
         item = user_audio_item(item_id)
         previous = self.conversation.append(item)
         ids = {"item_id": item_id, "previous_item_id": previous}
-        await self._emit({"type": "input_audio_buffer.committed", **ids})
-        await self._emit({"type": "conversation.item.added", "previous_item_id": previous, "item": item})
-        await self._emit({"type": "conversation.item.done", "previous_item_id": previous, "item": item})
+        await self.emit({"type": "input_audio_buffer.committed", **ids})
+        await self.emit({"type": "conversation.item.added", "previous_item_id": previous, "item": item})
+        await self.emit({"type": "conversation.item.done", "previous_item_id": previous, "item": item})
         self._log.info("simulator.realtime.user_turn_committed", item_id=item_id, turn=self.user_turns)
-        self._spawn(self._transcribe_later(item_id, turn, audio_ms))
+        self.spawn(self._transcribe_later(item_id, turn, audio_ms))
         detection = self._turn_detection()
         wants_response = detection is not None and detection.get("create_response", True)
         if auto_response and wants_response and self.response is None:
@@ -356,10 +375,10 @@ class RealtimeSession:
         self.conversation.update(user_audio_item(item_id, turn.say))
         ids = {"item_id": item_id, "content_index": 0}
         delta = {"type": "conversation.item.input_audio_transcription.delta", **ids, "delta": turn.say}
-        await self._emit(delta)
+        await self.emit(delta)
         usage = {"type": "duration", "seconds": round(audio_ms / 1000, 3)}
         completed = {"type": "conversation.item.input_audio_transcription.completed", **ids}
-        await self._emit({**completed, "transcript": turn.say, "usage": usage})
+        await self.emit({**completed, "transcript": turn.say, "usage": usage})
 
     # --- responses -----------------------------------------------------------------------
 
@@ -385,14 +404,14 @@ class RealtimeSession:
             greeting=self.state.scenario.greeting,
             out_of_band=not in_conversation,
         )
-        if source == "tool_output":
-            self.pending_outputs.clear()
+        if in_conversation and source in ("tool_output", "say_exactly"):
+            self.pending_outputs.clear()  # an in-conversation response consumes the tool outputs
         elif source in ("reply", "tool_call", "no_tool"):
             self.unanswered = None
         configured, requested = self._audio("output"), (params.get("audio") or {}).get("output") or {}
         run = ResponseRun(
             outputs=outputs,
-            emit=self._emit,
+            emit=self.emit,
             conversation=self.conversation,
             speed=self.state.speed,
             in_conversation=in_conversation,
@@ -400,6 +419,7 @@ class RealtimeSession:
             voice=requested.get("voice") or configured.get("voice") or "marin",
             metadata=params.get("metadata"),
             on_finished=self._response_finished,
+            audio_out=self.caller is None,
         )
         self.response = run
         self._log.info("simulator.realtime.response_started", response_id=run.id, source=source)
@@ -408,31 +428,8 @@ class RealtimeSession:
     def _response_finished(self, run: ResponseRun) -> None:
         if self.response is run:
             self.response = None
+        self.last_activity = asyncio.get_running_loop().time()
+        if self.caller is not None:
+            self.caller.response_finished(run)
         reason = run.cancel_reason
         self._log.info("simulator.realtime.response_finished", response_id=run.id, cancel_reason=reason)
-
-
-def _http_error(status: int, message: str, code: str) -> web.Response:
-    error = {"message": message, "type": "invalid_request_error", "code": code, "param": None}
-    return web.json_response({"error": error}, status=status)
-
-
-async def realtime_websocket(request: web.Request) -> web.StreamResponse:
-    auth = request.headers.get("Authorization", "")
-    if not auth.startswith("Bearer ") or not auth.removeprefix("Bearer ").strip():
-        return _http_error(401, "Missing bearer authentication in header.", "invalid_api_key")
-    model, call_id = request.query.get("model"), request.query.get("call_id")
-    if not model and not call_id:
-        return _http_error(400, "Missing required query parameter: 'model' (or 'call_id').", "missing_model")
-    ws = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024)
-    await ws.prepare(request)
-    session = RealtimeSession(ws, request.app[STATE_KEY], model=model or DEFAULT_MODEL, call_id=call_id)
-    await session.run()
-    return ws
-
-
-def add_realtime_routes(app: web.Application) -> None:
-    """Mount ``GET /v1/realtime`` (WebSocket) on the simulator app."""
-    warm_audio()
-    warm_protocol()
-    app.router.add_get("/v1/realtime", realtime_websocket)

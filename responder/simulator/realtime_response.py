@@ -90,6 +90,22 @@ def spoken_text_of_output(output: str) -> str:
     return stripped
 
 
+def tool_call_for(turn: Turn, tool_names: Sequence[str]) -> FunctionCall | None:
+    """The turn's tool call, if the session declares that tool; else the supervisor tool, if declared.
+
+    ``escalate_to_human`` / ``end_call`` take ``{"reason": …}``; the supervisor tool takes the
+    caller's words. ``turn.tool_arguments`` overrides the arguments (e.g. to send invalid JSON).
+    """
+    name = turn.tool if turn.tool in tool_names else SUPERVISOR_TOOL
+    if name not in tool_names:
+        return None
+    arguments = turn.tool_arguments
+    if arguments is None:
+        key = "relevantContextFromLastUserMessage" if name == SUPERVISOR_TOOL else "reason"
+        arguments = json.dumps({key: turn.say})
+    return FunctionCall(name, arguments)
+
+
 def plan_outputs(
     *,
     instructions: str | None,
@@ -114,11 +130,9 @@ def plan_outputs(
     if turn is not None:
         if turn.reply:
             return [Speech(turn.reply)], "reply"
-        if SUPERVISOR_TOOL in tool_names:
-            arguments = turn.tool_arguments
-            if arguments is None:
-                arguments = json.dumps({"relevantContextFromLastUserMessage": turn.say})
-            return [Speech(turn.filler), FunctionCall(SUPERVISOR_TOOL, arguments)], "tool_call"
+        call = tool_call_for(turn, tool_names)
+        if call is not None:
+            return [Speech(turn.filler), call], "tool_call"
         return [Speech(CANNOT_CHECK)], "no_tool"
     if not had_user_turn:
         return [Speech(greeting)], "greeting"
@@ -152,6 +166,7 @@ class ResponseRun:
         voice: str,
         metadata: dict[str, Any] | None,
         on_finished: Callable[[ResponseRun], None],
+        audio_out: bool = True,
     ) -> None:
         self.id = new_id("resp")
         self.outputs = outputs
@@ -166,11 +181,18 @@ class ResponseRun:
         self._voice = voice
         self._metadata = metadata
         self._on_finished = on_finished
+        self._audio_out = audio_out  # False on a sideband: the audio goes to the caller directly
+        self._buffer_started = False
         self._interrupt = asyncio.Event()
         self._done_items: list[dict[str, Any]] = []
         self._speaking: _SpeechState | None = None
         self._audio_ms = 0.0
         self._text_chars = 0
+
+    @property
+    def audio_ms(self) -> float:
+        """Assistant audio generated so far (sent, or on a sideband played to the caller)."""
+        return self._audio_ms
 
     def start(self) -> asyncio.Task[None]:
         self.task = asyncio.get_running_loop().create_task(self.run(), name=f"sim-response-{self.id}")
@@ -214,6 +236,9 @@ class ResponseRun:
         await self._emit(
             self._ev("response.content_part.added", index, item_id=item_id, content_index=0, part=part)
         )
+        if not self._audio_out and not self._buffer_started:  # WebRTC/SIP: audio starts to the caller
+            self._buffer_started = True
+            await self._emit({"type": "output_audio_buffer.started", "response_id": self.id})
         record = self._conversation.get(item_id)
         total_ms = speech_ms(text)
         words = word_schedule(text, total_ms)
@@ -224,10 +249,13 @@ class ResponseRun:
         for n, start_ms in enumerate(chunk_starts):
             await self._pause_until(t0 + n * step_s)
             ms = min(CHUNK_MS, total_ms - start_ms)
-            delta = base64.b64encode(speech(ms, self._fmt, offset_ms=start_ms)).decode("ascii")
-            await self._emit(
-                self._ev("response.output_audio.delta", index, item_id=item_id, content_index=0, delta=delta)
-            )
+            if self._audio_out:
+                delta = base64.b64encode(speech(ms, self._fmt, offset_ms=start_ms)).decode("ascii")
+                await self._emit(
+                    self._ev(
+                        "response.output_audio.delta", index, item_id=item_id, content_index=0, delta=delta
+                    )
+                )
             self._audio_ms += ms
             if record is not None:
                 record.audio_ms += ms

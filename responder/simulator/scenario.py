@@ -5,7 +5,8 @@ A scenario is YAML. It drives three test doubles at once, deterministically:
 * the simulated **caller** (``responder call``) streams paced μ-law "speech" for each turn;
 * the simulated **realtime model** (simulator WS) detects the speech by audio energy, emits
   the turn's transcript, and either answers directly (chitchat: ``reply`` is set) or says a
-  filler and calls ``getNextResponseFromSupervisor``;
+  filler and calls the turn's ``tool`` (``getNextResponseFromSupervisor`` by default);
+* on a WebRTC/SIP sideband, the simulator's **virtual caller** plays the same turns;
 * the simulated **text model** (``/v1/responses``, ``/v1/chat/completions``) plays the
   supervisor: looks up policies with the tools, then answers; ``supervisor_delay_s`` makes it
   slow for hold-line and deadline tests.
@@ -43,6 +44,12 @@ class Turn(BaseModel):
     )
     supervisor_delay_s: float = Field(
         default=0.0, description="Extra latency of the simulated supervisor model for this turn."
+    )
+    tool: str = Field(
+        default="getNextResponseFromSupervisor",
+        description="The tool the simulated responder calls for this (non-chitchat) turn, e.g. "
+        'escalate_to_human or end_call (arguments {"reason": …}); falls back to the supervisor '
+        "tool when the session does not declare it.",
     )
     tool_arguments: str | None = Field(
         default=None,

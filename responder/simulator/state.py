@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
+from responder.simulator.realtime_items import new_id
 from responder.simulator.scenario import Scenario
+
+CallKind = Literal["webrtc", "sip"]
+# ringing: a SIP call waiting for accept/reject; active: accepted (SIP) or created (WebRTC);
+# the rest are final.
+CallStatus = Literal["ringing", "active", "rejected", "referred", "hung_up", "caller_hung_up"]
+FINAL_STATUSES: frozenset[str] = frozenset({"rejected", "referred", "hung_up", "caller_hung_up"})
+
+
+@dataclass
+class VirtualCall:
+    """A WebRTC or SIP call of the simulator: no media, a scenario plays the caller (sideband)."""
+
+    id: str
+    kind: CallKind
+    status: CallStatus
+    # Session config given at creation (WebRTC ``session`` part) or at ``/accept`` (SIP).
+    session: dict[str, Any] | None = None
+    sip_headers: list[dict[str, str]] = field(default_factory=list)
+    # Set once the call is over; its sideband sockets close when it is.
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def is_over(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    def end(self, status: CallStatus) -> None:
+        if not self.is_over:
+            self.status = status
+        self.ended.set()
 
 
 @dataclass
@@ -26,10 +57,40 @@ class SimulatorState:
     errors_sent: list[dict[str, Any]] = field(default_factory=list)
     # Every request body received by /v1/responses and /v1/chat/completions.
     text_requests: list[dict[str, Any]] = field(default_factory=list)
+    # Virtual WebRTC/SIP calls by id (``rtc_…``), and every call-control action that succeeded:
+    # ``(call_id, "create" | "accept" | "reject" | "refer" | "hangup", body)``.
+    calls: dict[str, VirtualCall] = field(default_factory=dict)
+    call_actions: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
     def scaled(self, seconds: float) -> float:
         """A scenario duration in wall-clock seconds at the configured speed factor."""
         return seconds / self.speed
+
+    def add_call(
+        self,
+        kind: CallKind,
+        *,
+        call_id: str | None = None,
+        session: dict[str, Any] | None = None,
+        sip_headers: list[dict[str, str]] | None = None,
+    ) -> VirtualCall:
+        """Register a virtual call: WebRTC calls start active, SIP calls ringing."""
+        call = VirtualCall(
+            id=call_id or new_id("rtc"),
+            kind=kind,
+            status="active" if kind == "webrtc" else "ringing",
+            session=session,
+            sip_headers=list(sip_headers or []),
+        )
+        self.calls[call.id] = call
+        return call
+
+    def caller_hangs_up(self, call_id: str) -> None:
+        """Tests: the caller gives up (before accept, or mid-call: its sideband closes)."""
+        self.calls[call_id].end("caller_hung_up")
+
+    def actions_for(self, call_id: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(action, body) for cid, action, body in self.call_actions if cid == call_id]
 
 
 STATE_KEY: web.AppKey[SimulatorState] = web.AppKey("simulator_state", SimulatorState)

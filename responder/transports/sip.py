@@ -35,10 +35,10 @@ def add_sip_routes(app: web.Application) -> None:
 async def incoming_sip_call(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     secret = services.settings.openai_webhook_secret
+    body = await request.read()  # bounded by the app's client_max_size (413 beyond)
     if secret is None or not secret.get_secret_value():
         log.warning("sip.webhook_rejected", reason="OPENAI_WEBHOOK_SECRET not configured")
         raise web.HTTPUnauthorized(text="webhook signature validation is not configured")
-    body = await request.read()  # bounded by the app's client_max_size (413 beyond)
     if any(not request.headers.get(name) for name in SIGNATURE_HEADERS):
         log.warning("sip.webhook_rejected", reason="signature headers missing")
         raise web.HTTPBadRequest(text="webhook signature headers missing")

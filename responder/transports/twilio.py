@@ -6,24 +6,22 @@ both directions (``audio/pcmu``): payloads stay base64 strings, never decoded or
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
-from responder.call import CallController
-from responder.realtime.connection import open_realtime
-from responder.realtime.session import PCMU, build_session
+from responder.realtime.session import PCMU
 from responder.services import SERVICES, Services
+from responder.transports.call_control import TwilioCallActions
+from responder.transports.stream import MAX_FRAME_BYTES, LogNames, StreamCall
 
 log = structlog.get_logger("twilio")
 
@@ -131,17 +129,17 @@ class TwilioCaller:
             await self.ws.send_str(self._clear)
 
 
-class MediaSession:
+class MediaSession(StreamCall):
     """One Media Stream WebSocket: parses Twilio frames and drives the call controller."""
 
+    transport = "twilio"
+    type_key = "event"
+    audio_format = PCMU
+    names = LogNames.of("twilio")
+
     def __init__(self, ws: web.WebSocketResponse, services: Services) -> None:
-        self.ws = ws
-        self.services = services
-        self.controller: CallController | None = None
-        self.call_id = "unknown"
-        self.log = log
-        self._run_task: asyncio.Task[None] | None = None
-        self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
+        super().__init__(ws, services)
+        self.handlers = {
             "connected": self._on_connected,
             "start": self._on_start,
             "media": self._on_media,
@@ -150,54 +148,18 @@ class MediaSession:
             "stop": self._on_stop,
         }
 
-    async def serve(self) -> None:
-        watchdog = asyncio.create_task(self._require_start())
-        try:
-            async for msg in self.ws:
-                if msg.type != WSMsgType.TEXT:
-                    if msg.type == WSMsgType.ERROR:
-                        break
-                    self.log.warning("twilio.frame_invalid", reason="non-text frame")
-                    continue
-                await self._handle(msg.data)
-                if self.controller is not None and self.controller.closed:
-                    break
-        finally:
-            watchdog.cancel()
-            await self._finish()
+    def start_timeout_s(self) -> float:
+        return START_TIMEOUT_S
 
-    async def _require_start(self) -> None:
-        """A socket that never identifies its call is closed instead of being kept alive."""
-        await asyncio.sleep(START_TIMEOUT_S)
-        if self.call_id == "unknown" and not self.ws.closed:
-            self.log.warning("twilio.stream_rejected", reason="no start event in time")
-            await self.ws.close(code=1008, message=b"start expected")
-
-    async def _handle(self, data: str) -> None:
-        try:
-            frame = json.loads(data)
-            event = frame["event"]
-            if not isinstance(event, str):
-                raise TypeError("event is not a string")
-        except (ValueError, KeyError, TypeError, RecursionError):
-            self.log.warning("twilio.frame_invalid", reason="not a Twilio event", sample=data[:80])
-            return
-        handler = self._handlers.get(event)
-        if handler is None:
-            self.log.info("twilio.event_ignored", twilio_event=event[:40])
-            return
-        try:
-            await handler(frame)
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            self.log.warning("twilio.frame_invalid", twilio_event=event, reason=repr(exc))
-        except Exception as exc:  # a Redis or socket hiccup must not end the caller's call
-            self.log.error("twilio.frame_failed", twilio_event=event, error=repr(exc))
+    def call_actions(self) -> TwilioCallActions:
+        number = self.services.settings.escalation_phone_number
+        return TwilioCallActions(self.services.twilio_client, self.call_id, number)
 
     async def _on_connected(self, frame: dict[str, Any]) -> None:
         return None
 
     async def _on_start(self, frame: dict[str, Any]) -> None:
-        if self.controller is not None:
+        if self.controller is not None or self.started:
             self.log.warning("twilio.frame_invalid", reason="duplicate start")
             return
         start = frame["start"]
@@ -212,32 +174,8 @@ class MediaSession:
             self.log.warning("twilio.stream_rejected", call_id=call_sid, reason="bad stream token")
             await self.ws.close(code=1008, message=b"invalid stream token")
             return
-        self.call_id = call_sid
-        self.log = log.bind(call_id=call_sid)
-        await self.services.history.start_call(
-            call_sid, transport="twilio", caller=str(params.get("caller", "")), stream_sid=stream_sid
-        )
-        self.log.info("call.started", transport="twilio", stream_sid=stream_sid)
-        self._run_task = asyncio.create_task(self._run_call(TwilioCaller(self.ws, stream_sid)))
-
-    async def _run_call(self, caller: TwilioCaller) -> None:
-        services = self.services
-        try:
-            async with open_realtime(
-                services.realtime_client, self.call_id, model=services.settings.realtime_model
-            ) as rt:
-                self.controller = CallController(
-                    self.call_id, rt, caller, services.history, services.decide, services.controller_config()
-                )
-                await self.controller.start(build_session(services.settings, audio_format=PCMU))
-                await self.controller.run()
-        except Exception as exc:
-            self.log.error("call.realtime_failed", error=repr(exc))
-            if self.controller is None:
-                await self.services.history.set_meta(self.call_id, status="failed", error=type(exc).__name__)
-        finally:
-            if not self.ws.closed:
-                await self.ws.close()
+        caller = TwilioCaller(self.ws, stream_sid)
+        await self.begin(call_sid, caller, caller=str(params.get("caller", "")), stream_sid=stream_sid)
 
     async def _on_media(self, frame: dict[str, Any]) -> None:
         payload = frame["media"]["payload"]
@@ -259,26 +197,9 @@ class MediaSession:
         if self.controller is not None:
             await self.controller.close()
 
-    async def _finish(self) -> None:
-        """The Twilio side is gone: end the call, whatever state its setup is in."""
-        if self._run_task is None:
-            return
-        if self.controller is None:
-            self._run_task.cancel()  # the caller left before the model session was ready
-        else:
-            await self.controller.close()
-        try:
-            await asyncio.wait_for(self._run_task, 5)
-        except (TimeoutError, asyncio.CancelledError):
-            self._run_task.cancel()
-        if self.controller is not None:
-            await self.controller.close()  # idempotent; covers a controller created meanwhile
-        elif (await self.services.history.get_meta(self.call_id)).get("status") == "active":
-            await self.services.history.set_meta(self.call_id, status="ended", ended_at=time.time())
-
 
 async def media_stream(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(max_msg_size=64 * 1024, heartbeat=30)
+    ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30)
     await ws.prepare(request)
     await MediaSession(ws, request.app[SERVICES]).serve()
     return ws

@@ -17,8 +17,8 @@ from openai.types.realtime import RealtimeServerEvent
 from pydantic import TypeAdapter
 
 from responder.simulator import audio
-from responder.simulator.realtime import add_realtime_routes
 from responder.simulator.realtime_response import MS_PER_CHAR, SUPERVISOR_TOOL, speech_ms
+from responder.simulator.realtime_routes import add_realtime_routes
 from responder.simulator.scenario import Scenario, Turn
 from responder.simulator.state import STATE_KEY, SimulatorState
 
@@ -167,8 +167,8 @@ async def test_requires_bearer_auth(server: TestServer) -> None:
     assert info.value.status == 401
 
 
-async def test_session_update_merges_and_sideband_connect_works(connect: Connect) -> None:
-    client = await connect(call_id="rtc_test123")
+async def test_session_update_merges(connect: Connect) -> None:
+    client = await connect(model="gpt-realtime")
     updated = await client.configure()
     session = updated["session"]
     assert session["audio"]["input"]["format"] == {"type": "audio/pcmu"}

@@ -7,10 +7,19 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from responder.simulator.realtime_response import speech_ms
+from responder.simulator.realtime_response import SUPERVISOR_TOOL, speech_ms
 from responder.simulator.scenario import SCENARIO_DIR, load_scenario
 
-BUILT_IN = ["returns", "barge_in", "slow_supervisor", "supervisor_timeout", "bad_tool_args", "dtmf"]
+BUILT_IN = [
+    "returns",
+    "barge_in",
+    "slow_supervisor",
+    "supervisor_timeout",
+    "bad_tool_args",
+    "dtmf",
+    "escalate",
+    "hangup",
+]
 
 
 @pytest.mark.parametrize("name", BUILT_IN)
@@ -28,6 +37,13 @@ def test_barge_in_interrupts_about_1200_ms_into_the_answer() -> None:
     question, interruption = load_scenario("barge_in").turns
     assert question.reply is None and interruption.reply
     assert interruption.barge_in_after_ms == speech_ms(question.filler) + 1200
+
+
+@pytest.mark.parametrize(("name", "tool"), [("escalate", "escalate_to_human"), ("hangup", "end_call")])
+def test_control_scenarios_end_with_their_tool(name: str, tool: str) -> None:
+    first, last = load_scenario(name).turns
+    assert first.reply is None and first.tool == SUPERVISOR_TOOL  # answered by the supervisor
+    assert last.reply is None and last.tool == tool
 
 
 def test_bad_scenarios_are_clear_errors(tmp_path: Path) -> None:

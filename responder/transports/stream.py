@@ -1,0 +1,194 @@
+"""What every transport that carries a call's audio over a WebSocket shares.
+
+Twilio Media Streams (:mod:`responder.transports.twilio`) and our own PCM16 WebSocket
+(:mod:`responder.transports.websocket`) differ only in how frames look. Both:
+
+* read frames in one loop and hand each to a handler from a dispatch table; a bad frame is
+  logged (``<transport>.frame_invalid``) and skipped, never fatal;
+* close a socket that does not identify its call within :data:`START_TIMEOUT_S`;
+* once the call is identified, record it in the history and run one
+  :class:`~responder.call.CallController` against a new Realtime session in their format;
+* end the call, whatever state its setup is in, when the caller side goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import structlog
+from aiohttp import WSMsgType, web
+
+from responder.actions import CallActions
+from responder.call import CallController, CallerLink, ControllerConfig
+from responder.realtime.connection import RealtimeConnection, open_realtime
+from responder.realtime.session import build_session
+from responder.services import Services
+
+START_TIMEOUT_S = 10.0
+MAX_FRAME_BYTES = 64 * 1024
+UNKNOWN_CALL = "unknown"
+
+FrameHandler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class LogNames:
+    """The stable event names a transport logs under (``twilio.frame_invalid`` …)."""
+
+    frame_invalid: str
+    frame_failed: str
+    event_ignored: str
+    stream_rejected: str
+
+    @classmethod
+    def of(cls, transport: str) -> LogNames:
+        return cls(
+            frame_invalid=transport + ".frame_invalid",
+            frame_failed=transport + ".frame_failed",
+            event_ignored=transport + ".event_ignored",
+            stream_rejected=transport + ".stream_rejected",
+        )
+
+
+class StreamCall:
+    """One caller-side WebSocket driving one call. Subclasses fill ``handlers`` and call
+    :meth:`begin` once they know which call the socket carries."""
+
+    transport: ClassVar[str]
+    type_key: ClassVar[str]  # the JSON field naming a text frame's type
+    audio_format: ClassVar[dict[str, Any]]
+    names: ClassVar[LogNames]
+
+    def __init__(self, ws: web.WebSocketResponse, services: Services) -> None:
+        self.ws = ws
+        self.services = services
+        self.controller: CallController | None = None
+        self.call_id = UNKNOWN_CALL
+        self.log = structlog.get_logger(self.transport)
+        self.handlers: dict[str, FrameHandler] = {}
+        self._run_task: asyncio.Task[None] | None = None
+
+    # -- the frame loop ------------------------------------------------------------------
+    async def serve(self) -> None:
+        watchdog = asyncio.create_task(self._require_start())
+        try:
+            async for msg in self.ws:
+                if msg.type == WSMsgType.TEXT:
+                    await self.on_text(msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    await self.on_binary(msg.data)
+                elif msg.type == WSMsgType.ERROR:
+                    break
+                if self.controller is not None and self.controller.closed:
+                    break
+        finally:
+            watchdog.cancel()
+            await self._finish()
+
+    async def on_binary(self, data: bytes) -> None:
+        self.log.warning(self.names.frame_invalid, reason="non-text frame")
+
+    async def on_text(self, data: str) -> None:
+        try:
+            frame = json.loads(data)
+            kind = frame[self.type_key]
+            if not isinstance(kind, str):
+                raise TypeError("frame type is not a string")
+        except (ValueError, KeyError, TypeError, RecursionError):
+            self.log.warning(self.names.frame_invalid, reason="not a control frame", sample=data[:80])
+            return
+        await self.dispatch(kind, frame)
+
+    async def dispatch(self, kind: str, frame: dict[str, Any]) -> None:
+        handler = self.handlers.get(kind)
+        if handler is None:
+            self.log.info(self.names.event_ignored, frame_type=kind[:40])
+            return
+        try:
+            await handler(frame)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            self.log.warning(self.names.frame_invalid, frame_type=kind, reason=repr(exc))
+        except Exception as exc:  # a Redis or socket hiccup must not end the caller's call
+            self.log.error(self.names.frame_failed, frame_type=kind, error=repr(exc))
+
+    @property
+    def started(self) -> bool:
+        return self.call_id != UNKNOWN_CALL
+
+    def start_timeout_s(self) -> float:
+        return START_TIMEOUT_S
+
+    async def _require_start(self) -> None:
+        """A socket that never identifies its call is closed instead of being kept alive."""
+        await asyncio.sleep(self.start_timeout_s())
+        if not self.started and not self.ws.closed:
+            self.log.warning(self.names.stream_rejected, reason="no start in time")
+            await self.ws.close(code=1008, message=b"start expected")
+
+    # -- the call ------------------------------------------------------------------------
+    async def begin(self, call_id: str, link: CallerLink, **meta: str) -> None:
+        """The socket carries ``call_id``: record the call and run it."""
+        self.call_id = call_id
+        self.log = self.log.bind(call_id=call_id)
+        await self.services.history.start_call(call_id, transport=self.transport, **meta)
+        self.log.info("call.started", transport=self.transport)
+        self._run_task = asyncio.create_task(self._run_call(link))
+
+    def controller_config(self) -> ControllerConfig:
+        return self.services.controller_config()
+
+    def make_controller(self, rt: RealtimeConnection, caller: CallerLink) -> CallController:
+        services = self.services
+        return CallController(
+            self.call_id, rt, caller, services.history, services.decide, self.controller_config(),
+            self.call_actions(),
+        )  # fmt: skip
+
+    def call_actions(self) -> CallActions | None:
+        """How ``escalate_to_human``/``end_call`` act on this transport; None: closing the call."""
+        return None
+
+    async def _run_call(self, caller: CallerLink) -> None:
+        services = self.services
+        try:
+            async with open_realtime(
+                services.realtime_client, self.call_id, model=services.settings.realtime_model
+            ) as rt:
+                self.controller = self.make_controller(rt, caller)
+                await self.controller.start(build_session(services.settings, audio_format=self.audio_format))
+                await self.controller.run()
+        except Exception as exc:
+            self.log.error("call.realtime_failed", error=repr(exc))
+            await self.call_over("realtime_failed")
+            if self.controller is None:
+                await self.services.history.set_meta(self.call_id, status="failed", error=type(exc).__name__)
+        finally:
+            await self.call_over("call_ended")
+            if not self.ws.closed:
+                await self.ws.close()
+
+    async def call_over(self, reason: str) -> None:
+        """The call is over on the service side (first reason wins); tell the caller if the
+        protocol has a way to. Twilio has none: closing the socket says it."""
+
+    async def _finish(self) -> None:
+        """The caller side is gone: end the call, whatever state its setup is in."""
+        if self._run_task is None:
+            return
+        if self.controller is None:
+            self._run_task.cancel()  # the caller left before the model session was ready
+        else:
+            await self.controller.close()
+        try:
+            await asyncio.wait_for(self._run_task, 5)
+        except (TimeoutError, asyncio.CancelledError):
+            self._run_task.cancel()
+        if self.controller is not None:
+            await self.controller.close()  # idempotent; covers a controller created meanwhile
+        elif (await self.services.history.get_meta(self.call_id)).get("status") == "active":
+            await self.services.history.set_meta(self.call_id, status="ended", ended_at=time.time())

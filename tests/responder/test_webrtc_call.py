@@ -1,0 +1,138 @@
+"""Browser WebRTC with server-side control: SDP proxy → simulator ``/v1/realtime/calls`` → sideband.
+
+The browser's offer goes to the service, which creates the call with the key it holds
+(multipart ``sdp`` + ``session`` through the openai SDK), returns the answer and runs the
+call controller on the sideband socket. The simulator plays the caller on that socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from responder.settings import Settings
+from responder.simulator.scenario import load_scenario
+from tests.responder.conftest import RunningService
+from tests.responder.sideband_helpers import ended_call_items, spoken
+
+OFFER = "\r\n".join(
+    [
+        "v=0",
+        "o=- 4611731400430051336 2 IN IP4 127.0.0.1",
+        "s=-",
+        "t=0 0",
+        "a=group:BUNDLE 0 1",
+        "a=msid-semantic: WMS",
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+        "c=IN IP4 0.0.0.0",
+        "a=rtcp:9 IN IP4 0.0.0.0",
+        "a=ice-ufrag:abcd",
+        "a=ice-pwd:abcdefghijklmnopqrstuvwx",
+        "a=fingerprint:sha-256 " + ":".join(["AB"] * 32),
+        "a=setup:actpass",
+        "a=mid:0",
+        "a=sendrecv",
+        "a=rtpmap:111 opus/48000/2",
+        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
+        "c=IN IP4 0.0.0.0",
+        "a=ice-ufrag:abcd",
+        "a=ice-pwd:abcdefghijklmnopqrstuvwx",
+        "a=fingerprint:sha-256 " + ":".join(["AB"] * 32),
+        "a=setup:actpass",
+        "a=mid:1",
+        "a=sctp-port:5000",
+        "",
+    ]
+)
+
+
+async def post_offer(svc: RunningService, offer: str = OFFER) -> tuple[int, str, dict[str, str]]:
+    headers = {"Content-Type": "application/sdp"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(svc.url + "/calls/webrtc", data=offer, headers=headers) as resp,
+    ):
+        return resp.status, await resp.text(), dict(resp.headers)
+
+
+async def test_offer_is_proxied_and_the_sideband_serves_the_call(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    svc = await start_service(make_settings(simulator_scenario="returns"))
+    state = svc.services.simulator_state
+    status, answer, headers = await post_offer(svc)
+    assert status == 200, answer
+    call_id = headers["X-Call-Id"]
+    assert call_id.startswith("rtc_") and answer.startswith("v=0")
+    assert headers["Content-Type"].startswith("application/sdp")
+    assert "sk-" not in answer and "Authorization" not in headers
+
+    [(action, body)] = state.actions_for(call_id)[:1]
+    assert action == "create"
+    assert body["session"]["type"] == "realtime" and body["sdp"] == OFFER  # the multipart parts
+
+    items = await ended_call_items(svc, call_id)
+    convo = spoken(items)
+    scenario = load_scenario("returns")
+    assert convo[0] == ("assistant", scenario.greeting)
+    assert convo[-1][0] == "assistant" and "60 days" in convo[-1][1]
+    [decision] = await svc.services.history.get_decisions(call_id)
+    assert decision.outcome == "ok" and "returns@3" in decision.policy_labels()
+    assert (await svc.services.history.get_meta(call_id))["transport"] == "webrtc"
+    assert state.invalid_events == [] and state.errors_sent == []
+    assert svc.services.admission.active_total == 0
+
+
+async def test_bad_and_oversize_offers_are_refused_before_any_call_is_created(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    svc = await start_service(make_settings())
+    status, _, _ = await post_offer(svc, "hello")
+    assert status == 400
+    status, _, _ = await post_offer(svc, "v=0\r\n" + "a=x\r\n" * 20_000)
+    assert status == 413
+    assert svc.services.simulator_state.call_actions == []
+
+
+async def test_rate_limit_per_client_answers_429_with_retry_after(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    svc = await start_service(make_settings(call_rate_burst=1, call_rate_per_minute=1))
+    first, _, _ = await post_offer(svc)
+    second, body, headers = await post_offer(svc)
+    assert first == 200
+    assert second == 429 and "rate_limited" in body
+    assert int(headers["Retry-After"]) > 0
+    creates = [a for _, a, _ in svc.services.simulator_state.call_actions if a == "create"]
+    assert len(creates) == 1
+
+
+async def test_concurrent_call_cap_answers_429_while_full(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    svc = await start_service(make_settings(max_concurrent_calls=1, simulator_scenario="returns"))
+    first, _, headers = await post_offer(svc)
+    second, body, _ = await post_offer(svc)
+    assert first == 200
+    assert second == 429 and "capacity" in body
+    await ended_call_items(svc, headers["X-Call-Id"])
+    third, _, _ = await post_offer(svc)  # the first call ended: its slot is free again
+    assert third == 200
+
+
+async def test_end_call_hangs_up_the_webrtc_call(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    svc = await start_service(make_settings(simulator_scenario="hangup"))
+    state = svc.services.simulator_state
+    status, _, headers = await post_offer(svc)
+    assert status == 200
+    call_id = headers["X-Call-Id"]
+    items = await ended_call_items(svc, call_id)
+    [action] = [i for i in items if i.kind == "action"]
+    assert action.name == "end_call" and action.meta["outcome"] == "done"
+    assert action.meta["transport"] == "webrtc"
+    assert [a for a, _ in state.actions_for(call_id)][-1] == "hangup"
+    assert any("Goodbye" in t for r, t in spoken(items) if r == "assistant")
