@@ -22,16 +22,8 @@ from typing import Any, Protocol
 import structlog
 
 from responder import metrics
-from responder.actions import (
-    ACTION_TOOLS,
-    END_CALL_TOOL,
-    ActionName,
-    ActionRecord,
-    CallActions,
-    line_for,
-    reason_from_arguments,
-    say_exactly,
-)
+from responder.action_runner import ActionRunner
+from responder.actions import ACTION_TOOLS, ActionName, CallActions
 from responder.playback import PlaybackTracker
 from responder.realtime.connection import RealtimeConnection
 from responder.realtime.session import CONTEXT_ARG, SUPERVISOR_TOOL
@@ -47,7 +39,6 @@ HOLD_LINE_INSTRUCTIONS = (
     "and do not ask the caller anything."
 )
 MAX_ANSWER_ATTEMPTS = 3
-ACTION_LINE_WAIT_S = 15.0  # an action goes ahead even if its line never finishes playing
 
 # Tasks that outlive their call (a supervisor run whose caller hung up): referenced here so
 # that they are not garbage-collected mid-flight.
@@ -116,8 +107,10 @@ class CallController:
         self._answer_attempts = 0
         self._cancelled_tool_calls: set[str] = set()
         self._answer_purpose: tuple[str, dict[str, Any]] = ("answer", {})
-        self.action: ActionRecord | None = None
-        self._action_started = False
+        self.action_runner = ActionRunner(
+            call_id, transport=config.transport, actions=actions, recorder=self.recorder, log=self.log,
+            remote_ms_per_char=config.remote_ms_per_char if config.sideband else None,
+        )  # fmt: skip
         self._changed = asyncio.Event()  # set whenever response/speech/playback state changes
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
@@ -277,7 +270,7 @@ class CallController:
             self._answer_due = status not in ("completed", "cancelled")
         if finished is not None and finished.purpose == "action_line":
             self._answer_due = False
-            self._spawn(self._perform_action(), "action", keep=True)
+            self._spawn(self.action_runner.perform(self), "action", keep=True)
         await self._flush_outputs()
 
     async def _on_audio_delta(self, event: dict[str, Any]) -> None:
@@ -412,7 +405,14 @@ class CallController:
 
     async def _until_quiet(self) -> None:
         """Wait until nothing is being said or played, by the caller or the responder."""
-        while not self.closed and not self._quiet():
+        await self._until(self._quiet)
+
+    async def until_silent(self) -> None:
+        """Wait until the responder has finished speaking and the caller has heard it."""
+        await self._until(lambda: self.responses.active is None and not self.playback.is_playing())
+
+    async def _until(self, condition: Callable[[], bool]) -> None:
+        while not self.closed and not condition():
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 # the turn-detection grace window ends without an event: re-check now and then
@@ -423,61 +423,14 @@ class CallController:
 
     # -- call-control tools (escalate_to_human, end_call) ---------------------------------
     async def _on_action_tool(self, name: ActionName, tool_call_id: str, arguments: str) -> None:
-        if self.action is not None:
-            self.log.warning("call.tool_call_ignored", tool=name, reason="an action is already under way")
+        requested = self.action_runner.request(name, tool_call_id, arguments)
+        if requested is None:
             return
-        reason = reason_from_arguments(arguments)
-        if reason is None:
-            self.log.warning("call.tool_arguments_invalid", tool=name, arguments=arguments[:200])
-        can_transfer = self.actions is not None and self.actions.can_transfer
-        line = line_for(name, can_transfer)
-        self.action = ActionRecord(
-            call_id=self.call_id, action=name, tool_call_id=tool_call_id, reason=reason or "",
-            transport=self.config.transport, line=line,
-        )  # fmt: skip
-        self.log.info("call.action_requested", action=name, reason=reason, action_id=self.action.action_id)
-        self._queue_output(tool_call_id, json.dumps({"status": "accepted", "say": line}))
-        self._answer_purpose = ("action_line", say_exactly(line))
-        self._spawn(self._action_watchdog(), "action-watchdog", keep=True)
+        output, line_response = requested
+        self._queue_output(tool_call_id, output)
+        self._answer_purpose = ("action_line", line_response)
+        self._spawn(self.action_runner.perform_later(self), "action-watchdog", keep=True)
         await self._flush_outputs()
-
-    async def _action_watchdog(self) -> None:
-        """The action happens even if its line is never spoken (refused, lost)."""
-        await asyncio.sleep(ACTION_LINE_WAIT_S)
-        await self._perform_action()
-
-    async def _perform_action(self) -> None:
-        record = self.action
-        if record is None or self._action_started:
-            return
-        self._action_started = True
-        await self._until_line_heard(record.line)
-        started = time.monotonic()
-        try:
-            if record.action != END_CALL_TOOL and self.actions is not None and self.actions.can_transfer:
-                record.target = await self.actions.transfer()
-            else:
-                if record.action != END_CALL_TOOL:
-                    record.outcome = "no_transfer_target"
-                if self.actions is not None:
-                    await self.actions.hang_up()
-        except Exception as exc:  # the call still ends: closing our side hangs up the caller
-            record.outcome, record.error = "failed", repr(exc)[:300]
-        record.ms = round((time.monotonic() - started) * 1000, 1)
-        await self.recorder.action(record)
-        await self.close()
-
-    async def _until_line_heard(self, line: str) -> None:
-        """Until the caller has heard the action's line (bounded)."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(ACTION_LINE_WAIT_S):
-                if self.config.sideband:
-                    # the audio went straight to the caller: give it time to play out there
-                    await asyncio.sleep(len(line) * self.config.remote_ms_per_char / 1000)
-                while not self.closed and (self.playback.is_playing() or self.responses.active):
-                    self._changed.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._changed.wait(), 0.1)
 
     # -- sending answers, never over an active response ----------------------------------
     def _queue_output(self, tool_call_id: str, output: str) -> None:

@@ -1,0 +1,113 @@
+"""Runs a call's ``escalate_to_human`` / ``end_call``: the line first, then the transport's action.
+
+The controller hands the tool call here; the runner builds the :class:`ActionRecord`, tells
+the controller what to answer the tool with and which line to say, and, once the line has
+been heard (or a bounded wait is over), transfers or hangs up through the transport's
+:class:`CallActions`, records the action and ends the call. One action per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any, Protocol
+
+from structlog.typing import FilteringBoundLogger
+
+from responder.actions import (
+    END_CALL_TOOL,
+    ActionName,
+    ActionRecord,
+    CallActions,
+    line_for,
+    reason_from_arguments,
+    say_exactly,
+)
+from responder.recorder import TranscriptRecorder
+
+ACTION_LINE_WAIT_S = 15.0  # an action goes ahead even if its line never finishes playing
+
+
+class ActionHost(Protocol):
+    """The call controller, as the runner needs it."""
+
+    closed: bool
+
+    async def until_silent(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class ActionRunner:
+    def __init__(
+        self,
+        call_id: str,
+        *,
+        transport: str,
+        actions: CallActions | None,
+        recorder: TranscriptRecorder,
+        log: FilteringBoundLogger,
+        remote_ms_per_char: float | None = None,
+    ) -> None:
+        self.call_id = call_id
+        self.transport = transport
+        self.actions = actions
+        self.recorder = recorder
+        self.log = log
+        # sideband calls (SIP, WebRTC): the line plays at the caller's end; estimate how long
+        self.remote_ms_per_char = remote_ms_per_char
+        self.record: ActionRecord | None = None
+        self._started = False
+
+    def request(
+        self, name: ActionName, tool_call_id: str, arguments: str
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The tool output and the ``response.create`` body that says the line; None: ignored."""
+        if self.record is not None:
+            self.log.warning("call.tool_call_ignored", tool=name, reason="an action is already under way")
+            return None
+        reason = reason_from_arguments(arguments)
+        if reason is None:
+            self.log.warning("call.tool_arguments_invalid", tool=name, arguments=arguments[:200])
+        line = line_for(name, self.actions is not None and self.actions.can_transfer)
+        self.record = ActionRecord(
+            call_id=self.call_id, action=name, tool_call_id=tool_call_id, reason=reason or "",
+            transport=self.transport, line=line,
+        )  # fmt: skip
+        self.log.info("call.action_requested", action=name, reason=reason, action_id=self.record.action_id)
+        return json.dumps({"status": "accepted", "say": line}), say_exactly(line)
+
+    async def perform_later(self, host: ActionHost) -> None:
+        """The action happens even if its line is never spoken (refused, lost)."""
+        await asyncio.sleep(ACTION_LINE_WAIT_S)
+        await self.perform(host)
+
+    async def perform(self, host: ActionHost) -> None:
+        record = self.record
+        if record is None or self._started:
+            return
+        self._started = True
+        await self._until_line_heard(host, record.line)
+        started = time.monotonic()
+        try:
+            if record.action != END_CALL_TOOL and self.actions is not None and self.actions.can_transfer:
+                record.target = await self.actions.transfer()
+            else:
+                if record.action != END_CALL_TOOL:
+                    record.outcome = "no_transfer_target"
+                if self.actions is not None:
+                    await self.actions.hang_up()
+        except Exception as exc:  # the call still ends: closing our side hangs up the caller
+            record.outcome, record.error = "failed", repr(exc)[:300]
+        record.ms = round((time.monotonic() - started) * 1000, 1)
+        await self.recorder.action(record)
+        await host.close()
+
+    async def _until_line_heard(self, host: ActionHost, line: str) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ACTION_LINE_WAIT_S):
+                if self.remote_ms_per_char is not None:
+                    await asyncio.sleep(len(line) * self.remote_ms_per_char / 1000)
+                await host.until_silent()
