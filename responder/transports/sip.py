@@ -10,8 +10,6 @@ call controller on a sideband WebSocket. At capacity it rejects the call as busy
 
 from __future__ import annotations
 
-import json
-
 import structlog
 from aiohttp import web
 from openai import InvalidWebhookSignatureError, NotFoundError
@@ -43,26 +41,26 @@ async def incoming_sip_call(request: web.Request) -> web.Response:
         log.warning("sip.webhook_rejected", reason="signature headers missing")
         raise web.HTTPBadRequest(text="webhook signature headers missing")
     try:
-        services.realtime_client.webhooks.verify_signature(
+        event = services.realtime_client.webhooks.unwrap(
             body, request.headers, secret=secret.get_secret_value()
         )
-    except (InvalidWebhookSignatureError, ValueError) as exc:
+    except InvalidWebhookSignatureError as exc:
         log.warning("sip.webhook_rejected", reason="bad signature", detail=str(exc))
         raise web.HTTPUnauthorized(text="invalid webhook signature") from None
-    try:
-        event = json.loads(body)
-        kind = event["type"]
-        data = event.get("data") or {}
-        call_id = data.get("call_id") if kind == "realtime.call.incoming" else None
-    except (ValueError, KeyError, TypeError, AttributeError):
-        log.warning("sip.webhook_invalid", reason="not a webhook event")
+    except (ValueError, RecursionError):  # signed, but not JSON
+        log.warning("sip.webhook_invalid", reason="body is not JSON")
         raise web.HTTPBadRequest(text="malformed webhook event") from None
+    kind = getattr(event, "type", None)
+    data = getattr(event, "data", None)
+    call_id = getattr(data, "call_id", None) if kind == "realtime.call.incoming" else None
     if kind != "realtime.call.incoming":
         log.info("sip.webhook_ignored", webhook_type=str(kind)[:60])
         return web.json_response({"status": "ignored"})
     if not isinstance(call_id, str) or not call_id.startswith("rtc_") or len(call_id) > 128:
         raise web.HTTPBadRequest(text="call_id missing or malformed")
-    return await _admit(services, call_id, _sip_from(data), request.headers["webhook-id"])
+    return await _admit(
+        services, call_id, _sip_from(getattr(data, "sip_headers", None)), request.headers["webhook-id"]
+    )
 
 
 async def _admit(services: Services, call_id: str, caller: str, webhook_id: str) -> web.Response:
@@ -103,9 +101,13 @@ async def _admit(services: Services, call_id: str, caller: str, webhook_id: str)
     return web.json_response({"status": "accepted"})
 
 
-def _sip_from(data: dict[str, object]) -> str:
+def _sip_from(sip_headers: object) -> str:
     """The caller's address from the SIP ``From`` header, if any."""
-    for header in data.get("sip_headers") or []:  # type: ignore[attr-defined]
-        if isinstance(header, dict) and str(header.get("name", "")).lower() == "from":
-            return str(header.get("value", ""))[:200]
+    for header in sip_headers if isinstance(sip_headers, list) else []:
+        name = getattr(header, "name", None) or (header.get("name") if isinstance(header, dict) else None)
+        if str(name or "").lower() == "from":
+            value = getattr(header, "value", None) or (
+                header.get("value") if isinstance(header, dict) else ""
+            )
+            return str(value or "")[:200]
     return ""

@@ -28,6 +28,7 @@ log = structlog.get_logger("twilio")
 VOICE_PATH = "/twilio/voice"
 MEDIA_PATH = "/twilio/media"
 STREAM_TOKEN_TTL_S = 120
+BUSY_MESSAGE = "Sorry, all of our lines are busy right now. Please call again in a few minutes."
 START_TIMEOUT_S = 10.0
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
@@ -64,6 +65,14 @@ def twiml_connect(stream_url: str, parameters: dict[str, str]) -> str:
     return str(response)
 
 
+def twiml_busy() -> str:
+    """Refuse a call politely when every line is taken: a short message, then hang up."""
+    response = VoiceResponse()
+    response.say(BUSY_MESSAGE)
+    response.hangup()
+    return str(response)
+
+
 async def incoming_call(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     settings = services.settings
@@ -87,6 +96,9 @@ async def incoming_call(request: web.Request) -> web.Response:
     call_sid = params.get("CallSid", "")
     if not call_sid:
         raise web.HTTPBadRequest(text="CallSid missing")
+    if not services.admission.has_room():
+        log.warning("twilio.call_refused", call_id=call_sid, reason="capacity")
+        return web.Response(text=twiml_busy(), content_type="application/xml")
     expires = int(time.time()) + STREAM_TOKEN_TTL_S
     ws_url = _ws_url(settings.external_url()) + MEDIA_PATH
     twiml = twiml_connect(

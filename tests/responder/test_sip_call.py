@@ -170,3 +170,20 @@ def assert_no_errors(svc: RunningService) -> None:
     state = svc.services.simulator_state
     assert state.invalid_events == [], state.invalid_events
     assert state.errors_sent == [], state.errors_sent
+
+
+async def test_signed_garbage_is_a_bad_request_and_other_event_types_are_acknowledged(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    import aiohttp
+
+    from responder.simulator.sip import sign
+
+    svc = await _service(start_service, make_settings)
+    other = '{"id":"evt_1","object":"event","type":"batch.completed","created_at":1,"data":{"id":"b"}}'
+    async with aiohttp.ClientSession() as http:
+        for body, expected in (("not json {", 400), (other, 200)):
+            headers = sign(body, SECRET, webhook_id="msg_test")
+            async with http.post(_webhook(svc), data=body.encode(), headers=headers) as resp:
+                assert resp.status == expected, await resp.text()
+    assert svc.services.simulator_state.call_actions == []

@@ -170,3 +170,23 @@ async def test_webhook_for_another_account_is_refused(
         http.post(url, data=mine, headers={"X-Twilio-Signature": signed}) as resp,
     ):
         assert resp.status == 200
+
+
+async def test_at_capacity_the_caller_hears_a_busy_message_and_no_stream_is_offered(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    from responder.transports.twilio import BUSY_MESSAGE
+
+    svc = await start_service(make_settings(max_concurrent_calls=0))
+    url = svc.url + "/twilio/voice"
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(url, PARAMS)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, data=PARAMS, headers={"X-Twilio-Signature": signature}) as resp,
+    ):
+        assert resp.status == 200
+        root = ET.fromstring(await resp.text())
+    assert root.find("./Connect") is None
+    say = root.find("./Say")
+    assert say is not None and say.text == BUSY_MESSAGE
+    assert root.find("./Hangup") is not None
