@@ -16,13 +16,16 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from responder.logs import configure_logging
+from responder.policies_cli import add_policies_parser, run_policies
 from responder.settings import Settings
+from responder.trace import command as trace_command
 
 log = structlog.get_logger("cli")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="responder", description=__doc__)
+    parser.add_argument("--log-file", help="also append every log event as JSON to this file")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the voice service")
@@ -39,10 +42,19 @@ def main(argv: list[str] | None = None) -> int:
     call.add_argument("--scenario", default="returns", help="scenario file or built-in name")
     call.add_argument("--speed", type=float, default=1.0, help="audio speed factor (1 = real time)")
     call.add_argument("--json", action="store_true", help="print the result as JSON")
+    trace_command.add_parser(sub)
+    add_policies_parser(sub)
 
     args = parser.parse_args(argv)
     settings = Settings()
-    configure_logging(settings.log_format, settings.log_level, redact=settings.log_redact_pii)
+    log_file = args.log_file or settings.log_file
+    configure_logging(
+        settings.log_format, settings.log_level, redact=settings.log_redact_pii, log_file=log_file
+    )
+    if args.command == "policies":
+        return run_policies(args, settings)
+    if args.command == "trace":
+        return asyncio.run(trace_command.run(settings, args))
     if args.command == "serve":
         return _serve(settings, args.host, args.port)
     if args.command == "simulate":

@@ -1,44 +1,89 @@
-"""PII redaction for log events: phone numbers, e-mail addresses, card numbers, key presses.
+"""Redaction of log events: secrets always, personal data (PII) by setting.
 
-A structlog processor. Identifiers (call, item, decision ids) and the event name pass
-untouched; every other string, nested ones included, is scrubbed.
+Two structlog processors:
+
+- :func:`redact_secrets` is always on: API keys (``sk-…``), webhook secrets (``whsec_…``),
+  Twilio auth tokens (32 hex digits), ``Authorization`` header values and any field whose
+  name says it holds a secret become ``[secret]``.
+- :func:`redact_pii` (``RESPONDER_LOG_REDACT_PII``, on by default) masks phone numbers,
+  e-mail addresses, card numbers and key presses.
+
+Identifiers (call, item, decision ids), the event name, level and timestamp pass untouched;
+every other string, nested ones included, is scrubbed.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _CARD = re.compile(r"(?<!\w)(?:\d[ -]?){12,18}\d(?!\w)")
-_PHONE = re.compile(r"(?<![\w])\+?\d(?:[\s().-]*\d){6,14}(?![\w])")
+_PHONE = re.compile(r"(?<![\w])(?:\+|\()?\d(?:[\s().-]*\d){6,14}(?![\w])")
+_SECRETS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"(?i)\b(authorization\s*[:=]\s*)(?:(?:bearer|basic)\s+)?[^\s,;\"']+"), r"\1[secret]"),
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 [secret]"),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), "[secret]"),
+    (re.compile(r"\bwhsec_[A-Za-z0-9+/=_-]{8,}"), "[secret]"),
+    (re.compile(r"(?<![\w])[0-9a-fA-F]{32}(?![\w])"), "[secret]"),  # Twilio auth token shape
+)
+_SECRET_FIELDS = frozenset(
+    {"authorization", "api_key", "apikey", "auth_token", "token", "secret", "password", "admin_token",
+     "openai_api_key", "twilio_auth_token", "webhook_secret", "cookie", "set-cookie", "x-api-key"}
+)  # fmt: skip
+_SECRET_SUFFIXES = ("_api_key", "_auth_token", "_secret", "_password")
 _KEEP = frozenset(
     {"event", "level", "timestamp", "logger", "call_id", "decision_id", "item_id", "tool_call_id",
-     "user_item_id", "response_id", "stream_sid", "session_id", "policies", "model", "tool", "outcome"}
+     "user_item_id", "response_id", "stream_sid", "session_id", "policies", "model", "tool", "outcome",
+     "previous_item_id", "where", "action_id"}
 )  # fmt: skip
 _DIGIT_FIELDS = frozenset({"digit", "digits"})
+SECRET = "[secret]"
 
 
 def scrub(text: str) -> str:
+    """Mask e-mails, card numbers and phone numbers in ``text``."""
     text = _EMAIL.sub("[email]", text)
     text = _CARD.sub("[card]", text)
     return _PHONE.sub("[phone]", text)
 
 
-def _scrub_value(value: Any) -> Any:
+def scrub_secrets(text: str) -> str:
+    """Mask anything shaped like a credential in ``text``."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def is_secret_field(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in _SECRET_FIELDS or lowered.endswith(_SECRET_SUFFIXES)
+
+
+def _walk(value: Any, fn: Callable[[str], str]) -> Any:
     if isinstance(value, str):
-        return scrub(value)
+        return fn(value)
     if isinstance(value, dict):
-        return {k: _scrub_value(v) for k, v in value.items()}
+        return {k: SECRET if is_secret_field(str(k)) else _walk(v, fn) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_scrub_value(v) for v in value]
+        return [_walk(v, fn) for v in value]
     return value
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key, value in event_dict.items():
+        if key in _KEEP:
+            continue
+        event_dict[key] = SECRET if is_secret_field(key) else _walk(value, scrub_secrets)
+    return event_dict
 
 
 def redact_pii(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in event_dict.items():
         if key in _KEEP:
             continue
-        event_dict[key] = "*" if key in _DIGIT_FIELDS else _scrub_value(value)
+        event_dict[key] = "*" if key in _DIGIT_FIELDS else _walk(value, scrub)
     return event_dict

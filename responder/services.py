@@ -28,6 +28,7 @@ class Services:
     admission: CallAdmission = field(default_factory=lambda: CallAdmission(50, 6.0, 3))
     twilio_client: Any = None  # twilio.rest.Client for call control; None without credentials
     call_tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # sideband calls in flight
+    draining: bool = False  # set on SIGTERM: /readyz answers 503 so that no new calls arrive
 
     def spawn_call(self, coro: Any, name: str) -> asyncio.Task[Any]:
         """Run a call that no request owns (SIP, WebRTC sideband); shutdown waits for it."""

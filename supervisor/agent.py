@@ -17,6 +17,7 @@ apologises and offers a human, so the call goes on.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +39,7 @@ from supervisor.model import (
 )
 from supervisor.policies import PolicyLibrary
 from supervisor.sanitize import to_speech
-from supervisor.tools import DEFAULT_DATA_DIR, ToolRegistry, ToolResult, default_registry
+from supervisor.tools import DEFAULT_DATA_DIR, ToolRegistry, ToolResult, default_registry, policy_lookup_tool
 
 log = structlog.get_logger("supervisor")
 
@@ -68,6 +69,8 @@ class Supervisor:
         history_tokens: int = 4000,
         history_items: int = 200,
         fallback_text: str = FALLBACK_TEXT,
+        library: PolicyLibrary | None = None,
+        inline_max_chars: int = 0,
     ) -> None:
         if max_rounds < 1:
             raise ValueError("max_rounds must be at least 1")
@@ -82,6 +85,24 @@ class Supervisor:
         self.history_tokens = history_tokens
         self.history_items = history_items
         self.fallback_text = fallback_text
+        self.library = library  # the policy set behind the lookup tool (for inline mode)
+        self.inline_max_chars = inline_max_chars
+
+    def with_policies(self, library: PolicyLibrary) -> Supervisor:
+        """The same supervisor (model client, history, prompt) over another policy set."""
+        twin = copy.copy(self)
+        twin.library, twin.tools = library, self.tools.replacing(policy_lookup_tool(library))
+        return twin
+
+    def _prompt(self) -> tuple[str, dict[str, PolicyRef]]:
+        """Instructions, plus every published policy when inline mode is on and they fit."""
+        if self.library is None or self.inline_max_chars <= 0:
+            return self.instructions, {}
+        text = self.library.inline_text()
+        if not text or len(text) > self.inline_max_chars:
+            return self.instructions, {}
+        refs = {d.label(): PolicyRef(id=d.id, version=d.version) for d in self.library.published()}
+        return f"{self.instructions}\n\n# Policy documents (all published)\n\n{text}", refs
 
     async def aclose(self) -> None:
         """Close the model client's connections (if it has any)."""
@@ -132,10 +153,11 @@ class Supervisor:
             Message("user", f"{CONTEXT_LABEL}: {decision.context}"),
         ]
         specs = self.tools.specs()
+        instructions, inlined = self._prompt()
         policies: dict[str, PolicyRef] = {}
         for round_no in range(1, self.max_rounds + 1):
             decision.rounds = round_no
-            turn = await self.model.complete(self.instructions, conversation, specs)
+            turn = await self.model.complete(instructions, conversation, specs)
             decision.usage.add(turn.usage.input_tokens, turn.usage.output_tokens)
             blog.info(
                 "supervisor.round",
@@ -146,7 +168,7 @@ class Supervisor:
                 output_tokens=turn.usage.output_tokens,
             )
             if not turn.tool_calls:
-                self._finish(decision, turn.text, policies, blog)
+                self._finish(decision, turn.text, policies, blog, inlined)
                 return
             conversation.append(turn)
             results = await asyncio.gather(*(self._call_tool(c, decision, blog) for c in turn.tool_calls))
@@ -166,12 +188,16 @@ class Supervisor:
                 result_summary=result.summary(),
                 ms=round(result.ms, 2),
                 ok=result.ok,
+                round=decision.rounds,
             )
         )
         blog.info(
             "supervisor.tool",
             tool=call.name,
             tool_call_id=call.id,
+            round=decision.rounds,
+            arguments=result.arguments,
+            result_summary=result.summary(),
             ok=result.ok,
             ms=round(result.ms, 2),
             policies=[p.label() for p in result.policies],
@@ -179,10 +205,18 @@ class Supervisor:
         return result
 
     def _finish(
-        self, decision: Decision, raw_text: str, policies: dict[str, PolicyRef], blog: FilteringBoundLogger
+        self,
+        decision: Decision,
+        raw_text: str,
+        policies: dict[str, PolicyRef],
+        blog: FilteringBoundLogger,
+        inlined: dict[str, PolicyRef] | None = None,
     ) -> None:
         decision.raw_text = raw_text
         decision.text, decision.citations = to_speech(raw_text)
+        for label in decision.citations:  # inline mode: a cited inlined policy was used
+            if inlined and label in inlined:
+                policies.setdefault(label, inlined[label])
         decision.policies = list(policies.values())
         unverified = [c for c in decision.citations if "@" in c and c not in policies]
         if unverified:
@@ -250,6 +284,7 @@ def build_supervisor(
     max_retries: int = 1,
     library: PolicyLibrary | None = None,
     tools: ToolRegistry | None = None,
+    inline_max_chars: int = 0,
 ) -> Supervisor:
     """A Supervisor wired from plain settings: SDK client, policy library, tools, prompt."""
     client = OpenAIModelClient.create(
@@ -262,7 +297,7 @@ def build_supervisor(
     )
     client.warm_up()
     if tools is None:
-        library = library or PolicyLibrary.from_dir(policies_dir)
+        library = library if library is not None else PolicyLibrary.from_dir(policies_dir)
         data = Path(data_dir) if data_dir is not None else Path(policies_dir) / "data"
         tools = default_registry(library, data_dir=data if data.is_dir() else DEFAULT_DATA_DIR)
     return Supervisor(
@@ -275,4 +310,6 @@ def build_supervisor(
         max_rounds=max_rounds,
         deadline_s=deadline_s,
         history_tokens=history_tokens,
+        library=library,
+        inline_max_chars=inline_max_chars,
     )

@@ -20,6 +20,7 @@ class ToolCallRecord(BaseModel):
     result_summary: str
     ms: float
     ok: bool = True
+    round: int = 0
 
 
 class PolicyRef(BaseModel):
@@ -77,6 +78,8 @@ class Decision(BaseModel):
             policies=self.policy_labels(),
             tool_calls=[t.model_dump() for t in self.tool_calls],
             text=self.text,
+            context=self.context,
+            citations=self.citations,
             latency_ms=round(self.latency_ms, 1),
             input_tokens=self.usage.input_tokens,
             output_tokens=self.usage.output_tokens,

@@ -28,6 +28,7 @@ class PolicySync:
         self.poll_s = poll_s
         self.generation = -1
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._lock = asyncio.Lock()
 
     async def refresh(self) -> bool:
@@ -46,6 +47,7 @@ class PolicySync:
         self._task = asyncio.create_task(self._run(), name="policies-sync")
 
     async def stop(self) -> None:
+        self._stopping = True  # ends the loops even if a read swallowed the cancellation
         if self._task is not None:
             self._task.cancel()
             # bounded: a pub/sub connection torn down mid-read can keep the task from finishing
@@ -53,7 +55,7 @@ class PolicySync:
             self._task = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self._listen()
             except asyncio.CancelledError:
@@ -67,11 +69,11 @@ class PolicySync:
         await pubsub.subscribe(self.store.channel)
         try:
             await self.refresh()  # anything missed while (re)subscribing
-            while True:
+            while not self._stopping:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.poll_s)
                 if message is not None:
-                    # drain a burst (an import of many files) before one reload
-                    while await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05):
+                    # take what already arrived (an import of many files) before one reload
+                    while await pubsub.get_message(ignore_subscribe_messages=True, timeout=0):
                         pass
                 await self.refresh()
         finally:

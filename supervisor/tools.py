@@ -130,6 +130,12 @@ class ToolRegistry:
     def names(self) -> list[str]:
         return list(self._tools)
 
+    def replacing(self, tool: Tool) -> ToolRegistry:
+        """A copy of this registry with ``tool`` in place of the tool of the same name."""
+        twin = ToolRegistry()
+        twin._tools = {**self._tools, tool.spec.name: tool}
+        return twin
+
     def specs(self) -> list[ToolSpec]:
         return [t.spec for t in self._tools.values()]
 

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
-import pytest
+import json
+from pathlib import Path
 
-from responder.redact import redact_pii, scrub
+import pytest
+import structlog
+
+from responder.logs import configure_logging
+from responder.redact import redact_pii, redact_secrets, scrub, scrub_secrets
 
 
 @pytest.mark.parametrize(
@@ -35,3 +40,66 @@ def test_processor_keeps_ids_and_scrubs_nested_values() -> None:
     assert out["text"] == "Your account [phone] has 2 orders"
     assert out["tool_calls"] == [{"arguments": {"phone_number": "[phone]"}}]
     assert out["digit"] == "*" and out["ms"] == 12.5
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "call (555) 555-0123 now",
+        "call 555-555-0123 now",
+        "call +44 20 7946 0958 now",
+        "call +15555550123 now",
+        "call 1-800-555-0199 now",
+    ],
+)
+def test_phone_formats(text: str) -> None:
+    assert scrub(text) == "call [phone] now"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("key sk-proj-AbC123xyz_987654321 used", "key [secret] used"),
+        ("webhook whsec_c2VjcmV0LXNpZ25pbmcta2V5 set", "webhook [secret] set"),
+        ("token 0123456789abcdef0123456789abcdef ok", "token [secret] ok"),
+        ("Authorization: Bearer eyJhbGciOi.abc.def", "Authorization: [secret]"),
+        ("sent bearer abcdefghijklmnop", "sent bearer [secret]"),
+        ("call CA0123456789abcdef0123456789abcdef kept", "call CA0123456789abcdef0123456789abcdef kept"),
+    ],
+)
+def test_scrub_secrets(text: str, expected: str) -> None:
+    assert scrub_secrets(text) == expected
+
+
+def test_secrets_are_masked_by_field_name_and_nested_headers() -> None:
+    event = {
+        "event": "http.request",
+        "api_key": "anything-at-all",
+        "twilio_auth_token": "x",
+        "headers": {"Authorization": "Basic dXNlcjpwYXNz", "Accept": "text/html"},
+        "input_tokens": 12,  # a count, not a secret
+    }
+    out = redact_secrets(None, "info", dict(event))
+    assert out["api_key"] == "[secret]" and out["twilio_auth_token"] == "[secret]"
+    assert out["headers"] == {"Authorization": "[secret]", "Accept": "text/html"}
+    assert out["input_tokens"] == 12
+
+
+def test_log_file_gets_json_and_secrets_never_reach_it_even_without_pii_redaction(tmp_path: Path) -> None:
+    path = tmp_path / "app.jsonl"
+    try:
+        configure_logging("console", "INFO", redact=False, log_file=path)
+        log = structlog.get_logger("t").bind(call_id="CA1")
+        log.info("call.user_turn", text="I'm jo@example.com, +1 555 555 0123", item_id="item_1")
+        log.warning("realtime.error", message="bad key sk-live-0123456789abcdef")
+        configure_logging("json", "INFO", redact=True, log_file=path)
+        structlog.get_logger("t").info("call.user_turn", call_id="CA2", text="jo@example.com")
+    finally:
+        configure_logging("console", "INFO")
+        structlog.reset_defaults()
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [e["event"] for e in lines] == ["call.user_turn", "realtime.error", "call.user_turn"]
+    assert lines[0]["text"] == "I'm jo@example.com, +1 555 555 0123"  # PII redaction off
+    assert lines[0]["call_id"] == "CA1" and lines[0]["timestamp"].endswith("Z")
+    assert lines[1]["message"] == "bad key [secret]"  # secrets: always
+    assert lines[2]["text"] == "[email]"  # PII redaction on

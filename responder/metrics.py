@@ -1,0 +1,89 @@
+"""Every Prometheus metric of the service, in one registry, served at ``/metrics``.
+
+The objects live in :data:`REGISTRY` (not the process-wide default one), so that tests can
+read values with ``REGISTRY.get_sample_value`` and an embedding application can mount them
+where it likes. The supervisor package stays free of responder imports: its numbers
+(latency, tool latency, tokens) are taken from the :class:`~supervisor.decisions.Decision`
+it returns, by :func:`observe_decision`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from supervisor.decisions import Decision
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0)
+_TOOL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+ACTIVE_CALLS = Gauge("responder_active_calls", "Calls in progress", ["transport"], registry=REGISTRY)
+CALLS = Counter(
+    "responder_calls", "Calls ended, by transport and outcome", ["transport", "outcome"], registry=REGISTRY
+)
+SUPERVISOR_LATENCY = Histogram(
+    "responder_supervisor_latency_seconds", "Supervisor decision latency", ["outcome"],
+    buckets=_LATENCY_BUCKETS, registry=REGISTRY,
+)  # fmt: skip
+TOOL_LATENCY = Histogram(
+    "responder_supervisor_tool_latency_seconds", "Supervisor tool call latency", ["tool"],
+    buckets=_TOOL_BUCKETS, registry=REGISTRY,
+)  # fmt: skip
+RESPONSE_LATENCY = Histogram(
+    "responder_response_latency_seconds", "Caller stopped speaking to first assistant audio sent",
+    buckets=_LATENCY_BUCKETS, registry=REGISTRY,
+)  # fmt: skip
+HOLD_LINES = Counter("responder_hold_lines", "Hold lines requested", registry=REGISTRY)
+FALLBACKS = Counter("responder_fallbacks", "Fallback answers, by outcome", ["outcome"], registry=REGISTRY)
+REALTIME_ERRORS = Counter(
+    "responder_realtime_errors", "Error events from the Realtime server", ["code"], registry=REGISTRY
+)
+REDIS_ERRORS = Counter("responder_redis_errors", "Failed Redis operations", ["operation"], registry=REGISTRY)
+TOKENS = Counter("responder_tokens", "Model tokens used", ["model", "kind"], registry=REGISTRY)
+
+_OUTCOME_RANK = {"ok": 0, "fallback": 1, "timeout": 2, "error": 3}
+
+
+def observe_decision(decision: Decision) -> None:
+    """Supervisor latency, tool latencies and tokens of one decision."""
+    SUPERVISOR_LATENCY.labels(outcome=decision.outcome).observe(decision.latency_ms / 1000)
+    for tool in decision.tool_calls:
+        TOOL_LATENCY.labels(tool=tool.name).observe(tool.ms / 1000)
+    model = decision.model or "unknown"
+    if decision.usage.input_tokens:
+        TOKENS.labels(model=model, kind="input").inc(decision.usage.input_tokens)
+    if decision.usage.output_tokens:
+        TOKENS.labels(model=model, kind="output").inc(decision.usage.output_tokens)
+
+
+def call_ended(transport: str, outcome: str) -> None:
+    ACTIVE_CALLS.labels(transport=transport).dec()
+    CALLS.labels(transport=transport, outcome=outcome).inc()
+
+
+def realtime_error(code: object) -> None:
+    REALTIME_ERRORS.labels(code=str(code or "unknown")[:64]).inc()
+
+
+def call_outcome(outcomes: Iterable[str]) -> str:
+    """A call's outcome: the worst of its supervisor outcomes; ``ok`` when it needed none."""
+    return max(outcomes, key=lambda o: _OUTCOME_RANK.get(o, 3), default="ok")
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    body = generate_latest(REGISTRY)
+    response = web.Response(body=body)
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    response.charset = "utf-8"
+    return response

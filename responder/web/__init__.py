@@ -1,0 +1,1 @@
+"""Browser-facing parts of the service: the call page and live transcripts."""

@@ -1,0 +1,70 @@
+"""Token auth of the policy editor: roles ``editor`` (read drafts, write) and ``viewer``.
+
+Tokens come from settings (``editor_tokens`` / ``viewer_tokens``: person → token) and are
+sent as ``Authorization: Bearer <token>``; the name becomes the author of a saved version.
+Every token is compared in constant time (``hmac.compare_digest``), all of them, so timing
+does not tell which one nearly matched. No cookies are involved: a cross-site form or
+script cannot attach the header without a CORS preflight this service never answers, which
+makes the write endpoints CSRF-safe; writes also require a JSON body.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+from aiohttp import web
+from pydantic import SecretStr
+
+Role = Literal["editor", "viewer"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: Role
+
+    @property
+    def can_edit(self) -> bool:
+        return self.role == "editor"
+
+
+class TokenAuth:
+    def __init__(self, editors: dict[str, SecretStr], viewers: dict[str, SecretStr]) -> None:
+        self._tokens: list[tuple[bytes, Principal]] = [
+            (token.get_secret_value().encode(), Principal(name, "editor"))
+            for name, token in editors.items()
+            if token.get_secret_value()
+        ] + [
+            (token.get_secret_value().encode(), Principal(name, "viewer"))
+            for name, token in viewers.items()
+            if token.get_secret_value()
+        ]
+
+    def identify(self, request: web.Request) -> Principal | None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            return None
+        offered = value.strip().encode()
+        found: Principal | None = None
+        for token, principal in self._tokens:
+            if hmac.compare_digest(token, offered) and found is None:
+                found = principal
+        return found
+
+    def require(self, request: web.Request, role: Role = "viewer") -> Principal:
+        """The caller's principal; 401 without a valid token, 403 when an editor is needed."""
+        principal = self.identify(request)
+        if principal is None:
+            raise _error(web.HTTPUnauthorized, "a valid token is required (Authorization: Bearer …)")
+        if role == "editor" and not principal.can_edit:
+            raise _error(web.HTTPForbidden, "this needs the editor role")
+        return principal
+
+
+def _error(cls: type[web.HTTPException], message: str) -> web.HTTPException:
+    headers = {"WWW-Authenticate": "Bearer"} if cls is web.HTTPUnauthorized else None
+    return cls(text=json.dumps({"error": message}), content_type="application/json", headers=headers)

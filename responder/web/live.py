@@ -1,0 +1,133 @@
+"""Live transcript of a call as Server-Sent Events: ``GET /calls/{call_id}/events``.
+
+The stream is fed from the Redis pub/sub channel every history write is announced on
+(:meth:`supervisor.history.CallHistory.channel`), so any instance can serve any call. On
+connect it subscribes first, then replays what Redis already holds — the call's meta, its
+items in conversation order and its decisions — and then relays live announcements. An item
+may therefore arrive twice (replayed and announced); clients key items by id. Comment lines
+keep idle connections alive; the stream ends after the call has ended.
+
+Event names are the announcement types: ``call.started``, ``call.meta``, ``item.added``,
+``item.updated``, plus ``decision`` (replayed Decision records) and ``call.ended`` (last).
+Items carry their kind (``message``, ``hold_line``, ``decision``, ``function_call`` …); a
+decision item carries its policies as ``id@version`` labels in ``meta.policies``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from typing import Any
+
+import structlog
+from aiohttp import web
+from redis.asyncio.client import PubSub
+
+from responder.services import SERVICES, Services
+
+log = structlog.get_logger("live")
+
+# any segment reaches the handler, so that a malformed id gets a clear 400 rather than a 404
+EVENTS_PATH = "/calls/{call_id:[^/]+}/events"
+HEARTBEAT_S = 15.0
+ENDED_STATUSES = frozenset({"ended", "failed"})
+# Call ids go into Redis key names: nothing that could leave the call's namespace or hash tag.
+CALL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+VIEWERS: web.AppKey[set[asyncio.Task[object]]] = web.AppKey("live_viewers", set)
+
+
+def add_live_routes(app: web.Application) -> None:
+    app[VIEWERS] = set()
+    app.on_shutdown.append(_close_viewers)
+    app.router.add_get(EVENTS_PATH, call_events)
+
+
+def sse(event: str, data: dict[str, Any]) -> bytes:
+    """One Server-Sent Event (JSON data never contains a raw newline)."""
+    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+
+
+async def call_events(request: web.Request) -> web.StreamResponse:
+    call_id = request.match_info["call_id"]
+    if not CALL_ID.fullmatch(call_id):
+        raise web.HTTPBadRequest(text="invalid call id")
+    services = request.app[SERVICES]
+    history = services.history
+    if not await history.get_meta(call_id):
+        raise web.HTTPNotFound(text="no such call")
+    pubsub = services.redis.client.pubsub()
+    await pubsub.subscribe(history.channel(call_id))
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache, no-store",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    bound = log.bind(call_id=call_id)
+    viewers = request.app[VIEWERS]
+    task = asyncio.current_task()
+    if task is not None:
+        viewers.add(task)
+    try:
+        await response.prepare(request)
+        ended = await _replay(response, services, call_id)
+        if not ended:
+            await _relay(response, pubsub, HEARTBEAT_S)
+        await response.write(sse("call.ended", {"call_id": call_id}))
+    except ConnectionError:
+        bound.info("live.viewer_left")
+    finally:
+        viewers.discard(task)  # type: ignore[arg-type]
+        # closing the connection ends the subscription; bounded, as a read torn down by a
+        # cancellation can leave it hanging
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(pubsub.aclose(), 2.0)
+    return response
+
+
+async def _close_viewers(app: web.Application) -> None:
+    """Shutdown: transcript streams would otherwise hold the server until its timeout."""
+    for task in list(app[VIEWERS]):
+        task.cancel()
+
+
+async def _replay(response: web.StreamResponse, services: Services, call_id: str) -> bool:
+    """Send what Redis already holds; True when the call is already over."""
+    history = services.history
+    meta = await history.get_meta(call_id)
+    await response.write(sse("call.meta", meta))
+    for item in await history.get_items(call_id):
+        await response.write(sse("item.added", {"type": "item.added", "item": item.model_dump(mode="json")}))
+    for decision in await history.get_decisions(call_id):
+        body = decision.model_dump(mode="json")
+        body["policies"] = decision.policy_labels()
+        await response.write(sse("decision", {"type": "decision", "decision": body}))
+    return meta.get("status") in ENDED_STATUSES
+
+
+async def _relay(response: web.StreamResponse, pubsub: PubSub, heartbeat_s: float) -> None:
+    """Relay announcements until the call ends; a comment line whenever it is quiet."""
+    loop = asyncio.get_running_loop()
+    last_write = loop.time()
+    while True:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=heartbeat_s)
+        if message is None:  # quiet (or a subscription notice)
+            if loop.time() - last_write >= heartbeat_s:
+                await response.write(b": keep-alive\n\n")
+                last_write = loop.time()
+            continue
+        last_write = loop.time()
+        try:
+            payload = json.loads(message["data"])
+            kind = payload["type"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("live.announcement_invalid")
+            continue
+        await response.write(sse(str(kind), payload))
+        if kind == "call.meta" and payload.get("status") in ENDED_STATUSES:
+            return

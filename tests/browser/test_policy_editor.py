@@ -1,0 +1,153 @@
+"""The policy editor in a real headless Chromium: sign in, edit, live preview, publish, try-it.
+
+The page talks to the real service (Redis-backed versioned store, the supervisor against the
+simulator's text model). An editor changes the returns window from 30 to 45 days: the
+preview shows the new text as it is typed, validation problems appear inline, publishing
+creates a new live version, and the try-it panel's answer on the published set changes
+from 30 to 45 days and names the version it used. Driven with selenium + the Debian
+chromedriver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from responder.settings import Settings
+from responder.web.editor_routes import POLICIES
+from tests.responder.conftest import RunningService
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+EDITOR_TOKEN = "browser-editor-token-42"
+QUESTION = "How many days do I have to return unused items with a receipt?"
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists() or not CHROMEDRIVER.exists(),
+    reason="needs /usr/bin/chromium and /usr/bin/chromedriver (Debian: chromium chromium-driver)",
+)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1500,1000",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
+        options.add_argument(flag)
+    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(options=options, service=service)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+async def poll(fn: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await asyncio.to_thread(fn)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(what)
+        await asyncio.sleep(0.1)
+
+
+async def test_edit_preview_publish_and_try_it_in_chromium(
+    browser: Any, start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    svc: RunningService = await start_service(make_settings(editor_tokens={"ana": EDITOR_TOKEN}))
+    find = lambda css: browser.find_element(By.CSS_SELECTOR, css)  # noqa: E731
+    text = lambda css: find(css).text  # noqa: E731
+
+    def run(action: Callable[[], Any]) -> Any:
+        return asyncio.to_thread(action)
+
+    await run(lambda: browser.get(svc.url + "/editor/"))
+    await run(lambda: find("#token").send_keys(EDITOR_TOKEN))
+    await run(lambda: find("#login-button").click())
+    await poll(lambda: "ana (editor)" in text("#who"), "sign-in did not show the editor")
+
+    async def ask() -> str:
+        await run(lambda: browser.execute_script("document.getElementById('try-answer').textContent = ''"))
+        await run(lambda: find("#try-ask").click())
+        return await poll(lambda: (t := text("#try-answer")) not in ("", "Asking…") and t, "no try-it answer")
+
+    await run(lambda: find("#try-question").send_keys(QUESTION))
+    await run(lambda: Select(find("#try-set")).select_by_value("published"))
+    before = await ask()
+    assert "30 days" in before and "returns@3" in text("#try-sections")
+
+    await poll(
+        lambda: browser.find_elements(By.CSS_SELECTOR, "button.policy-link[data-id='returns']"), "no list"
+    )
+    await run(lambda: find("button.policy-link[data-id='returns']").click())
+    await poll(lambda: "returns@3" in text("#doc-title"), "returns did not open")
+    await poll(lambda: "within 30 days of purchase" in text("#preview"), "no preview")
+
+    # a broken edit shows its problem inline, with the line; fixing it clears the list
+    content = await run(lambda: find("#content").get_attribute("value"))
+    broken = content.replace("version: 3", "version: three")
+    await run(
+        lambda: browser.execute_script(
+            "const t = document.getElementById('content'); t.value = arguments[0];"
+            "t.dispatchEvent(new Event('input'));",
+            broken,
+        )
+    )
+    await poll(lambda: "line 4: version" in text("#problems"), "validation problem not shown")
+    assert not await run(lambda: find("#save").is_enabled())
+
+    edited = content.replace("within 30 days of purchase", "within 45 days of purchase")
+    await run(
+        lambda: browser.execute_script(
+            "const t = document.getElementById('content'); t.value = arguments[0];"
+            "t.dispatchEvent(new Event('input'));",
+            edited,
+        )
+    )
+    await poll(lambda: "within 45 days of purchase" in text("#preview"), "preview did not follow the edit")
+    assert text("#problems") == ""
+    await run(lambda: find("#message").send_keys("45-day returns"))
+    await run(lambda: find("#publish").click())
+    await poll(lambda: "Published returns@5" in text("#status"), "publish did not finish")
+    assert "returns@5" in text("#doc-title")
+    await poll(lambda: "v5 published" in text("#history") and "v4 draft" in text("#history"), "history")
+
+    after = await ask()
+    assert "45 days" in after and "30 days" not in after
+    assert "returns@5" in text("#try-sections")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    await run(lambda: browser.save_screenshot(str(ARTIFACTS / "policy_editor.png")))
+
+    # what the browser did is what the store holds
+    store = svc.server.app[POLICIES].store
+    live = await store.get("returns", "published")
+    assert live.version == 5 and "within 45 days" in live.content and live.author == "ana"
+    assert [i.message for i in await store.history("returns")][:2] == ["publish version 4", "45-day returns"]
+

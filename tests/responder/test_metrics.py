@@ -1,0 +1,102 @@
+"""Prometheus metrics move as a simulated call proceeds; /healthz and /readyz."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from responder import metrics
+from responder.settings import Settings
+from responder.simulator.caller import place_call
+from responder.simulator.scenario import load_scenario
+from tests.responder.conftest import AUTH_TOKEN
+from tests.responder.test_phone_call import QUIET_MS, SPEED, run_call
+
+
+def value(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def _until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.02)
+    return predicate()
+
+
+async def test_metrics_follow_a_grounded_call(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    svc = await start_service(make_settings(simulator_scenario="returns"))
+    active = value("responder_active_calls", transport="twilio")
+    calls_ok = value("responder_calls_total", transport="twilio", outcome="ok")
+    decided = value("responder_supervisor_latency_seconds_count", outcome="ok")
+    lookups = value("responder_supervisor_tool_latency_seconds_count", tool="lookupPolicyDocument")
+    responses = value("responder_response_latency_seconds_count")
+    tokens_in = value("responder_tokens_total", model="gpt-4.1", kind="input")
+
+    scenario = load_scenario("returns").model_copy(update={"quiet_ms": QUIET_MS})
+    call = asyncio.create_task(place_call(svc.url, scenario, auth_token=AUTH_TOKEN, speed=SPEED))
+    # during the call: one more active call, none finished yet
+    assert await _until(lambda: value("responder_active_calls", transport="twilio") == active + 1)
+    assert value("responder_calls_total", transport="twilio", outcome="ok") == calls_ok
+    await call
+    # after it: back to where it was, one more call counted, one decision, one policy lookup
+    assert await _until(lambda: value("responder_active_calls", transport="twilio") == active)
+    assert value("responder_calls_total", transport="twilio", outcome="ok") == calls_ok + 1
+    assert value("responder_supervisor_latency_seconds_count", outcome="ok") == decided + 1
+    assert (
+        value("responder_supervisor_tool_latency_seconds_count", tool="lookupPolicyDocument") >= lookups + 1
+    )
+    # the caller spoke twice; each turn got audio back
+    assert value("responder_response_latency_seconds_count") >= responses + 2
+    assert value("responder_tokens_total", model="gpt-4.1", kind="input") > tokens_in
+
+    async with aiohttp.ClientSession() as http, http.get(svc.url + "/metrics") as resp:
+        assert resp.status == 200 and resp.content_type == "text/plain"
+        body = await resp.text()
+    assert 'responder_calls_total{outcome="ok",transport="twilio"}' in body
+    assert "responder_supervisor_latency_seconds_bucket" in body
+
+
+async def test_fallback_and_hold_line_are_counted(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    fallbacks = value("responder_fallbacks_total", outcome="timeout")
+    timeouts = value("responder_supervisor_latency_seconds_count", outcome="timeout")
+    holds = value("responder_hold_lines_total")
+    calls_timeout = value("responder_calls_total", transport="twilio", outcome="timeout")
+    settings = make_settings(
+        simulator_scenario="supervisor_timeout", supervisor_deadline_s=1.0, hold_delay_s=0.5
+    )
+    scenario = load_scenario("supervisor_timeout").model_copy(update={"quiet_ms": 1800})
+    await run_call(start_service, settings, scenario)
+    assert value("responder_fallbacks_total", outcome="timeout") == fallbacks + 1
+    assert value("responder_supervisor_latency_seconds_count", outcome="timeout") == timeouts + 1
+    assert value("responder_hold_lines_total") == holds + 1
+    assert await _until(
+        lambda: value("responder_calls_total", transport="twilio", outcome="timeout") == calls_timeout + 1
+    )
+
+
+async def test_health_and_readiness(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    svc = await start_service(make_settings())
+    async with aiohttp.ClientSession() as http:
+        async with http.get(svc.url + "/healthz") as resp:
+            assert resp.status == 200
+        async with http.get(svc.url + "/readyz") as resp:
+            ready = await resp.json()
+            assert resp.status == 200 and ready["ready"] is True
+            assert ready["simulator"] is True and ready["policies"] >= 1
+        svc.services.draining = True
+        async with http.get(svc.url + "/readyz") as resp:
+            assert resp.status == 503 and (await resp.json())["reason"] == "draining"
+        async with http.get(svc.url + "/healthz") as resp:
+            assert resp.status == 200  # draining is not dead

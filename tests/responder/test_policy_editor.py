@@ -1,0 +1,214 @@
+"""The policy editor API on the real service: auth, safety, the editing flow, try-it, two instances."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from responder.settings import Settings
+from responder.web.editor_routes import POLICIES
+from tests.responder.conftest import RunningService
+
+EDITOR, VIEWER = "editor-token-0123456789", "viewer-token-0123456789"
+API = "/editor/api"
+QUESTION = "How many days do I have to return unused items with a receipt?"
+
+
+def editor_settings(make_settings: Callable[..., Settings], **extra: Any) -> Settings:
+    return make_settings(editor_tokens={"ana": EDITOR}, viewer_tokens={"vic": VIEWER}, **extra)
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def call(
+    method: str, url: str, token: str | None = None, json: Any = None, data: bytes | None = None
+) -> tuple[int, Any]:
+    headers = auth(token) if token else {}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, url, headers=headers, json=json, data=data) as r,
+    ):
+        body = await r.json() if r.content_type == "application/json" else await r.text()
+        return r.status, body
+
+
+@pytest.fixture
+async def service(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> RunningService:
+    return await start_service(editor_settings(make_settings))
+
+
+async def test_reads_and_writes_need_the_right_token(service: RunningService) -> None:
+    url = service.url + API
+    returns = (await call("GET", f"{url}/policies/returns", EDITOR))[1]
+    edit = {"content": returns["content"], "base_version": 3}
+    for method, path, body in [
+        ("GET", "/policies", None),
+        ("GET", "/policies/returns", None),
+        ("GET", "/policies/returns/history", None),
+        ("PUT", "/policies/returns", edit),
+        ("POST", "/policies/returns/publish", {"version": 3, "base_version": 3}),
+        ("POST", "/try", {"question": QUESTION, "set": "published"}),
+        ("POST", "/preview", {"content": returns["content"]}),
+        ("GET", "/policies/returns/diff?from=3&to=3", None),
+    ]:
+        assert (await call(method, url + path, None, body))[0] == 401, path
+        assert (await call(method, url + path, "wrong-token", body))[0] == 401, path
+    assert (await call("PUT", f"{url}/policies/returns", VIEWER, edit))[0] == 403
+    assert (
+        await call("POST", f"{url}/policies/returns/rollback", VIEWER, {"version": 3, "base_version": 3})
+    )[0] == 403
+    assert (await call("POST", f"{url}/try", VIEWER, {"question": QUESTION, "set": "draft"}))[0] == 403
+    assert (await call("GET", f"{url}/me", VIEWER))[1] == {"name": "vic", "role": "viewer"}
+    # a viewer never sees a draft: not in the list, not by id, not by version, not in history
+    draft = returns["content"].replace("status: published", "status: draft").replace("30 days", "31 days")
+    status, saved = await call(
+        "PUT", f"{url}/policies/returns", EDITOR, {"content": draft, "base_version": 3}
+    )
+    assert status == 201 and saved["label"] == "returns@4" and saved["author"] == "ana"
+    assert (await call("GET", f"{url}/policies/returns", VIEWER))[1]["version"] == 3
+    assert (await call("GET", f"{url}/policies/returns?version=4", VIEWER))[0] == 403
+    assert (await call("GET", f"{url}/policies/returns?version=4", EDITOR))[1]["status"] == "draft"
+    history = (await call("GET", f"{url}/policies/returns/history", VIEWER))[1]["versions"]
+    assert [v["version"] for v in history] == [3]
+    listing = (await call("GET", f"{url}/policies", VIEWER))[1]["policies"]
+    assert {p["id"]: p["version"] for p in listing}["returns"] == 3
+
+
+async def test_bad_ids_bodies_and_methods_are_refused(service: RunningService) -> None:
+    url = service.url + API
+    assert (await call("GET", f"{url}/policies/Bad.Id", EDITOR))[0] == 400
+    assert (await call("GET", f"{url}/policies/..%2F..%2Fetc", EDITOR))[0] in (400, 404)
+    assert (await call("GET", f"{url}/policies/nope", EDITOR))[0] == 404
+    big = {"content": "x" * (200 * 1024), "base_version": 3}
+    assert (await call("PUT", f"{url}/policies/returns", EDITOR, big))[0] == 413
+    assert (await call("PUT", f"{url}/policies/returns", EDITOR, data=b"{not json"))[0] in (400, 415)
+    assert (await call("GET", f"{url}/policies/returns/publish", EDITOR))[0] == 405  # no state change on GET
+    status, body = await call(
+        "PUT", f"{url}/policies/returns", EDITOR, {"content": "# no front matter", "base_version": 3}
+    )
+    assert status == 422 and body["problems"] == [
+        "returns.md:1: missing YAML front matter between '---' lines"
+    ]
+    other = (await call("GET", f"{url}/policies/shipping", EDITOR))[1]["content"]
+    assert (await call("PUT", f"{url}/policies/returns", EDITOR, {"content": other, "base_version": 3}))[
+        0
+    ] == 422
+    assert (await call("GET", f"{url}/policies/returns", EDITOR))[1]["version"] == 3  # nothing was saved
+
+
+async def test_concurrent_edits_get_409(service: RunningService) -> None:
+    url = service.url + API
+    content = (await call("GET", f"{url}/policies/shipping", EDITOR))[1]["content"]
+    first = {"content": content.replace("$14.95", "$13.95"), "base_version": 2}
+    second = {"content": content.replace("$14.95", "$15.95"), "base_version": 2}
+    assert (await call("PUT", f"{url}/policies/shipping", EDITOR, first))[0] == 201
+    status, body = await call("PUT", f"{url}/policies/shipping", EDITOR, second)
+    assert status == 409 and body["latest_version"] == 3
+    assert (
+        await call("POST", f"{url}/policies/shipping/publish", EDITOR, {"version": 3, "base_version": 2})
+    )[0] == 409
+    latest = (await call("GET", f"{url}/policies/shipping", EDITOR))[1]
+    assert "$13.95" in latest["content"] and latest["version"] == 3
+
+
+async def test_preview_escapes_html_and_reports_problems_with_lines(service: RunningService) -> None:
+    url = service.url + API
+    content = (await call("GET", f"{url}/policies/gift-cards", EDITOR))[1]["content"]
+    edited = content.replace(
+        "## Expiry and fees\n", "## Expiry and fees\n\n<script>alert(1)</script> **never**\n"
+    )
+    edited = edited.replace("version: 2", "version: zero") + "\nSee [[policy:no-such-policy]].\n"
+    status, body = await call("POST", f"{url}/preview", VIEWER, {"content": edited})
+    assert status == 200
+    assert "<script>" not in body["html"] and "&lt;script&gt;" in body["html"]
+    assert "<strong>never</strong>" in body["html"] and "<h2>Expiry and fees</h2>" in body["html"]
+    assert {
+        "line": 4,
+        "message": "version: Input should be a valid integer, unable to parse string as an integer",
+    } in body["problems"]
+    page = await call("GET", service.url + "/editor/")
+    assert page[0] == 200 and "editor.js" in page[1] and EDITOR not in page[1]
+
+
+async def test_edit_publish_history_diff_rollback_and_try_it(service: RunningService) -> None:
+    url = service.url + API
+    before = (await call("POST", f"{url}/try", VIEWER, {"question": QUESTION, "set": "published"}))[1]
+    assert "30 days" in before["answer"] and "returns@3" in [s["label"] for s in before["sections"]]
+
+    current = (await call("GET", f"{url}/policies/returns", EDITOR))[1]
+    draft = current["content"].replace("within 30 days of purchase", "within 45 days of purchase")
+    saved = (
+        await call(
+            "PUT",
+            f"{url}/policies/returns",
+            EDITOR,
+            {"content": draft, "base_version": 3, "message": "longer"},
+        )
+    )[1]
+    assert (saved["version"], saved["status"], saved["published_version"]) == (4, "draft", 3)
+
+    on_draft = (await call("POST", f"{url}/try", EDITOR, {"question": QUESTION, "set": "draft"}))[1]
+    on_live = (await call("POST", f"{url}/try", EDITOR, {"question": QUESTION, "set": "published"}))[1]
+    assert "45 days" in on_draft["answer"] and "returns@4" in [s["label"] for s in on_draft["sections"]]
+    assert "30 days" in on_live["answer"]  # callers still get the published text
+
+    published = (
+        await call("POST", f"{url}/policies/returns/publish", EDITOR, {"version": 4, "base_version": 4})
+    )[1]
+    assert (published["version"], published["status"], published["published_version"]) == (5, "published", 5)
+    after = (await call("POST", f"{url}/try", VIEWER, {"question": QUESTION, "set": "published"}))[1]
+    assert "45 days" in after["answer"] and "returns@5" in [s["label"] for s in after["sections"]]
+
+    history = (await call("GET", f"{url}/policies/returns/history", EDITOR))[1]["versions"]
+    assert [(v["version"], v["status"], v["author"]) for v in history] == [
+        (5, "published", "ana"),
+        (4, "draft", "ana"),
+        (3, "published", "seed"),
+    ]
+    diff = (await call("GET", f"{url}/policies/returns/diff?from=3&to=5", VIEWER))[1]["diff"]
+    assert "-returned within 30 days of purchase" in diff.replace("can be ", "") or "-Unused items" in diff
+    assert "+Unused items in their original condition can be returned within 45 days of purchase" in diff
+
+    back = (
+        await call("POST", f"{url}/policies/returns/rollback", EDITOR, {"version": 3, "base_version": 5})
+    )[1]
+    assert (back["version"], back["status"]) == (6, "published") and "within 30 days" in back["content"]
+    again = (await call("POST", f"{url}/try", VIEWER, {"question": QUESTION, "set": "published"}))[1]
+    assert "30 days" in again["answer"] and "returns@6" in [s["label"] for s in again["sections"]]
+    # the trace can still show the exact text the supervisor saw at returns@5
+    old = (await call("GET", f"{url}/policies/returns?version=5", VIEWER))[1]
+    assert "within 45 days" in old["content"]
+
+
+async def test_a_publish_on_one_instance_is_used_by_the_other_within_a_second(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    a = await start_service(editor_settings(make_settings))
+    b = await start_service(editor_settings(make_settings))
+    content = (await call("GET", f"{a.url}{API}/policies/returns", EDITOR))[1]["content"]
+    edited = content.replace("within 30 days of purchase", "within 40 days of purchase")
+    status, saved = await call(
+        "PUT", f"{a.url}{API}/policies/returns", EDITOR, {"content": edited, "base_version": 3}
+    )
+    assert status == 201 and saved["status"] == "draft"
+    status, _ = await call(
+        "POST", f"{a.url}{API}/policies/returns/publish", EDITOR, {"version": 4, "base_version": 4}
+    )
+    assert status == 200
+    published_at = time.monotonic()
+    library = b.server.app[POLICIES].sync.library
+    while library.get("returns").version != 5:  # type: ignore[union-attr]
+        assert time.monotonic() - published_at < 1.0, "instance B did not refresh within 1 s"
+        await asyncio.sleep(0.01)
+    decision = await b.services.decide("call-on-b", QUESTION)
+    assert "40 days" in decision.text and decision.policy_labels()[0] == "returns@5"
+

@@ -1,0 +1,106 @@
+"""A call's trace from Redis and the trace rebuilt from its JSON log file alone agree."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from responder.logs import configure_logging
+from responder.settings import Settings
+from responder.simulator.scenario import load_scenario
+from responder.trace import command as trace_command
+from responder.trace import render_text, trace_from_log, trace_from_redis, valid_call_id
+from responder.trace.model import Trace
+from tests.responder.test_phone_call import run_call
+
+
+@pytest.fixture
+def json_log(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "logs" / "service.jsonl"
+    configure_logging("json", "INFO", redact=True, log_file=path)
+    yield path
+    configure_logging("console", "INFO")  # closes the file
+    structlog.reset_defaults()
+
+
+async def _traces(svc: Any, call_id: str, log_path: Path) -> tuple[Trace, Trace]:
+    from_redis = await trace_from_redis(svc.services.history, call_id)
+    text = await asyncio.to_thread(log_path.read_text, encoding="utf-8")
+    from_log = trace_from_log(text.splitlines(), call_id)
+    assert from_redis is not None and from_log is not None
+    return from_redis, from_log
+
+
+async def test_redis_and_log_traces_agree_on_a_grounded_call(
+    start_service: Callable[..., Any],
+    make_settings: Callable[..., Settings],
+    json_log: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    scenario = load_scenario("returns")
+    settings = make_settings(simulator_scenario="returns")
+    svc, report, _ = await run_call(start_service, settings, scenario)
+    redis_trace, log_trace = await _traces(svc, report.call_sid, json_log)
+
+    assert redis_trace.comparable() == log_trace.comparable()
+    # and the agreed trace says what happened
+    kinds = [e.kind for e in redis_trace.entries]
+    texts = [(e.kind, e.text) for e in redis_trace.entries]
+    assert ("user", scenario.turns[1].say) in texts
+    assert ("filler", scenario.turns[1].filler) in texts
+    assert kinds.index("filler") + 1 == kinds.index("tool_call")
+    assert redis_trace.status == "ended" and redis_trace.transport == "twilio"
+    (decision,) = redis_trace.decisions
+    assert decision.outcome == "ok" and "returns@3" in decision.policies
+    assert any(t.name == "lookupPolicyDocument" and t.round == 1 for t in decision.tool_calls)
+    assert decision.user_item_id == next(
+        e.item_id for e in redis_trace.entries if e.text == scenario.turns[1].say
+    )
+    # what the responder said after the decision is the supervisor's answer, rephrased
+    after = kinds.index("decision")
+    spoken = [e.text or "" for e in redis_trace.entries[after:] if e.kind == "assistant"]
+    assert spoken and "60 days" in spoken[-1]
+
+    text = render_text(log_trace)
+    assert decision.decision_id in text and "returns@3" in text and "lookupPolicyDocument(" in text
+
+    # the command prints the same trace from either source
+    for log in (None, str(json_log)):
+        args = argparse.Namespace(call_id=report.call_sid, log=log, json=True)
+        assert await trace_command.run(settings, args) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["decisions"][0]["decision_id"] == decision.decision_id
+        assert printed["source"] == ("log" if log else "redis")
+
+
+async def test_redis_and_log_traces_agree_on_a_barge_in(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings], json_log: Path
+) -> None:
+    scenario = load_scenario("barge_in")
+    svc, report, _ = await run_call(start_service, make_settings(simulator_scenario="barge_in"), scenario)
+    redis_trace, log_trace = await _traces(svc, report.call_sid, json_log)
+
+    assert redis_trace.comparable() == log_trace.comparable()
+    cut = [e for e in log_trace.entries if e.status == "interrupted"]
+    assert len(cut) == 1 and cut[0].audio_end_ms and cut[0].full_text
+    assert cut[0].text and len(cut[0].text) < len(cut[0].full_text)
+    assert "barge-in" in render_text(log_trace)
+
+
+async def test_unknown_and_invalid_call_ids(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    svc = await start_service(make_settings())
+    assert await trace_from_redis(svc.services.history, "CA-never-happened") is None
+    assert trace_from_log(['{"event": "call.started", "call_id": "CAother"}', "not json"], "CAx") is None
+    for bad in ("{slot}", "a*", "a b", "", "x" * 200):
+        assert not valid_call_id(bad)
+        with pytest.raises(ValueError):
+            await trace_from_redis(svc.services.history, bad)

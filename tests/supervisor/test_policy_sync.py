@@ -1,0 +1,78 @@
+"""Following the store: pub/sub refresh of the in-memory library, and watch mode on files."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from supervisor.policy_files import watch_dir
+from supervisor.policy_store import PolicyStore
+from supervisor.policy_sync import start_policies
+from tests.supervisor.conftest import POLICIES_DIR
+
+
+async def wait_for(predicate, timeout: float) -> float:  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started
+
+
+async def test_a_publish_elsewhere_reaches_the_library_within_a_second(
+    redis_url: str, redis: Redis, key_prefix: str
+) -> None:
+    sync = await start_policies(redis, key_prefix, POLICIES_DIR)
+    try:
+        assert sync.library.get("returns").version == 3  # type: ignore[union-attr]
+        other = PolicyStore(Redis.from_url(redis_url), key_prefix)  # another instance's connection
+        current = await other.get("returns")
+        draft = current.content.replace("within 30 days of purchase", "within 45 days of purchase")
+        saved = await other.save(draft.replace("status: published", "status: draft"), author="ana")
+        await asyncio.sleep(0.3)
+        assert sync.library.get("returns").version == 3  # type: ignore[union-attr]  # drafts stay out
+        await other.publish("returns", saved.version, author="ana")
+        elapsed = await wait_for(lambda: sync.library.get("returns").version == 5, 1.0)  # type: ignore[union-attr]
+        hit = sync.library.search("return unused items within how many days", k=1)[0]
+        assert hit.label() == "returns@5" and "45 days" in hit.text
+        assert elapsed < 1.0
+        await other.redis.aclose()
+    finally:
+        await sync.stop()
+
+
+async def test_watch_mode_turns_file_edits_into_versions(
+    redis: Redis, key_prefix: str, tmp_path: Path
+) -> None:
+    store = PolicyStore(redis, key_prefix)
+    shutil.copy(POLICIES_DIR / "shipping.md", tmp_path / "shipping.md")
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(watch_dir(store, tmp_path, author="watcher", stop=stop, ready=ready))
+    try:
+        await ready.wait()
+        await asyncio.sleep(0.5)  # the watcher is registered
+        text = (tmp_path / "shipping.md").read_text()
+        (tmp_path / "shipping.md").write_text(text.replace("$14.95", "$12.95"))
+        await wait_for_async(lambda: store.latest_version("shipping"), 2, timeout=5.0)
+        record = await store.get("shipping")
+        assert "$12.95" in record.content and record.author == "watcher"
+        assert record.message == "edited shipping.md"
+        (tmp_path / "shipping.md").write_text(text.replace("owner: ", "owner_typo: "))  # invalid edit
+        await asyncio.sleep(1.0)
+        assert await store.latest_version("shipping") == 2
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def wait_for_async(read, expected: int, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    while await read() != expected:
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"expected {expected}, got {await read()}")
+        await asyncio.sleep(0.05)
