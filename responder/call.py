@@ -119,6 +119,7 @@ class CallController:
             "conversation.item.created": self.recorder.item_added,
             "conversation.item.input_audio_transcription.completed": self.recorder.user_transcript,
             "conversation.item.input_audio_transcription.failed": self.recorder.user_transcript_failed,
+            "conversation.item.truncated": self.recorder.truncated_by_server,
             "input_audio_buffer.speech_started": self._on_speech_started,
             "input_audio_buffer.speech_stopped": self._on_speech_stopped,
             "response.created": self._on_response_created,

@@ -26,6 +26,7 @@ class TranscriptRecorder:
         self.last_user_item: str | None = None
         self.out_of_band: set[str] = set()  # hold-line items: not in the model's conversation
         self.interrupted: set[str] = set()
+        self.server_truncated: set[str] = set()  # interrupted by the server (SIP, WebRTC)
         self._transcripts: dict[str, asyncio.Event] = {}
         self._output_anchor: dict[str, str] = {}  # tool call id → decision id to place the output after
 
@@ -103,6 +104,12 @@ class TranscriptRecorder:
             await self.history.add_item(self.call_id, hold, APPEND)
             self.log.info("call.hold_line", item_id=item_id, text=text)
             return
+        if item_id in self.server_truncated:  # what exactly was heard is not known here
+            await self.history.update_item(self.call_id, item_id, text=text, full_text=text)
+            self.log.info(
+                "call.assistant_turn", item_id=item_id, text=text, purpose=purpose, interrupted=True
+            )
+            return
         if item_id in self.interrupted:
             await self.history.update_item(self.call_id, item_id, full_text=text)
             self.log.info(
@@ -111,6 +118,19 @@ class TranscriptRecorder:
             return
         await self.history.update_item(self.call_id, item_id, text=text, status="completed")
         self.log.info("call.assistant_turn", item_id=item_id, text=text, purpose=purpose)
+
+    async def truncated_by_server(self, event: dict[str, Any]) -> None:
+        """``conversation.item.truncated``. On SIP and WebRTC the server cuts the assistant off
+        itself (the audio never passes through us); on the phone path it confirms our own
+        truncate, already recorded with the heard text."""
+        item_id = event.get("item_id")
+        if not item_id or item_id in self.interrupted:
+            return
+        self.interrupted.add(item_id)
+        self.server_truncated.add(item_id)
+        audio_end_ms = int(event.get("audio_end_ms") or 0)
+        await self.history.update_item(self.call_id, item_id, status="interrupted", audio_end_ms=audio_end_ms)
+        self.log.info("call.barge_in", item_id=item_id, audio_end_ms=audio_end_ms, by="server")
 
     async def interrupted_at(self, item_id: str, heard_ms: int, heard_text: str, full_text: str) -> None:
         self.interrupted.add(item_id)
