@@ -120,6 +120,7 @@ class CallController:
             "conversation.item.input_audio_transcription.completed": self.recorder.user_transcript,
             "conversation.item.input_audio_transcription.failed": self.recorder.user_transcript_failed,
             "conversation.item.truncated": self.recorder.truncated_by_server,
+            "input_audio_buffer.dtmf_event_received": self._on_sip_dtmf,
             "input_audio_buffer.speech_started": self._on_speech_started,
             "input_audio_buffer.speech_stopped": self._on_speech_stopped,
             "response.created": self._on_response_created,
@@ -194,6 +195,12 @@ class CallController:
 
     async def caller_dtmf(self, digit: str) -> None:
         await self.recorder.dtmf(digit)
+
+    async def _on_sip_dtmf(self, event: dict[str, Any]) -> None:
+        """SIP keypad presses arrive as a server event (Twilio's come from the transport)."""
+        digit = event.get("event")
+        if isinstance(digit, str) and len(digit) == 1 and digit in "0123456789*#ABCD":
+            await self.recorder.dtmf(digit)
 
     # -- realtime server events ----------------------------------------------------------
     async def _on_session_updated(self, event: dict[str, Any]) -> None:

@@ -187,3 +187,14 @@ async def test_signed_garbage_is_a_bad_request_and_other_event_types_are_acknowl
             async with http.post(_webhook(svc), data=body.encode(), headers=headers) as resp:
                 assert resp.status == expected, await resp.text()
     assert svc.services.simulator_state.call_actions == []
+
+
+async def test_sip_keypad_presses_are_recorded_in_order(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    svc = await _service(start_service, make_settings, simulator_scenario="dtmf")
+    delivery = await send_incoming_call(_webhook(svc), SECRET, state=svc.services.simulator_state)
+    items = await ended_call_items(svc, delivery.call_id)
+    kinds = [(i.kind, i.text) for i in items if i.kind in ("dtmf", "message") and i.role == "user"]
+    assert kinds[0] == ("dtmf", "1")
+    assert kinds[1] == ("message", "I'm calling about an order I placed online.")
