@@ -97,16 +97,23 @@ class ActionRecord(BaseModel):
     ms: float = 0.0
 
 
-def reason_from_arguments(arguments: str) -> str | None:
-    """The ``reason`` argument, or None when the arguments are not the expected JSON."""
+def string_argument(arguments: str, name: str) -> str | None:
+    """One string argument of a tool call's JSON arguments ("" when absent); None when the
+    arguments are not a JSON object or the value is not a string."""
     try:
         parsed = json.loads(arguments) if arguments else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(parsed, dict):
         return None
-    reason = parsed.get("reason", "")
-    return reason[:300] if isinstance(reason, str) else None
+    value = parsed.get(name, "")
+    return value if isinstance(value, str) else None
+
+
+def reason_from_arguments(arguments: str) -> str | None:
+    """The ``reason`` argument of an action tool, or None when the arguments are invalid."""
+    reason = string_argument(arguments, "reason")
+    return reason[:300] if reason is not None else None
 
 
 def line_for(action: ActionName, can_transfer: bool) -> str:

@@ -87,6 +87,7 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
             history_tokens=settings.supervisor_history_tokens,
             library=policy_sync.library,
             inline_max_chars=settings.policies_inline_max_chars,
+            otel=settings.otel,
         )
         app[POLICIES] = PolicyServices(policy_sync, supervisor)
         client = make_client(api_key, base_url, ws_url)

@@ -23,7 +23,7 @@ import structlog
 
 from responder import metrics
 from responder.action_runner import ActionRunner
-from responder.actions import ACTION_TOOLS, ActionName, CallActions
+from responder.actions import ACTION_TOOLS, ActionName, CallActions, string_argument
 from responder.playback import PlaybackTracker
 from responder.realtime.connection import RealtimeConnection
 from responder.realtime.session import CONTEXT_ARG, SUPERVISOR_TOOL
@@ -482,11 +482,4 @@ class CallController:
 
 def _context_from_arguments(arguments: str) -> str | None:
     """The supervisor context from the tool's JSON arguments; None when they are invalid."""
-    try:
-        parsed = json.loads(arguments) if arguments else {}
-    except ValueError:
-        return None
-    if not isinstance(parsed, dict):
-        return None
-    value = parsed.get(CONTEXT_ARG, "")
-    return value if isinstance(value, str) else None
+    return string_argument(arguments, CONTEXT_ARG)

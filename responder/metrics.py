@@ -21,6 +21,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from responder.trace.model import worst_outcome
 from supervisor.decisions import Decision
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -52,8 +53,6 @@ REALTIME_ERRORS = Counter(
 REDIS_ERRORS = Counter("responder_redis_errors", "Failed Redis operations", ["operation"], registry=REGISTRY)
 TOKENS = Counter("responder_tokens", "Model tokens used", ["model", "kind"], registry=REGISTRY)
 
-_OUTCOME_RANK = {"ok": 0, "fallback": 1, "timeout": 2, "error": 3}
-
 
 def observe_decision(decision: Decision) -> None:
     """Supervisor latency, tool latencies and tokens of one decision."""
@@ -78,7 +77,7 @@ def realtime_error(code: object) -> None:
 
 def call_outcome(outcomes: Iterable[str]) -> str:
     """A call's outcome: the worst of its supervisor outcomes; ``ok`` when it needed none."""
-    return max(outcomes, key=lambda o: _OUTCOME_RANK.get(o, 3), default="ok")
+    return worst_outcome(list(outcomes))
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

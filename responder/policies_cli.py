@@ -1,4 +1,4 @@
-"""``responder policies …``: check, import, export, watch, history, show, diff.
+"""``responder policies …``: check, import, export, watch, history, show, diff, publish, rollback.
 
 ``check`` works on files alone; the others use the versioned store in the Redis of the
 settings (``REDIS_URL``, else the embedded server).
@@ -14,6 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from responder.settings import Settings
 from supervisor.policy_files import ImportRefused, export_dir, import_dir, watch_dir
@@ -41,6 +42,16 @@ def add_policies_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
     show = cmds.add_parser("show", help="print the exact text of one version")
     show.add_argument("id")
     show.add_argument("--version", type=int, default=None, help="default: the published version")
+    for name, text in (
+        ("publish", "publish VERSION: a new version with its content and status: published"),
+        ("rollback", "a new version with the content (and status) of VERSION"),
+    ):
+        cmd = cmds.add_parser(name, help=text)
+        cmd.add_argument("id")
+        cmd.add_argument("version", type=int)
+        cmd.add_argument("--author", default=None)
+        cmd.add_argument("--message", default="")
+        cmd.add_argument("--base", type=int, default=None, help="fail (409-style) unless this is the latest")
     diff = cmds.add_parser("diff", help="unified diff between two versions of one policy")
     diff.add_argument("id")
     diff.add_argument("old", type=int)
@@ -141,6 +152,22 @@ async def _diff(store: PolicyStore, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _publish(store: PolicyStore, args: argparse.Namespace) -> int:
+    return await _new_version(store, args, store.publish)
+
+
+async def _rollback(store: PolicyStore, args: argparse.Namespace) -> int:
+    return await _new_version(store, args, store.rollback)
+
+
+async def _new_version(store: PolicyStore, args: argparse.Namespace, action: Callable[..., Any]) -> int:
+    record = await action(
+        args.id, args.version, author=_author(args.author), base_version=args.base, message=args.message
+    )
+    print(f"{record.label()} {record.status} (content of version {args.version})")
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[PolicyStore, argparse.Namespace], Awaitable[int]]] = {
     "import": _import,
     "export": _export,
@@ -148,4 +175,6 @@ _COMMANDS: dict[str, Callable[[PolicyStore, argparse.Namespace], Awaitable[int]]
     "history": _history,
     "show": _show,
     "diff": _diff,
+    "publish": _publish,
+    "rollback": _rollback,
 }

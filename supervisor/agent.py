@@ -37,6 +37,7 @@ from supervisor.model import (
     ToolCall,
     ToolOutput,
 )
+from supervisor.otel import Spans, span_factory
 from supervisor.policies import PolicyLibrary
 from supervisor.sanitize import to_speech
 from supervisor.tools import DEFAULT_DATA_DIR, ToolRegistry, ToolResult, default_registry, policy_lookup_tool
@@ -87,6 +88,7 @@ class Supervisor:
         self.fallback_text = fallback_text
         self.library = library  # the policy set behind the lookup tool (for inline mode)
         self.inline_max_chars = inline_max_chars
+        self.spans: Spans = span_factory(False)  # OpenTelemetry spans: see build_supervisor(otel=…)
 
     def with_policies(self, library: PolicyLibrary) -> Supervisor:
         """The same supervisor (model client, history, prompt) over another policy set."""
@@ -157,7 +159,8 @@ class Supervisor:
         policies: dict[str, PolicyRef] = {}
         for round_no in range(1, self.max_rounds + 1):
             decision.rounds = round_no
-            turn = await self.model.complete(instructions, conversation, specs)
+            with self.spans("supervisor.round", round=round_no, decision_id=decision.decision_id):
+                turn = await self.model.complete(instructions, conversation, specs)
             decision.usage.add(turn.usage.input_tokens, turn.usage.output_tokens)
             blog.info(
                 "supervisor.round",
@@ -180,7 +183,8 @@ class Supervisor:
         _fail(decision, "fallback", f"no answer after {self.max_rounds} model round(s)")
 
     async def _call_tool(self, call: ToolCall, decision: Decision, blog: FilteringBoundLogger) -> ToolResult:
-        result = await self.tools.call(call.name, call.arguments)
+        with self.spans("supervisor.tool", tool=call.name, decision_id=decision.decision_id):
+            result = await self.tools.call(call.name, call.arguments)
         decision.tool_calls.append(
             ToolCallRecord(
                 name=call.name,
@@ -285,6 +289,7 @@ def build_supervisor(
     library: PolicyLibrary | None = None,
     tools: ToolRegistry | None = None,
     inline_max_chars: int = 0,
+    otel: bool = False,
 ) -> Supervisor:
     """A Supervisor wired from plain settings: SDK client, policy library, tools, prompt."""
     client = OpenAIModelClient.create(
@@ -300,7 +305,7 @@ def build_supervisor(
         library = library if library is not None else PolicyLibrary.from_dir(policies_dir)
         data = Path(data_dir) if data_dir is not None else Path(policies_dir) / "data"
         tools = default_registry(library, data_dir=data if data.is_dir() else DEFAULT_DATA_DIR)
-    return Supervisor(
+    supervisor = Supervisor(
         client,
         tools,
         history,
@@ -313,3 +318,5 @@ def build_supervisor(
         library=library,
         inline_max_chars=inline_max_chars,
     )
+    supervisor.spans = span_factory(otel)
+    return supervisor

@@ -16,7 +16,7 @@ from pathlib import Path
 import structlog
 from watchfiles import Change, awatch
 
-from supervisor.policy_format import PolicyError, Problem, check_dir, check_text
+from supervisor.policy_format import PolicyError, Problem, check_dir, check_references, check_text
 from supervisor.policy_store import ImportResult, PolicyStore, Which
 
 log = structlog.get_logger("policies.files")
@@ -72,6 +72,9 @@ async def import_file(store: PolicyStore, path: Path, *, author: str) -> ImportR
     doc, problems = check_text(text, path.name)
     if doc is not None and path.stem != doc.id:
         problems.append(Problem(path.name, 1, f"file name does not match id {doc.id!r}"))
+    if doc is not None:  # references may name a stored policy or another file of the directory
+        siblings = await asyncio.to_thread(lambda: {p.stem for p in path.parent.glob("*.md")})
+        problems += check_references([doc], {*await store.ids(), *siblings})
     if doc is None or problems:
         log.warning("policies.watch_invalid", file=path.name, problems=[str(p) for p in problems])
         return None

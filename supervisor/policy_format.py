@@ -198,7 +198,8 @@ def check_text(text: str, file: str = "policy") -> tuple[PolicyDocument | None, 
             problems.append(Problem(file, line, f"{where}: {err['msg']}"))
     sections = _sections(split, file, problems)
     if not sections:
-        problems.append(Problem(file, split.body_first_line, "document has no content"))
+        last = split.body_first_line - 1 + len(split.body_lines)  # the closing fence when empty
+        problems.append(Problem(file, max(last, split.body_first_line - 1), "document has no content"))
     for rid, line in _references(split, meta) if meta else []:
         if not ID_RE.match(rid):
             problems.append(Problem(file, line, f"reference {rid!r} is not a valid policy id"))
@@ -250,14 +251,18 @@ def with_status(text: str, status: Status) -> str:
 
 
 def _rewrite(text: str, pattern: re.Pattern[str], line: str) -> str:
-    split = _split(text)
-    if split is None:
+    """Set one front-matter line; every other byte (line endings included) stays as it was."""
+    lines = text.splitlines(keepends=True)
+    if not lines or not _FENCE_LINE.match(lines[0].lstrip("\ufeff").rstrip("\r\n")):
         return text
-    end = text.index("\n---", 3)  # the closing fence of the front matter
-    head, tail = text[:end], text[end:]
+    close = next((i for i in range(1, len(lines)) if _FENCE_LINE.match(lines[i].rstrip("\r\n"))), None)
+    if close is None:
+        return text
+    head, tail = "".join(lines[:close]), "".join(lines[close:])
     if pattern.search(head):
         return pattern.sub(line, head, count=1) + tail
-    return head + "\n" + line + tail
+    newline = lines[0][len(lines[0].rstrip("\r\n")) :] or "\n"
+    return head + line + newline + tail
 
 
 def check_dir(directory: str | Path) -> tuple[list[PolicyDocument], list[Problem]]:

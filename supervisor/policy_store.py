@@ -34,7 +34,9 @@ from supervisor.policy_format import (
     ID_RE,
     PolicyDocument,
     PolicyError,
+    Problem,
     Status,
+    check_references,
     check_text,
     with_status,
     with_version,
@@ -186,6 +188,10 @@ class PolicyStore:
             except PolicyError as exc:
                 log.error("policies.unparsable_version", policy=record.label(), error=str(exc))
         return docs
+
+    async def unknown_references(self, doc: PolicyDocument) -> list[Problem]:
+        """Problems for references of ``doc`` to policies the store does not hold."""
+        return check_references([doc], {*await self.ids(), doc.id})
 
     async def diff(self, policy_id: str, old: int, new: int) -> str:
         """A unified diff between two versions of one policy."""

@@ -86,6 +86,8 @@ def render_decision(d: TraceDecision) -> list[str]:
                 )
             )
     lines.append(_line("", f"policies: {policies}"))
+    if d.outcome != "ok":
+        lines.append(_line("", f"FALLBACK ({d.outcome}): the caller was offered a colleague"))
     if d.error:
         lines.append(_line("", f"error: {d.error}"))
     lines.append(_line("", f"final text: {d.text}"))

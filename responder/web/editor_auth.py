@@ -2,14 +2,16 @@
 
 Tokens come from settings (``editor_tokens`` / ``viewer_tokens``: person → token) and are
 sent as ``Authorization: Bearer <token>``; the name becomes the author of a saved version.
-Every token is compared in constant time (``hmac.compare_digest``), all of them, so timing
-does not tell which one nearly matched. No cookies are involved: a cross-site form or
-script cannot attach the header without a CORS preflight this service never answers, which
-makes the write endpoints CSRF-safe; writes also require a JSON body.
+Every token is compared in constant time (``hmac.compare_digest`` over SHA-256 digests, so
+not even a token's length shows), all of them, so timing does not tell which one nearly
+matched. Tokens are never logged. No cookies are involved: a cross-site form or script
+cannot attach the header without a CORS preflight this service never answers, which makes
+the write endpoints CSRF-safe; writes also require a JSON body.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 from dataclasses import dataclass
@@ -34,11 +36,11 @@ class Principal:
 class TokenAuth:
     def __init__(self, editors: dict[str, SecretStr], viewers: dict[str, SecretStr]) -> None:
         self._tokens: list[tuple[bytes, Principal]] = [
-            (token.get_secret_value().encode(), Principal(name, "editor"))
+            (_digest(token.get_secret_value()), Principal(name, "editor"))
             for name, token in editors.items()
             if token.get_secret_value()
         ] + [
-            (token.get_secret_value().encode(), Principal(name, "viewer"))
+            (_digest(token.get_secret_value()), Principal(name, "viewer"))
             for name, token in viewers.items()
             if token.get_secret_value()
         ]
@@ -48,7 +50,7 @@ class TokenAuth:
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             return None
-        offered = value.strip().encode()
+        offered = _digest(value.strip())
         found: Principal | None = None
         for token, principal in self._tokens:
             if hmac.compare_digest(token, offered) and found is None:
@@ -63,6 +65,10 @@ class TokenAuth:
         if role == "editor" and not principal.can_edit:
             raise _error(web.HTTPForbidden, "this needs the editor role")
         return principal
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
 def _error(cls: type[web.HTTPException], message: str) -> web.HTTPException:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,8 @@ from responder.settings import Settings
 from responder.web.editor_auth import Principal, TokenAuth
 from supervisor.agent import Supervisor
 from supervisor.policies import PolicyLibrary
-from supervisor.policy_format import ID_RE, PolicyError, check_references, check_text, with_status
-from supervisor.policy_store import PolicyStore, UnknownVersion, VersionConflict, VersionRecord
+from supervisor.policy_format import ID_RE, PolicyError, check_text, with_status, with_version
+from supervisor.policy_store import PolicyStore, UnknownVersion, VersionConflict, VersionRecord, Which
 from supervisor.policy_sync import PolicySync
 
 log = structlog.get_logger("editor")
@@ -41,10 +41,22 @@ API = "/editor/api"
 class PolicyServices:
     sync: PolicySync
     supervisor: Supervisor
+    _libraries: dict[str, tuple[int, PolicyLibrary]] = field(default_factory=dict)
 
     @property
     def store(self) -> PolicyStore:
         return self.sync.store
+
+    async def library(self, which: Which) -> PolicyLibrary:
+        """Every policy's latest (drafts too) or published version, all searchable; rebuilt per change."""
+        generation = await self.store.generation()  # read first: a change meanwhile only costs a rebuild
+        cached = self._libraries.get(which)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        docs = [d.model_copy(update={"status": "published"}) for d in await self.store.documents(which)]
+        library = PolicyLibrary(docs)
+        self._libraries[which] = (generation, library)
+        return library
 
 
 POLICIES: web.AppKey[PolicyServices] = web.AppKey("policies", PolicyServices)
@@ -184,18 +196,17 @@ async def _me(request: web.Request) -> web.Response:
 async def _list(request: web.Request) -> web.Response:
     who = _auth(request).require(request)
     store = _policies(request).store
-    which = "latest" if who.can_edit else "published"
+    which: Which = "latest" if who.can_edit else "published"
     records = await store.records(which)
     published = {r.id: r.version for r in await store.records("published")}
     query = request.query.get("q", "").strip()
     if query:
-        docs = [d.model_copy(update={"status": "published"}) for d in await store.documents(which)]
-        library = PolicyLibrary(docs)
+        library = await _policies(request).library(which)
         ranked = list(dict.fromkeys(h.id for h in library.search(query, k=50)))
         needle = query.lower()
         ranked += [r.id for r in records if needle in r.content.lower() and r.id not in ranked]
         by_id = {r.id: r for r in records}
-        records = [by_id[i] for i in ranked]
+        records = [by_id[i] for i in ranked if i in by_id]
     items = [
         {
             "id": r.id,
@@ -231,9 +242,9 @@ async def _history(request: web.Request) -> web.Response:
     who = _auth(request).require(request)
     policy_id = _policy_id(request)
     infos = await _policies(request).store.history(policy_id)
-    if not infos:
-        raise _fail(web.HTTPNotFound, f"no policy {policy_id!r}")
     visible = [i.model_dump() for i in infos if who.can_edit or i.status == "published"]
+    if not visible:  # a viewer learns nothing about a policy that was never published
+        raise _fail(web.HTTPNotFound, f"no policy {policy_id!r}")
     return web.json_response({"id": policy_id, "versions": visible})
 
 
@@ -258,8 +269,7 @@ async def _preview(request: web.Request) -> web.Response:
         raise _fail(web.HTTPBadRequest, "content must be a string")
     doc, problems = check_text(content, "draft")
     if doc is not None:
-        known = set(await _policies(request).store.ids()) | {doc.id}
-        problems += check_references([doc], known)
+        problems += await _policies(request).store.unknown_references(doc)
     _, _, rest = content.partition("\n---")
     markdown = rest.partition("\n")[2] if content.startswith("---") and rest else content
     return web.json_response(
@@ -299,8 +309,15 @@ async def _do_save(store: PolicyStore, who: Principal, policy_id: str, body: dic
     content = body.get("content")
     if not isinstance(content, str):
         raise _fail(web.HTTPBadRequest, "content must be a string")
+    doc, problems = check_text(content, f"{policy_id}.md")  # the same rules as `policies check`
+    if doc is not None:
+        problems += await store.unknown_references(doc)
+    if doc is None or problems:
+        raise PolicyError("; ".join(str(p) for p in problems))
     return await store.save(
-        with_status(content, "draft"),  # saving never publishes: that is the explicit publish step
+        # saving never publishes (that is the explicit publish step), and the store numbers versions:
+        # a number typed into the front matter does not make the history jump
+        with_status(with_version(content, 1), "draft"),
         author=who.name,
         message=str(body.get("message") or "")[:500],
         base_version=_int(body.get("base_version"), "base_version"),
@@ -352,9 +369,7 @@ async def _try(request: web.Request) -> web.Response:
     services = _policies(request)
     supervisor = services.supervisor  # the published set: exactly what callers get
     if which == "draft":
-        docs = await services.store.documents("latest")
-        drafts = [d.model_copy(update={"status": "published"}) for d in docs]
-        supervisor = supervisor.with_policies(PolicyLibrary(drafts))
+        supervisor = supervisor.with_policies(await services.library("latest"))
     decision = await supervisor.decide(f"tryit-{uuid.uuid4().hex[:12]}", question.strip()[:1000])
     log.info(
         "editor.try", set=which, author=who.name, policies=decision.policy_labels(), outcome=decision.outcome

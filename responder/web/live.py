@@ -26,6 +26,7 @@ from aiohttp import web
 from redis.asyncio.client import PubSub
 
 from responder.services import SERVICES, Services
+from supervisor.decisions import Decision
 
 log = structlog.get_logger("live")
 
@@ -33,6 +34,7 @@ log = structlog.get_logger("live")
 EVENTS_PATH = "/calls/{call_id:[^/]+}/events"
 HEARTBEAT_S = 15.0
 ENDED_STATUSES = frozenset({"ended", "failed"})
+PRIVATE_META = frozenset({"caller"})
 # Call ids go into Redis key names: nothing that could leave the call's namespace or hash tag.
 CALL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -100,14 +102,31 @@ async def _replay(response: web.StreamResponse, services: Services, call_id: str
     """Send what Redis already holds; True when the call is already over."""
     history = services.history
     meta = await history.get_meta(call_id)
-    await response.write(sse("call.meta", meta))
+    await response.write(sse("call.meta", _public(meta)))
     for item in await history.get_items(call_id):
         await response.write(sse("item.added", {"type": "item.added", "item": item.model_dump(mode="json")}))
     for decision in await history.get_decisions(call_id):
-        body = decision.model_dump(mode="json")
-        body["policies"] = decision.policy_labels()
-        await response.write(sse("decision", {"type": "decision", "decision": body}))
+        await response.write(sse("decision", {"type": "decision", "decision": decision_view(decision)}))
     return meta.get("status") in ENDED_STATUSES
+
+
+def _public(payload: dict[str, Any]) -> dict[str, Any]:
+    """Call fields a viewer does not need (the caller's number) stay out of the stream."""
+    return {k: v for k, v in payload.items() if k not in PRIVATE_META}
+
+
+def decision_view(decision: Decision) -> dict[str, Any]:
+    """What a transcript viewer sees of a decision: its answer and grounding, not the tool
+    results (account data) or model internals, which stay with the trace tools."""
+    return {
+        "decision_id": decision.decision_id,
+        "user_item_id": decision.user_item_id,
+        "outcome": decision.outcome,
+        "text": decision.text,
+        "policies": decision.policy_labels(),
+        "tools": [call.name for call in decision.tool_calls],
+        "latency_ms": round(decision.latency_ms, 1),
+    }
 
 
 async def _relay(response: web.StreamResponse, pubsub: PubSub, heartbeat_s: float) -> None:
@@ -128,6 +147,6 @@ async def _relay(response: web.StreamResponse, pubsub: PubSub, heartbeat_s: floa
         except (ValueError, KeyError, TypeError):
             log.warning("live.announcement_invalid")
             continue
-        await response.write(sse(str(kind), payload))
+        await response.write(sse(str(kind), _public(payload)))
         if kind == "call.meta" and payload.get("status") in ENDED_STATUSES:
             return

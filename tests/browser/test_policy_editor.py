@@ -51,7 +51,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         "--disable-component-update",
         "--disable-sync",
         "--disable-dev-shm-usage",
-        "--window-size=1500,1000",
+        "--window-size=1500,1250",
         f"--user-data-dir={tmp_path / 'profile'}",
     ):
         options.add_argument(flag)
@@ -137,6 +137,15 @@ async def test_edit_preview_publish_and_try_it_in_chromium(
     await poll(lambda: "Published returns@5" in text("#status"), "publish did not finish")
     assert "returns@5" in text("#doc-title")
     await poll(lambda: "v5 published" in text("#history") and "v4 draft" in text("#history"), "history")
+
+    # any two versions can be compared: the seeded v3 against the published v5
+    await run(lambda: Select(find("#diff-from")).select_by_value("3"))
+    await run(lambda: Select(find("#diff-to")).select_by_value("5"))
+    await run(lambda: find("#diff-compare").click())
+    diff = await poll(lambda: (t := text("#diff")).startswith("--- returns@3") and t, "no v3→v5 diff")
+    assert "+++ returns@5" in diff and "-version: 3" in diff and "+version: 5" in diff
+    assert "-Unused items in their original condition can be returned within 30 days of purchase" in diff
+    assert "+Unused items in their original condition can be returned within 45 days of purchase" in diff
 
     after = await ask()
     assert "45 days" in after and "30 days" not in after

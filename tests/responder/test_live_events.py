@@ -11,7 +11,7 @@ import aiohttp
 
 from responder.settings import Settings
 from responder.web import live
-from supervisor.decisions import Decision, PolicyRef
+from supervisor.decisions import Decision, PolicyRef, ToolCallRecord
 from supervisor.history import HistoryItem
 from tests.responder.conftest import RunningService
 
@@ -38,6 +38,14 @@ def decision_for(call_id: str, user_item: str) -> Decision:
         user_item_id=user_item,
         context="used tent",
         policies=[PolicyRef(id="returns", version=3)],
+        tool_calls=[
+            ToolCallRecord(
+                name="getUserAccountInfo",
+                arguments={"phone_number": "+15555550123"},
+                result_summary="member since 2019, phone +15555550123",
+                ms=3.0,
+            )
+        ],
         text="Used gear can be returned within 60 days.",
         outcome="ok",
     )
@@ -50,7 +58,7 @@ async def test_replay_then_live_updates_until_the_call_ends(
     svc: RunningService = await start_service(make_settings())
     history = svc.services.history
     call_id = "ws_live0001"
-    await history.start_call(call_id, transport="websocket", caller="browser")
+    await history.start_call(call_id, transport="websocket", caller="+15555550123")
     user = HistoryItem(id="item_u1", kind="message", role="user", text="Can I return a used tent?")
     await history.add_item(call_id, user)
     filler = HistoryItem(id="item_a1", kind="message", role="assistant", text="One moment.")
@@ -80,6 +88,9 @@ async def test_replay_then_live_updates_until_the_call_ends(
     decision_item = seen[3][1]["item"]
     assert decision_item["kind"] == "decision" and decision_item["meta"]["policies"] == ["returns@3"]
     assert names[4] == "decision" and seen[4][1]["decision"]["policies"] == ["returns@3"]
+    # the viewer gets the answer and its grounding, not tool results (account data)
+    assert seen[4][1]["decision"]["tools"] == ["getUserAccountInfo"]
+    assert "+15555550123" not in json.dumps(seen)
     # live: the hold line and the update arrived, then heartbeats, then the end
     live_items = [(n, d["item"]["id"]) for n, d in seen[5:] if n.startswith("item.")]
     assert live_items == [("item.added", "hold_1"), ("item.updated", "item_a1")]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from responder.settings import Settings
 from responder.web.editor_routes import POLICIES
@@ -98,6 +100,12 @@ async def test_bad_ids_bodies_and_methods_are_refused(service: RunningService) -
     assert status == 422 and body["problems"] == [
         "returns.md:1: missing YAML front matter between '---' lines"
     ]
+    returns = (await call("GET", f"{url}/policies/returns", EDITOR))[1]["content"]
+    ghost = returns + "\nDamaged goods: see [[policy:ghost-policy]].\n"
+    status, body = await call("PUT", f"{url}/policies/returns", EDITOR, {"content": ghost, "base_version": 3})
+    line = ghost.splitlines().index("Damaged goods: see [[policy:ghost-policy]].") + 1
+    assert status == 422
+    assert body["problems"] == [f"returns.md:{line}: reference to unknown policy id 'ghost-policy'"]
     other = (await call("GET", f"{url}/policies/shipping", EDITOR))[1]["content"]
     assert (await call("PUT", f"{url}/policies/returns", EDITOR, {"content": other, "base_version": 3}))[
         0
@@ -108,7 +116,8 @@ async def test_bad_ids_bodies_and_methods_are_refused(service: RunningService) -
 async def test_concurrent_edits_get_409(service: RunningService) -> None:
     url = service.url + API
     content = (await call("GET", f"{url}/policies/shipping", EDITOR))[1]["content"]
-    first = {"content": content.replace("$14.95", "$13.95"), "base_version": 2}
+    typed = content.replace("$14.95", "$13.95").replace("version: 2", "version: 99")  # the store numbers
+    first = {"content": typed, "base_version": 2}
     second = {"content": content.replace("$14.95", "$15.95"), "base_version": 2}
     assert (await call("PUT", f"{url}/policies/shipping", EDITOR, first))[0] == 201
     status, body = await call("PUT", f"{url}/policies/shipping", EDITOR, second)
@@ -117,7 +126,7 @@ async def test_concurrent_edits_get_409(service: RunningService) -> None:
         await call("POST", f"{url}/policies/shipping/publish", EDITOR, {"version": 3, "base_version": 2})
     )[0] == 409
     latest = (await call("GET", f"{url}/policies/shipping", EDITOR))[1]
-    assert "$13.95" in latest["content"] and latest["version"] == 3
+    assert "$13.95" in latest["content"] and latest["version"] == 3 and "version: 3\n" in latest["content"]
 
 
 async def test_preview_escapes_html_and_reports_problems_with_lines(service: RunningService) -> None:
@@ -187,6 +196,11 @@ async def test_edit_publish_history_diff_rollback_and_try_it(service: RunningSer
     # the trace can still show the exact text the supervisor saw at returns@5
     old = (await call("GET", f"{url}/policies/returns?version=5", VIEWER))[1]
     assert "within 45 days" in old["content"]
+    # and the version the first answer cited is still the exact seeded text
+    cited = before["sections"][0]
+    first = (await call("GET", f"{url}/policies/{cited['id']}?version={cited['version']}", VIEWER))[1]
+    seeded = service.services.settings.policies_dir / "returns.md"
+    assert cited["label"] == "returns@3" and first["content"] == seeded.read_text(encoding="utf-8")
 
 
 async def test_a_publish_on_one_instance_is_used_by_the_other_within_a_second(
@@ -212,3 +226,44 @@ async def test_a_publish_on_one_instance_is_used_by_the_other_within_a_second(
     decision = await b.services.decide("call-on-b", QUESTION)
     assert "40 days" in decision.text and decision.policy_labels()[0] == "returns@5"
 
+
+
+async def test_tokens_never_reach_a_log_line(
+    service: RunningService, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = service.url + API
+    stray = "stray-secret-token-987654"
+    caplog.set_level(logging.DEBUG)
+    with capture_logs() as events:
+        content = (await call("GET", f"{url}/policies/gift-cards", EDITOR))[1]["content"]
+        edit = {"content": content, "base_version": 2, "message": "m"}
+        assert (await call("PUT", f"{url}/policies/gift-cards", EDITOR, edit))[0] == 201
+        assert (await call("GET", f"{url}/policies", stray))[0] == 401
+        asked = await call("POST", f"{url}/try", VIEWER, {"question": QUESTION, "set": "published"})
+        assert asked[0] == 200
+    assert {"editor.saved", "editor.try"} <= {e["event"] for e in events}  # the log was captured
+    logged = repr(events) + caplog.text
+    for secret in (EDITOR, VIEWER, stray):
+        assert secret not in logged
+
+
+async def test_search_and_new_policies_respect_roles(service: RunningService) -> None:
+    url = service.url + API
+    gift = (await call("GET", f"{url}/policies?q=does+my+gift+card+expire", VIEWER))[1]["policies"]
+    assert gift[0]["id"] == "gift-cards"
+    new = (await call("GET", f"{url}/policies/gift-cards", EDITOR))[1]["content"]
+    new = new.replace("id: gift-cards", "id: kayak-rentals").replace("version: 2", "version: 1")
+    new = new.replace("# Gift Cards", "# Kayak rentals\n\n## Rental period\n\nKayaks rent by the day.\n\n")
+    body = {"content": new, "base_version": 0}
+    status, saved = await call("PUT", f"{url}/policies/kayak-rentals", EDITOR, body)
+    assert status == 201 and (saved["label"], saved["status"], saved["published_version"]) == (
+        "kayak-rentals@1", "draft", 0
+    )
+    found = (await call("GET", f"{url}/policies?q=kayak+rental+period", EDITOR))[1]["policies"]
+    assert found[0]["id"] == "kayak-rentals"  # editors search drafts too
+    seen = (await call("GET", f"{url}/policies?q=kayak+rental+period", VIEWER))[1]["policies"]
+    assert "kayak-rentals" not in [p["id"] for p in seen]
+    listing = (await call("GET", f"{url}/policies", VIEWER))[1]["policies"]
+    assert "kayak-rentals" not in [p["id"] for p in listing]
+    for path in ("", "/history", "?version=1"):
+        assert (await call("GET", f"{url}/policies/kayak-rentals{path}", VIEWER))[0] in (403, 404), path

@@ -104,3 +104,20 @@ async def test_unknown_and_invalid_call_ids(
         assert not valid_call_id(bad)
         with pytest.raises(ValueError):
             await trace_from_redis(svc.services.history, bad)
+
+
+async def test_redis_and_log_traces_agree_on_a_hold_line(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings], json_log: Path
+) -> None:
+    scenario = load_scenario("slow_supervisor").model_copy(update={"quiet_ms": 2000})
+    settings = make_settings(
+        simulator_scenario="slow_supervisor", hold_delay_s=0.8, supervisor_deadline_s=8.0
+    )
+    svc, report, _ = await run_call(start_service, settings, scenario)
+    redis_trace, log_trace = await _traces(svc, report.call_sid, json_log)
+
+    assert redis_trace.comparable() == log_trace.comparable()
+    kinds = [e.kind for e in log_trace.entries]
+    assert kinds.count("hold_line") == 1
+    # the hold line was said while the supervisor worked: after the tool call, before its decision
+    assert kinds.index("tool_call") < kinds.index("hold_line") < kinds.index("decision")

@@ -16,36 +16,7 @@ from responder.settings import Settings
 from responder.simulator.scenario import load_scenario
 from tests.responder.conftest import RunningService
 from tests.responder.sideband_helpers import ended_call_items, spoken
-
-OFFER = "\r\n".join(
-    [
-        "v=0",
-        "o=- 4611731400430051336 2 IN IP4 127.0.0.1",
-        "s=-",
-        "t=0 0",
-        "a=group:BUNDLE 0 1",
-        "a=msid-semantic: WMS",
-        "m=audio 9 UDP/TLS/RTP/SAVPF 111",
-        "c=IN IP4 0.0.0.0",
-        "a=rtcp:9 IN IP4 0.0.0.0",
-        "a=ice-ufrag:abcd",
-        "a=ice-pwd:abcdefghijklmnopqrstuvwx",
-        "a=fingerprint:sha-256 " + ":".join(["AB"] * 32),
-        "a=setup:actpass",
-        "a=mid:0",
-        "a=sendrecv",
-        "a=rtpmap:111 opus/48000/2",
-        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
-        "c=IN IP4 0.0.0.0",
-        "a=ice-ufrag:abcd",
-        "a=ice-pwd:abcdefghijklmnopqrstuvwx",
-        "a=fingerprint:sha-256 " + ":".join(["AB"] * 32),
-        "a=setup:actpass",
-        "a=mid:1",
-        "a=sctp-port:5000",
-        "",
-    ]
-)
+from tests.responder.simulator.sim_fixtures import OFFER
 
 
 async def post_offer(svc: RunningService, offer: str = OFFER) -> tuple[int, str, dict[str, str]]:

@@ -78,6 +78,7 @@ def test_a_valid_document_has_no_problems_and_keeps_its_exact_text() -> None:
         (GOOD.replace("effective_date: 2025-01-01", "effective_date: soon"), "demo.md:7: effective_date"),
         (GOOD.replace("title: Demo Policy", "title: Demo\ncolour: red"), "demo.md:4: colour: Extra inputs"),
         (EMPTY_SECTION, "demo.md:15: section 'First rule' is empty"),
+        (GOOD[: GOOD.index("# Demo Policy")], "demo.md:10: document has no content"),
         (GOOD.replace("[[policy:other]]", "[[policy:Bad Id]]"), "demo.md:17: reference 'Bad Id' is not"),
     ],
 )
@@ -140,3 +141,7 @@ def test_version_and_status_rewrites_touch_only_their_line() -> None:
     assert with_status(GOOD, "draft") == GOOD.replace("status: published", "status: draft")
     no_status = GOOD.replace("status: published\n", "")
     assert check_text(with_status(no_status, "published"))[0].status == "published"  # type: ignore[union-attr]
+    crlf = no_status.replace("\n", "\r\n")  # an added line takes the file's line ending
+    expected = crlf.replace("related: [other]\r\n", "related: [other]\r\nstatus: draft\r\n")
+    assert with_status(crlf, "draft") == expected
+    assert with_version(crlf, 3) == crlf.replace("version: 2", "version: 3")

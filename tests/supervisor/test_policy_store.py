@@ -181,6 +181,15 @@ def test_cli_import_history_show_export(
     assert main(["policies", "diff", "kayaks", "1", "2"]) == 0
     assert "+Kayaks rent for 48 hours" in capsys.readouterr().out
     assert main(["policies", "export", str(tmp_path / "out")]) == 0
-    assert (tmp_path / "out" / "kayaks.md").read_text() == DOC.replace("24 hours", "48 hours").replace(
-        "version: 1", "version: 2"
-    )
+    out_text = (tmp_path / "out" / "kayaks.md").read_text()
+    assert out_text == DOC.replace("24 hours", "48 hours").replace("version: 1", "version: 2")
+    assert main(["policies", "publish", "kayaks", "2", "--author", "cy", "--base", "1"]) == 1  # stale base
+    assert "edited version 1 but the latest is 2" in capsys.readouterr().err
+    assert main(["policies", "publish", "kayaks", "2", "--author", "cy", "--base", "2"]) == 0
+    assert capsys.readouterr().out == "kayaks@3 published (content of version 2)\n"
+    assert main(["policies", "rollback", "kayaks", "1", "--author", "cy"]) == 0
+    assert capsys.readouterr().out == "kayaks@4 draft (content of version 1)\n"
+    assert main(["policies", "show", "kayaks", "--version", "4"]) == 0
+    assert capsys.readouterr().out == DOC.replace("version: 1", "version: 4")
+    assert main(["policies", "show", "kayaks"]) == 0  # the published version is still 3
+    assert "48 hours" in capsys.readouterr().out

@@ -51,6 +51,7 @@ async def test_watch_mode_turns_file_edits_into_versions(
 ) -> None:
     store = PolicyStore(redis, key_prefix)
     shutil.copy(POLICIES_DIR / "shipping.md", tmp_path / "shipping.md")
+    await store.import_text((POLICIES_DIR / "gift-cards.md").read_text(), author="seed", message="seed")
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(watch_dir(store, tmp_path, author="watcher", stop=stop, ready=ready))
     try:
@@ -65,6 +66,11 @@ async def test_watch_mode_turns_file_edits_into_versions(
         (tmp_path / "shipping.md").write_text(text.replace("owner: ", "owner_typo: "))  # invalid edit
         await asyncio.sleep(1.0)
         assert await store.latest_version("shipping") == 2
+        (tmp_path / "shipping.md").write_text(text + "\nSee [[policy:ghost-policy]].\n")  # unknown id
+        await asyncio.sleep(1.0)
+        assert await store.latest_version("shipping") == 2
+        (tmp_path / "shipping.md").write_text(text + "\nSee [[policy:gift-cards]].\n")  # a stored one is fine
+        await wait_for_async(lambda: store.latest_version("shipping"), 3, timeout=5.0)
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)

@@ -130,6 +130,7 @@ function newPolicy() {
   $("save").disabled = false;
   $("publish").disabled = false;
   $("history").replaceChildren();
+  fillCompare([]);
   $("diff").textContent = "";
   schedulePreview(0);
 }
@@ -238,6 +239,26 @@ async function loadHistory(id) {
     }
     list.append(item);
   });
+  fillCompare(data.versions);
+}
+
+// Any two versions can be compared: newest against the one before it by default.
+function fillCompare(versions) {
+  for (const [sel, pick] of [["diff-from", 1], ["diff-to", 0]]) {
+    const options = versions.map((v) => {
+      const option = el("option", `v${v.version} ${v.status}`);
+      option.value = String(v.version);
+      return option;
+    });
+    $(sel).replaceChildren(...options);
+    if (versions.length) $(sel).value = String(versions[Math.min(pick, versions.length - 1)].version);
+  }
+}
+
+function compareVersions(event) {
+  event.preventDefault();
+  if (!state.current || !state.current.id || !$("diff-from").value) return;
+  showDiff(state.current.id, Number($("diff-from").value), Number($("diff-to").value));
 }
 
 async function showDiff(id, from, to) {
@@ -304,5 +325,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("publish").addEventListener("click", publish);
   $("new-policy").addEventListener("click", newPolicy);
   $("try-form").addEventListener("submit", tryIt);
+  $("compare-form").addEventListener("submit", compareVersions);
   if (state.token) signIn();
 });
