@@ -31,7 +31,8 @@ class ImportRefused(PolicyError):
 async def import_dir(
     store: PolicyStore, directory: str | Path, *, author: str, message: str = "import"
 ) -> list[ImportResult]:
-    docs, problems = await asyncio.to_thread(check_dir, directory)
+    stored = await store.ids()  # a directory may hold only the files that changed
+    docs, problems = await asyncio.to_thread(check_dir, directory, stored)
     if problems:
         raise ImportRefused(problems)
     return [await store.import_text(d.content, author=author, message=message) for d in docs]

@@ -25,6 +25,7 @@ line it sits on; :func:`parse_policy` raises :class:`PolicyError` on the first o
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -265,11 +266,13 @@ def _rewrite(text: str, pattern: re.Pattern[str], line: str) -> str:
     return head + line + newline + tail
 
 
-def check_dir(directory: str | Path) -> tuple[list[PolicyDocument], list[Problem]]:
+def check_dir(
+    directory: str | Path, also_known: Iterable[str] = ()
+) -> tuple[list[PolicyDocument], list[Problem]]:
     """Every ``*.md`` document in ``directory`` (sorted by id) and every problem across them.
 
     Beyond each file's own problems: a file must be named ``<id>.md``, ids are unique, and
-    references must name a policy of the directory.
+    references must name a policy of the directory (or one of ``also_known``: the store's).
     """
     docs: list[PolicyDocument] = []
     problems: list[Problem] = []
@@ -294,7 +297,7 @@ def check_dir(directory: str | Path) -> tuple[list[PolicyDocument], list[Problem
             problems.append(Problem(path.name, line, message))
         seen[doc.id] = path.name
         docs.append(doc)
-    problems += check_references(docs, set(seen))
+    problems += check_references(docs, {*seen, *also_known})
     return sorted(docs, key=lambda d: d.id), problems
 
 

@@ -17,10 +17,14 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
+import structlog
 from aiohttp import web
 from pydantic import SecretStr
 
 Role = Literal["editor", "viewer"]
+MIN_TOKEN = 16  # shorter tokens still work, with a warning at startup
+
+log = structlog.get_logger("editor")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,17 @@ class TokenAuth:
             for name, token in viewers.items()
             if token.get_secret_value()
         ]
+
+    def audit(self, editors: dict[str, SecretStr], viewers: dict[str, SecretStr]) -> None:
+        """Startup log: who may use the editor, and which tokens are too short (names only)."""
+        everyone = {**viewers, **editors}
+        weak = [name for name, t in everyone.items() if 0 < len(t.get_secret_value()) < MIN_TOKEN]
+        if weak:
+            log.warning("editor.weak_tokens", people=sorted(weak), min_length=MIN_TOKEN)
+        if not self._tokens:
+            log.info("editor.locked", reason="no RESPONDER_EDITOR_TOKENS or RESPONDER_VIEWER_TOKENS set")
+        else:
+            log.info("editor.access", editors=sorted(editors), viewers=sorted(viewers))
 
     def identify(self, request: web.Request) -> Principal | None:
         header = request.headers.get("Authorization", "")

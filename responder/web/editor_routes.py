@@ -66,6 +66,7 @@ _MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
 
 def add_editor_routes(app: web.Application, settings: Settings) -> None:
     app[_AUTH] = TokenAuth(settings.editor_tokens, settings.viewer_tokens)
+    app[_AUTH].audit(settings.editor_tokens, settings.viewer_tokens)
     r = app.router
     r.add_get("/editor", _redirect)
     r.add_get("/editor/", _static)

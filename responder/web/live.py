@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -39,11 +40,22 @@ PRIVATE_META = frozenset({"caller"})
 CALL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-VIEWERS: web.AppKey[set[asyncio.Task[object]]] = web.AppKey("live_viewers", set)
+POLL_S = 1.0  # how often a quiet stream looks up from Redis (shutdown, heartbeat)
+
+
+@dataclass
+class Viewers:
+    """The open transcript streams of this instance, so that shutdown can end them."""
+
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    closing: bool = False
+
+
+VIEWERS: web.AppKey[Viewers] = web.AppKey("live_viewers", Viewers)
 
 
 def add_live_routes(app: web.Application) -> None:
-    app[VIEWERS] = set()
+    app[VIEWERS] = Viewers()
     app.on_shutdown.append(_close_viewers)
     app.router.add_get(EVENTS_PATH, call_events)
 
@@ -74,17 +86,16 @@ async def call_events(request: web.Request) -> web.StreamResponse:
     viewers = request.app[VIEWERS]
     task = asyncio.current_task()
     if task is not None:
-        viewers.add(task)
+        viewers.tasks.add(task)
     try:
         await response.prepare(request)
-        ended = await _replay(response, services, call_id)
-        if not ended:
-            await _relay(response, pubsub, HEARTBEAT_S)
-        await response.write(sse("call.ended", {"call_id": call_id}))
+        ended = await _replay(response, services, call_id) or await _relay(response, pubsub, viewers)
+        if ended:  # otherwise this instance is shutting down: the browser reconnects elsewhere
+            await response.write(sse("call.ended", {"call_id": call_id}))
     except ConnectionError:
         bound.info("live.viewer_left")
     finally:
-        viewers.discard(task)  # type: ignore[arg-type]
+        viewers.tasks.discard(task)  # type: ignore[arg-type]
         # closing the connection ends the subscription; bounded, as a read torn down by a
         # cancellation can leave it hanging
         with contextlib.suppress(Exception):
@@ -94,7 +105,9 @@ async def call_events(request: web.Request) -> web.StreamResponse:
 
 async def _close_viewers(app: web.Application) -> None:
     """Shutdown: transcript streams would otherwise hold the server until its timeout."""
-    for task in list(app[VIEWERS]):
+    viewers = app[VIEWERS]
+    viewers.closing = True  # seen within POLL_S even if a Redis read swallows the cancel
+    for task in list(viewers.tasks):
         task.cancel()
 
 
@@ -129,14 +142,18 @@ def decision_view(decision: Decision) -> dict[str, Any]:
     }
 
 
-async def _relay(response: web.StreamResponse, pubsub: PubSub, heartbeat_s: float) -> None:
-    """Relay announcements until the call ends; a comment line whenever it is quiet."""
+async def _relay(response: web.StreamResponse, pubsub: PubSub, viewers: Viewers) -> bool:
+    """Relay announcements until the call ends (True) or the server shuts down (False); a
+    comment line whenever it is quiet."""
     loop = asyncio.get_running_loop()
     last_write = loop.time()
     while True:
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=heartbeat_s)
+        poll_s = min(POLL_S, HEARTBEAT_S)
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=poll_s)
+        if viewers.closing:
+            return False
         if message is None:  # quiet (or a subscription notice)
-            if loop.time() - last_write >= heartbeat_s:
+            if loop.time() - last_write >= HEARTBEAT_S:
                 await response.write(b": keep-alive\n\n")
                 last_write = loop.time()
             continue
@@ -149,4 +166,4 @@ async def _relay(response: web.StreamResponse, pubsub: PubSub, heartbeat_s: floa
             continue
         await response.write(sse(str(kind), _public(payload)))
         if kind == "call.meta" and payload.get("status") in ENDED_STATUSES:
-            return
+            return True

@@ -1,11 +1,13 @@
-"""The policy editor in a real headless Chromium: sign in, edit, live preview, publish, try-it.
+"""The policy editor in a real headless Chromium: sign in, edit, preview, publish, try-it, rollback.
 
 The page talks to the real service (Redis-backed versioned store, the supervisor against the
 simulator's text model). An editor changes the returns window from 30 to 45 days: the
-preview shows the new text as it is typed, validation problems appear inline, publishing
-creates a new live version, and the try-it panel's answer on the published set changes
-from 30 to 45 days and names the version it used. Driven with selenium + the Debian
-chromedriver.
+preview shows the new text as it is typed, validation problems appear inline, the saved
+draft answers 45 days in try-it on the draft set while the published set still says 30,
+publishing creates a new live version, and the try-it panel's answer on the published set changes
+from 30 to 45 days and names the version it used; the history compares any two versions,
+and a rollback (confirmed in the page's dialog) brings the 30-day answer back. Driven with
+selenium + the Debian chromedriver; a screenshot goes to test-artifacts/policy_editor.png.
 """
 
 from __future__ import annotations
@@ -133,6 +135,16 @@ async def test_edit_preview_publish_and_try_it_in_chromium(
     await poll(lambda: "within 45 days of purchase" in text("#preview"), "preview did not follow the edit")
     assert text("#problems") == ""
     await run(lambda: find("#message").send_keys("45-day returns"))
+    await run(lambda: find("#save").click())
+    await poll(lambda: "Saved returns@4 (draft)" in text("#status"), "save did not finish")
+
+    # try-it on the draft set answers from the draft; the published set (callers) is unchanged
+    await run(lambda: Select(find("#try-set")).select_by_value("draft"))
+    on_draft = await ask()
+    assert "45 days" in on_draft and "returns@4" in text("#try-sections")
+    await run(lambda: Select(find("#try-set")).select_by_value("published"))
+    assert "30 days" in await ask() and "returns@3" in text("#try-sections")
+
     await run(lambda: find("#publish").click())
     await poll(lambda: "Published returns@5" in text("#status"), "publish did not finish")
     assert "returns@5" in text("#doc-title")
@@ -160,3 +172,12 @@ async def test_edit_preview_publish_and_try_it_in_chromium(
     assert live.version == 5 and "within 45 days" in live.content and live.author == "ana"
     assert [i.message for i in await store.history("returns")][:2] == ["publish version 4", "45-day returns"]
 
+
+    # roll back to the seeded v3 (the page asks first): callers get 30 days again, as returns@6
+    await run(lambda: browser.find_elements(By.CSS_SELECTOR, "#history button.rollback")[-1].click())
+    await run(lambda: browser.switch_to.alert.accept())
+    await poll(lambda: "Rolled back: returns@6" in text("#status"), "rollback did not finish")
+    back = await ask()
+    assert "30 days" in back and "45 days" not in back and "returns@6" in text("#try-sections")
+    live = await store.get("returns", "published")
+    assert (live.version, live.message) == (6, "rollback to version 3") and "within 30 days" in live.content

@@ -10,9 +10,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from responder.settings import Settings
+from responder.web.editor_auth import TokenAuth
 from responder.web.editor_routes import POLICIES
 from tests.responder.conftest import RunningService
 
@@ -267,3 +269,16 @@ async def test_search_and_new_policies_respect_roles(service: RunningService) ->
     assert "kayak-rentals" not in [p["id"] for p in listing]
     for path in ("", "/history", "?version=1"):
         assert (await call("GET", f"{url}/policies/kayak-rentals{path}", VIEWER))[0] in (403, 404), path
+
+
+def test_short_tokens_are_named_at_startup_without_their_value() -> None:
+    editors = {"ana": SecretStr("short-1"), "bo": SecretStr("a-long-enough-editor-token")}
+    viewers = {"vic": SecretStr("tiny"), "nobody": SecretStr("")}
+    with capture_logs() as events:
+        TokenAuth(editors, viewers).audit(editors, viewers)
+    weak = next(e for e in events if e["event"] == "editor.weak_tokens")
+    assert weak["people"] == ["ana", "vic"]
+    assert "short-1" not in repr(events) and "tiny" not in repr(events)
+    with capture_logs() as events:
+        TokenAuth({}, {}).audit({}, {})
+    assert [e["event"] for e in events] == ["editor.locked"]

@@ -153,6 +153,18 @@ async def test_import_refuses_a_directory_with_problems(store: PolicyStore, tmp_
     assert await store.is_empty()
 
 
+async def test_a_directory_of_changed_files_may_refer_to_stored_policies(
+    store: PolicyStore, tmp_path: Path
+) -> None:
+    edited = (POLICIES_DIR / "returns.md").read_text().replace("30 days of purchase", "35 days of purchase")
+    (tmp_path / "returns.md").write_text(edited)  # refers to warranty, shipping, membership
+    with pytest.raises(ImportRefused) as info:
+        await import_dir(store, tmp_path, author="ana")  # an empty store knows none of them
+    assert "reference to unknown policy id 'warranty'" in str(info.value)
+    await import_dir(store, POLICIES_DIR, author="seed")
+    assert [(r.id, r.version) for r in await import_dir(store, tmp_path, author="ana")] == [("returns", 4)]
+
+
 async def test_seeding_only_fills_an_empty_store_even_when_instances_race(store: PolicyStore) -> None:
     results = await asyncio.gather(seed_if_empty(store, POLICIES_DIR), seed_if_empty(store, POLICIES_DIR))
     saved = [r for batch in results for r in batch if r.version]

@@ -271,6 +271,8 @@ async function showDiff(id, from, to) {
 }
 
 async function rollback(id, version, latest) {
+  const note = "A published version goes live for callers at once.";
+  if (!confirm(`Store a new version of ${id} with the content of version ${version}? ${note}`)) return;
   try {
     const record = await api("POST", `/policies/${encodeURIComponent(id)}/rollback`, {
       version,
