@@ -104,6 +104,7 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
                 settings.max_concurrent_calls, settings.call_rate_per_minute, settings.call_rate_burst
             ),
             twilio_client=twilio_client,
+            **_view_secret(settings),
         )
         external = settings.external_url()
         if settings.public_url is None and settings.host in ("0.0.0.0", "::"):
@@ -146,6 +147,13 @@ async def _finish_calls(services: Services, timeout_s: float = 5.0) -> None:
         task.cancel()
     if tasks:
         await asyncio.wait(tasks, timeout=timeout_s)
+
+
+def _view_secret(settings: Settings) -> dict[str, bytes]:
+    """The configured live-transcript signing secret; a random one per process otherwise."""
+    if settings.session_secret is None or not settings.session_secret.get_secret_value():
+        return {}
+    return {"view_secret": settings.session_secret.get_secret_value().encode()}
 
 
 def _supervisor_key(settings: Settings, openai_key: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -13,6 +14,7 @@ from responder.admission import CallAdmission
 from responder.call import ControllerConfig, DecideFn
 from responder.redis_server import RedisHandle
 from responder.settings import Settings
+from responder.web.view_token import view_token
 from supervisor.history import CallHistory
 
 
@@ -28,6 +30,11 @@ class Services:
     admission: CallAdmission = field(default_factory=lambda: CallAdmission(50, 6.0, 3))
     twilio_client: Any = None  # twilio.rest.Client for call control; None without credentials
     call_tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # sideband calls in flight
+    view_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+
+    def view_token(self, call_id: str) -> str:
+        """What lets the browser that started ``call_id`` watch its live transcript."""
+        return view_token(self.view_secret, call_id)
     draining: bool = False  # set on SIGTERM: /readyz answers 503 so that no new calls arrive
 
     def spawn_call(self, coro: Any, name: str) -> asyncio.Task[Any]:

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         description="whsec_… secret of the realtime.call.incoming webhook; SIP calls are refused without it.",
     )
 
+    session_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs per-call live-transcript tokens; set the same value on every instance "
+        "(a random one per process when unset).",
+    )
+
     # --- Call admission and call control --------------------------------------------------
     max_concurrent_calls: int = Field(default=50, description="Calls this instance serves at once.")
     call_rate_per_minute: float = Field(

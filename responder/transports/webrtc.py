@@ -82,4 +82,5 @@ async def create_webrtc_call(request: web.Request) -> web.Response:
         ),
         name=f"webrtc:{call_id}",
     )
-    return web.Response(text=answer, content_type="application/sdp", headers={"X-Call-Id": call_id})
+    headers = {"X-Call-Id": call_id, "X-Call-Token": services.view_token(call_id)}
+    return web.Response(text=answer, content_type="application/sdp", headers=headers)

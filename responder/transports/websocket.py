@@ -130,7 +130,8 @@ class WebSocketSession(StreamCall):
 
     async def _begin_call(self, caller_label: str) -> None:
         call_id = new_call_id()
-        await self.caller.send_control({"type": "call", "call_id": call_id})
+        token = self.services.view_token(call_id)
+        await self.caller.send_control({"type": "call", "call_id": call_id, "view_token": token})
         try:
             await self.begin(call_id, self.caller, caller=caller_label)
         except Exception as exc:  # Redis unreachable: no call can be recorded, end it politely

@@ -27,6 +27,8 @@ from aiohttp import web
 from redis.asyncio.client import PubSub
 
 from responder.services import SERVICES, Services
+from responder.web.trace_routes import admin_allowed
+from responder.web.view_token import check_view_token
 from supervisor.decisions import Decision
 
 log = structlog.get_logger("live")
@@ -70,6 +72,9 @@ async def call_events(request: web.Request) -> web.StreamResponse:
     if not CALL_ID.fullmatch(call_id):
         raise web.HTTPBadRequest(text="invalid call id")
     services = request.app[SERVICES]
+    token = request.query.get("token", "")
+    if not check_view_token(services.view_secret, call_id, token) and not admin_allowed(request):
+        raise web.HTTPUnauthorized(text="this call's view token or the admin token is required")
     history = services.history
     if not await history.get_meta(call_id):
         raise web.HTTPNotFound(text="no such call")

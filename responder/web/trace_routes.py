@@ -65,6 +65,12 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, headers=_HEADERS)
 
 
+def admin_allowed(request: web.Request) -> bool:
+    """The operator's admin token (bearer header or the viewer's sign-in cookie)."""
+    auth = request.app.get(_AUTH)
+    return auth is not None and auth.allowed(request)
+
+
 def _denied_api(request: web.Request) -> web.Response | None:
     if request.app[_AUTH].allowed(request):
         return None

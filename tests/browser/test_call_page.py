@@ -202,7 +202,8 @@ async def test_browser_call_shows_the_supervisor_answer_and_its_policy(
     # the event log shows the raw control and transcript events
     await asyncio.to_thread(lambda: driver.find_element("id", "show-log").click())
     log_text = await asyncio.to_thread(lambda: driver.find_element("id", "log-panel").text)
-    assert f'ws {{"type":"call","call_id":"{call_id}"}}' in log_text
+    token = svc.services.view_token(call_id)
+    assert f'ws {{"type":"call","call_id":"{call_id}","view_token":"{token}"}}' in log_text
     assert "sse item.added" in log_text and "returns@3" in log_text
 
     await asyncio.to_thread(lambda: driver.find_element("id", "stop").click())

@@ -52,6 +52,10 @@ def decision_for(call_id: str, user_item: str) -> Decision:
     )
 
 
+def events_url(svc: RunningService, call_id: str) -> str:
+    return svc.url + f"/calls/{call_id}/events?token={svc.services.view_token(call_id)}"
+
+
 async def test_replay_then_live_updates_until_the_call_ends(
     start_service: Callable[..., Any], make_settings: Callable[..., Settings], monkeypatch: Any
 ) -> None:
@@ -67,7 +71,7 @@ async def test_replay_then_live_updates_until_the_call_ends(
     await history.add_decision(call_id, decision_for(call_id, "item_u1"))
 
     seen: list[tuple[str, Any]] = []
-    async with aiohttp.ClientSession() as http, http.get(svc.url + f"/calls/{call_id}/events") as resp:
+    async with aiohttp.ClientSession() as http, http.get(events_url(svc, call_id)) as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/event-stream")
         async with asyncio.timeout(10):
@@ -109,7 +113,7 @@ async def test_an_ended_call_is_replayed_and_closed(
     await history.start_call(call_id, transport="twilio")
     await history.add_item(call_id, HistoryItem(id="item_1", kind="message", role="user", text="Hi"))
     await history.set_meta(call_id, status="ended")
-    async with aiohttp.ClientSession() as http, http.get(svc.url + f"/calls/{call_id}/events") as resp:
+    async with aiohttp.ClientSession() as http, http.get(events_url(svc, call_id)) as resp:
         async with asyncio.timeout(5):
             seen = [e async for e in sse_events(resp)]
     assert [n for n, _ in seen] == ["call.meta", "item.added", "call.ended"]
@@ -124,7 +128,7 @@ async def test_call_ids_are_validated(
         for bad in ("a%7Db", "x:y", "a*", "z" * 65):
             async with http.get(svc.url + f"/calls/{bad}/events") as resp:
                 assert resp.status == 400, bad
-        async with http.get(svc.url + "/calls/ws_nosuchcall/events") as resp:
+        async with http.get(events_url(svc, "ws_nosuchcall")) as resp:
             assert resp.status == 404
 
 
@@ -134,7 +138,7 @@ async def test_open_streams_do_not_hold_up_shutdown(
     svc: RunningService = await start_service(make_settings())
     call_id = "ws_shutdown1"
     await svc.services.history.start_call(call_id, transport="websocket")
-    async with aiohttp.ClientSession() as http, http.get(svc.url + f"/calls/{call_id}/events") as resp:
+    async with aiohttp.ClientSession() as http, http.get(events_url(svc, call_id)) as resp:
         events = sse_events(resp)
         assert (await anext(events))[0] == "call.meta"  # the viewer is attached
         loop = asyncio.get_running_loop()
@@ -145,3 +149,23 @@ async def test_open_streams_do_not_hold_up_shutdown(
         with contextlib.suppress(aiohttp.ClientError):
             rest = [name async for name, _ in events]
         assert "call.ended" not in rest  # the call goes on: the viewer reconnects elsewhere
+
+
+async def test_a_transcript_needs_its_own_view_token_or_the_admin_token(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    svc: RunningService = await start_service(make_settings(admin_token="ops-secret-token"))
+    history = svc.services.history
+    for call_id in ("ws_private1", "ws_private2"):
+        await history.start_call(call_id, transport="websocket")
+        await history.set_meta(call_id, status="ended")
+    url = svc.url + "/calls/ws_private1/events"
+    other = svc.services.view_token("ws_private2")
+    async with aiohttp.ClientSession() as http:
+        for query in ("", "?token=", f"?token={other}", "?token=ops-secret-token"):
+            async with http.get(url + query) as resp:
+                assert resp.status == 401, query
+        async with http.get(url, headers={"Authorization": "Bearer ops-secret-token"}) as resp:
+            assert resp.status == 200
+        async with http.get(events_url(svc, "ws_private1")) as resp:
+            assert resp.status == 200

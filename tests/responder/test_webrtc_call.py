@@ -37,6 +37,7 @@ async def test_offer_is_proxied_and_the_sideband_serves_the_call(
     assert status == 200, answer
     call_id = headers["X-Call-Id"]
     assert call_id.startswith("rtc_") and answer.startswith("v=0")
+    assert headers["X-Call-Token"] == svc.services.view_token(call_id)
     assert headers["Content-Type"].startswith("application/sdp")
     assert "sk-" not in answer and "Authorization" not in headers
 

@@ -195,6 +195,9 @@ async def test_websocket_call_answers_from_the_supervisor(
     report = await ws_call(svc, scenario_script(scenario))
 
     assert report.first_message["type"] == "call" and report.call_id.startswith("ws_")
+    # the browser that started the call may watch its live transcript, and only that call's
+    assert report.first_message["view_token"] == svc.services.view_token(report.call_id)
+    assert report.first_message["view_token"] != svc.services.view_token("ws_other")
     assert report.ended == {"type": "ended", "reason": "caller_stopped"}
     assert report.after_ended == 0
     items = await ended_items(svc, report.call_id)

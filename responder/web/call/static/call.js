@@ -53,8 +53,9 @@ async function openMicrophone() {
   });
 }
 
-function followTranscript(callId) {
-  const source = new EventSource(`/calls/${encodeURIComponent(callId)}/events`);
+function followTranscript(callId, token) {
+  const query = `token=${encodeURIComponent(token || "")}`;
+  const source = new EventSource(`/calls/${encodeURIComponent(callId)}/events?${query}`);
   for (const name of SSE_EVENTS) {
     source.addEventListener(name, (event) => {
       let data;
@@ -87,7 +88,7 @@ async function startWebSocketCall(stream) {
   const handlers = {
     call: (msg) => {
       setState(`In call ${msg.call_id}: speak now.`, "in-call");
-      events = followTranscript(msg.call_id);
+      events = followTranscript(msg.call_id, msg.view_token);
     },
     mark: (msg) => player.mark(msg.name),
     clear: () => logEvent("audio", `cleared ${player.clear()} queued chunks`),
@@ -163,7 +164,7 @@ async function startWebRtcCall(stream) {
   const callId = response.headers.get("X-Call-Id");
   await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
   setState(`In call ${callId || ""}: speak now.`, "in-call");
-  if (callId) events = followTranscript(callId);
+  if (callId) events = followTranscript(callId, response.headers.get("X-Call-Token"));
 
   let finished = false;
   function done() {
