@@ -211,7 +211,13 @@ class MediaSession(StreamCall):
 
 
 async def media_stream(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30)
-    await ws.prepare(request)
-    await MediaSession(ws, request.app[SERVICES]).serve()
-    return ws
+    services = request.app[SERVICES]
+    # the webhook checked for room already: this stream's call counts until it ends
+    ticket = services.admission.admit("twilio", promised=True)
+    try:
+        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30)
+        await ws.prepare(request)
+        await MediaSession(ws, services).serve()
+        return ws
+    finally:
+        ticket.release()

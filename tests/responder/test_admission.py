@@ -52,3 +52,12 @@ def test_a_refused_rate_limit_does_not_take_a_slot() -> None:
     with pytest.raises(AdmissionRefused):
         admission.admit("webrtc", "c")
     assert admission.active_total == 1
+
+
+def test_a_promised_call_is_counted_even_when_the_instance_filled_up() -> None:
+    admission = CallAdmission(max_calls=1, rate_per_minute=60, burst=10)
+    admission.admit("sip")
+    ticket = admission.admit("twilio", promised=True)
+    assert admission.active == {"sip": 1, "twilio": 1} and not admission.has_room()
+    ticket.release()
+    assert admission.active_total == 1
