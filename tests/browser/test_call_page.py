@@ -26,20 +26,15 @@ import pytest
 from responder.settings import Settings
 from responder.simulator.scenario import load_scenario
 from responder.simulator.vad import EnergyVad
+from tests.browser.conftest import launch_chromium, poll, requires_chromium, screenshot
 from tests.responder.conftest import RunningService
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 RATE = 24000
 LEAD_SILENCE_S = 1.5  # the page connects and the session gets ready
 GAP_SILENCE_S = 6.0  # the agent's chitchat reply (~4.3 s of audio) plays in between
 TAIL_SILENCE_S = 3.0
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists() or not CHROMEDRIVER.exists(),
-    reason="needs /usr/bin/chromium and /usr/bin/chromedriver (Debian: chromium chromium-driver)",
-)
+pytestmark = requires_chromium
 
 
 def _espeak(text: str, path: Path) -> array[int]:
@@ -88,54 +83,24 @@ def utterances(path: Path) -> int:
 
 @pytest.fixture
 def chromium(tmp_path: Path) -> Iterator[Callable[[Path], Any]]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     drivers: list[Any] = []
 
     def launch(wav: Path | None, *, fake_device: bool = True) -> Any:
         """Chromium whose fake microphone plays ``wav``, permission granted. Without a WAV:
         the permission is left to the test, and ``fake_device`` says whether there is a mic."""
-        options = webdriver.ChromeOptions()
-        options.binary_location = str(CHROMIUM)
-        for flag in (
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / f'profile{len(drivers)}'}",
-            "--autoplay-policy=no-user-gesture-required",
-            "--window-size=1000,1100",
-        ):
-            options.add_argument(flag)
+        flags = ["--autoplay-policy=no-user-gesture-required", "--window-size=1000,1100"]
         if wav is not None or fake_device:
-            options.add_argument("--use-fake-device-for-media-stream")
+            flags.append("--use-fake-device-for-media-stream")
         if wav is not None:
-            options.add_argument("--use-fake-ui-for-media-stream")
-            options.add_argument(f"--use-file-for-fake-audio-capture={wav}%noloop")
-        service = Service(executable_path=str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log"))
-        driver = webdriver.Chrome(options=options, service=service)
+            flags.append("--use-fake-ui-for-media-stream")
+            flags.append(f"--use-file-for-fake-audio-capture={wav}%noloop")
+        driver = launch_chromium(tmp_path / f"profile{len(drivers)}", *flags)
         drivers.append(driver)
         return driver
 
     yield launch
     for driver in drivers:
         driver.quit()
-
-
-async def _poll(fn: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Run the blocking ``fn`` in a thread (the service shares this loop) until it is truthy."""
-    async with asyncio.timeout(timeout):
-        while True:
-            value = await asyncio.to_thread(fn)
-            if value:
-                return value
-            await asyncio.sleep(0.25)
-    raise AssertionError(what)  # pragma: no cover
 
 
 def _entries(driver: Any) -> list[dict[str, str]]:
@@ -172,10 +137,9 @@ async def test_browser_call_shows_the_supervisor_answer_and_its_policy(
         return entries if said else None
 
     try:
-        entries = await _poll(decided, 60, "no supervisor answer on the page")
+        entries = await poll(decided, "no supervisor answer on the page", 60)
     finally:
-        ARTIFACTS.mkdir(exist_ok=True)
-        await asyncio.to_thread(driver.save_screenshot, str(ARTIFACTS / "call_page.png"))
+        await asyncio.to_thread(screenshot, driver, "call_page.png")
     state = await asyncio.to_thread(lambda: driver.find_element("id", "state").text)
     call_id = state.split()[2].rstrip(":")
     assert call_id.startswith("ws_"), state
@@ -207,7 +171,7 @@ async def test_browser_call_shows_the_supervisor_answer_and_its_policy(
     assert "sse item.added" in log_text and "returns@3" in log_text
 
     await asyncio.to_thread(lambda: driver.find_element("id", "stop").click())
-    await _poll(lambda: "Call ended" in driver.find_element("id", "state").text, 15, "the call did not end")
+    await poll(lambda: "Call ended" in driver.find_element("id", "state").text, "the call did not end", 15)
     meta = await history.get_meta(call_id)
     assert meta["transport"] == "websocket" and meta["caller"] == "browser"
     state = svc.services.simulator_state
@@ -235,11 +199,13 @@ async def test_a_denied_or_missing_microphone_gets_a_clear_message(
     denied = {"permission": {"name": "microphone"}, "setting": "denied", "origin": svc.url}
     await asyncio.to_thread(driver.execute_cdp_cmd, "Browser.setPermission", denied)
     await asyncio.to_thread(lambda: driver.find_element("id", "start").click())
-    state = await _poll(
-        lambda: driver.find_element("id", "state").get_attribute("data-state") == "error"
-        and driver.find_element("id", "state").text,
-        15,
+    state = await poll(
+        lambda: (
+            driver.find_element("id", "state").get_attribute("data-state") == "error"
+            and driver.find_element("id", "state").text
+        ),
         "no error shown",
+        15,
     )
     assert message in state
     assert await asyncio.to_thread(lambda: driver.find_element("id", "start").is_enabled())
@@ -266,7 +232,7 @@ async def test_webrtc_mode_posts_the_offer_and_follows_the_transcript(
         entries = _entries(driver)
         return entries if any(e["kind"] == "decision" for e in entries) else None
 
-    entries = await _poll(decided, 60, "no supervisor decision on the page")
+    entries = await poll(decided, "no supervisor decision on the page", 60)
     state = await asyncio.to_thread(lambda: driver.find_element("id", "state").text)
     call_id = state.split()[2].rstrip(":")
     assert call_id.startswith("rtc_"), state

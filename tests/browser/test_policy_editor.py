@@ -13,7 +13,6 @@ selenium + the Debian chromedriver; a screenshot goes to test-artifacts/policy_e
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,58 +21,22 @@ import pytest
 
 from responder.settings import Settings
 from responder.web.editor_routes import POLICIES
+from tests.browser.conftest import launch_chromium, poll, requires_chromium, screenshot
 from tests.responder.conftest import RunningService
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 EDITOR_TOKEN = "browser-editor-token-42"
 QUESTION = "How many days do I have to return unused items with a receipt?"
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists() or not CHROMEDRIVER.exists(),
-    reason="needs /usr/bin/chromium and /usr/bin/chromedriver (Debian: chromium chromium-driver)",
-)
+pytestmark = requires_chromium
 
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1500,1250",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(flag)
-    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log"))
-    driver = webdriver.Chrome(options=options, service=service)
+    driver = launch_chromium(tmp_path / "profile", "--window-size=1500,1250")
     try:
         yield driver
     finally:
         driver.quit()
-
-
-async def poll(fn: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await asyncio.to_thread(fn)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(what)
-        await asyncio.sleep(0.1)
 
 
 async def test_edit_preview_publish_and_try_it_in_chromium(
@@ -163,15 +126,13 @@ async def test_edit_preview_publish_and_try_it_in_chromium(
     assert "45 days" in after and "30 days" not in after
     assert "returns@5" in text("#try-sections")
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    await run(lambda: browser.save_screenshot(str(ARTIFACTS / "policy_editor.png")))
+    await run(lambda: screenshot(browser, "policy_editor.png"))
 
     # what the browser did is what the store holds
     store = svc.server.app[POLICIES].store
     live = await store.get("returns", "published")
     assert live.version == 5 and "within 45 days" in live.content and live.author == "ana"
     assert [i.message for i in await store.history("returns")][:2] == ["publish version 4", "45-day returns"]
-
 
     # roll back to the seeded v3 (the page asks first): callers get 30 days again, as returns@6
     await run(lambda: browser.find_elements(By.CSS_SELECTOR, "#history button.rollback")[-1].click())

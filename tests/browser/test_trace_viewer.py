@@ -19,58 +19,21 @@ import pytest
 from responder.settings import Settings
 from responder.simulator.caller import place_call
 from responder.simulator.scenario import load_scenario
+from tests.browser.conftest import launch_chromium, poll, requires_chromium, screenshot
 from tests.responder.conftest import AUTH_TOKEN
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 ADMIN = "browser-admin-token-5678"
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists() or not CHROMEDRIVER.exists(),
-    reason="needs /usr/bin/chromium and /usr/bin/chromedriver (Debian: chromium chromium-driver)",
-)
+pytestmark = requires_chromium
 
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1200,1300",
-    ):
-        options.add_argument(flag)
-    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log"))
-    driver = webdriver.Chrome(options=options, service=service)
+    driver = launch_chromium(tmp_path / "profile", "--window-size=1200,1300")
     try:
         yield driver
     finally:
         driver.quit()
-
-
-async def _poll(fn: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Run the blocking ``fn`` in a thread (the service shares this loop) until it is truthy."""
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                value = await asyncio.to_thread(fn)
-                if value:
-                    return value
-                await asyncio.sleep(0.1)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def test_trace_viewer_follows_a_live_call_and_shows_its_decision(
@@ -86,7 +49,7 @@ async def test_trace_viewer_follows_a_live_call_and_shows_its_decision(
     await asyncio.to_thread(browser.get, svc.url + "/traces")
     await asyncio.to_thread(lambda: browser.find_element(By.ID, "token").send_keys(ADMIN))
     await asyncio.to_thread(lambda: browser.find_element(By.CSS_SELECTOR, "#login button").click())
-    await _poll(lambda: browser.find_elements(By.ID, "calls"), 10, "the call list")
+    await poll(lambda: browser.find_elements(By.ID, "calls"), "the call list", 10)
 
     call = asyncio.create_task(place_call(svc.url, scenario, auth_token=AUTH_TOKEN, speed=4.0))
     async with asyncio.timeout(15):  # a fresh key prefix: the only call is ours
@@ -96,14 +59,14 @@ async def test_trace_viewer_follows_a_live_call_and_shows_its_decision(
 
     # the call page while the call is live: badge on, timeline growing
     await asyncio.to_thread(browser.get, f"{svc.url}/traces/{call_id}")
-    await _poll(lambda: browser.find_element(By.ID, "live").is_displayed(), 10, "the live badge")
+    await poll(lambda: browser.find_element(By.ID, "live").is_displayed(), "the live badge", 10)
 
     def entries() -> int:
         return len(browser.find_elements(By.CSS_SELECTOR, "#timeline > li"))
 
-    first = await _poll(entries, 10, "the first entries")
+    first = await poll(entries, "the first entries", 10)
     await call
-    await _poll(lambda: not browser.find_element(By.ID, "live").is_displayed(), 15, "the call to end")
+    await poll(lambda: not browser.find_element(By.ID, "live").is_displayed(), "the call to end", 15)
     assert entries() > first  # the page followed the call without a reload
 
     # the finished call as Redis holds it
@@ -132,8 +95,7 @@ async def test_trace_viewer_follows_a_live_call_and_shows_its_decision(
         lambda: details.find_element(By.LINK_TEXT, "returns@3").get_attribute("href")
     )
     assert link.endswith("/policies/returns/versions/3")
-    ARTIFACTS.mkdir(exist_ok=True)
-    await asyncio.to_thread(browser.save_screenshot, str(ARTIFACTS / "trace_viewer.png"))
+    await asyncio.to_thread(screenshot, browser, "trace_viewer.png")
 
     # the link opens the exact text of that version (the browser carries the login cookie)
     await asyncio.to_thread(browser.get, link)
@@ -142,7 +104,7 @@ async def test_trace_viewer_follows_a_live_call_and_shows_its_decision(
 
     # back on the list: the call is there, and the outcome filter leaves it out when asked to
     await asyncio.to_thread(browser.get, svc.url + "/traces")
-    await _poll(lambda: browser.find_elements(By.CSS_SELECTOR, f'tr[data-call="{call_id}"]'), 10, "the row")
+    await poll(lambda: browser.find_elements(By.CSS_SELECTOR, f'tr[data-call="{call_id}"]'), "the row", 10)
     row = await asyncio.to_thread(
         lambda: browser.find_element(By.CSS_SELECTOR, f'tr[data-call="{call_id}"]').text
     )
@@ -151,6 +113,6 @@ async def test_trace_viewer_follows_a_live_call_and_shows_its_decision(
         lambda: browser.find_element(By.CSS_SELECTOR, "#outcome option[value='error']").click()
     )
     await asyncio.to_thread(lambda: browser.find_element(By.CSS_SELECTOR, "#filters button").click())
-    await _poll(
-        lambda: not browser.find_elements(By.CSS_SELECTOR, f'tr[data-call="{call_id}"]'), 10, "the filter"
+    await poll(
+        lambda: not browser.find_elements(By.CSS_SELECTOR, f'tr[data-call="{call_id}"]'), "the filter", 10
     )
