@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from supervisor.decisions import ToolCallRecord
+
 EntryKind = Literal[
     "user", "assistant", "filler", "tool_call", "tool_output", "decision", "hold_line", "dtmf", "action"
 ]
@@ -30,13 +32,7 @@ def worst_outcome(outcomes: list[str]) -> str:
     return max(outcomes, key=lambda o: OUTCOME_RANK.get(o, 3), default="ok")
 
 
-class TraceTool(BaseModel):
-    name: str
-    arguments: dict[str, Any] | str
-    result_summary: str
-    ms: float
-    ok: bool = True
-    round: int = 0
+TraceTool = ToolCallRecord  # a trace shows a decision's tool calls exactly as recorded
 
 
 class TraceDecision(BaseModel):
