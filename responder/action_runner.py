@@ -60,6 +60,7 @@ class ActionRunner:
         self.remote_ms_per_char = remote_ms_per_char
         self.record: ActionRecord | None = None
         self._started = False
+        self._wake = asyncio.Event()  # the line was heard or the call ended: act now
 
     def request(
         self, name: ActionName, tool_call_id: str, arguments: str
@@ -80,30 +81,57 @@ class ActionRunner:
         return json.dumps({"status": "accepted", "say": line}), say_exactly(line)
 
     async def perform_later(self, host: ActionHost) -> None:
-        """The action happens even if its line is never spoken (refused, lost)."""
-        await asyncio.sleep(ACTION_LINE_WAIT_S)
+        """The action happens even if its line is never spoken (refused, lost) or the call
+        ends first (the realtime side failed: a transfer still gets the caller to a person)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), ACTION_LINE_WAIT_S)
         await self.perform(host)
+
+    def call_closed(self) -> None:
+        """The controller closed: a requested action that has not run yet runs now."""
+        self._wake.set()
 
     async def perform(self, host: ActionHost) -> None:
         record = self.record
         if record is None or self._started:
             return
         self._started = True
+        self._wake.set()  # the watchdog has nothing left to wait for
         await self._until_line_heard(host, record.line)
         started = time.monotonic()
+        transfer = record.action != END_CALL_TOOL and self.actions is not None and self.actions.can_transfer
         try:
-            if record.action != END_CALL_TOOL and self.actions is not None and self.actions.can_transfer:
+            if transfer and self.actions is not None:
                 record.target = await self.actions.transfer()
             else:
                 if record.action != END_CALL_TOOL:
                     record.outcome = "no_transfer_target"
                 if self.actions is not None:
                     await self.actions.hang_up()
-        except Exception as exc:  # the call still ends: closing our side hangs up the caller
+        except Exception as exc:
             record.outcome, record.error = "failed", repr(exc)[:300]
+            if transfer:
+                await self._hang_up_after_failed_transfer(record)
         record.ms = round((time.monotonic() - started) * 1000, 1)
-        await self.recorder.action(record)
+        try:
+            await self.recorder.action(record)
+        except Exception as exc:  # Redis down: the call still ends; the log keeps the record
+            self.log.error(
+                "call.action_not_recorded", action_id=record.action_id, action=record.action,
+                outcome=record.outcome, error=repr(exc),
+            )  # fmt: skip
         await host.close()
+
+    async def _hang_up_after_failed_transfer(self, record: ActionRecord) -> None:
+        """The caller was told they are being connected: never leave them with a model nobody
+        supervises any more (closing a SIP/WebRTC sideband does not end the call)."""
+        if self.actions is None:
+            return
+        try:
+            await self.actions.hang_up()
+            record.error = (record.error or "") + "; hung up instead"
+        except Exception as exc:
+            record.error = ((record.error or "") + "; hang-up failed too: " + repr(exc))[:600]
 
     async def _until_line_heard(self, host: ActionHost, line: str) -> None:
         with contextlib.suppress(TimeoutError):

@@ -157,6 +157,7 @@ class CallController:
             return
         self.closed = True
         self._notify()
+        self.action_runner.call_closed()
         for task in list(self._tasks):
             task.cancel()
         duration = round(time.monotonic() - self.started_at, 3)

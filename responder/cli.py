@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from responder.logs import configure_logging
 from responder.policies_cli import add_policies_parser, run_policies
+from responder.redact import secret_values
 from responder.settings import Settings
 from responder.trace import command as trace_command
 
@@ -49,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     log_file = args.log_file or settings.log_file
     configure_logging(
-        settings.log_format, settings.log_level, redact=settings.log_redact_pii, log_file=log_file
-    )
+        settings.log_format, settings.log_level, redact=settings.log_redact_pii, log_file=log_file,
+        secrets=secret_values(settings),
+    )  # fmt: skip
     if args.command == "policies":
         return run_policies(args, settings)
     if args.command == "trace":
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
-    from responder.app import create_app
+    from responder.app import create_app, drain_on_sigterm
 
     updates: dict[str, Any] = {}
     if host:
@@ -73,7 +75,9 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     settings = settings.model_copy(update=updates)
     if settings.uses_simulator:
         log.warning("app.no_api_key", message="OPENAI_API_KEY is not set: using the local simulator")
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    app = create_app(settings)
+    drain_on_sigterm(app, settings.drain_s)
+    web.run_app(app, host=settings.host, port=settings.port, print=None)
     return 0
 
 

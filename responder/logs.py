@@ -1,7 +1,8 @@
 """structlog configuration: JSON in production, console in development, optionally a JSON file.
 
 Every event goes through the same chain: context variables (``call_id``, ``decision_id``),
-level, UTC ISO timestamp, secret redaction (always), PII redaction (by setting), then the
+level, UTC ISO timestamp, secret redaction (always: the configured secret values and
+anything shaped like a credential), PII redaction (by setting), then the
 renderer. With ``log_file`` set, each event is also appended to that file as one JSON line —
 whatever the console format — which is what ``responder trace CALL_ID --log FILE`` reads.
 """
@@ -12,13 +13,13 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
 import structlog
 
-from responder.redact import redact_pii, redact_secrets
+from responder.redact import KnownSecrets, redact_pii, redact_secrets
 
 
 class JsonFileSink:
@@ -53,7 +54,9 @@ def configure_logging(
     *,
     redact: bool = True,
     log_file: str | Path | None = None,
+    secrets: Iterable[str] = (),
 ) -> None:
+    """``secrets``: the configured secret values, masked wherever they appear (see redact.py)."""
     global _sink
     if _sink is not None:
         _sink.close()
@@ -71,6 +74,7 @@ def configure_logging(
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            KnownSecrets(secrets),
             redact_secrets,
             *([redact_pii] if redact else []),
             *([_sink] if _sink is not None else []),

@@ -9,7 +9,8 @@ it returns, by :func:`observe_decision`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -51,7 +52,9 @@ REALTIME_ERRORS = Counter(
     "responder_realtime_errors", "Error events from the Realtime server", ["code"], registry=REGISTRY
 )
 REDIS_ERRORS = Counter("responder_redis_errors", "Failed Redis operations", ["operation"], registry=REGISTRY)
-TOKENS = Counter("responder_tokens", "Model tokens used", ["model", "kind"], registry=REGISTRY)
+TOKENS = Counter(
+    "responder_tokens", "Model tokens used (supervisor and Realtime)", ["model", "kind"], registry=REGISTRY
+)
 
 
 def observe_decision(decision: Decision) -> None:
@@ -64,6 +67,16 @@ def observe_decision(decision: Decision) -> None:
         TOKENS.labels(model=model, kind="input").inc(decision.usage.input_tokens)
     if decision.usage.output_tokens:
         TOKENS.labels(model=model, kind="output").inc(decision.usage.output_tokens)
+
+
+def observe_realtime_usage(model: str, usage: Mapping[str, Any] | None) -> None:
+    """Tokens of one Realtime response (``response.done`` → ``response.usage``)."""
+    if not usage:
+        return
+    for kind in ("input", "output"):
+        count = usage.get(f"{kind}_tokens")
+        if isinstance(count, int) and count > 0:
+            TOKENS.labels(model=model or "unknown", kind=kind).inc(count)
 
 
 def call_ended(transport: str, outcome: str) -> None:
@@ -81,8 +94,5 @@ def call_outcome(outcomes: Iterable[str]) -> str:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    body = generate_latest(REGISTRY)
-    response = web.Response(body=body)
-    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-    response.charset = "utf-8"
-    return response
+    # the exposition format's full content type, version parameter included, as scrapers expect
+    return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -5,6 +5,9 @@ Two structlog processors:
 - :func:`redact_secrets` is always on: API keys (``sk-…``), webhook secrets (``whsec_…``),
   Twilio auth tokens (32 hex digits), ``Authorization`` header values and any field whose
   name says it holds a secret become ``[secret]``.
+- :class:`KnownSecrets` masks the configured secret values themselves (the OpenAI key, the
+  admin, editor and viewer tokens, ``RESPONDER_SESSION_SECRET`` …) wherever they appear,
+  whatever their shape.
 - :func:`redact_pii` (``RESPONDER_LOG_REDACT_PII``, on by default) masks phone numbers,
   e-mail addresses, card numbers and key presses.
 
@@ -15,8 +18,10 @@ every other string, nested ones included, is scrubbed.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
+
+from pydantic import BaseModel, SecretStr
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _CARD = re.compile(r"(?<!\w)(?:\d[ -]?){12,18}\d(?!\w)")
@@ -26,7 +31,10 @@ _SECRETS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 [secret]"),
     (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), "[secret]"),
     (re.compile(r"\bwhsec_[A-Za-z0-9+/=_-]{8,}"), "[secret]"),
-    (re.compile(r"(?<![\w])[0-9a-fA-F]{32}(?![\w])"), "[secret]"),  # Twilio auth token shape
+    (re.compile(r"(?i)([?&](?:token|access_token|key|secret)=)[^&\s\"']+"), r"\1[secret]"),  # URL query
+    # Twilio auth tokens (32 hex digits), live-view tokens (40), hex HMACs and keys (64); not a
+    # Twilio SID (CA… + 32 = 34 characters)
+    (re.compile(r"(?<![\w])(?:[0-9a-fA-F]{64}|[0-9a-fA-F]{40}|[0-9a-fA-F]{32})(?![\w])"), "[secret]"),
 )
 _SECRET_FIELDS = frozenset(
     {"authorization", "api_key", "apikey", "auth_token", "token", "secret", "password", "admin_token",
@@ -38,6 +46,9 @@ _KEEP = frozenset(
      "user_item_id", "response_id", "stream_sid", "session_id", "policies", "model", "tool", "outcome",
      "previous_item_id", "where", "action_id"}
 )  # fmt: skip
+# a transfer's destination is the operator's configured number, not the caller's: secrets are
+# still scrubbed from it, personal data rules do not apply
+_PII_KEEP = _KEEP | {"target"}
 _DIGIT_FIELDS = frozenset({"digit", "digits"})
 SECRET = "[secret]"
 
@@ -83,7 +94,41 @@ def redact_secrets(
 
 def redact_pii(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in event_dict.items():
-        if key in _KEEP:
+        if key in _PII_KEEP:
             continue
         event_dict[key] = "*" if key in _DIGIT_FIELDS else _walk(value, scrub)
     return event_dict
+
+
+_MIN_KNOWN = 8  # shorter values would mask ordinary words; settings refuse such secrets anyway
+
+
+def secret_values(settings: BaseModel) -> list[str]:
+    """Every ``SecretStr`` value of a settings object (also inside dicts of them), longest first."""
+    found: list[str] = []
+    for name in type(settings).model_fields:
+        value = getattr(settings, name, None)
+        values = value.values() if isinstance(value, dict) else [value]
+        found += [v.get_secret_value() for v in values if isinstance(v, SecretStr)]
+    return sorted({v for v in found if len(v) >= _MIN_KNOWN}, key=len, reverse=True)
+
+
+class KnownSecrets:
+    """A structlog processor masking the exact configured secret values in every field."""
+
+    def __init__(self, values: Iterable[str]) -> None:
+        ordered = sorted({v for v in values if len(v) >= _MIN_KNOWN}, key=len, reverse=True)
+        self.pattern = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
+
+    def _mask(self, text: str) -> str:
+        return self.pattern.sub(SECRET, text) if self.pattern is not None else text
+
+    def __call__(
+        self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        if self.pattern is None:
+            return event_dict
+        for key, value in event_dict.items():
+            if key not in ("event", "level", "timestamp"):
+                event_dict[key] = _walk(value, self._mask)
+        return event_dict

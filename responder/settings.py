@@ -149,6 +149,9 @@ class Settings(BaseSettings):
         default=None, description="Bearer token of the trace viewer and its API; unset → they answer 401."
     )
     otel: bool = Field(default=False, description="OpenTelemetry spans for supervisor rounds and tools.")
+    drain_s: float = Field(
+        default=20.0, ge=0, description="On SIGTERM: /readyz answers 503 and calls go on for up to this long."
+    )
 
     # --- Simulator (test double used when there is no API key) --------------------------
     simulator_speed: float = 1.0

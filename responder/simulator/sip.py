@@ -9,12 +9,14 @@ that ``client.webhooks.unwrap(body, headers, secret=…)`` of the ``openai`` SDK
   base64-decoded part of ``whsec_…`` (a secret without that prefix is used as raw bytes).
 
 ``duplicate=N`` delivers the same event (same ``webhook-id``) N times, as a retrying sender
-does; ``bad_signature=True`` signs with a different key. The service then accepts the call
-with ``POST /v1/realtime/calls/{call_id}/accept`` and attaches the sideband socket.
+does (``concurrent=True``: all at once); ``bad_signature=True`` signs with a different key.
+The service then accepts the call with ``POST /v1/realtime/calls/{call_id}/accept`` and
+attaches the sideband socket.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -98,9 +100,11 @@ async def send_incoming_call(
     caller_number: str | None = None,
     duplicate: int = 1,
     bad_signature: bool = False,
+    concurrent: bool = False,
     timeout_s: float = 10.0,
 ) -> Delivery:
-    """Register a ringing SIP call in ``state`` (when given) and deliver its webhook ``duplicate`` times."""
+    """Register a ringing SIP call in ``state`` (when given) and deliver its webhook ``duplicate``
+    times: one after the other, or all at once with ``concurrent`` (as parallel retries do)."""
     if duplicate < 1:
         raise ValueError("duplicate must be at least 1")
     number = caller_number or (state.scenario.caller_number if state is not None else "+15555550123")
@@ -114,15 +118,22 @@ async def send_incoming_call(
     webhook_id = new_id("msg")
     key = new_webhook_secret() if bad_signature else secret
     timeout = aiohttp.ClientTimeout(total=timeout_s)
+    headers = {"Content-Type": "application/json", **sign(body, key, webhook_id=webhook_id)}
+
+    async def deliver(http: aiohttp.ClientSession, attempt: int) -> tuple[int, str]:
+        async with http.post(webhook_url, data=body.encode(), headers=headers) as resp:
+            text = await resp.text()
+        log.info("simulator.sip.webhook_delivered", rtc_call_id=rtc_id, attempt=attempt, status=resp.status)
+        return resp.status, text
+
     async with aiohttp.ClientSession(timeout=timeout) as http:
-        for attempt in range(1, duplicate + 1):
-            headers = {"Content-Type": "application/json", **sign(body, key, webhook_id=webhook_id)}
-            async with http.post(webhook_url, data=body.encode(), headers=headers) as resp:
-                delivery.statuses.append(resp.status)
-                delivery.bodies.append(await resp.text())
-            log.info(
-                "simulator.sip.webhook_delivered", rtc_call_id=rtc_id, attempt=attempt, status=resp.status
-            )
+        if concurrent:
+            results = await asyncio.gather(*(deliver(http, n) for n in range(1, duplicate + 1)))
+        else:
+            results = [await deliver(http, n) for n in range(1, duplicate + 1)]
+    for status, text in results:
+        delivery.statuses.append(status)
+        delivery.bodies.append(text)
     return delivery
 
 

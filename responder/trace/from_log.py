@@ -27,6 +27,7 @@ class _Builder:
         self.trace = Trace(call_id=call_id, source="log")
         self.order: list[str] = []
         self.side: set[str] = set()
+        self.server_truncated: set[str] = set()
         self.items: dict[str, TraceEntry] = {}
         self.handlers: dict[str, Callable[[dict[str, Any], float | None], None]] = {
             "call.started": self._started,
@@ -107,7 +108,9 @@ class _Builder:
         self._update(e.get("item_id"), status="failed")
 
     def _assistant_turn(self, e: dict[str, Any], at: float | None) -> None:
-        if e.get("interrupted"):
+        if str(e.get("item_id")) in self.server_truncated:  # the recorder keeps the whole text
+            self._update(e.get("item_id"), text=e.get("text"), full_text=e.get("text"))
+        elif e.get("interrupted"):
             self._update(e.get("item_id"), full_text=e.get("text"))
         else:
             self._update(e.get("item_id"), text=e.get("text"), status="completed")
@@ -116,6 +119,10 @@ class _Builder:
         entry = self.items.get(str(e.get("item_id")))
         if entry is None or entry.kind != "assistant":
             return  # a hold line: not in the conversation, nothing recorded
+        if e.get("by") == "server":  # SIP/WebRTC: the server cut the audio; what was heard is unknown
+            self.server_truncated.add(entry.item_id)
+            self._update(entry.item_id, status="interrupted", audio_end_ms=e.get("audio_end_ms"))
+            return
         self._update(
             entry.item_id, text=e.get("heard_text"), full_text=e.get("full_text") or None,
             status="interrupted", audio_end_ms=e.get("audio_end_ms"),
@@ -137,7 +144,8 @@ class _Builder:
     def _action(self, e: dict[str, Any], at: float | None) -> None:
         entry = TraceEntry(
             kind="action", item_id=str(e.get("action_id")), name=e.get("action"), text=e.get("line"),
-            outcome=e.get("outcome"), at=at,
+            outcome=e.get("outcome"), reason=e.get("reason"), target=e.get("target"), error=e.get("error"),
+            at=at,
         )  # fmt: skip
         self._place(entry, "")
 

@@ -49,13 +49,17 @@ def _decision(item: HistoryItem) -> TraceEntry:
 
 def _side(kind: str) -> Callable[[HistoryItem], TraceEntry]:
     def build(item: HistoryItem) -> TraceEntry:
-        outcome = item.meta.get("outcome") if kind == "action" else None
-        return TraceEntry(
-            kind=kind, item_id=item.id, text=item.text, name=item.name, outcome=outcome,  # type: ignore[arg-type]
-            at=item.created_at,
-        )  # fmt: skip
+        return TraceEntry(kind=kind, item_id=item.id, text=item.text, name=item.name, at=item.created_at)  # type: ignore[arg-type]
 
     return build
+
+
+def _action(item: HistoryItem) -> TraceEntry:
+    meta = item.meta
+    return TraceEntry(
+        kind="action", item_id=item.id, text=item.text, name=item.name, outcome=meta.get("outcome"),
+        reason=meta.get("reason"), target=meta.get("target"), error=meta.get("error"), at=item.created_at,
+    )  # fmt: skip
 
 
 _BUILDERS: dict[str, Callable[[HistoryItem], TraceEntry | None]] = {
@@ -65,7 +69,7 @@ _BUILDERS: dict[str, Callable[[HistoryItem], TraceEntry | None]] = {
     "decision": _decision,
     "hold_line": _side("hold_line"),
     "dtmf": _side("dtmf"),
-    "action": _side("action"),
+    "action": _action,
 }
 
 

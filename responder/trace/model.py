@@ -63,6 +63,9 @@ class TraceEntry(BaseModel):
     tool_call_id: str | None = None
     arguments: str | None = None
     outcome: str | None = None
+    reason: str | None = Field(default=None, description="why a call action was asked for")
+    target: str | None = Field(default=None, description="where a transfer went")
+    error: str | None = Field(default=None, description="why a call action failed")
     at: float | None = None
 
     @property

@@ -96,10 +96,21 @@ def render_decision(d: TraceDecision) -> list[str]:
 
 def _simple(label: str) -> Callable[[Trace, TraceEntry], list[str]]:
     def render(trace: Trace, e: TraceEntry) -> list[str]:
-        extra = f"  [{e.name} {e.outcome}]" if e.kind == "action" else ""
-        return [_line(label, (e.text or "") + extra)]
+        return [_line(label, e.text or "")]
 
     return render
+
+
+def _action(trace: Trace, e: TraceEntry) -> list[str]:
+    head = f"{e.name} {e.outcome or '?'}" + (f" → {e.target}" if e.target else "")
+    lines = [_line("action", head)]
+    if e.reason:
+        lines.append(_line("", f"reason: {_short(e.reason, 160)}"))
+    if e.text:
+        lines.append(_line("", f"said first: {e.text}"))
+    if e.error:
+        lines.append(_line("", f"error: {e.error}"))
+    return lines
 
 
 _RENDERERS: dict[str, Callable[[Trace, TraceEntry], list[str]]] = {
@@ -111,7 +122,7 @@ _RENDERERS: dict[str, Callable[[Trace, TraceEntry], list[str]]] = {
     "decision": _decision,
     "hold_line": _simple("hold line"),
     "dtmf": _simple("key press"),
-    "action": _simple("action"),
+    "action": _action,
 }
 
 

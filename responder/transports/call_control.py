@@ -21,6 +21,7 @@ from responder.settings import Settings
 
 TWILIO_API = "https://api.twilio.com"
 TWILIO_TIMEOUT_S = 5.0
+OPENAI_CALL_TIMEOUT_S = 10.0  # per request; the SDK's default (10 minutes) would hold a call open
 
 
 class _TwilioHttpClient(AsyncTwilioHttpClient):
@@ -92,8 +93,10 @@ class OpenAICallActions:
     async def transfer(self) -> str:
         if not self._refer_uri:
             raise ActionUnavailable("no escalation SIP URI configured")
-        await self._client.realtime.calls.refer(self._call_id, target_uri=self._refer_uri)
+        await self._client.realtime.calls.refer(
+            self._call_id, target_uri=self._refer_uri, timeout=OPENAI_CALL_TIMEOUT_S
+        )
         return self._refer_uri
 
     async def hang_up(self) -> None:
-        await self._client.realtime.calls.hangup(self._call_id)
+        await self._client.realtime.calls.hangup(self._call_id, timeout=OPENAI_CALL_TIMEOUT_S)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 
 import structlog
+from openai import NotFoundError
+from structlog.typing import FilteringBoundLogger
 
 from responder.admission import Ticket
 from responder.call import CallController
@@ -42,10 +44,10 @@ async def run_sideband_call(
     """Attach to ``call_id`` and serve it until it ends; always releases ``ticket``."""
     clog = log.bind(call_id=call_id, transport=transport)
     controller: CallController | None = None
+    actions = OpenAICallActions(services.realtime_client, call_id, transport, refer_uri)
     try:
         await services.history.start_call(call_id, transport=transport, caller=caller)
         clog.info("call.started", transport=transport)
-        actions = OpenAICallActions(services.realtime_client, call_id, transport, refer_uri)
         async with open_realtime(services.realtime_client, call_id, sideband_call_id=call_id) as rt:
             config = services.controller_config(transport=transport, sideband=True)
             controller = CallController(
@@ -55,6 +57,9 @@ async def run_sideband_call(
             await controller.run()
     except Exception as exc:
         clog.error("call.realtime_failed", error=repr(exc))
+        # Nobody would answer the model's tool calls: end the call rather than leave the caller
+        # with a responder that cannot reach the supervisor.
+        await _hang_up_quietly(actions, clog)
         try:
             if controller is None:
                 await services.history.set_meta(
@@ -63,6 +68,16 @@ async def run_sideband_call(
         except Exception as redis_exc:
             clog.error("call.end_not_recorded", error=repr(redis_exc))
     finally:
+        ticket.release()  # first: nothing below (a cancelled close) may keep the slot taken
         if controller is not None:
             await controller.close()
-        ticket.release()
+
+
+async def _hang_up_quietly(actions: OpenAICallActions, clog: FilteringBoundLogger) -> None:
+    try:
+        await actions.hang_up()
+        clog.info("call.hung_up", reason="realtime_failed")
+    except NotFoundError:
+        pass  # the caller is already gone
+    except Exception as exc:
+        clog.warning("call.hangup_failed", error=repr(exc))

@@ -16,6 +16,7 @@ from openai import InvalidWebhookSignatureError, NotFoundError
 
 from responder.admission import AdmissionRefused
 from responder.services import SERVICES, Services
+from responder.transports.call_control import OPENAI_CALL_TIMEOUT_S
 from responder.transports.sideband import run_sideband_call, sideband_session
 
 log = structlog.get_logger("sip")
@@ -75,12 +76,18 @@ async def _admit(services: Services, call_id: str, caller: str, webhook_id: str)
     except AdmissionRefused as refused:
         clog.warning("sip.call_rejected", reason=refused.reason, status_code=BUSY)
         try:
-            await client.realtime.calls.reject(call_id, status_code=BUSY)
+            await client.realtime.calls.reject(call_id, status_code=BUSY, timeout=OPENAI_CALL_TIMEOUT_S)
         except NotFoundError:
             clog.info("sip.caller_gone", stage="reject")
+        except Exception as exc:
+            await services.redis.client.delete(claim)  # OpenAI's retry of this delivery rejects again
+            clog.error("sip.reject_failed", error=repr(exc))
+            raise web.HTTPBadGateway(text="could not reject the call") from None
         return web.json_response({"status": "rejected", "reason": refused.reason})
     try:
-        await client.realtime.calls.accept(call_id, **sideband_session(services))  # type: ignore[arg-type]
+        await client.realtime.calls.accept(
+            call_id, **sideband_session(services), timeout=OPENAI_CALL_TIMEOUT_S  # type: ignore[arg-type]
+        )
     except NotFoundError:
         ticket.release()
         clog.info("sip.caller_gone", stage="accept")  # hung up while ringing: not an error

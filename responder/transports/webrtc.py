@@ -15,6 +15,7 @@ from openai import APIError
 
 from responder.admission import AdmissionRefused
 from responder.services import SERVICES, Services
+from responder.transports.call_control import OPENAI_CALL_TIMEOUT_S
 from responder.transports.sideband import run_sideband_call, sideband_session
 
 log = structlog.get_logger("webrtc")
@@ -47,6 +48,9 @@ def refused_response(refused: AdmissionRefused) -> web.Response:
 
 async def create_webrtc_call(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
+    if request.content_type != "application/sdp":
+        # not a CORS-safelisted type: another site's page cannot post offers from a visitor's browser
+        raise web.HTTPUnsupportedMediaType(text="expected Content-Type: application/sdp")
     if request.content_length is not None and request.content_length > MAX_OFFER_BYTES:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_OFFER_BYTES, actual_size=request.content_length)
     offer = await request.text()
@@ -63,6 +67,7 @@ async def create_webrtc_call(request: web.Request) -> web.Response:
         raw = await services.realtime_client.realtime.calls.with_raw_response.create(
             sdp=offer,
             session=sideband_session(services),  # type: ignore[arg-type]
+            timeout=OPENAI_CALL_TIMEOUT_S,
         )
         location = raw.headers.get("Location", "")
         call_id = location.rstrip("/").rsplit("/", 1)[-1]

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp.test_utils import unused_port
 
 from responder import metrics
 from responder.settings import Settings
@@ -100,3 +106,52 @@ async def test_health_and_readiness(
             assert resp.status == 503 and (await resp.json())["reason"] == "draining"
         async with http.get(svc.url + "/healthz") as resp:
             assert resp.status == 200  # draining is not dead
+
+
+async def test_sigterm_drains_then_exits(redis_url: str, key_prefix: str, tmp_path: Path) -> None:
+    """``responder serve``: on SIGTERM /readyz turns 503 at once, the call in progress goes on to
+    its end, then the process exits cleanly."""
+    port = unused_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ, "OPENAI_API_KEY": "", "REDIS_URL": redis_url, "RESPONDER_REDIS_PREFIX": key_prefix,
+        "RESPONDER_REDIS_DATA_DIR": str(tmp_path / "redis"), "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "RESPONDER_PUBLIC_URL": url, "RESPONDER_SIMULATOR_SPEED": str(SPEED), "RESPONDER_DRAIN_S": "30",
+        "RESPONDER_LOG_FORMAT": "json",
+    }  # fmt: skip
+    env.pop("OPENAI_API_KEY")
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log_out:  # a file, not a pipe: nobody reads a pipe until the end
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "responder", "serve", "--host", "127.0.0.1", "--port", str(port),
+            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=log_out,
+        )  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def ready() -> tuple[int, dict[str, Any]]:
+                async with http.get(url + "/readyz") as resp:
+                    return resp.status, await resp.json()
+
+            for _ in range(150):
+                with contextlib.suppress(aiohttp.ClientError):
+                    if (await ready())[0] == 200:
+                        break
+                await asyncio.sleep(0.1)
+            scenario = load_scenario("returns").model_copy(update={"quiet_ms": QUIET_MS})
+            call = asyncio.create_task(place_call(url, scenario, auth_token=AUTH_TOKEN, speed=SPEED))
+            await asyncio.sleep(1.0)  # the call is under way
+            assert not call.done()
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            status, body = await ready()
+            assert (status, body["reason"]) == (503, "draining")
+            report = await call  # served to its end, not cut off
+            assert report.call_sid
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    log = log_path.read_text(encoding="utf-8")
+    assert '"app.draining"' in log and '"app.drained"' in log

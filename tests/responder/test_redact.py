@@ -7,7 +7,9 @@ import pytest
 import structlog
 
 from responder.logs import configure_logging
-from responder.redact import redact_pii, redact_secrets, scrub, scrub_secrets
+from responder.redact import KnownSecrets, redact_pii, redact_secrets, scrub, scrub_secrets, secret_values
+from responder.settings import Settings
+from responder.web.view_token import view_token
 
 
 @pytest.mark.parametrize(
@@ -65,6 +67,8 @@ def test_phone_formats(text: str) -> None:
         ("Authorization: Bearer eyJhbGciOi.abc.def", "Authorization: [secret]"),
         ("sent bearer abcdefghijklmnop", "sent bearer [secret]"),
         ("call CA0123456789abcdef0123456789abcdef kept", "call CA0123456789abcdef0123456789abcdef kept"),
+        ("GET /calls/CA1/events?token=abc123def&x=1", "GET /calls/CA1/events?token=[secret]&x=1"),
+        ("view 0123456789abcdef0123456789abcdef01234567 ok", "view [secret] ok"),  # 40-hex view token
     ],
 )
 def test_scrub_secrets(text: str, expected: str) -> None:
@@ -103,3 +107,42 @@ def test_log_file_gets_json_and_secrets_never_reach_it_even_without_pii_redactio
     assert lines[0]["call_id"] == "CA1" and lines[0]["timestamp"].endswith("Z")
     assert lines[1]["message"] == "bad key [secret]"  # secrets: always
     assert lines[2]["text"] == "[email]"  # PII redaction on
+
+
+def test_configured_secrets_are_masked_whatever_their_shape() -> None:
+    settings = Settings(
+        admin_token="correct horse battery staple",
+        editor_tokens={"ana": "ana-editor-token-1"},
+        session_secret="s3ssion-secret-value",
+        openai_api_key="not-shaped-like-a-key-0001",
+    )
+    values = secret_values(settings)
+    assert {"correct horse battery staple", "ana-editor-token-1", "s3ssion-secret-value"} <= set(values)
+    event = {
+        "event": "editor.login",
+        "note": "tried correct horse battery staple, then ana-editor-token-1",
+        "nested": {"why": ["key not-shaped-like-a-key-0001 rejected"]},
+        "call_id": "CA1",
+    }
+    out = KnownSecrets(values)(None, "info", dict(event))
+    assert out["note"] == "tried [secret], then [secret]"
+    assert out["nested"] == {"why": ["key [secret] rejected"]}
+    assert out["call_id"] == "CA1" and out["event"] == "editor.login"
+
+
+def test_live_view_tokens_never_reach_the_log_file(tmp_path: Path) -> None:
+    """A view token derived from RESPONDER_SESSION_SECRET, in a URL or on its own."""
+    path = tmp_path / "app.jsonl"
+    token = view_token(b"s3ssion-secret-value", "CA9")
+    try:
+        configure_logging("json", "INFO", redact=True, log_file=path, secrets=["s3ssion-secret-value"])
+        structlog.get_logger("t").warning(
+            "web.request_failed", call_id="CA9", url=f"/calls/CA9/events?token={token}", token_seen=token
+        )
+    finally:
+        configure_logging("console", "INFO")
+        structlog.reset_defaults()
+    text = path.read_text(encoding="utf-8")
+    assert token not in text and "s3ssion" not in text
+    (line,) = [json.loads(x) for x in text.splitlines()]
+    assert line["url"] == "/calls/CA9/events?token=[secret]" and line["call_id"] == "CA9"

@@ -198,3 +198,36 @@ async def test_sip_keypad_presses_are_recorded_in_order(
     kinds = [(i.kind, i.text) for i in items if i.kind in ("dtmf", "message") and i.role == "user"]
     assert kinds[0] == ("dtmf", "1")
     assert kinds[1] == ("message", "I'm calling about an order I placed online.")
+
+
+async def test_concurrent_duplicate_deliveries_start_one_controller(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    svc = await _service(start_service, make_settings, simulator_scenario="returns")
+    state = svc.services.simulator_state
+    delivery = await send_incoming_call(_webhook(svc), SECRET, state=state, duplicate=4, concurrent=True)
+    assert delivery.statuses == [200] * 4
+    assert sorted(delivery.bodies).count('{"status": "accepted"}') == 1
+    assert sorted(delivery.bodies).count('{"status": "duplicate"}') == 3
+    items = await ended_call_items(svc, delivery.call_id)
+    assert [a for a, _ in state.actions_for(delivery.call_id)].count("accept") == 1
+    assert len([t for _, t in spoken(items) if t == load_scenario("returns").greeting]) == 1
+    assert len(await svc.services.history.get_decisions(delivery.call_id)) == 1
+
+
+async def test_a_refused_transfer_is_recorded_and_the_caller_is_not_left_on_the_line(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    svc = await _service(
+        start_service, make_settings, simulator_scenario="escalate", escalation_sip_uri="mailto:desk@example.com"
+    )
+    state = svc.services.simulator_state
+    delivery = await send_incoming_call(_webhook(svc), SECRET, state=state)
+    items = await ended_call_items(svc, delivery.call_id)
+    [action] = [i for i in items if i.kind == "action"]
+    assert action.meta["outcome"] == "failed" and action.meta["target"] is None
+    assert "BadRequest" in action.meta["error"] and "hung up instead" in action.meta["error"]
+    # the refer was refused (400): the service hung up rather than leave an unsupervised model
+    assert [a for a, _ in state.actions_for(delivery.call_id)][-1] == "hangup"
+    assert state.calls[delivery.call_id].status == "hung_up"
+    assert svc.services.admission.active_total == 0

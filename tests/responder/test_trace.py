@@ -13,11 +13,13 @@ import pytest
 import structlog
 
 from responder.logs import configure_logging
+from responder.recorder import TranscriptRecorder
 from responder.settings import Settings
 from responder.simulator.scenario import load_scenario
 from responder.trace import command as trace_command
 from responder.trace import render_text, trace_from_log, trace_from_redis, valid_call_id
 from responder.trace.model import Trace
+from supervisor.history import CallHistory
 from tests.responder.test_phone_call import run_call
 
 
@@ -121,3 +123,85 @@ async def test_redis_and_log_traces_agree_on_a_hold_line(
     assert kinds.count("hold_line") == 1
     # the hold line was said while the supervisor worked: after the tool call, before its decision
     assert kinds.index("tool_call") < kinds.index("hold_line") < kinds.index("decision")
+
+
+async def test_redis_and_log_traces_agree_on_a_fallback(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings], json_log: Path
+) -> None:
+    scenario = load_scenario("supervisor_timeout").model_copy(update={"quiet_ms": 1800})
+    settings = make_settings(
+        simulator_scenario="supervisor_timeout", supervisor_deadline_s=1.0, hold_delay_s=0.5
+    )
+    svc, report, _ = await run_call(start_service, settings, scenario)
+    redis_trace, log_trace = await _traces(svc, report.call_sid, json_log)
+
+    assert redis_trace.comparable() == log_trace.comparable()
+    (decision,) = log_trace.decisions
+    assert decision.outcome == "timeout" and log_trace.outcome == "timeout"
+    assert decision.text and decision.policies == []
+    # the fallback text went back to the responder as the tool output
+    outputs = [e.text for e in log_trace.entries if e.kind == "tool_output"]
+    assert outputs == [decision.text]
+    assert "outcome=timeout" in render_text(log_trace) and "FALLBACK (timeout)" in render_text(log_trace)
+
+
+async def test_sip_call_traces_agree_on_a_transfer(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings], json_log: Path
+) -> None:
+    """A SIP call escalated by ``refer``: the action, its reason and target, from either source."""
+    from responder.simulator.sip import send_incoming_call
+    from tests.responder.sideband_helpers import wait_for_status
+    from tests.responder.test_sip_call import SECRET
+
+    settings = make_settings(
+        simulator_scenario="escalate", openai_webhook_secret=SECRET, escalation_sip_uri="tel:+15555550199"
+    )
+    from responder.metrics import REGISTRY
+
+    def sip_calls() -> float:
+        labels = {"transport": "sip", "outcome": "ok"}
+        return REGISTRY.get_sample_value("responder_calls_total", labels) or 0.0
+
+    before = sip_calls()
+    svc = await start_service(settings)
+    delivery = await send_incoming_call(svc.url + "/openai/sip", SECRET, state=svc.services.simulator_state)
+    await wait_for_status(svc, delivery.call_id, {"ended", "failed"})
+    for _ in range(50):  # the counter moves when the controller closes, right after the meta
+        if sip_calls() == before + 1:
+            break
+        await asyncio.sleep(0.05)
+    assert sip_calls() == before + 1
+    assert REGISTRY.get_sample_value("responder_active_calls", {"transport": "sip"}) == 0
+    redis_trace, log_trace = await _traces(svc, delivery.call_id, json_log)
+
+    assert redis_trace.comparable() == log_trace.comparable()
+    assert log_trace.transport == "sip" and log_trace.status == "ended"
+    (action,) = [e for e in log_trace.entries if e.kind == "action"]
+    assert (action.name, action.outcome, action.target) == ("escalate_to_human", "done", "tel:+15555550199")
+    assert action.reason and action.error is None
+    assert "escalate_to_human done → tel:+15555550199" in render_text(log_trace)
+
+
+async def test_server_side_truncation_traces_agree(history: CallHistory, json_log: Path) -> None:
+    """SIP/WebRTC: the server cuts the audio (``call.barge_in`` with ``by="server"``); the
+    recorder keeps the whole transcript, and so must the trace rebuilt from the log."""
+    call_id = "rtc_trace_cut"
+    log = structlog.get_logger("test").bind(call_id=call_id)
+    rec = TranscriptRecorder(call_id, history, log)
+    await history.start_call(call_id, transport="webrtc")
+    log.info("call.started", transport="webrtc")
+    item = {"id": "item_cut", "type": "message", "role": "assistant", "content": []}
+    await rec.item_added({"type": "conversation.item.added", "previous_item_id": None, "item": item})
+    await rec.truncated_by_server(
+        {"type": "conversation.item.truncated", "item_id": "item_cut", "audio_end_ms": 900}
+    )
+    await rec.assistant_transcript("item_cut", "Our return window is sixty days for most items.", "answer")
+
+    redis_trace = await trace_from_redis(history, call_id)
+    text = await asyncio.to_thread(json_log.read_text, encoding="utf-8")
+    log_trace = trace_from_log(text.splitlines(), call_id)
+    assert redis_trace is not None and log_trace is not None
+    assert redis_trace.comparable() == log_trace.comparable()
+    (cut,) = log_trace.entries
+    assert cut.interrupted and cut.audio_end_ms == 900
+    assert cut.text == cut.full_text == "Our return window is sixty days for most items."

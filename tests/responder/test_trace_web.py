@@ -134,3 +134,29 @@ async def test_policy_version_links_serve_the_exact_version(
         async with http.get(svc.url + "/policies/no-such-policy/versions/1", headers=BEARER) as resp:
             assert resp.status == 404
     assert "id: returns" in text and "version: 3" in text and "Trail Tested" in text
+
+
+async def test_policy_version_link_serves_a_stored_version_not_the_file(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """A decision grounded in a version the editor saved later still links to that exact text;
+    the older version keeps its own text."""
+    from responder.web.editor_routes import POLICIES
+
+    svc = await start_service(make_settings(admin_token=ADMIN))
+    store = svc.server.app[POLICIES].store
+    v3 = (await store.get_version("returns", 3)).content
+    edited = v3.replace("Trail Tested", "Trail Proven")
+    record = await store.save(edited, author="auditor-test", policy_id="returns")
+    assert record.version > 3
+    async with aiohttp.ClientSession() as http:
+        url = f"{svc.url}/policies/returns/versions/{record.version}"
+        async with http.get(url, headers=BEARER) as resp:
+            assert resp.status == 200
+            new_text = await resp.text()
+        async with http.get(svc.url + "/policies/returns/versions/3", headers=BEARER) as resp:
+            old_text = await resp.text()
+        async with http.get(url) as resp:
+            assert resp.status == 401  # policy text behind the same admin token
+    assert new_text == record.content and "Trail Proven" in new_text
+    assert old_text == v3 and "Trail Proven" not in old_text

@@ -7,6 +7,7 @@ call controller on the sideband socket. The simulator plays the caller on that s
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -14,8 +15,9 @@ import aiohttp
 
 from responder.settings import Settings
 from responder.simulator.scenario import load_scenario
+from supervisor.history import CallHistory
 from tests.responder.conftest import RunningService
-from tests.responder.sideband_helpers import ended_call_items, spoken
+from tests.responder.sideband_helpers import ended_call_items, spoken, wait_for_status
 from tests.responder.simulator.sim_fixtures import OFFER
 
 
@@ -63,6 +65,8 @@ async def test_bad_and_oversize_offers_are_refused_before_any_call_is_created(
     svc = await start_service(make_settings())
     status, _, _ = await post_offer(svc, "hello")
     assert status == 400
+    async with aiohttp.ClientSession() as http, http.post(svc.url + "/calls/webrtc", data=OFFER) as resp:
+        assert resp.status == 415  # a form post from another site's page never creates a call
     status, _, _ = await post_offer(svc, "v=0\r\n" + "a=x\r\n" * 20_000)
     assert status == 413
     assert svc.services.simulator_state.call_actions == []
@@ -90,6 +94,9 @@ async def test_concurrent_call_cap_answers_429_while_full(
     assert first == 200
     assert second == 429 and "capacity" in body
     await ended_call_items(svc, headers["X-Call-Id"])
+    async with asyncio.timeout(5):
+        while svc.services.admission.active_total:
+            await asyncio.sleep(0.02)
     third, _, _ = await post_offer(svc)  # the first call ended: its slot is free again
     assert third == 200
 
@@ -108,3 +115,59 @@ async def test_end_call_hangs_up_the_webrtc_call(
     assert action.meta["transport"] == "webrtc"
     assert [a for a, _ in state.actions_for(call_id)][-1] == "hangup"
     assert any("Goodbye" in t for r, t in spoken(items) if r == "assistant")
+
+
+async def test_a_failed_sideband_frees_the_slot_and_hangs_up_the_call(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """The call is created upstream but its sideband cannot connect: nobody could answer the
+    model's tool calls, so the call is hung up, marked failed, and its slot freed."""
+    from aiohttp.test_utils import unused_port
+
+    from responder.app import start_simulator
+    from responder.simulator.state import STATE_KEY
+
+    runner, sim_url = await start_simulator("returns", 8.0)
+    try:
+        settings = make_settings(
+            openai_api_key="sk-test-simulator", openai_base_url=sim_url + "/v1",
+            realtime_url=f"ws://127.0.0.1:{unused_port()}/v1",  # nothing listens there
+        )  # fmt: skip
+        svc = await start_service(settings)
+        status, answer, headers = await post_offer(svc)
+        assert status == 200, answer
+        call_id = headers["X-Call-Id"]
+        meta = await wait_for_status(svc, call_id, {"failed", "ended"})
+        assert meta["status"] == "failed"
+        state = runner.app[STATE_KEY]
+        async with asyncio.timeout(5):
+            while svc.services.admission.active_total or svc.services.call_tasks:
+                await asyncio.sleep(0.02)
+        assert [a for a, _ in state.actions_for(call_id)] == ["create", "hangup"]
+        assert state.calls[call_id].status == "hung_up"
+    finally:
+        await runner.cleanup()
+
+
+async def test_shutdown_ends_live_sideband_calls_and_frees_their_slots(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings], history: CallHistory
+) -> None:
+    svc = await start_service(make_settings(simulator_scenario="returns", simulator_speed=1.0))
+    status, _, headers = await post_offer(svc)
+    assert status == 200
+    call_id = headers["X-Call-Id"]
+    await wait_for_status(svc, call_id, {"active"})
+    services = svc.services
+    assert services.admission.active_total == 1 and len(services.call_tasks) == 1
+    [task] = services.call_tasks
+    async with asyncio.timeout(15):
+        await svc.server.close()
+    import time as _t
+    t0 = _t.monotonic()
+    while not task.done() and _t.monotonic() - t0 < 30:
+        await asyncio.sleep(0.5)
+        print("STACK", _t.monotonic() - t0, task.get_stack())
+        task.print_stack()
+    assert task.done() and not services.call_tasks
+    assert services.admission.active_total == 0
+    assert (await history.get_meta(call_id))["status"] == "ended"

@@ -119,7 +119,14 @@ function entryBody(trace, entry, openIds) {
     return d ? decisionBlock(d, openIds.has(d.decision_id)) : el("span", { class: "text" }, entry.text || "");
   }
   if (entry.kind === "tool_call") return el("span", { class: "text" }, `${entry.name}(${entry.arguments || ""})`);
-  if (entry.kind === "action") return el("span", { class: "text" }, `${entry.name}: ${entry.outcome || ""} ${entry.text || ""}`);
+  if (entry.kind === "action") {
+    return el("div", {},
+      el("span", { class: `text outcome-${entry.outcome === "done" ? "ok" : "error"}` },
+        `${entry.name}: ${entry.outcome || "?"}${entry.target ? ` → ${entry.target}` : ""}`),
+      entry.reason ? el("div", { class: "muted" }, `Reason: ${entry.reason}`) : null,
+      entry.text ? el("div", {}, `Said first: ${entry.text}`) : null,
+      entry.error ? el("div", { class: "outcome-error" }, `Error: ${entry.error}`) : null);
+  }
   const parts = [el("span", { class: "text" }, entry.text || "…")];
   if (entry.status === "interrupted") {
     parts.push(el("div", { class: "cut" }, `barge-in: the caller heard ${entry.audio_end_ms} ms`
