@@ -68,11 +68,14 @@ class CallAdmission:
     def has_room(self) -> bool:
         return self.active_total < self.max_calls
 
-    def admit(self, transport: str, client_key: str | None = None, *, promised: bool = False) -> Ticket:
+    def admit(
+        self, transport: str, client_key: str | None = None, *, promised: bool = False, draining: bool = False
+    ) -> Ticket:
         """A ticket for a new call, or :class:`AdmissionRefused`. ``client_key`` None: no rate
         limit. ``promised``: the call was admitted earlier (a Twilio webhook answered with a
-        stream), so it is counted even if the instance filled up in between."""
-        if not promised and not self.has_room():
+        stream), so it is counted even if the instance filled up in between. ``draining``: the
+        instance is shutting down and takes no new calls (refused like a full instance)."""
+        if not promised and (draining or not self.has_room()):
             raise AdmissionRefused("capacity", retry_after_s=5.0)
         if client_key is not None:
             self._take_token(client_key)

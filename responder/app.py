@@ -10,6 +10,7 @@ import structlog
 from aiohttp import web
 
 from responder.admission import CallAdmission
+from responder.call import finish_kept_tasks
 from responder.metrics import REDIS_ERRORS, metrics_handler
 from responder.realtime.connection import make_client
 from responder.redis_server import connect_redis
@@ -130,6 +131,7 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
             yield
         finally:
             await _finish_calls(app[SERVICES])
+            await finish_kept_tasks(settings.supervisor_deadline_s + 2.0)
             await close_twilio_client(twilio_client)
             await client.close()
             await supervisor.aclose()
@@ -142,12 +144,20 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 async def _finish_calls(services: Services, timeout_s: float = 5.0) -> None:
-    """Sideband calls (SIP, WebRTC) have no request to end them: cancel and wait at shutdown."""
-    tasks = list(services.call_tasks)
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        await asyncio.wait(tasks, timeout=timeout_s)
+    """Sideband calls (SIP, WebRTC) have no request to end them: cancel and wait at shutdown.
+
+    A cancellation can be lost (Python 3.11's ``asyncio.wait_for``, used inside redis-py,
+    swallows one that races with its result), so a call still running a moment later is
+    cancelled again, until the deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    pending = set(services.call_tasks)
+    while pending and loop.time() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=min(2.5, max(0.0, deadline - loop.time())))
+    if pending:
+        log.warning("app.calls_not_finished", calls=len(pending))
 
 
 def _view_secret(settings: Settings) -> dict[str, bytes]:

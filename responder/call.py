@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
+from redis.exceptions import RedisError
 
 from responder import metrics
 from responder.action_runner import ActionRunner
@@ -45,6 +46,12 @@ MAX_ANSWER_ATTEMPTS = 3
 _KEPT_TASKS: set[asyncio.Task[Any]] = set()
 
 
+async def finish_kept_tasks(timeout_s: float) -> None:
+    """Shutdown: let supervisor runs that outlived their call record their decisions (bounded)."""
+    if _KEPT_TASKS:
+        await asyncio.wait(list(_KEPT_TASKS), timeout=timeout_s)
+
+
 class CallerLink(Protocol):
     """The caller side of a call, as the controller sees it. Implemented by each transport."""
 
@@ -68,6 +75,7 @@ class ControllerConfig:
     greeting: bool = True
     bytes_per_ms: float = 8.0  # audio/pcmu 8 kHz
     transport: str = "twilio"
+    realtime_model: str = "gpt-realtime"
     sideband: bool = False  # SIP/WebRTC: audio flows between caller and OpenAI, not through us
     remote_ms_per_char: float = 75.0  # sideband: how long a spoken line takes, to let it play out
 
@@ -145,8 +153,10 @@ class CallController:
                     continue  # unknown or uninteresting events are ignored, never fatal
                 try:
                     await handler(event)
-                except Exception:
+                except Exception as exc:
                     self.log.exception("call.event_handler_failed", event_type=event.get("type"))
+                    if isinstance(exc, RedisError):
+                        metrics.REDIS_ERRORS.labels(operation=str(event.get("type"))[:60]).inc()
                 if self.closed:
                     break
         finally:
@@ -266,6 +276,7 @@ class CallController:
 
     async def _on_response_done(self, event: dict[str, Any]) -> None:
         response = event.get("response") or {}
+        metrics.observe_realtime_usage(self.config.realtime_model, response.get("usage"))
         status = response.get("status")
         finished = self.responses.done(response.get("id", ""))
         self._notify()

@@ -56,6 +56,7 @@ class Services:
             max_hold_lines=s.max_hold_lines,
             supervisor_deadline_s=s.supervisor_deadline_s,
             greeting=s.greeting,
+            realtime_model=s.realtime_model,
         )
         return replace(config, **overrides)
 

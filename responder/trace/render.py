@@ -75,7 +75,8 @@ def render_decision(d: TraceDecision) -> list[str]:
     for n in range(1, d.rounds + 1):
         tools = [t for t in d.tool_calls if t.round == n]
         if not tools:
-            lines.append(_line("", f"round {n}: final answer" if n == d.rounds else f"round {n}: no tools"))
+            last = "final answer" if d.outcome == "ok" else f"no answer ({d.outcome})"
+            lines.append(_line("", f"round {n}: {last}" if n == d.rounds else f"round {n}: no tools"))
         for t in tools:
             status = "" if t.ok else " FAILED"
             lines.append(

@@ -7,6 +7,8 @@ phone path on it: tools, history, decisions, hold lines, fallbacks, call actions
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 
 import structlog
@@ -21,6 +23,7 @@ from responder.services import Services
 from responder.transports.call_control import OpenAICallActions
 
 log = structlog.get_logger("sideband")
+SHUTDOWN_HANGUP_S = 2.0
 
 
 class NoAudioLink:
@@ -55,11 +58,15 @@ async def run_sideband_call(
             )
             await controller.start(sideband_session(services))
             await controller.run()
+        if controller.action_runner.record is None:
+            # The sideband closed without a transfer or hang-up of ours: usually the caller
+            # hung up (404, quietly ignored); if the socket merely dropped, end the call.
+            await _hang_up_quietly(actions, clog, reason="sideband_closed")
     except Exception as exc:
         clog.error("call.realtime_failed", error=repr(exc))
         # Nobody would answer the model's tool calls: end the call rather than leave the caller
         # with a responder that cannot reach the supervisor.
-        await _hang_up_quietly(actions, clog)
+        await _hang_up_quietly(actions, clog, reason="realtime_failed")
         try:
             if controller is None:
                 await services.history.set_meta(
@@ -67,16 +74,25 @@ async def run_sideband_call(
                 )
         except Exception as redis_exc:
             clog.error("call.end_not_recorded", error=repr(redis_exc))
+    except asyncio.CancelledError:
+        # This instance is shutting down: like a Twilio stream whose socket closes, the call
+        # ends rather than going on with nobody answering the model's tool calls.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(SHUTDOWN_HANGUP_S):
+                await _hang_up_quietly(actions, clog, reason="shutdown")
+                if controller is None:
+                    await services.history.set_meta(call_id, status="ended", ended_at=time.time())
+        raise
     finally:
         ticket.release()  # first: nothing below (a cancelled close) may keep the slot taken
         if controller is not None:
             await controller.close()
 
 
-async def _hang_up_quietly(actions: OpenAICallActions, clog: FilteringBoundLogger) -> None:
+async def _hang_up_quietly(actions: OpenAICallActions, clog: FilteringBoundLogger, reason: str) -> None:
     try:
         await actions.hang_up()
-        clog.info("call.hung_up", reason="realtime_failed")
+        clog.info("call.hung_up", reason=reason)
     except NotFoundError:
         pass  # the caller is already gone
     except Exception as exc:

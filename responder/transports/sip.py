@@ -72,7 +72,7 @@ async def _admit(services: Services, call_id: str, caller: str, webhook_id: str)
         return web.json_response({"status": "duplicate"})
     client = services.realtime_client
     try:
-        ticket = services.admission.admit("sip")
+        ticket = services.admission.admit("sip", draining=services.draining)
     except AdmissionRefused as refused:
         clog.warning("sip.call_rejected", reason=refused.reason, status_code=BUSY)
         try:

@@ -96,8 +96,9 @@ async def incoming_call(request: web.Request) -> web.Response:
     call_sid = params.get("CallSid", "")
     if not call_sid:
         raise web.HTTPBadRequest(text="CallSid missing")
-    if not services.admission.has_room():
-        log.warning("twilio.call_refused", call_id=call_sid, reason="capacity")
+    if services.draining or not services.admission.has_room():
+        reason = "draining" if services.draining else "capacity"
+        log.warning("twilio.call_refused", call_id=call_sid, reason=reason)
         return web.Response(text=twiml_busy(), content_type="application/xml")
     expires = int(time.time()) + STREAM_TOKEN_TTL_S
     ws_url = _ws_url(settings.external_url()) + MEDIA_PATH

@@ -59,7 +59,9 @@ async def create_webrtc_call(request: web.Request) -> web.Response:
     if not offer.startswith("v=0"):
         raise web.HTTPBadRequest(text="expected an SDP offer (application/sdp)")
     try:
-        ticket = services.admission.admit("webrtc", client_key(request, services))
+        ticket = services.admission.admit(
+            "webrtc", client_key(request, services), draining=services.draining
+        )
     except AdmissionRefused as refused:
         log.warning("webrtc.call_refused", reason=refused.reason)
         return refused_response(refused)

@@ -193,7 +193,9 @@ def _start_caller(data: str) -> str | None:
 async def call_socket(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     try:  # before the upgrade: a refused client gets a plain 429 with Retry-After
-        ticket = services.admission.admit("websocket", client_key(request, services))
+        ticket = services.admission.admit(
+            "websocket", client_key(request, services), draining=services.draining
+        )
     except AdmissionRefused as refused:
         log.warning("websocket.call_refused", reason=refused.reason)
         return refused_response(refused)

@@ -61,3 +61,12 @@ def test_a_promised_call_is_counted_even_when_the_instance_filled_up() -> None:
     assert admission.active == {"sip": 1, "twilio": 1} and not admission.has_room()
     ticket.release()
     assert admission.active_total == 1
+
+
+def test_a_draining_instance_takes_no_new_calls_but_keeps_promised_ones() -> None:
+    admission = CallAdmission(max_calls=5, rate_per_minute=60, burst=5)
+    with pytest.raises(AdmissionRefused) as refused:
+        admission.admit("sip", draining=True)
+    assert refused.value.reason == "capacity" and admission.active_total == 0
+    admission.admit("twilio", promised=True, draining=True)  # its webhook was answered before
+    assert admission.active == {"twilio": 1}

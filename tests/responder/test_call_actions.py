@@ -10,15 +10,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from responder.actions import GOODBYE_LINE, NO_TRANSFER_LINE, TRANSFER_LINE
 from responder.settings import Settings
-from responder.simulator.caller import place_call
+from responder.simulator.caller import place_call, speech_ms_for
 from responder.simulator.scenario import load_scenario
 from responder.simulator.twilio_rest import TwilioRestStandIn
 from supervisor.history import HistoryItem
 from tests.responder.conftest import AUTH_TOKEN, RunningService
 from tests.responder.sideband_helpers import ended_call_items, spoken
 from tests.responder.test_phone_call import QUIET_MS, SPEED, assert_protocol_clean
+from tests.responder.test_websocket_call import PcmClient, ws_call
 
 ACCOUNT = "AC" + "0" * 32
 AGENT = "+15555550199"
@@ -117,3 +120,44 @@ async def test_a_failing_twilio_api_still_ends_the_call_and_records_the_failure(
     assert action.meta["outcome"] == "failed" and "401" in (action.meta["error"] or "")
     assert report.hung_up_by_service  # our side closed the media stream: Twilio ends the call
     assert (await svc.services.history.get_meta(report.call_sid))["status"] == "ended"
+
+
+def ws_action_script(scenario_name: str) -> Callable[[PcmClient], Any]:
+    """The scenario's turns, then wait for the service to end the call (no ``stop`` sent)."""
+    scenario = load_scenario(scenario_name)
+
+    async def script(client: PcmClient) -> None:
+        await client.wait_for(lambda: client.playback.received_ms > 0, timeout=10)
+        for turn in scenario.turns:
+            await client.wait_quiet()
+            await client.speak(speech_ms_for(turn))
+        await client.wait_for(client.closed.is_set, timeout=30)
+
+    return script
+
+
+@pytest.mark.parametrize(
+    ("scenario", "tool", "line", "outcome"),
+    [
+        ("hangup", "end_call", GOODBYE_LINE, "done"),
+        ("escalate", "escalate_to_human", NO_TRANSFER_LINE, "no_transfer_target"),
+    ],
+)
+async def test_websocket_calls_end_after_the_line_and_record_the_action(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings],
+    scenario: str, tool: str, line: str, outcome: str,
+) -> None:  # fmt: skip
+    svc = await start_service(make_settings(simulator_scenario=scenario))
+    report = await ws_call(svc, ws_action_script(scenario))
+    # the service closed the socket itself, with its end notice last
+    assert report.ended == {"type": "ended", "reason": "call_ended"} and report.after_ended == 0
+    items = await ended_call_items(svc, report.call_id)
+    action = the_action(items)
+    assert action.name == tool and action.meta["outcome"] == outcome
+    assert action.meta["transport"] == "websocket" and action.meta["reason"]
+    assert [t for r, t in spoken(items) if r == "assistant"][-1] == line
+    # the line was played to the caller (marks echoed) before the socket closed
+    assert report.marks_echoed > 0 and report.audio_ms > 0
+    assert len(await svc.services.history.get_decisions(report.call_id)) == 1
+    assert svc.services.admission.active_total == 0
+    assert_protocol_clean(svc)

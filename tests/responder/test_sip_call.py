@@ -181,8 +181,16 @@ async def test_signed_garbage_is_a_bad_request_and_other_event_types_are_acknowl
 
     svc = await _service(start_service, make_settings)
     other = '{"id":"evt_1","object":"event","type":"batch.completed","created_at":1,"data":{"id":"b"}}'
+    incoming = '{"id":"evt_2","object":"event","type":"realtime.call.incoming","created_at":1,"data":'
+    odd = [
+        (incoming + "null}", 400),
+        (incoming + '"rtc_x"}', 400),
+        (incoming + '{"call_id":["rtc_x"]}}', 400),
+        (incoming + '{"call_id":"../../etc"}}', 400),
+        ("[1, 2]", 200),  # no event type: acknowledged and ignored
+    ]
     async with aiohttp.ClientSession() as http:
-        for body, expected in (("not json {", 400), (other, 200)):
+        for body, expected in (("not json {", 400), (other, 200), *odd):
             headers = sign(body, SECRET, webhook_id="msg_test")
             async with http.post(_webhook(svc), data=body.encode(), headers=headers) as resp:
                 assert resp.status == expected, await resp.text()
@@ -218,8 +226,9 @@ async def test_concurrent_duplicate_deliveries_start_one_controller(
 async def test_a_refused_transfer_is_recorded_and_the_caller_is_not_left_on_the_line(
     start_service: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
+    bad_target = "mailto:desk@example.com"  # OpenAI refers to tel: and sip: URIs only
     svc = await _service(
-        start_service, make_settings, simulator_scenario="escalate", escalation_sip_uri="mailto:desk@example.com"
+        start_service, make_settings, simulator_scenario="escalate", escalation_sip_uri=bad_target
     )
     state = svc.services.simulator_state
     delivery = await send_incoming_call(_webhook(svc), SECRET, state=state)
@@ -231,3 +240,15 @@ async def test_a_refused_transfer_is_recorded_and_the_caller_is_not_left_on_the_
     assert [a for a, _ in state.actions_for(delivery.call_id)][-1] == "hangup"
     assert state.calls[delivery.call_id].status == "hung_up"
     assert svc.services.admission.active_total == 0
+
+
+async def test_a_draining_instance_rejects_new_calls_as_busy(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    svc = await _service(start_service, make_settings)
+    svc.services.draining = True  # what SIGTERM sets
+    state = svc.services.simulator_state
+    delivery = await send_incoming_call(_webhook(svc), SECRET, state=state)
+    assert delivery.statuses == [200] and "rejected" in delivery.bodies[0]
+    assert state.actions_for(delivery.call_id) == [("reject", {"status_code": 486})]
+    assert await svc.services.history.get_meta(delivery.call_id) == {}

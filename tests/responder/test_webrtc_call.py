@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import pytest
 
 from responder.settings import Settings
 from responder.simulator.scenario import load_scenario
@@ -149,25 +150,27 @@ async def test_a_failed_sideband_frees_the_slot_and_hangs_up_the_call(
         await runner.cleanup()
 
 
+@pytest.mark.parametrize("stage", ["starting", "greeting"])
 async def test_shutdown_ends_live_sideband_calls_and_frees_their_slots(
-    start_service: Callable[..., Any], make_settings: Callable[..., Settings], history: CallHistory
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings], history: CallHistory,
+    stage: str,
 ) -> None:
     svc = await start_service(make_settings(simulator_scenario="returns", simulator_speed=1.0))
     status, _, headers = await post_offer(svc)
     assert status == 200
     call_id = headers["X-Call-Id"]
     await wait_for_status(svc, call_id, {"active"})
+    async with asyncio.timeout(10):  # "starting": shut down while the call is being set up
+        while stage == "greeting" and not await history.get_items(call_id):
+            await asyncio.sleep(0.02)
     services = svc.services
+    simulator = services.simulator_state
     assert services.admission.active_total == 1 and len(services.call_tasks) == 1
     [task] = services.call_tasks
     async with asyncio.timeout(15):
         await svc.server.close()
-    import time as _t
-    t0 = _t.monotonic()
-    while not task.done() and _t.monotonic() - t0 < 30:
-        await asyncio.sleep(0.5)
-        print("STACK", _t.monotonic() - t0, task.get_stack())
-        task.print_stack()
     assert task.done() and not services.call_tasks
     assert services.admission.active_total == 0
     assert (await history.get_meta(call_id))["status"] == "ended"
+    # the call is hung up, not left running upstream with nobody answering its tool calls
+    assert [a for a, _ in simulator.actions_for(call_id)] == ["create", "hangup"]
