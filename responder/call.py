@@ -16,8 +16,7 @@ import json
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
@@ -25,13 +24,19 @@ from redis.exceptions import RedisError
 from responder import metrics
 from responder.action_runner import ActionRunner
 from responder.actions import ACTION_TOOLS, ActionName, CallActions, string_argument
+from responder.call_contract import (
+    _KEPT_TASKS,
+    CallerLink,
+    ControllerConfig,
+    DecideFn,
+    finish_kept_tasks,
+)
 from responder.playback import PlaybackTracker
 from responder.realtime.connection import RealtimeConnection
 from responder.realtime.session import CONTEXT_ARG, SUPERVISOR_TOOL
 from responder.recorder import TranscriptRecorder
 from responder.responses import ResponseTracker
 from supervisor.agent import FALLBACK_TEXT
-from supervisor.decisions import Decision
 from supervisor.history import CallHistory
 
 HOLD_LINE_TEXT = "Still checking on that for you."
@@ -41,43 +46,14 @@ HOLD_LINE_INSTRUCTIONS = (
 )
 MAX_ANSWER_ATTEMPTS = 3
 
-# Tasks that outlive their call (a supervisor run whose caller hung up): referenced here so
-# that they are not garbage-collected mid-flight.
-_KEPT_TASKS: set[asyncio.Task[Any]] = set()
-
-
-async def finish_kept_tasks(timeout_s: float) -> None:
-    """Shutdown: let supervisor runs that outlived their call record their decisions (bounded)."""
-    if _KEPT_TASKS:
-        await asyncio.wait(list(_KEPT_TASKS), timeout=timeout_s)
-
-
-class CallerLink(Protocol):
-    """The caller side of a call, as the controller sees it. Implemented by each transport."""
-
-    async def send_audio(self, b64_audio: str, mark: str) -> None: ...
-
-    async def clear_audio(self) -> None: ...
-
-
-class DecideFn(Protocol):
-    def __call__(
-        self, call_id: str, context: str, *, user_item_id: str | None = None
-    ) -> Awaitable[Decision]: ...
-
-
-@dataclass(frozen=True)
-class ControllerConfig:
-    transcript_wait_s: float = 1.0
-    hold_delay_s: float = 3.0
-    max_hold_lines: int = 1
-    supervisor_deadline_s: float = 10.0
-    greeting: bool = True
-    bytes_per_ms: float = 8.0  # audio/pcmu 8 kHz
-    transport: str = "twilio"
-    realtime_model: str = "gpt-realtime"
-    sideband: bool = False  # SIP/WebRTC: audio flows between caller and OpenAI, not through us
-    remote_ms_per_char: float = 75.0  # sideband: how long a spoken line takes, to let it play out
+__all__ = [
+    "FALLBACK_TEXT",
+    "CallController",
+    "CallerLink",
+    "ControllerConfig",
+    "DecideFn",
+    "finish_kept_tasks",
+]
 
 
 class CallController:
