@@ -77,7 +77,8 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         log.warning("app.no_api_key", message="OPENAI_API_KEY is not set: using the local simulator")
     app = create_app(settings)
     drain_on_sigterm(app, settings.drain_s)
-    web.run_app(app, host=settings.host, port=settings.port, print=None)
+    # no access log: request lines carry live-transcript tokens (?token=); events are logged instead
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
     return 0
 
 

@@ -37,6 +37,7 @@ import json
 import re
 import secrets
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
@@ -190,8 +191,25 @@ def _start_caller(data: str) -> str | None:
     return caller if isinstance(caller, str) and len(caller) <= MAX_CALLER_CHARS else None
 
 
+def foreign_origin(request: web.Request, services: Services) -> str | None:
+    """A browser page from another site (its ``Origin``) trying to open a call; None if fine.
+
+    Programmatic clients send no ``Origin``; the call page is served by this service, so its
+    origin is the host it asked, or the configured public URL."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return None
+    host = urlsplit(origin).netloc
+    allowed = {request.host, urlsplit(services.settings.external_url()).netloc}
+    return None if host and host in allowed else origin[:100]
+
+
 async def call_socket(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
+    origin = foreign_origin(request, services)
+    if origin is not None:
+        log.warning("websocket.call_refused", reason="foreign origin", origin=origin)
+        raise web.HTTPForbidden(text="calls can only be started from this service's own page")
     try:  # before the upgrade: a refused client gets a plain 429 with Retry-After
         ticket = services.admission.admit(
             "websocket", client_key(request, services), draining=services.draining

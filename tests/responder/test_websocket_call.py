@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import pytest
 from structlog.testing import capture_logs
 
 from responder.realtime.session import PCM24K
@@ -337,3 +338,20 @@ async def test_calls_past_the_cap_are_refused_before_the_upgrade(
     async with aiohttp.ClientSession() as http, http.ws_connect(url) as again:
         await again.send_bytes(audio.silence(FRAME_MS, "pcm16"))
         assert (await again.receive_json(timeout=5))["type"] == "call"
+
+
+async def test_another_sites_page_cannot_open_a_call(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    svc: RunningService = await start_service(make_settings(greeting=False))
+    url = svc.url.replace("http", "ws", 1) + "/calls/ws"
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(url, origin="https://evil.example")
+        assert refused.value.status == 403
+        async with http.ws_connect(url, origin=svc.url) as own_page:  # the service's own page
+            await own_page.send_json({"type": "start"})
+            call = await own_page.receive_json(timeout=5)
+            assert call["type"] == "call"
+            await own_page.send_json({"type": "stop"})
+    assert await svc.services.history.recent_calls() == [call["call_id"]]  # the refused one left no trace
