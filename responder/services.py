@@ -25,9 +25,9 @@ class Services:
     history: CallHistory
     realtime_client: AsyncOpenAI
     decide: DecideFn
+    admission: CallAdmission
     simulator_url: str | None = None
     simulator_state: Any = None  # the simulator's SimulatorState in keyless mode (tests read it)
-    admission: CallAdmission = field(default_factory=lambda: CallAdmission(50, 6.0, 3))
     twilio_client: Any = None  # twilio.rest.Client for call control; None without credentials
     call_tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # sideband calls in flight
     view_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))

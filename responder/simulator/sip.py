@@ -1,6 +1,6 @@
 """The SIP side of the simulator: OpenAI's ``realtime.call.incoming`` webhook, as a test double.
 
-:func:`deliver_incoming_call` registers a ringing virtual call ``rtc_…`` in the simulator's
+:func:`send_incoming_call` registers a ringing virtual call ``rtc_…`` in the simulator's
 state and POSTs the event to the service's webhook URL, signed the Standard Webhooks way
 that ``client.webhooks.unwrap(body, headers, secret=…)`` of the ``openai`` SDK verifies:
 
@@ -135,26 +135,3 @@ async def send_incoming_call(
         delivery.statuses.append(status)
         delivery.bodies.append(text)
     return delivery
-
-
-async def deliver_incoming_call(
-    webhook_url: str,
-    secret: str,
-    *,
-    state: SimulatorState | None = None,
-    call_id: str | None = None,
-    sip_headers: Sequence[dict[str, str]] | None = None,
-    duplicate: int = 1,
-    bad_signature: bool = False,
-) -> str:
-    """:func:`send_incoming_call`, returning only the call id (``rtc_…``)."""
-    delivery = await send_incoming_call(
-        webhook_url,
-        secret,
-        state=state,
-        call_id=call_id,
-        sip_headers=sip_headers,
-        duplicate=duplicate,
-        bad_signature=bad_signature,
-    )
-    return delivery.call_id

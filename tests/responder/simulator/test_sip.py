@@ -12,7 +12,7 @@ from openai import InvalidWebhookSignatureError
 from openai.types.webhooks import RealtimeCallIncomingWebhookEvent
 
 from responder.simulator.scenario import Scenario, Turn
-from responder.simulator.sip import deliver_incoming_call, new_webhook_secret, send_incoming_call
+from responder.simulator.sip import new_webhook_secret, send_incoming_call
 from responder.simulator.state import SimulatorState
 
 from .sim_fixtures import sdk
@@ -60,7 +60,7 @@ def sim_state() -> SimulatorState:
 async def test_incoming_call_is_signed_and_registered(receiver: tuple[Receiver, Any]) -> None:
     rec, url = receiver
     state = sim_state()
-    call_id = await deliver_incoming_call(url, SECRET, state=state)
+    call_id = (await send_incoming_call(url, SECRET, state=state)).call_id
     assert call_id.startswith("rtc_")
     assert state.calls[call_id].status == "ringing" and state.calls[call_id].kind == "sip"
     [event] = rec.events
