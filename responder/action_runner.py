@@ -61,6 +61,7 @@ class ActionRunner:
         self.record: ActionRecord | None = None
         self._started = False
         self._wake = asyncio.Event()  # the line was heard or the call ended: act now
+        self._line_wait_s = ACTION_LINE_WAIT_S  # how long the line may take to be heard
 
     def request(
         self, name: ActionName, tool_call_id: str, arguments: str
@@ -80,11 +81,25 @@ class ActionRunner:
         self.log.info("call.action_requested", action=name, reason=reason, action_id=self.record.action_id)
         return json.dumps({"status": "accepted", "say": line}), say_exactly(line)
 
-    async def perform_later(self, host: ActionHost) -> None:
+    def request_by_service(self, reason: str, line: str) -> dict[str, Any] | None:
+        """The service itself ends the call (drain): the ``response.create`` body that says
+        ``line``; None when an action is already under way (it ends the call anyway)."""
+        if self.record is not None:
+            return None
+        self.record = ActionRecord(
+            call_id=self.call_id, action=END_CALL_TOOL, tool_call_id="", reason=reason,
+            transport=self.transport, line=line,
+        )  # fmt: skip
+        action_id = self.record.action_id
+        self.log.info("call.action_requested", action=END_CALL_TOOL, reason=reason, action_id=action_id)
+        return say_exactly(line)
+
+    async def perform_later(self, host: ActionHost, wait_s: float = ACTION_LINE_WAIT_S) -> None:
         """The action happens even if its line is never spoken (refused, lost) or the call
         ends first (the realtime side failed: a transfer still gets the caller to a person)."""
+        self._line_wait_s = min(self._line_wait_s, wait_s)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), ACTION_LINE_WAIT_S)
+            await asyncio.wait_for(self._wake.wait(), wait_s)
         await self.perform(host)
 
     def call_closed(self) -> None:
@@ -135,7 +150,7 @@ class ActionRunner:
 
     async def _until_line_heard(self, host: ActionHost, line: str) -> None:
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(ACTION_LINE_WAIT_S):
+            async with asyncio.timeout(self._line_wait_s):
                 if self.remote_ms_per_char is not None:
                     await asyncio.sleep(len(line) * self.remote_ms_per_char / 1000)
                 await host.until_silent()

@@ -26,6 +26,12 @@ NO_TRANSFER_LINE = (
     "I've passed your request to a colleague, who will get back to you. Thanks for calling."
 )
 GOODBYE_LINE = "Thanks for calling Northwind Outfitters. Goodbye!"
+# said when the service ends a call itself (this instance is shutting down after its drain)
+DRAIN_LINE = (
+    "I'm sorry, I have to end our call now for system maintenance. "
+    "Please call us back in a few minutes. Goodbye!"
+)
+SERVICE_DRAINING = "service_draining"
 
 _REASON_PARAMS: dict[str, Any] = {
     "type": "object",

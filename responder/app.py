@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import AsyncIterator
 
 import structlog
@@ -193,42 +192,6 @@ async def start_simulator(
     sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
     bound = sockets[0].getsockname()[1] if sockets else port
     return runner, f"http://{host}:{bound}"
-
-
-def drain_on_sigterm(app: web.Application, drain_s: float) -> None:
-    """SIGTERM: /readyz answers 503 at once (load balancers stop sending calls) while calls in
-    progress go on; the process exits when the last one ends or after ``drain_s``. A second
-    SIGTERM (or SIGINT) exits at once."""
-
-    drain_tasks: set[asyncio.Task[None]] = set()  # a reference, so that the task is not collected
-
-    async def install(app: web.Application) -> None:
-        loop = asyncio.get_running_loop()
-
-        def on_sigterm() -> None:
-            services = app.get(SERVICES)
-            if services is None or services.draining:
-                raise web.GracefulExit()
-            services.draining = True
-            log.warning("app.draining", drain_s=drain_s, active_calls=services.admission.active_total)
-            drain_tasks.add(asyncio.ensure_future(_drain(services, drain_s)))
-
-        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
-
-    app.on_startup.append(install)
-
-
-async def _drain(services: Services, drain_s: float) -> None:
-    for _ in range(int(drain_s / 0.2)):  # admission counts calls of every transport
-        if services.admission.active_total == 0:
-            break
-        await asyncio.sleep(0.2)
-    log.warning("app.drained", active_calls=services.admission.active_total)
-    asyncio.get_running_loop().call_soon(_graceful_exit)
-
-
-def _graceful_exit() -> None:
-    raise web.GracefulExit()  # raised from a loop callback: ends run_app, which then cleans up
 
 
 async def healthz(request: web.Request) -> web.Response:

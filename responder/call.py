@@ -428,6 +428,24 @@ class CallController:
         self._spawn(self.action_runner.perform_later(self), "action-watchdog", keep=True)
         await self._flush_outputs()
 
+    async def end_with_line(self, reason: str, line: str, within_s: float) -> None:
+        """The service ends the call itself (drain): what is being said may finish, then
+        ``line`` is said and the call hung up like ``end_call``, all within ``within_s``."""
+        body = None if self.closed else self.action_runner.request_by_service(reason, line)
+        if body is None:
+            return
+        self._spawn(self.action_runner.perform_later(self, within_s), "action-watchdog", keep=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._until_quiet(), within_s / 3)
+        active = self.responses.active
+        if active is not None:
+            await self.rt.send({"type": "response.cancel", "response_id": active.id})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._until(self.responses.idle), 1.0)
+        if not self.closed:
+            self._answer_purpose = ("action_line", body)
+            await self._request_response("action_line", body)
+
     # -- sending answers, never over an active response ----------------------------------
     def _queue_output(self, tool_call_id: str, output: str) -> None:
         self._pending_outputs.append((tool_call_id, output))

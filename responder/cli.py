@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
-    from responder.app import create_app, drain_on_sigterm
+    from responder.app import create_app
+    from responder.drain import drain_on_sigterm
 
     updates: dict[str, Any] = {}
     if host:
@@ -76,7 +77,7 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     if settings.uses_simulator:
         log.warning("app.no_api_key", message="OPENAI_API_KEY is not set: using the local simulator")
     app = create_app(settings)
-    drain_on_sigterm(app, settings.drain_s)
+    drain_on_sigterm(app, settings.drain_s, settings.drain_goodbye_s)
     # no access log: request lines carry live-transcript tokens (?token=); events are logged instead
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import weakref
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -11,7 +12,7 @@ from aiohttp import web
 from openai import AsyncOpenAI
 
 from responder.admission import CallAdmission
-from responder.call import ControllerConfig, DecideFn
+from responder.call import CallController, ControllerConfig, DecideFn
 from responder.redis_server import RedisHandle
 from responder.settings import Settings
 from responder.web.view_token import view_token
@@ -30,6 +31,8 @@ class Services:
     simulator_state: Any = None  # the simulator's SimulatorState in keyless mode (tests read it)
     twilio_client: Any = None  # twilio.rest.Client for call control; None without credentials
     call_tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # sideband calls in flight
+    # every call controller of this instance (what a drain says goodbye through)
+    live_controllers: weakref.WeakSet[CallController] = field(default_factory=weakref.WeakSet)
     view_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
     def view_token(self, call_id: str) -> str:

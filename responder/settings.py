@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     drain_s: float = Field(
         default=20.0, ge=0, description="On SIGTERM: /readyz answers 503 and calls go on for up to this long."
     )
+    drain_goodbye_s: float = Field(
+        default=6.0, ge=0, description="The drain's last part: calls still live say a goodbye line and end."
+    )
 
     # --- Simulator (test double used when there is no API key) --------------------------
     simulator_speed: float = 1.0

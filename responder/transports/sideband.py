@@ -56,6 +56,7 @@ async def run_sideband_call(
             controller = CallController(
                 call_id, rt, NoAudioLink(), services.history, services.decide, config, actions
             )
+            services.live_controllers.add(controller)
             await controller.start(sideband_session(services))
             await controller.run()
         if controller.action_runner.record is None:

@@ -144,10 +144,12 @@ class StreamCall:
 
     def make_controller(self, rt: RealtimeConnection, caller: CallerLink) -> CallController:
         services = self.services
-        return CallController(
+        controller = CallController(
             self.call_id, rt, caller, services.history, services.decide, self.controller_config(),
             self.call_actions(),
         )  # fmt: skip
+        services.live_controllers.add(controller)
+        return controller
 
     def call_actions(self) -> CallActions | None:
         """How ``escalate_to_human``/``end_call`` act on this transport; None: closing the call."""

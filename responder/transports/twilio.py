@@ -29,6 +29,9 @@ VOICE_PATH = "/twilio/voice"
 MEDIA_PATH = "/twilio/media"
 STREAM_TOKEN_TTL_S = 120
 BUSY_MESSAGE = "Sorry, all of our lines are busy right now. Please call again in a few minutes."
+DRAINING_MESSAGE = (
+    "Sorry, we can't take your call on this line right now. Please call again in a minute."
+)
 START_TIMEOUT_S = 10.0
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
@@ -65,10 +68,11 @@ def twiml_connect(stream_url: str, parameters: dict[str, str]) -> str:
     return str(response)
 
 
-def twiml_busy() -> str:
-    """Refuse a call politely when every line is taken: a short message, then hang up."""
+def twiml_busy(message: str = BUSY_MESSAGE) -> str:
+    """Refuse a call politely (every line taken, or this instance draining): a short
+    message, then hang up."""
     response = VoiceResponse()
-    response.say(BUSY_MESSAGE)
+    response.say(message)
     response.hangup()
     return str(response)
 
@@ -99,7 +103,8 @@ async def incoming_call(request: web.Request) -> web.Response:
     if services.draining or not services.admission.has_room():
         reason = "draining" if services.draining else "capacity"
         log.warning("twilio.call_refused", call_id=call_sid, reason=reason)
-        return web.Response(text=twiml_busy(), content_type="application/xml")
+        message = DRAINING_MESSAGE if services.draining else BUSY_MESSAGE
+        return web.Response(text=twiml_busy(message), content_type="application/xml")
     expires = int(time.time()) + STREAM_TOKEN_TTL_S
     ws_url = _ws_url(settings.external_url()) + MEDIA_PATH
     twiml = twiml_connect(
