@@ -57,12 +57,11 @@ async def test_a_call_still_live_at_the_drain_limit_hears_goodbye_and_is_hung_up
         ended = rest.register_call(sid)
         # a caller who stays on the line, silent, long after the greeting
         scenario = load_scenario("returns").model_copy(update={"quiet_ms": 60_000})
-        call = asyncio.create_task(
-            place_call(
-                svc.url, scenario, auth_token=AUTH_TOKEN, speed=SPEED, call_sid=sid,
-                account_sid=ACCOUNT, ended=ended, timeout_s=60,
-            )  # fmt: skip
-        )
+        placed = place_call(
+            svc.url, scenario, auth_token=AUTH_TOKEN, speed=SPEED, call_sid=sid,
+            account_sid=ACCOUNT, ended=ended, timeout_s=60,
+        )  # fmt: skip
+        call = asyncio.create_task(placed)
 
         async def greeted() -> bool:
             items = await services.history.get_items(sid)

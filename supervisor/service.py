@@ -1,0 +1,218 @@
+"""The supervisor as its own HTTP service: ``responder supervisor serve --host --port``.
+
+``POST /v1/decide`` with ``{"call_id", "context", "user_item_id", "deadline_s"?}`` runs the same
+:class:`~supervisor.agent.Supervisor` the voice service runs in-process (same Redis history,
+same policy set kept current by PolicySync, same settings) and answers the
+:class:`~supervisor.decisions.Decision` as JSON. The decision is recorded on the call here,
+as in-process. ``deadline_s`` (what is left of the caller's deadline) can only shorten the
+configured ``supervisor_deadline_s``.
+
+* Auth: ``Authorization: Bearer <RESPONDER_SUPERVISOR_TOKEN>``, compared in constant time;
+  missing or wrong → 401. Without a token the service only starts on a loopback address.
+* Bad JSON or invalid fields → 400, a body over ``max_body_bytes`` → 413, both as JSON
+  ``{"error": {"code", "message"}}``.
+* ``GET /healthz`` (process up), ``GET /readyz`` (Redis answers and policies are loaded),
+  ``GET /metrics`` (Prometheus): no auth, for probes and scrapers.
+"""
+
+from __future__ import annotations
+
+import copy
+import hmac
+import ipaddress
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from prometheus_client import Counter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from responder.metrics import REGISTRY, metrics_handler, observe_decision
+from responder.redis_server import RedisHandle, connect_redis
+from responder.settings import Settings
+from responder.simulator.state import STATE_KEY as SIM_STATE
+from responder.supervisor_setup import supervisor_from_settings
+from supervisor.agent import Supervisor
+from supervisor.history import CallHistory
+from supervisor.policy_sync import PolicySync, start_policies
+
+log = structlog.get_logger("supervisor_service")
+
+DECIDE_PATH = "/v1/decide"
+MIN_TOKEN_CHARS = 16
+
+REQUESTS = Counter(
+    "supervisor_service_requests", "Decide requests, by HTTP status", ["status"], registry=REGISTRY
+)
+
+
+class DecideRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    call_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    context: str = Field(max_length=16_000)
+    user_item_id: str | None = Field(default=None, max_length=128)
+    deadline_s: float | None = Field(default=None, gt=0, le=600)
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    redis: RedisHandle
+    history: CallHistory
+    policy_sync: PolicySync
+    supervisor: Supervisor
+    simulator_state: Any = None  # keyless mode: the text-model double's SimulatorState (tests read it)
+
+
+STATE: web.AppKey[ServiceState] = web.AppKey("supervisor_service", ServiceState)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_token(settings: Settings, host: str) -> str | None:
+    """The configured token; refuses to run open on a non-loopback address or with a weak one."""
+    token = settings.supervisor_token.get_secret_value() if settings.supervisor_token else ""
+    if not token:
+        if not is_loopback(host):
+            raise ValueError(
+                f"refusing to serve the supervisor on {host} without RESPONDER_SUPERVISOR_TOKEN "
+                "(only a loopback address may run without one)"
+            )
+        return None
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ValueError(f"RESPONDER_SUPERVISOR_TOKEN is too short (at least {MIN_TOKEN_CHARS} characters)")
+    return token
+
+
+def create_service_app(settings: Settings, host: str | None = None) -> web.Application:
+    """The supervisor service; ``host``: the address it will bind (loopback may run tokenless)."""
+    token = check_token(settings, host or settings.host)
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_auth(token)])
+    app.cleanup_ctx.append(_lifecycle(settings))
+    app.router.add_post(DECIDE_PATH, decide)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)
+    return app
+
+
+def _error(status: int, code: str, message: str, **headers: str) -> web.Response:
+    REQUESTS.labels(status=str(status)).inc()
+    body = {"error": {"code": code, "message": message}}
+    return web.json_response(body, status=status, headers=headers or None)
+
+
+def _auth(token: str | None) -> Middleware:
+    expected = f"Bearer {token}".encode() if token else None
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if expected is not None and request.path.startswith("/v1/"):
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                log.warning("supervisor_service.unauthorized", path=request.path, has_auth=bool(given))
+                return _error(
+                    401, "unauthorized", "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"}
+                )
+        return await handler(request)
+
+    return middleware
+
+
+def _lifecycle(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        sim_runner = None
+        api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        base_url = settings.openai_base_url
+        if api_key is None:  # keyless: the text model is the local simulator (a test double)
+            from responder.app import SIMULATOR_KEY_VALUE, start_simulator
+
+            sim_runner, sim_url = await start_simulator(settings.simulator_scenario, settings.simulator_speed)
+            api_key, base_url = SIMULATOR_KEY_VALUE, sim_url + "/v1"
+            log.warning("supervisor_service.simulator_mode", simulator_url=sim_url)
+        redis = await connect_redis(settings.redis_url, settings.redis_data_dir)
+        history = CallHistory(redis.client, prefix=settings.redis_prefix, ttl_s=settings.history_ttl_s)
+        policy_sync = await start_policies(redis.client, settings.redis_prefix, settings.policies_dir)
+        supervisor = supervisor_from_settings(
+            settings, history, policy_sync.library, base_url=base_url, api_key=api_key
+        )
+        sim_state = sim_runner.app[SIM_STATE] if sim_runner is not None else None
+        app[STATE] = ServiceState(settings, redis, history, policy_sync, supervisor, sim_state)
+        log.info(
+            "supervisor_service.ready", model=settings.supervisor_model, api=settings.supervisor_api,
+            policies=policy_sync.library.labels(), deadline_s=settings.supervisor_deadline_s,
+        )  # fmt: skip
+        try:
+            yield
+        finally:
+            await supervisor.aclose()
+            await policy_sync.stop()
+            await redis.close()
+            if sim_runner is not None:
+                await sim_runner.cleanup()
+
+    return lifecycle
+
+
+async def decide(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    state = request.app.get(STATE)
+    if state is None:
+        return _error(503, "starting", "the supervisor service is starting")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, "too_large", f"the body is over {state.settings.max_body_bytes} bytes")
+    try:
+        body = DecideRequest.model_validate(json.loads(raw))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        log.warning("supervisor_service.bad_request", reason="invalid JSON", bytes=len(raw))
+        return _error(400, "invalid_json", "the body is not valid JSON")
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()})
+        log.warning("supervisor_service.bad_request", reason="invalid fields", fields=fields)
+        return _error(400, "invalid_request", f"invalid or missing field(s): {', '.join(fields)}")
+    supervisor = state.supervisor
+    if body.deadline_s is not None and body.deadline_s < supervisor.deadline_s:
+        supervisor = copy.copy(supervisor)  # the caller's remaining time: a shorter deadline
+        supervisor.deadline_s = body.deadline_s
+    with structlog.contextvars.bound_contextvars(call_id=body.call_id):
+        decision = await supervisor.decide(body.call_id, body.context, user_item_id=body.user_item_id)
+        observe_decision(decision)
+        REQUESTS.labels(status="200").inc()
+        log.bind(call_id=body.call_id).info(
+            "supervisor_service.request", decision_id=decision.decision_id, outcome=decision.outcome,
+            deadline_s=supervisor.deadline_s, ms=round((time.perf_counter() - started) * 1000, 1),
+        )  # fmt: skip
+    return web.json_response(text=decision.model_dump_json())
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    state = request.app.get(STATE)
+    if state is None:
+        return web.json_response({"ready": False, "reason": "starting"}, status=503)
+    try:
+        await state.redis.client.ping()
+    except Exception:
+        return web.json_response({"ready": False, "reason": "redis unreachable"}, status=503)
+    loaded = len(state.policy_sync.library.labels())
+    if not loaded:
+        return web.json_response({"ready": False, "reason": "no policies loaded"}, status=503)
+    return web.json_response({"ready": True, "policies": loaded})
