@@ -10,25 +10,27 @@ from aiohttp import web
 
 from responder.admission import CallAdmission
 from responder.call import finish_kept_tasks
-from responder.metrics import REDIS_ERRORS, metrics_handler
+from responder.metrics import HISTORY_BUFFERED, REDIS_ERRORS, metrics_handler
 from responder.realtime.connection import make_client
 from responder.redis_server import connect_redis
+from responder.remote_supervisor import RemoteSupervisor
 from responder.services import SERVICES, Services
 from responder.settings import Settings
 from responder.simulator.app import create_simulator_app
 from responder.simulator.scenario import load_scenario
 from responder.simulator.state import STATE_KEY
+from responder.supervisor_setup import supervisor_from_settings, supervisor_key
 from responder.transports.call_control import close_twilio_client, make_twilio_client
 from responder.transports.sip import SIP_WEBHOOK_PATH, add_sip_routes
 from responder.transports.twilio import MEDIA_PATH, VOICE_PATH, add_twilio_routes
 from responder.transports.webrtc import add_webrtc_routes
 from responder.transports.websocket import add_websocket_routes
+from responder.warmup import warm_up_sdk, warm_up_text_model
 from responder.web.call import add_call_page_routes
 from responder.web.editor_routes import POLICIES, PolicyServices, add_editor_routes
 from responder.web.live import add_live_routes
 from responder.web.trace_routes import add_trace_routes
-from supervisor.agent import build_supervisor
-from supervisor.history import CallHistory
+from supervisor.history_buffer import BufferedCallHistory
 from supervisor.policy_sync import start_policies
 
 log = structlog.get_logger("app")
@@ -39,6 +41,7 @@ SIMULATOR_KEY_VALUE = "sk-simulator-test-double"
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes)
     app.cleanup_ctx.append(_lifecycle(settings))
+    app.on_shutdown.append(_mark_stopping)
     add_twilio_routes(app)
     add_sip_routes(app)
     add_webrtc_routes(app)
@@ -73,32 +76,29 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
             api_key, base_url, ws_url = SIMULATOR_KEY_VALUE, simulator_url + "/v1", None
             simulator_state = sim_runner.app[STATE_KEY]
         redis = await connect_redis(settings.redis_url, settings.redis_data_dir)
-        history = CallHistory(redis.client, prefix=settings.redis_prefix, ttl_s=settings.history_ttl_s)
-        supervisor_key = _supervisor_key(settings, api_key)
+        history = BufferedCallHistory(  # a Redis outage mid-call: writes buffered, then flushed
+            redis.client, prefix=settings.redis_prefix, ttl_s=settings.history_ttl_s,
+            on_buffered=HISTORY_BUFFERED.set,
+        )  # fmt: skip
         policy_sync = await start_policies(redis.client, settings.redis_prefix, settings.policies_dir)
-        supervisor = build_supervisor(
-            history=history,
-            base_url=settings.supervisor_base_url or base_url,
-            api_key=supervisor_key,
-            model=settings.supervisor_model,
-            api=settings.supervisor_api,
-            policies_dir=settings.policies_dir,
-            max_rounds=settings.supervisor_max_rounds,
-            deadline_s=settings.supervisor_deadline_s,
-            history_tokens=settings.supervisor_history_tokens,
-            library=policy_sync.library,
-            inline_max_chars=settings.policies_inline_max_chars,
-            otel=settings.otel,
+        # in-process: calls' supervisor unless RESPONDER_SUPERVISOR_URL is set; always the
+        # policy editor's "try it" (drafts are only here)
+        supervisor = supervisor_from_settings(
+            settings, history, policy_sync.library, base_url=base_url, api_key=api_key
         )
         app[POLICIES] = PolicyServices(policy_sync, supervisor)
+        remote = RemoteSupervisor.from_settings(settings, history) if settings.supervisor_url else None
         client = make_client(api_key, base_url, ws_url)
+        # the SDK's first uses stall the event loop for tens of ms: pay them now, not mid-call
+        warmed = {**warm_up_sdk(client), "text_model": await warm_up_text_model(settings.supervisor_api)}
+        log.info("app.sdk_warmed_up", ms=warmed)
         twilio_client = make_twilio_client(settings)
         app[SERVICES] = Services(
             settings=settings,
             redis=redis,
             history=history,
             realtime_client=client,
-            decide=supervisor.decide,
+            decide=remote.decide if remote is not None else supervisor.decide,
             simulator_url=simulator_url,
             simulator_state=simulator_state,
             admission=CallAdmission(
@@ -120,6 +120,7 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
             realtime_model=settings.realtime_model,
             supervisor_model=settings.supervisor_model,
             supervisor_api=settings.supervisor_api,
+            supervisor_service=settings.supervisor_url or "in-process",
             redis=redis.url if redis.embedded else "REDIS_URL",
             twilio_signature_check=settings.twilio_auth_token is not None,
             sip_webhook=external + SIP_WEBHOOK_PATH,
@@ -134,12 +135,22 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
             await close_twilio_client(twilio_client)
             await client.close()
             await supervisor.aclose()
+            if remote is not None:
+                await remote.aclose()
             await policy_sync.stop()
+            await history.aclose(timeout_s=3.0)  # a last flush of writes an outage buffered
             await redis.close()
             if sim_runner is not None:
                 await sim_runner.cleanup()
 
     return lifecycle
+
+
+async def _mark_stopping(app: web.Application) -> None:
+    """Shutdown cuts the connections of live calls next: they end as ``service_shutdown``."""
+    services = app.get(SERVICES)
+    if services is not None:
+        services.stopping = True
 
 
 async def _finish_calls(services: Services, timeout_s: float = 5.0) -> None:
@@ -166,13 +177,7 @@ def _view_secret(settings: Settings) -> dict[str, bytes]:
     return {"view_secret": settings.session_secret.get_secret_value().encode()}
 
 
-def _supervisor_key(settings: Settings, openai_key: str) -> str:
-    """The supervisor's key. The OpenAI key is never sent to a different supervisor host."""
-    if settings.supervisor_api_key is not None:
-        return settings.supervisor_api_key.get_secret_value()
-    if settings.supervisor_base_url and not settings.uses_simulator:
-        return "unused"  # a self-hosted OpenAI-compatible server (vLLM, Ollama) needs none
-    return openai_key
+_supervisor_key = supervisor_key  # moved to responder/supervisor_setup.py
 
 
 async def start_simulator(

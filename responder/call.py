@@ -31,8 +31,11 @@ from responder.call_contract import (
     DecideFn,
     finish_kept_tasks,
 )
+from responder.end_reason import unstated_reason
 from responder.playback import PlaybackTracker
 from responder.realtime.connection import RealtimeConnection
+from responder.realtime.event_shape import shape_problem
+from responder.realtime.reconnect import resume_controller
 from responder.realtime.session import CONTEXT_ARG, SUPERVISOR_TOOL
 from responder.recorder import TranscriptRecorder
 from responder.responses import ResponseTracker
@@ -123,25 +126,47 @@ class CallController:
     async def run(self) -> None:
         """Process server events until the realtime socket closes or the call ends."""
         try:
-            async for event in self.rt.events():
-                handler = self._handlers.get(event.get("type", ""))
-                if handler is None:
-                    continue  # unknown or uninteresting events are ignored, never fatal
-                try:
-                    await handler(event)
-                except Exception as exc:
-                    self.log.exception("call.event_handler_failed", event_type=event.get("type"))
-                    if isinstance(exc, RedisError):
-                        metrics.REDIS_ERRORS.labels(operation=str(event.get("type"))[:60]).inc()
-                if self.closed:
-                    break
+            await self.pump()
         finally:
             await self.close()
 
-    async def close(self) -> None:
+    async def pump(self) -> None:
+        """Process this session's server events until its socket closes or the call ends
+        (the call stays open: :mod:`responder.realtime.reconnect` may resume it)."""
+        async for event in self.rt.events():
+            kind = event.get("type")
+            handler = self._handlers.get(kind) if isinstance(kind, str) else None
+            if handler is None:
+                continue  # unknown or uninteresting events are ignored, never fatal
+            problem = shape_problem(event)
+            if problem is not None:  # a field of the wrong type: skipped, not half-handled
+                self.log.warning("realtime.event_invalid", event_type=kind, problem=problem)
+                continue
+            try:
+                await handler(event)
+            except Exception as exc:
+                self.log.exception("call.event_handler_failed", event_type=event.get("type"))
+                if isinstance(exc, RedisError):
+                    metrics.REDIS_ERRORS.labels(operation=str(event.get("type"))[:60]).inc()
+            if self.closed:
+                break
+
+    async def resume(self, rt: RealtimeConnection, session: dict[str, Any]) -> int:
+        """Continue the call on a new Realtime session after its socket dropped: the history is
+        replayed and the answer due is asked for again. Returns the number of items replayed."""
+        return await resume_controller(self, rt, session)
+
+    async def close(self, reason: str | None = None) -> None:
+        """End the call (idempotent: the first reason wins; see responder/end_reason.py)."""
         if self.closed:
             return
         self.closed = True
+        record = self.action_runner.record
+        end_reason = reason or unstated_reason(
+            sideband=self.config.sideband,
+            action=record.action if record is not None else None,
+            action_reason=record.reason if record is not None else None,
+        )
         self._notify()
         self.action_runner.call_closed()
         for task in list(self._tasks):
@@ -149,13 +174,14 @@ class CallController:
         duration = round(time.monotonic() - self.started_at, 3)
         try:
             await self.history.set_meta(
-                self.call_id, status="ended", ended_at=time.time(), duration_s=duration
-            )
+                self.call_id, status="ended", ended_at=time.time(), duration_s=duration,
+                end_reason=end_reason,
+            )  # fmt: skip
         except Exception as exc:
             self.log.error("call.end_not_recorded", error=repr(exc))
             metrics.REDIS_ERRORS.labels(operation="set_meta").inc()
         outcome = metrics.call_outcome(self.outcomes)
-        self.log.info("call.ended", duration_s=duration, outcome=outcome)
+        self.log.info("call.ended", duration_s=duration, outcome=outcome, end_reason=end_reason)
         metrics.call_ended(self.config.transport, outcome)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.rt.close(), 2.0)

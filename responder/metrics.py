@@ -52,6 +52,14 @@ REALTIME_ERRORS = Counter(
     "responder_realtime_errors", "Error events from the Realtime server", ["code"], registry=REGISTRY
 )
 REDIS_ERRORS = Counter("responder_redis_errors", "Failed Redis operations", ["operation"], registry=REGISTRY)
+HISTORY_BUFFERED = Gauge(
+    "responder_history_buffered_writes", "History writes waiting for Redis to come back", registry=REGISTRY
+)  # set by supervisor.history_buffer through a callback: the supervisor imports no responder code
+REALTIME_RECONNECTS = Counter(
+    "responder_realtime_reconnects",
+    "New Realtime sessions after a dropped socket, by outcome (reconnected, attempt_failed, failed)",
+    ["outcome"], registry=REGISTRY,
+)  # fmt: skip
 TOKENS = Counter(
     "responder_tokens", "Model tokens used (supervisor and Realtime)", ["model", "kind"], registry=REGISTRY
 )

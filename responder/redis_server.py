@@ -13,8 +13,29 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 log = structlog.get_logger("redis")
+
+SOCKET_TIMEOUT_S = 1.0
+CONNECT_TIMEOUT_S = 0.5
+
+
+def client_options(*, tcp: bool = True) -> dict[str, Any]:
+    """A dead Redis fails a command at once (refused), an unreachable one within 1.5 s at
+    worst (history writes are then buffered, see supervisor/history_buffer.py), instead of
+    after redis-py's default 5 s timeouts and ten retries. One quick retry on a new connection
+    covers a pooled socket that a Redis restart broke; idle connections are checked before use."""
+    options: dict[str, Any] = {
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "health_check_interval": 15,
+        "retry": Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
+    }
+    if tcp:  # a unix socket (the embedded server) has no keepalive option
+        options["socket_keepalive"] = True
+    return options
 
 
 @dataclass
@@ -43,12 +64,12 @@ def _start_embedded(data_dir: Path) -> Any:
 
 async def connect_redis(url: str | None, data_dir: Path) -> RedisHandle:
     if url:
-        client = Redis.from_url(url)
+        client = Redis.from_url(url, **client_options(tcp=not url.startswith("unix:")))
         await client.ping()
         log.info("redis.connected", url=_redact(url), embedded=False)
         return RedisHandle(client=client, url=url)
     server = await asyncio.to_thread(_start_embedded, data_dir)
-    client = Redis(unix_socket_path=server.socket_file)
+    client = Redis(unix_socket_path=server.socket_file, **client_options(tcp=False))
     await client.ping()
     sock = f"unix://{server.socket_file}"
     log.info("redis.connected", url=sock, embedded=True, data_dir=str(data_dir))

@@ -39,6 +39,7 @@ class Services:
         """What lets the browser that started ``call_id`` watch its live transcript."""
         return view_token(self.view_secret, call_id)
     draining: bool = False  # set on SIGTERM: /readyz answers 503 so that no new calls arrive
+    stopping: bool = False  # set at shutdown, before live connections are cut: their end reason
 
     def spawn_call(self, coro: Any, name: str) -> asyncio.Task[Any]:
         """Run a call that no request owns (SIP, WebRTC sideband); shutdown waits for it."""

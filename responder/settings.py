@@ -124,6 +124,18 @@ class Settings(BaseSettings):
     supervisor_max_rounds: int = 4
     supervisor_history_tokens: int = 4000
     policies_dir: Path = DEFAULT_POLICIES_DIR
+    supervisor_url: str | None = Field(
+        default=None,
+        description="Supervisor service (`responder supervisor serve`) base URL; in-process when unset.",
+    )
+    supervisor_token: SecretStr | None = Field(
+        default=None, description="Bearer token between responder and supervisor service (both sides)."
+    )
+    supervisor_retry_attempts: int = Field(
+        default=4, ge=1, description="Tries per decision against the supervisor service (429/5xx/network)."
+    )
+    supervisor_retry_base_s: float = Field(default=0.2, gt=0, description="First retry's backoff.")
+    supervisor_retry_max_s: float = Field(default=2.0, gt=0, description="Longest backoff between retries.")
 
     # --- Policy documents (versioned store, editor) -------------------------------------
     policies_inline_max_chars: int = Field(

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from structlog.typing import FilteringBoundLogger
 
 from supervisor.decisions import Decision, Outcome, PolicyRef, ToolCallRecord
@@ -39,6 +41,7 @@ from supervisor.model import (
 )
 from supervisor.otel import Spans, span_factory
 from supervisor.policies import PolicyLibrary
+from supervisor.retry import deadline_scope
 from supervisor.sanitize import to_speech
 from supervisor.tools import DEFAULT_DATA_DIR, ToolRegistry, ToolResult, default_registry, policy_lookup_tool
 
@@ -124,7 +127,8 @@ class Supervisor:
             # bound for every log line of this run, tools' own included
             with structlog.contextvars.bound_contextvars(call_id=call_id, decision_id=decision.decision_id):
                 async with deadline:
-                    await self._run(decision, blog)
+                    with deadline_scope(deadline.when()):  # model retries stop short of it
+                        await self._run(decision, blog)
         except TimeoutError:
             if not deadline.expired():
                 _fail(decision, "error", "TimeoutError raised inside the supervisor")
@@ -149,7 +153,11 @@ class Supervisor:
 
     # -- the loop -----------------------------------------------------------------------------
     async def _run(self, decision: Decision, blog: FilteringBoundLogger) -> None:
-        items = await self.history.get_items(decision.call_id, limit=self.history_items)
+        try:
+            items = await self.history.get_items(decision.call_id, limit=self.history_items)
+        except (RedisConnectionError, RedisTimeoutError) as exc:  # decide from the context alone
+            blog.warning("supervisor.history_unavailable", error=repr(exc))
+            items = []
         conversation: list[Item] = [
             *build_transcript(items, self.history_tokens),
             Message("user", f"{CONTEXT_LABEL}: {decision.context}"),
@@ -285,7 +293,7 @@ def build_supervisor(
     max_rounds: int = 4,
     deadline_s: float = 10.0,
     history_tokens: int = 4000,
-    max_retries: int = 1,
+    max_retries: int = 3,
     library: PolicyLibrary | None = None,
     tools: ToolRegistry | None = None,
     inline_max_chars: int = 0,

@@ -91,6 +91,14 @@ end
 return out
 """
 
+# a replayed write (after a Redis outage, see history_buffer.py) must not record a decision twice
+_PUSH_ONCE_SCRIPT = """
+if not redis.call('LPOS', KEYS[1], ARGV[1]) then
+  redis.call('RPUSH', KEYS[1], ARGV[1])
+end
+return 1
+"""
+
 
 class HistoryItem(BaseModel):
     """One entry of a call's history."""
@@ -117,6 +125,7 @@ class CallHistory:
         self.ttl_s = ttl_s
         self._add = redis.register_script(_ADD_SCRIPT)
         self._get = redis.register_script(_GET_SCRIPT)
+        self._push_once = redis.register_script(_PUSH_ONCE_SCRIPT)
 
     # -- keys ----------------------------------------------------------------------------
     def key(self, call_id: str, part: str) -> str:
@@ -203,22 +212,9 @@ class CallHistory:
 
     # -- decisions -----------------------------------------------------------------------
     async def add_decision(self, call_id: str, decision: Decision) -> None:
-        """Store a decision on the call: in the decision list and as a history item."""
-        await self.redis.rpush(self.key(call_id, "decisions"), decision.model_dump_json())
-        item = HistoryItem(
-            id=decision.decision_id,
-            kind="decision",
-            role="system",
-            text=decision.text,
-            status="completed" if decision.outcome == "ok" else "failed",
-            meta={
-                "outcome": decision.outcome,
-                "policies": decision.policy_labels(),
-                "user_item_id": decision.user_item_id,
-                "latency_ms": round(decision.latency_ms, 1),
-            },
-        )
-        await self.add_item(call_id, item)
+        """Store a decision on the call: in the decision list and as a history item (idempotent)."""
+        await self._push_once(keys=[self.key(call_id, "decisions")], args=[decision.model_dump_json()])
+        await self.add_item(call_id, decision_item(decision))
 
     async def get_decisions(self, call_id: str) -> list[Decision]:
         raws = await self.redis.lrange(self.key(call_id, "decisions"), 0, -1)
@@ -227,6 +223,23 @@ class CallHistory:
     # -- pub/sub -------------------------------------------------------------------------
     async def _announce(self, call_id: str, payload: dict[str, Any]) -> None:
         await self.redis.publish(self.channel(call_id), json.dumps(payload, default=str))
+
+
+def decision_item(decision: Decision) -> HistoryItem:
+    """How a decision appears in the call's history."""
+    return HistoryItem(
+        id=decision.decision_id,
+        kind="decision",
+        role="system",
+        text=decision.text,
+        status="completed" if decision.outcome == "ok" else "failed",
+        meta={
+            "outcome": decision.outcome,
+            "policies": decision.policy_labels(),
+            "user_item_id": decision.user_item_id,
+            "latency_ms": round(decision.latency_ms, 1),
+        },
+    )
 
 
 def _s(value: bytes | str) -> str:

@@ -16,16 +16,21 @@ Every provider-specific conversion lives in this module.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import openai
+import structlog
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
+from supervisor.retry import Backoff, remaining_s, retry_after_s, retryable_status
 from supervisor.tools import ToolSpec
+
+log = structlog.get_logger("supervisor")
 
 Api = Literal["responses", "chat"]
 
@@ -89,6 +94,7 @@ class OpenAIModelClient:
         *,
         max_output_tokens: int | None = None,
         temperature: float | None = None,
+        backoff: Backoff | None = None,
     ) -> None:
         if api not in ("responses", "chat"):
             raise ValueError(f"unknown api mode {api!r}; expected 'responses' or 'chat'")
@@ -97,6 +103,9 @@ class OpenAIModelClient:
         self.api: Api = api
         self.max_output_tokens = max_output_tokens
         self.temperature = temperature
+        # 429/5xx/connection retries are ours (bounded by the supervisor deadline); the SDK's
+        # own are off (see create)
+        self.backoff = backoff or Backoff(attempts=1)
 
     @classmethod
     def create(
@@ -110,20 +119,42 @@ class OpenAIModelClient:
         max_retries: int = 1,
         **options: Any,
     ) -> OpenAIModelClient:
-        client = AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=max_retries)
+        """``max_retries``: retries of a 429, 5xx or connection error, with backoff and jitter,
+        honouring Retry-After, never past the supervisor deadline. The SDK's own retries are
+        off: they honour Retry-After but not our deadline, and would sleep into it."""
+        client = AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
+        options.setdefault("backoff", Backoff(attempts=max(max_retries, 0) + 1))
         return cls(client, model, api, **options)
 
     async def complete(
         self, instructions: str, messages: Sequence[Item], tools: Sequence[ToolSpec]
     ) -> ModelTurn:
-        try:
-            if self.api == "chat":
-                return await self._chat(instructions, messages, tools)
-            return await self._responses(instructions, messages, tools)
-        except openai.APIStatusError as exc:
-            raise ModelError(f"HTTP {exc.status_code}: {_error_message(exc)}") from exc
-        except openai.APIError as exc:  # connection errors, timeouts, unparseable replies
-            raise ModelError(f"{type(exc).__name__}: {exc}") from exc
+        attempt = 1
+        while True:
+            try:
+                if self.api == "chat":
+                    return await self._chat(instructions, messages, tools)
+                return await self._responses(instructions, messages, tools)
+            except openai.APIStatusError as exc:
+                error = ModelError(f"HTTP {exc.status_code}: {_error_message(exc)}")
+                status: int | None = exc.status_code
+                retry = retryable_status(status)
+                wait = self.backoff.next_delay(attempt, retry_after_s(exc.response.headers), remaining_s())
+                if not retry or wait is None:
+                    raise error from exc
+            except openai.APIConnectionError as exc:  # refused, reset, timed out
+                error, status = ModelError(f"{type(exc).__name__}: {exc}"), None
+                wait = self.backoff.next_delay(attempt, None, remaining_s())
+                if wait is None:
+                    raise error from exc
+            except openai.APIError as exc:  # unparseable replies: another try would not help
+                raise ModelError(f"{type(exc).__name__}: {exc}") from exc
+            log.warning(
+                "supervisor.model_retry", status=status, attempt=attempt, delay_ms=round(wait * 1000, 1),
+                error=str(error)[:200],
+            )  # fmt: skip
+            await asyncio.sleep(wait)
+            attempt += 1
 
     async def aclose(self) -> None:
         await self.client.close()

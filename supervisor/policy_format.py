@@ -173,7 +173,11 @@ def _references(split: _Split, meta: FrontMatter) -> list[tuple[str, int]]:
 def check_text(text: str, file: str = "policy") -> tuple[PolicyDocument | None, list[Problem]]:
     """Parse one document; returns it (None when unusable) and every problem found in it alone."""
     problems: list[Problem] = []
-    size = len(text.encode("utf-8"))
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:  # a lone surrogate: not text any store or file can hold
+        line = text.count("\n", 0, exc.start) + 1
+        return None, [Problem(file, line, "document is not valid Unicode text (lone surrogate)")]
     if size > MAX_DOC_BYTES:
         problems.append(Problem(file, 1, f"document is {size} bytes (limit {MAX_DOC_BYTES})"))
     split = _split(text)
@@ -186,6 +190,11 @@ def check_text(text: str, file: str = "policy") -> tuple[PolicyDocument | None, 
         line = split.meta_first_line + (mark.line if mark is not None else 0)
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         return None, [*problems, Problem(file, line, f"invalid YAML front matter: {reason}")]
+    except (ValueError, OverflowError, RecursionError) as exc:
+        # a date that matches YAML's timestamp pattern but does not exist (2025-13-45), or
+        # nesting deeper than the loader's recursion: the loader raises these, not YAMLError
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        return None, [*problems, Problem(file, 1, f"invalid YAML front matter: {reason}")]
     if not isinstance(raw, dict):
         return None, [*problems, Problem(file, 1, "front matter must be a mapping of fields")]
     meta: FrontMatter | None = None

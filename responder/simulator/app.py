@@ -18,15 +18,19 @@ from __future__ import annotations
 from aiohttp import web
 
 from responder.simulator.calls import add_call_routes
+from responder.simulator.probe import add_probe_routes
 from responder.simulator.realtime_routes import add_realtime_routes
 from responder.simulator.scenario import Scenario
 from responder.simulator.state import STATE_KEY, SimulatorState
 from responder.simulator.textmodel import add_text_model_routes
 
 
-def create_simulator_app(scenario: Scenario, speed: float = 1.0) -> web.Application:
+def create_simulator_app(scenario: Scenario, speed: float = 1.0, *, probe: bool = False) -> web.Application:
+    """``probe``: realtime sessions are timed load-test models (:mod:`responder.simulator.probe`)."""
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app[STATE_KEY] = SimulatorState(scenario=scenario, speed=speed)
+    if probe:
+        add_probe_routes(app)
     add_realtime_routes(app)
     add_call_routes(app)
     add_text_model_routes(app)

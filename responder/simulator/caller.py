@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import secrets
+import socket
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -81,6 +83,7 @@ async def place_call(
     to_number: str = TO_NUMBER,
     timeout_s: float | None = None,
     ended: CallEnd | None = None,
+    cut_after_turn: int | None = None,
 ) -> CallerReport:
     """Place one simulated call through the service; returns what the caller experienced.
 
@@ -88,6 +91,8 @@ async def place_call(
     against malformed input). ``ended``: the handle of this call in the Twilio REST stand-in
     (:meth:`TwilioRestStandIn.register_call`); when an update completes or redirects the
     call, Twilio's side sends ``stop`` and closes the stream, as Twilio does.
+    ``cut_after_turn``: once the answer to that turn (1-based) has played, the connection is
+    cut (a network failure): no ``stop``, no WebSocket close frame.
     Raises :class:`CallerError` (or :class:`CallerTimeout`).
     """
     call = _Call(
@@ -97,6 +102,7 @@ async def place_call(
         account_sid=account_sid or "AC" + secrets.token_hex(16),
         ended=ended,
     )
+    call.cut_after_turn = cut_after_turn
     limit = timeout_s if timeout_s is not None else 60.0 + 15.0 * len(scenario.turns)
     webhook = service_url.rstrip("/") + voice_path
     async with aiohttp.ClientSession() as http:
@@ -133,6 +139,7 @@ class _Call:
         self.speed = speed
         self.account_sid = account_sid
         self.ended = ended
+        self.cut_after_turn: int | None = None
         self.report = CallerReport(call_sid=call_sid, stream_sid="MZ" + secrets.token_hex(16))
         self.playback = PlaybackBuffer()
         self.phase = "connecting"
@@ -249,6 +256,11 @@ class _Call:
                 await asyncio.sleep(DTMF_GAP_MS / 1000 / self.speed)
             await self._speak(speech_ms_for(turn))
             heard_at_turn_end = self.playback.played_ms
+            if number == self.cut_after_turn:
+                self.phase = "cutting the connection"
+                await self._wait_quiet()
+                await self._cut()
+                return
         self.phase = "waiting to hang up"
         await self._wait_quiet()
         self.phase = "hanging up"
@@ -262,6 +274,17 @@ class _Call:
         await self._send({"event": "stop", "streamSid": self._sid, "stop": stop})
         if self._ws is not None:
             await self._ws.close()
+
+    async def _cut(self) -> None:
+        """The network fails: the TCP connection ends with neither ``stop`` nor a close frame."""
+        if self._streamer is not None:
+            self._streamer.cancel()
+            await asyncio.gather(self._streamer, return_exceptions=True)
+        sock = self._ws.get_extra_info("socket") if self._ws is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        log.info("simulator.caller.connection_cut", call_sid=self.report.call_sid)
 
     async def _speak(self, ms: int) -> None:
         self._speech_done.clear()

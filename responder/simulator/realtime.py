@@ -24,6 +24,7 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from responder.simulator.audio import AudioFormat, duration_ms, format_from_session
+from responder.simulator.realtime_faults import check_drop
 from responder.simulator.realtime_items import Conversation, ItemRecord, new_id, user_audio_item
 from responder.simulator.realtime_protocol import (
     APPEND,
@@ -65,6 +66,8 @@ class RealtimeSession:
         self.caller = VirtualCaller(self, call) if call is not None else None
         self.last_activity = asyncio.get_running_loop().time()
         self.conversation = Conversation()
+        if call is None:
+            state.conversations.append(self.conversation)
         self.response: ResponseRun | None = None
         self.pending_outputs: list[str] = []  # function_call_output texts not yet spoken
         self.unanswered: Turn | None = None  # the latest user turn no response has answered yet
@@ -134,6 +137,8 @@ class RealtimeSession:
                 await self.ws.send_str(json.dumps(payload))
         except (ConnectionError, RuntimeError):
             self._closed = True
+        if self.state.socket_drops and check_drop(self, event):
+            self._closed = True  # nothing more goes out: the socket is being dropped
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -185,6 +190,9 @@ class RealtimeSession:
             await self._on_append(data)
             return
         self.state.client_events.append(data)
+        if self._closed or (self.state.socket_drops and check_drop(self, data, client=True)):
+            self._closed = True  # dropped before handling it: no answer, no further event
+            return
         try:
             validate_client_event(data)
         except ClientEventError as error:
@@ -263,6 +271,11 @@ class RealtimeSession:
         await self.emit({"type": "conversation.item.done", "previous_item_id": previous, "item": item})
         if item.get("type") == "function_call_output":
             self.pending_outputs.append(str(item.get("output") or ""))
+        elif item.get("type") == "function_call":
+            self.unanswered = None  # a (replayed) tool call took the caller's turn
+        elif item.get("type") == "message" and item.get("role") == "assistant":
+            self.unanswered = None  # a (replayed) answer: the turn and tool outputs are spoken for
+            self.pending_outputs.clear()
         elif item.get("type") == "message" and item.get("role") == "user":
             parts = [c.get("text") or "" for c in item.get("content") or [] if c.get("type") == "input_text"]
             text = " ".join(parts).strip()

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from responder.simulator.audio import warm as warm_audio
 from responder.simulator.http_common import has_bearer, openai_error, unauthorized
+from responder.simulator.probe import PROBE_KEY, ProbeSession
 from responder.simulator.realtime import RealtimeSession
 from responder.simulator.realtime_protocol import DEFAULT_MODEL
 from responder.simulator.realtime_protocol import warm as warm_protocol
@@ -38,8 +39,17 @@ async def realtime_websocket(request: web.Request) -> web.StreamResponse:
         return openai_error(
             404, f"Call '{call_id}' not found or not active.", "call_not_found", param="call_id"
         )
+    if call is None and state.refuse_realtime > 0:  # a fault a test asked for (realtime_faults.py)
+        state.refuse_realtime -= 1
+        log.warning("simulator.realtime.upgrade_refused", remaining=state.refuse_realtime)
+        message = "The server is overloaded (simulated)."
+        return openai_error(503, message, "server_error", type_="server_error")
     ws = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024)
     await ws.prepare(request)
+    probe = request.app.get(PROBE_KEY)
+    if probe is not None and call is None:  # probe mode (load tests): a cheap, timed model
+        await ProbeSession(ws, probe, model=model or DEFAULT_MODEL).run()
+        return ws
     session = RealtimeSession(ws, state, model=model or DEFAULT_MODEL, call=call)
     await session.run()
     return ws

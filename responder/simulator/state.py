@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from responder.simulator.realtime_items import new_id
+from responder.simulator.realtime_faults import SocketDrop
+from responder.simulator.realtime_items import Conversation, new_id
 from responder.simulator.scenario import Scenario
 
 CallKind = Literal["webrtc", "sip"]
@@ -57,9 +58,22 @@ class SimulatorState:
     errors_sent: list[dict[str, Any]] = field(default_factory=list)
     # Every request body received by /v1/responses and /v1/chat/completions.
     text_requests: list[dict[str, Any]] = field(default_factory=list)
+    # Tests: HTTP statuses (429, 500, 503 …) the next text-model requests fail with, one per
+    # request, in order; each failure is sent with ``text_failure_retry_after`` (seconds) as
+    # Retry-After when set, and its status appended to ``text_failures_sent``.
+    text_failures: list[int] = field(default_factory=list)
+    text_failure_retry_after: float | None = None
+    text_failures_sent: list[int] = field(default_factory=list)
     # Virtual WebRTC/SIP calls by id (``rtc_…``), and every call-control action that succeeded:
     # ``(call_id, "create" | "accept" | "reject" | "refer" | "hangup", body)``.
     calls: dict[str, VirtualCall] = field(default_factory=dict)
+    # Realtime socket faults (see responder.simulator.realtime_faults): drop rules still to
+    # fire, upgrades still to refuse with 503, sockets dropped so far; and the conversation of
+    # every realtime session (not sidebands), in the order the sessions opened.
+    socket_drops: list[SocketDrop] = field(default_factory=list)
+    refuse_realtime: int = 0
+    sockets_dropped: int = 0
+    conversations: list[Conversation] = field(default_factory=list)
     call_actions: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
     def scaled(self, seconds: float) -> float:

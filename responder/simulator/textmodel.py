@@ -63,6 +63,9 @@ async def _read(request: web.Request, conversation_key: str) -> dict[str, Any] |
             "invalid_request_error",
             "invalid_api_key",
         )
+    state = request.app[STATE_KEY]
+    if state.text_failures:  # a fault the test asked for: rate limit or server error
+        return _injected_failure(state, state.text_failures.pop(0))
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -77,6 +80,17 @@ async def _read(request: web.Request, conversation_key: str) -> dict[str, Any] |
     if body.get("stream"):
         return _error(400, "The simulator does not stream text responses.", "invalid_request_error", None)
     return body
+
+
+def _injected_failure(state: SimulatorState, status: int) -> web.Response:
+    state.text_failures_sent.append(status)
+    if status == 429:
+        response = _error(429, "Rate limit reached (simulated).", "requests", "rate_limit_exceeded")
+    else:
+        response = _error(status, "The server had an error (simulated).", "server_error", None)
+    if state.text_failure_retry_after is not None:
+        response.headers["Retry-After"] = f"{state.text_failure_retry_after:g}"
+    return response
 
 
 async def _responses(request: web.Request) -> web.Response:

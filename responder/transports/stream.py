@@ -25,7 +25,9 @@ from aiohttp import WSMsgType, web
 
 from responder.actions import CallActions
 from responder.call import CallController, CallerLink, ControllerConfig
+from responder.end_reason import caller_gone_reason
 from responder.realtime.connection import RealtimeConnection, open_realtime
+from responder.realtime.reconnect import run_realtime_call
 from responder.realtime.session import build_session
 from responder.services import Services
 
@@ -157,13 +159,18 @@ class StreamCall:
 
     async def _run_call(self, caller: CallerLink) -> None:
         services = self.services
-        try:
-            async with open_realtime(
-                services.realtime_client, self.call_id, model=services.settings.realtime_model
-            ) as rt:
-                self.controller = self.make_controller(rt, caller)
-                await self.controller.start(build_session(services.settings, audio_format=self.audio_format))
-                await self.controller.run()
+        model = services.settings.realtime_model
+
+        def attach(rt: RealtimeConnection) -> CallController:
+            self.controller = self.make_controller(rt, caller)
+            return self.controller
+
+        try:  # a dropped Realtime socket is replaced while the caller is there (reconnect.py)
+            await run_realtime_call(
+                lambda: open_realtime(services.realtime_client, self.call_id, model=model), attach,
+                build_session(services.settings, audio_format=self.audio_format),
+                caller_connected=lambda: not self.ws.closed, log=self.log,
+            )  # fmt: skip
         except Exception as exc:
             self.log.error("call.realtime_failed", error=repr(exc))
             await self.call_over("realtime_failed")
@@ -182,15 +189,18 @@ class StreamCall:
         """The caller side is gone: end the call, whatever state its setup is in."""
         if self._run_task is None:
             return
+        reason = caller_gone_reason(stopping=self.services.stopping)  # unless a stop came first
         if self.controller is None:
             self._run_task.cancel()  # the caller left before the model session was ready
         else:
-            await self.controller.close()
+            await self.controller.close(reason)
         try:
             await asyncio.wait_for(self._run_task, 5)
         except (TimeoutError, asyncio.CancelledError):
             self._run_task.cancel()
         if self.controller is not None:
-            await self.controller.close()  # idempotent; covers a controller created meanwhile
+            await self.controller.close(reason)  # idempotent; covers a controller created meanwhile
         elif (await self.services.history.get_meta(self.call_id)).get("status") == "active":
-            await self.services.history.set_meta(self.call_id, status="ended", ended_at=time.time())
+            await self.services.history.set_meta(
+                self.call_id, status="ended", ended_at=time.time(), end_reason=reason
+            )

@@ -18,10 +18,12 @@ from aiohttp import web
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
+from responder.end_reason import STOP_RECEIVED
 from responder.realtime.session import PCMU
 from responder.services import SERVICES, Services
 from responder.transports.call_control import TwilioCallActions
 from responder.transports.stream import MAX_FRAME_BYTES, LogNames, StreamCall
+from responder.transports.twilio_frames import media_payload
 
 log = structlog.get_logger("twilio")
 
@@ -34,6 +36,10 @@ DRAINING_MESSAGE = (
 )
 START_TIMEOUT_S = 10.0
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_STREAM_SID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # spliced into outgoing frames: no JSON specials
+_CALL_SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")  # not allowed in XML 1.0
+_DIGITS = frozenset("0123456789*#ABCD")
 
 
 def add_twilio_routes(app: web.Application) -> None:
@@ -84,7 +90,14 @@ async def incoming_call(request: web.Request) -> web.Response:
     if token is None or not token.get_secret_value():
         log.warning("twilio.webhook_rejected", reason="TWILIO_AUTH_TOKEN not configured")
         raise web.HTTPForbidden(text="webhook signature validation is not configured")
-    form = await request.post()
+    if request.content_type != "application/x-www-form-urlencoded":  # what Twilio always sends
+        log.warning("twilio.webhook_rejected", reason="not a form", content_type=request.content_type[:60])
+        raise web.HTTPUnsupportedMediaType(text="expected application/x-www-form-urlencoded")
+    try:
+        form = await request.post()
+    except (ValueError, LookupError):  # undecodable, or a charset nobody knows
+        log.warning("twilio.webhook_rejected", reason="malformed form")
+        raise web.HTTPBadRequest(text="malformed form body") from None
     # Twilio signs the URL exactly as configured (raw, not percent-decoded) and every value
     # of a repeated field: validate against the raw path and the multi-dict itself.
     url = settings.external_url() + request.raw_path
@@ -98,8 +111,8 @@ async def incoming_call(request: web.Request) -> web.Response:
         log.warning("twilio.webhook_rejected", reason="call for another Twilio account")
         raise web.HTTPForbidden(text="unexpected Twilio account")
     call_sid = params.get("CallSid", "")
-    if not call_sid:
-        raise web.HTTPBadRequest(text="CallSid missing")
+    if not _CALL_SID.fullmatch(call_sid):  # it goes into TwiML and Redis keys: a SID or nothing
+        raise web.HTTPBadRequest(text="CallSid missing or malformed")
     if services.draining or not services.admission.has_room():
         reason = "draining" if services.draining else "capacity"
         log.warning("twilio.call_refused", call_id=call_sid, reason=reason)
@@ -111,7 +124,7 @@ async def incoming_call(request: web.Request) -> web.Response:
         ws_url,
         {
             "callSid": call_sid,
-            "caller": params.get("From", ""),
+            "caller": _NOT_XML.sub("", params.get("From", ""))[:128],
             "expires": str(expires),
             "token": stream_token(token.get_secret_value(), call_sid, expires),
         },
@@ -169,6 +182,18 @@ class MediaSession(StreamCall):
     def start_timeout_s(self) -> float:
         return START_TIMEOUT_S
 
+    async def on_text(self, data: str) -> None:
+        """Media frames (50 a second) take a fast path without ``json.loads``; the rest, odd
+        media frames included, go through the generic parser and dispatch."""
+        payload = media_payload(data)
+        if payload is None or not payload or len(payload) % 4:
+            await super().on_text(data)
+        elif self.controller is not None:
+            try:
+                await self.controller.caller_audio(payload)
+            except Exception as exc:  # as in dispatch(): a socket hiccup must not end the call
+                self.log.error(self.names.frame_failed, frame_type="media", error=repr(exc))
+
     def call_actions(self) -> TwilioCallActions:
         number = self.services.settings.escalation_phone_number
         return TwilioCallActions(self.services.twilio_client, self.call_id, number)
@@ -183,6 +208,10 @@ class MediaSession(StreamCall):
         start = frame["start"]
         stream_sid = start["streamSid"]
         call_sid = start["callSid"]
+        if not isinstance(stream_sid, str) or not _STREAM_SID.fullmatch(stream_sid):
+            raise ValueError("streamSid is not a stream SID")
+        if not isinstance(call_sid, str):
+            raise ValueError("callSid is not a string")
         params = start.get("customParameters") or {}
         settings = self.services.settings
         secret = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
@@ -207,13 +236,16 @@ class MediaSession(StreamCall):
             self.controller.caller_mark(str(frame["mark"]["name"]))
 
     async def _on_dtmf(self, frame: dict[str, Any]) -> None:
+        digit = frame["dtmf"]["digit"]
+        if not isinstance(digit, str) or digit not in _DIGITS:
+            raise ValueError("dtmf digit must be one of 0-9 * # A-D")
         if self.controller is not None:
-            await self.controller.caller_dtmf(str(frame["dtmf"]["digit"]))
+            await self.controller.caller_dtmf(digit)
 
     async def _on_stop(self, frame: dict[str, Any]) -> None:
         self.log.info("twilio.stream_stopped")
         if self.controller is not None:
-            await self.controller.close()
+            await self.controller.close(STOP_RECEIVED)
 
 
 async def media_stream(request: web.Request) -> web.WebSocketResponse:

@@ -9,9 +9,11 @@ call admission first: a per-client rate limit and the instance's concurrent-call
 
 from __future__ import annotations
 
+import re
+
 import structlog
 from aiohttp import web
-from openai import APIError
+from openai import APIError, BadRequestError
 
 from responder.admission import AdmissionRefused
 from responder.services import SERVICES, Services
@@ -22,6 +24,7 @@ log = structlog.get_logger("webrtc")
 
 WEBRTC_PATH = "/calls/webrtc"
 MAX_OFFER_BYTES = 32 * 1024
+_AUDIO_SECTION = re.compile(r"^m=audio ", re.MULTILINE)
 
 
 def add_webrtc_routes(app: web.Application) -> None:
@@ -53,11 +56,15 @@ async def create_webrtc_call(request: web.Request) -> web.Response:
         raise web.HTTPUnsupportedMediaType(text="expected Content-Type: application/sdp")
     if request.content_length is not None and request.content_length > MAX_OFFER_BYTES:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_OFFER_BYTES, actual_size=request.content_length)
-    offer = await request.text()
-    if len(offer) > MAX_OFFER_BYTES:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_OFFER_BYTES, actual_size=len(offer))
-    if not offer.startswith("v=0"):
-        raise web.HTTPBadRequest(text="expected an SDP offer (application/sdp)")
+    body = await request.read()
+    if len(body) > MAX_OFFER_BYTES:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_OFFER_BYTES, actual_size=len(body))
+    try:  # SDP is UTF-8 whatever charset the header claims (an unknown one must not be a 500)
+        offer = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise web.HTTPBadRequest(text="the SDP offer is not UTF-8 text") from None
+    if not offer.startswith("v=0") or not _AUDIO_SECTION.search(offer):
+        raise web.HTTPBadRequest(text="expected an SDP offer with an audio section (application/sdp)")
     try:
         ticket = services.admission.admit(
             "webrtc", client_key(request, services), draining=services.draining
@@ -74,6 +81,10 @@ async def create_webrtc_call(request: web.Request) -> web.Response:
         location = raw.headers.get("Location", "")
         call_id = location.rstrip("/").rsplit("/", 1)[-1]
         answer = raw.http_response.text
+    except BadRequestError as exc:  # OpenAI refused this offer: the client's request, not a gateway fault
+        ticket.release()
+        log.warning("webrtc.offer_refused", code=exc.code, param=exc.param, error=str(exc.message)[:200])
+        raise web.HTTPBadRequest(text="the SDP offer was refused") from None
     except APIError as exc:
         ticket.release()
         log.error("webrtc.create_failed", status=getattr(exc, "status_code", None), error=type(exc).__name__)

@@ -44,6 +44,7 @@ from aiohttp import web
 
 from responder.admission import AdmissionRefused
 from responder.call import ControllerConfig
+from responder.end_reason import STOP_RECEIVED
 from responder.realtime.session import PCM24K
 from responder.services import SERVICES, Services
 from responder.transports.stream import MAX_FRAME_BYTES, LogNames, StreamCall
@@ -72,15 +73,17 @@ class WebSocketCaller:
 
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.ws = ws
+        self.ended = False  # ``ended`` was sent: it is the last frame, nothing may follow it
 
     async def send_audio(self, b64_audio: str, mark: str) -> None:
-        if self.ws.closed:
+        if self.ws.closed or self.ended:
             return
         await self.ws.send_bytes(base64.b64decode(b64_audio))
-        await self.ws.send_str('{"type":"mark","name":"' + mark + '"}')
+        if not self.ended:  # the call may have ended while the audio was being written
+            await self.ws.send_str('{"type":"mark","name":"' + mark + '"}')
 
     async def clear_audio(self) -> None:
-        if not self.ws.closed:
+        if not self.ws.closed and not self.ended:
             await self.ws.send_str('{"type":"clear"}')
 
     async def send_control(self, message: dict[str, Any]) -> None:
@@ -165,7 +168,7 @@ class WebSocketSession(StreamCall):
         self.log.info("websocket.caller_stopped")
         await self.call_over("caller_stopped")
         if self.controller is not None:
-            await self.controller.close()
+            await self.controller.close(STOP_RECEIVED)
         elif not self.ws.closed:
             await self.ws.close()
 
@@ -173,6 +176,7 @@ class WebSocketSession(StreamCall):
         if self.end_reason is not None:
             return
         self.end_reason = reason
+        self.caller.ended = True
         try:
             await self.caller.send_control({"type": "ended", "reason": reason})
         except (ConnectionError, RuntimeError):

@@ -147,7 +147,9 @@ async def _body(request: web.Request) -> dict[str, Any]:
         chunks.append(chunk)
     try:
         body = json.loads(b"".join(chunks))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        # "\ud800" escapes decode to lone surrogates, which no store or log can encode
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, absurdly nested, lone surrogates
         raise _fail(web.HTTPBadRequest, "body is not valid JSON") from None
     if not isinstance(body, dict):
         raise _fail(web.HTTPBadRequest, "body must be a JSON object")

@@ -1,0 +1,311 @@
+"""One load run: simulator and service as their own processes, N paced Twilio calls from here.
+
+Timeline: start both processes → one warm-up call → idle (RSS baseline) → N calls started,
+staggered → all connected, a short settle → the **steady window** (CPU, RSS, latencies,
+losses are counted for frames stamped inside it) → a drain second → calls hang up →
+optional supervisor measurement → processes stopped, the run's Redis keys deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from redis.asyncio import Redis
+
+from benchmarks.load.caller import CallStats, LoadCall
+from benchmarks.load.procs import Proc, cpu_seconds, cpu_split, free_port, rss_mib, start, wait_ready
+from benchmarks.load.supervisor_bench import supervisor_overhead
+from responder.simulator.probe import percentiles
+
+REDIS_PREFIX = "loadgen"
+CLEAR_MATCH_S = 1.0  # a clear more than this after a barge-in does not belong to it
+RESPONSE_GAP_S = 0.15  # deltas further apart than this belong to different responses
+HEAD_DELTAS = 3  # the probe model's lead: its first 300 ms go out at once
+
+
+@dataclass
+class LoadConfig:
+    calls: int = 40
+    window_s: float = 60.0
+    ramp_s: float | None = None  # spread of the call starts; calls × 0.1 s when unset
+    settle_s: float = 3.0
+    warmup_s: float = 3.0  # one call, before the baseline
+    idle_s: float = 3.0  # quiet after it: the service's idle CPU and RSS baseline
+    redis_url: str = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    supervisor_history: int = 0  # > 0: also measure Supervisor.decide with this many items
+    supervisor_runs: int = 100
+    profile: Path | None = None  # py-spy record of the service over the window (collapsed stacks)
+    cprofile: Path | None = None  # cProfile of the whole service process (deterministic, slower)
+    log_dir: Path | None = None
+    connect_timeout_s: float = 30.0
+    nice: int | None = None  # scheduling priority of this process and the two it starts
+
+
+async def run_load(cfg: LoadConfig) -> dict[str, Any]:
+    if cfg.nice is not None:  # other jobs on the machine: keep their scheduling out of latencies
+        os.setpriority(os.PRIO_PROCESS, 0, cfg.nice)  # inherited by the processes started below
+    with contextlib.ExitStack() as stack:
+        if cfg.log_dir is None:
+            log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loadgen-")))
+        else:
+            log_dir = cfg.log_dir
+            log_dir.mkdir(parents=True, exist_ok=True)
+        sim_port, svc_port = free_port(), free_port()
+        sim = start(
+            "simulator",
+            ["simulate", "--scenario", "returns", "--port", str(sim_port), "--probe"],
+            {"RESPONDER_LOG_LEVEL": "WARNING"},
+            f"http://127.0.0.1:{sim_port}",
+            log_dir,
+        )
+        stack.callback(sim.stop)
+        token = secrets.token_hex(16)
+        svc = start(
+            "service",
+            ["serve", "--port", str(svc_port)],
+            {
+                "OPENAI_API_KEY": "sk-loadgen-not-a-real-key",
+                "OPENAI_BASE_URL": sim.url + "/v1",
+                "REDIS_URL": cfg.redis_url,
+                "TWILIO_AUTH_TOKEN": token,
+                "TWILIO_ACCOUNT_SID": "",
+                "RESPONDER_HOST": "127.0.0.1",
+                "RESPONDER_PUBLIC_URL": f"http://127.0.0.1:{svc_port}",
+                "RESPONDER_REDIS_PREFIX": REDIS_PREFIX,
+                "RESPONDER_MAX_CONCURRENT_CALLS": str(cfg.calls + 10),
+                "RESPONDER_LOG_FORMAT": "json",
+            },
+            f"http://127.0.0.1:{svc_port}",
+            log_dir,
+            python=["-m", "cProfile", "-o", str(cfg.cprofile)] if cfg.cprofile else (),
+        )
+        stack.callback(svc.stop)
+        # the service does not reach the simulator before its first call: both start at once
+        await asyncio.gather(wait_ready(sim, "/_probe"), wait_ready(svc, "/readyz"))
+        try:
+            result = await _measure(cfg, sim, svc, token)
+        finally:
+            svc.stop()
+            await _delete_keys(cfg.redis_url, REDIS_PREFIX)
+        if cfg.supervisor_history > 0:
+            result["supervisor"] = await supervisor_overhead(
+                cfg.redis_url, sim.url + "/v1", items=cfg.supervisor_history, runs=cfg.supervisor_runs
+            )
+        result["service_log"] = _log_levels(svc.log_path)
+        result["log_dir"] = str(log_dir) if cfg.log_dir is not None else None
+        return result
+    raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
+
+
+async def _measure(cfg: LoadConfig, sim: Proc, svc: Proc, token: str) -> dict[str, Any]:
+    n = cfg.calls
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        warm = LoadCall(0, svc.url, token)
+        warm_task = asyncio.create_task(warm.run(http))
+        await asyncio.sleep(cfg.warmup_s)
+        warm.finish.set()
+        await warm_task
+        await asyncio.sleep(cfg.idle_s / 3)  # the warm-up call's end settles
+        idle_cpu0, idle_t0 = cpu_seconds(svc.pid), time.monotonic()
+        await asyncio.sleep(cfg.idle_s * 2 / 3)
+        idle_cores = (cpu_seconds(svc.pid) - idle_cpu0) / (time.monotonic() - idle_t0)
+        rss_idle = rss_mib(svc.pid)
+
+        calls = [LoadCall(i + 1, svc.url, token, phase_s=i * 0.02 / n) for i in range(n)]
+        ramp_s = cfg.ramp_s if cfg.ramp_s is not None else 0.1 * n
+        tasks = []
+        for i, call in enumerate(calls):
+            tasks.append(asyncio.create_task(call.run(http)))
+            await asyncio.sleep(ramp_s / n if i < n - 1 else 0)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(cfg.connect_timeout_s):
+                await asyncio.gather(*(c.connected.wait() for c in calls))
+        await asyncio.sleep(cfg.settle_s)
+
+        load_before = os.getloadavg()
+        t0 = time.monotonic()
+        cpu0 = {
+            "service": cpu_seconds(svc.pid),
+            "simulator": cpu_seconds(sim.pid),
+            "generator": cpu_seconds(),
+        }
+        split0 = cpu_split(svc.pid)
+        profiler = _start_profiler(cfg, svc.pid)
+        rss_peak = rss_mib(svc.pid)
+        while time.monotonic() < t0 + cfg.window_s:
+            await asyncio.sleep(min(1.0, max(0.0, t0 + cfg.window_s - time.monotonic())))
+            rss_peak = max(rss_peak, rss_mib(svc.pid))
+        t1 = time.monotonic()
+        cpu1 = {
+            "service": cpu_seconds(svc.pid),
+            "simulator": cpu_seconds(sim.pid),
+            "generator": cpu_seconds(),
+        }
+        split1 = cpu_split(svc.pid)
+        rss_loaded = rss_mib(svc.pid)
+        load_after = os.getloadavg()
+        await asyncio.sleep(1.0)  # frames stamped before t1 arrive
+        async with http.get(sim.url + "/_probe", params={"t0": str(t0), "t1": str(t1)}) as resp:
+            probe = await resp.json()
+        for call in calls:
+            call.finish.set()
+        stats = await asyncio.gather(*tasks)
+        if profiler is not None:
+            profiler.wait(30)
+    window = t1 - t0
+    cpu = {name: cpu1[name] - cpu0[name] for name in cpu0}
+    sustained = [s for s in stats if _sustained(s, t0, t1)]
+    call_minutes = len(sustained) * window / 60
+    return {
+        "calls": {"attempted": n, "sustained": len(sustained), "errors": _errors(stats, t0, t1)},
+        "window_s": round(window, 2),
+        "cpu": {
+            "service_s": round(cpu["service"], 3),
+            "service_per_call_minute_s": round(cpu["service"] / call_minutes, 4) if call_minutes else None,
+            "service_cores": round(cpu["service"] / window, 3),
+            "service_user_s": round(split1[0] - split0[0], 3),
+            "service_system_s": round(split1[1] - split0[1], 3),
+            "service_idle_cores": round(idle_cores, 4),
+            "simulator_cores": round(cpu["simulator"] / window, 3),
+            "generator_cores": round(cpu["generator"] / window, 3),
+        },
+        "rss_mib": {
+            "idle": round(rss_idle, 2),
+            "loaded": round(rss_loaded, 2),
+            "peak": round(rss_peak, 2),
+            "growth_per_call": round((rss_loaded - rss_idle) / n, 3),
+        },
+        "relay_latency_ms": {
+            "caller_to_model": probe["in_latency_ms"],
+            "model_to_caller": percentiles(_window_latencies(stats, t0, t1)),
+            "model_to_caller_split": _split_out_latencies(stats, t0, t1),
+        },
+        "lost_frames": _losses(stats, probe, t0, t1),
+        "speech_started_to_clear_ms": _clear_latency(stats, probe),
+        "load_average": {
+            "before": [round(x, 2) for x in load_before],
+            "after": [round(x, 2) for x in load_after],
+        },
+        "cpu_count": os.cpu_count(),
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "profile": str(cfg.profile) if profiler is not None else None,
+    }
+
+
+def _sustained(stats: CallStats, t0: float, t1: float) -> bool:
+    connected = stats.connected_at is not None and stats.connected_at < t0
+    return connected and stats.error is None and not stats.closed_by_service
+
+
+def _errors(stats: list[CallStats], t0: float, t1: float) -> list[str]:
+    out = []
+    for s in stats:
+        if s.error is not None:
+            out.append(f"call {s.tag}: {s.error}")
+        elif not _sustained(s, t0, t1):
+            out.append(f"call {s.tag}: not connected before the window")
+    return out[:20]
+
+
+def _in_window(times: Any, t0: float, t1: float) -> int:
+    return sum(1 for t in times if t0 <= t <= t1)
+
+
+def _window_latencies(stats: list[CallStats], t0: float, t1: float) -> list[float]:
+    return [
+        ms for s in stats for sent, ms in zip(s.out_sent, s.out_latency_ms, strict=True) if t0 <= sent <= t1
+    ]
+
+
+def _split_out_latencies(stats: list[CallStats], t0: float, t1: float) -> dict[str, Any]:
+    """Model→caller latency of each response's head (its first :data:`HEAD_DELTAS` deltas, sent
+    together right after ``response.created`` and ``conversation.item.added``) and of the rest
+    (paced): the head waits behind whatever the service does for the events before it."""
+    head: list[float] = []
+    paced: list[float] = []
+    for s in stats:
+        previous, position = -1.0, 0
+        for sent, ms in zip(s.out_sent, s.out_latency_ms, strict=True):
+            position = 0 if sent - previous > RESPONSE_GAP_S else position + 1
+            previous = sent
+            if t0 <= sent <= t1:
+                (head if position < HEAD_DELTAS else paced).append(ms)
+    return {"response_head": percentiles(head), "paced": percentiles(paced)}
+
+
+def _losses(stats: list[CallStats], probe: dict[str, Any], t0: float, t1: float) -> dict[str, int]:
+    """Frames stamped inside the window by one side that the other side never received."""
+    lost_in = lost_out = sent_in = sent_out = 0
+    for s in stats:
+        seen = probe["calls"].get(str(s.tag), {"in_received": 0, "out_sent": 0})
+        sent = _in_window(s.frames_sent, t0, t1)
+        received_out = _in_window(s.out_sent, t0, t1)
+        sent_in += sent
+        sent_out += seen["out_sent"]
+        lost_in += max(0, sent - seen["in_received"])
+        lost_out += max(0, seen["out_sent"] - received_out)
+    return {
+        "caller_to_model": lost_in,
+        "model_to_caller": lost_out,
+        "caller_frames_sent": sent_in,
+        "model_deltas_sent": sent_out,
+    }
+
+
+def _clear_latency(stats: list[CallStats], probe: dict[str, Any]) -> dict[str, Any]:
+    latencies: list[float] = []
+    missing = 0
+    for s in stats:
+        barge_ins = probe["calls"].get(str(s.tag), {}).get("barge_ins", [])
+        clears = sorted(s.clears)
+        for b in barge_ins:
+            i = bisect.bisect_left(clears, b)
+            if i < len(clears) and clears[i] - b <= CLEAR_MATCH_S:
+                latencies.append((clears[i] - b) * 1000)
+            else:
+                missing += 1
+    return {**percentiles(latencies), "barge_ins_without_clear": missing}
+
+
+def _start_profiler(cfg: LoadConfig, pid: int) -> subprocess.Popen[bytes] | None:
+    if cfg.profile is None:
+        return None
+    cfg.profile.parent.mkdir(parents=True, exist_ok=True)
+    args = ["py-spy", "record", "-p", str(pid), "-d", str(int(cfg.window_s)), "-r", "100", "-f", "raw"]
+    py_spy = Path(sys.executable).parent / "py-spy"
+    if py_spy.exists():
+        args[0] = str(py_spy)
+    return subprocess.Popen(
+        [*args, "-o", str(cfg.profile), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def _log_levels(path: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        for level in ("warning", "error", "critical"):
+            if f'"level": "{level}"' in line or f'"level":"{level}"' in line:
+                counts[level] = counts.get(level, 0) + 1
+    return counts
+
+
+async def _delete_keys(redis_url: str, prefix: str) -> None:
+    redis = Redis.from_url(redis_url)
+    try:
+        keys = [k async for k in redis.scan_iter(f"{prefix}:*")]
+        for i in range(0, len(keys), 500):
+            await redis.delete(*keys[i : i + 500])
+    finally:
+        await redis.aclose()

@@ -1,0 +1,131 @@
+"""Load generator: N concurrent simulated Twilio calls against one service process.
+
+    .venv/bin/python -m benchmarks.loadgen --calls 40 --window 60 [--supervisor-history 200] [--json]
+
+Starts the OpenAI simulator in probe mode (``responder simulate --probe``) and the service
+(``responder serve``, pointed at that simulator, Redis from ``REDIS_URL``) as their own
+processes, then places the calls from this process: signed webhook, media stream, 20 ms
+μ-law frames in real time, mark echoes. Reports calls sustained, the service's CPU seconds
+per call-minute and RSS growth per call, relay latency per direction, lost frames,
+speech_started → ``clear`` latency, load average; with ``--supervisor-history`` also the
+supervisor's overhead beyond model time. See BENCHMARKS.md for the targets and results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from benchmarks.load.run import LoadConfig, run_load
+
+TARGETS = {  # issue 6, item 6
+    "cpu_per_call_minute_s": 0.30,
+    "rss_growth_per_call_mib": 0.5,
+    "relay_p99_ms": 5.0,
+    "supervisor_overhead_p99_ms": 5.0,
+    "clear_ms": 2.0,
+}
+
+
+def _lat(d: dict[str, Any]) -> str:
+    if not d.get("n"):
+        return "no samples"
+    return f"p50 {d['p50']:.2f}  p99 {d['p99']:.2f}  max {d['max']:.2f}  (n={d['n']})"
+
+
+def format_report(r: dict[str, Any]) -> str:
+    cpu, rss, lost = r["cpu"], r["rss_mib"], r["lost_frames"]
+    lat = r["relay_latency_ms"]
+    rows = [
+        ("calls sustained / attempted", f"{r['calls']['sustained']} / {r['calls']['attempted']}"),
+        ("steady window", f"{r['window_s']:.1f} s"),
+        ("service CPU-s per call-minute", f"{cpu['service_per_call_minute_s']}  (target ≤ 0.30)"),
+        (
+            "service CPU (cores)",
+            f"{cpu['service_cores']}  (user {cpu['service_user_s']} s, system {cpu['service_system_s']} s;"
+            f" idle service {cpu['service_idle_cores']})",
+        ),
+        ("simulator / generator CPU (cores)", f"{cpu['simulator_cores']} / {cpu['generator_cores']}"),
+        ("service RSS idle → loaded (MiB)", f"{rss['idle']} → {rss['loaded']} (peak {rss['peak']})"),
+        ("RSS growth per call (MiB)", f"{rss['growth_per_call']}  (target ≤ 0.5)"),
+        ("relay caller→model (ms)", _lat(lat["caller_to_model"]) + "  (target p99 ≤ 5)"),
+        ("relay model→caller (ms)", _lat(lat["model_to_caller"]) + "  (target p99 ≤ 5)"),
+        ("  of which response heads (ms)", _lat(lat["model_to_caller_split"]["response_head"])),
+        ("  of which paced deltas (ms)", _lat(lat["model_to_caller_split"]["paced"])),
+        (
+            "lost frames caller→model",
+            f"{lost['caller_to_model']} of {lost['caller_frames_sent']}  (target 0)",
+        ),
+        ("lost frames model→caller", f"{lost['model_to_caller']} of {lost['model_deltas_sent']}  (target 0)"),
+        (
+            "speech_started → clear (ms)",
+            _lat(r["speech_started_to_clear_ms"])
+            + f"  missing {r['speech_started_to_clear_ms']['barge_ins_without_clear']}  (target ≤ 2)",
+        ),
+        (
+            "load average before / after",
+            f"{r['load_average']['before']} / {r['load_average']['after']}"
+            f"  ({r['cpu_count']} CPUs, nice {r['nice']})",
+        ),
+    ]
+    sup = r.get("supervisor")
+    if sup:
+        rows.append(
+            (
+                f"supervisor overhead, {sup['history_items']} items (ms)",
+                _lat(sup["overhead_ms"]) + "  (target p99 ≤ 5)",
+            )
+        )
+        rows.append(("supervisor decide total (ms)", _lat(sup["total_ms"]) + f"  outcomes {sup['outcomes']}"))
+    if r["calls"]["errors"]:
+        rows.append(("call errors", "; ".join(r["calls"]["errors"][:5])))
+    if r.get("service_log"):
+        rows.append(("service log warnings/errors", json.dumps(r["service_log"])))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="loadgen", description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=40)
+    parser.add_argument("--window", type=float, default=60.0, help="steady-state window, seconds")
+    parser.add_argument("--ramp", type=float, default=None, help="spread of call starts, seconds")
+    parser.add_argument("--settle", type=float, default=3.0)
+    parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--supervisor-history", type=int, default=0, metavar="ITEMS")
+    parser.add_argument("--supervisor-runs", type=int, default=100)
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy collapsed stacks of the service")
+    parser.add_argument("--cprofile", type=Path, default=None, help="cProfile stats file of the service")
+    parser.add_argument("--log-dir", type=Path, default=None, help="keep the processes' logs here")
+    parser.add_argument("--nice", type=int, default=None, help="priority of the 3 processes (<0: root)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    cfg = LoadConfig(
+        calls=args.calls,
+        window_s=args.window,
+        ramp_s=args.ramp,
+        settle_s=args.settle,
+        supervisor_history=args.supervisor_history,
+        supervisor_runs=args.supervisor_runs,
+        profile=args.profile,
+        cprofile=args.cprofile,
+        log_dir=args.log_dir,
+        nice=args.nice,
+    )
+    if args.redis_url:
+        cfg.redis_url = args.redis_url
+    result = asyncio.run(run_load(cfg))
+    print(json.dumps(result, indent=2) if args.json else format_report(result))
+    return 0 if result["calls"]["sustained"] == result["calls"]["attempted"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

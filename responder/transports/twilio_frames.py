@@ -1,0 +1,59 @@
+"""Fast path for the frame a Twilio Media Stream sends 50 times a second: ``media``.
+
+:func:`media_payload` recognises a media frame by one regular expression that spells out the
+whole frame — every key, in one of the orders Twilio (or our simulated caller) writes them,
+with any JSON whitespace between tokens — and returns its base64 payload without building a
+dict. A frame the expression matches is valid JSON whose ``json.loads`` is exactly
+``{"event": "media", "sequenceNumber": …, "media": {…, "payload": P}, "streamSid": …}``: no
+escapes, no duplicate keys, no other fields. Anything else (odd but valid JSON included)
+answers None, and the caller parses it with ``json.loads`` as before.
+"""
+
+from __future__ import annotations
+
+import re
+
+_WS = r"[ \t\n\r]*"
+
+
+def _pair(key: str, value: str) -> str:
+    return f'"{key}"{_WS}:{_WS}{value}'
+
+
+def _sep() -> str:
+    return f"{_WS},{_WS}"
+
+
+_DIGITS = r'"[0-9]+"'
+_SID = _pair("streamSid", r'"[A-Za-z0-9_-]*"')
+_MEDIA = _pair(
+    "media",
+    "\\{"
+    + _WS
+    + _sep().join(
+        (
+            _pair("track", r'"[a-z_]+"'),
+            _pair("chunk", _DIGITS),
+            _pair("timestamp", _DIGITS),
+            _pair("payload", r'"([A-Za-z0-9+/]*={0,2})"'),
+        )
+    )
+    + _WS
+    + "\\}",
+)
+_HEAD = "\\{" + _WS + _pair("event", '"media"') + _sep() + _pair("sequenceNumber", _DIGITS) + _sep()
+# Twilio writes streamSid after media; the simulated caller before it
+_MEDIA_FRAME = re.compile(_HEAD + f"(?:{_MEDIA}{_sep()}{_SID}|{_SID}{_sep()}{_MEDIA}|{_MEDIA})" + _WS + "\\}")
+
+
+def media_payload(frame: str) -> str | None:
+    """The base64 payload of a well-formed media frame; None when ``frame`` is anything else."""
+    if not frame.startswith("{"):
+        return None
+    match = _MEDIA_FRAME.fullmatch(frame)
+    if match is None:
+        return None
+    payload: str | None = match[1]  # one group per order the frame can have its keys in
+    if payload is None:
+        payload = match[2] if match[2] is not None else match[3]
+    return payload
