@@ -48,6 +48,7 @@ HOLD_LINE_INSTRUCTIONS = (
     "and do not ask the caller anything."
 )
 MAX_ANSWER_ATTEMPTS = 3
+CLOSE_WRITES_WAIT_S = 3.0  # history writes still queued when the call ends
 
 __all__ = [
     "FALLBACK_TEXT",
@@ -172,6 +173,7 @@ class CallController:
         for task in list(self._tasks):
             task.cancel()
         duration = round(time.monotonic() - self.started_at, 3)
+        await self.recorder.lane.aclose(CLOSE_WRITES_WAIT_S)  # the transcript first, then its end
         try:
             await self.history.set_meta(
                 self.call_id, status="ended", ended_at=time.time(), duration_s=duration,
@@ -379,6 +381,7 @@ class CallController:
                 )
             except TimeoutError:
                 self.log.info("call.transcript_wait_expired", item_id=user_item)
+            await self.recorder.flush(self.config.transcript_wait_s)  # the supervisor reads it all
             if not context:  # invalid or empty arguments: fall back on what the caller said
                 item = await self.history.get_item(self.call_id, user_item)
                 context = (item.text or "") if item else ""

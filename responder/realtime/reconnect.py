@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 RECONNECT_BACKOFF_S: tuple[float, ...] = (0.25, 0.5, 1.0)  # one attempt after each delay
 MAX_DROPS_PER_CALL = 5
 AUDIO_BUFFER_MS = 2000
+REPLAY_WRITES_WAIT_S = 2.0  # history writes of the dead session still queued
 ITEM_EVENTS = ("conversation.item.added", "conversation.item.created")
 
 Opener = Callable[[], AbstractAsyncContextManager[RealtimeConnection]]
@@ -138,7 +139,9 @@ async def resume_controller(
     c = controller
     parked = c.rt if isinstance(c.rt, ParkedConnection) else ParkedConnection(c.call_id, 0)
     await rt.send({"type": "session.update", "session": session})
+    await c.recorder.flush(REPLAY_WRITES_WAIT_S)  # replay what the old session said, all of it
     await _settle_cut_off_item(c)
+    await c.recorder.flush(REPLAY_WRITES_WAIT_S)
     try:
         items = await c.history.get_items(c.call_id, limit=REPLAY_LIMIT * 2)
     except RedisError as exc:  # the new session starts without memory rather than not at all

@@ -196,6 +196,7 @@ async def test_server_side_truncation_traces_agree(history: CallHistory, json_lo
         {"type": "conversation.item.truncated", "item_id": "item_cut", "audio_end_ms": 900}
     )
     await rec.assistant_transcript("item_cut", "Our return window is sixty days for most items.", "answer")
+    assert await rec.flush(5.0)
 
     redis_trace = await trace_from_redis(history, call_id)
     text = await asyncio.to_thread(json_log.read_text, encoding="utf-8")
