@@ -96,10 +96,13 @@ class ActionRunner:
 
     async def perform_later(self, host: ActionHost, wait_s: float = ACTION_LINE_WAIT_S) -> None:
         """The action happens even if its line is never spoken (refused, lost) or the call
-        ends first (the realtime side failed: a transfer still gets the caller to a person)."""
+        ends first (the realtime side failed: a transfer still gets the caller to a person).
+        All within ``wait_s`` of the request: the line's wait is not granted a second time."""
         self._line_wait_s = min(self._line_wait_s, wait_s)
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(self._wake.wait(), wait_s)
+        except TimeoutError:
+            self._line_wait_s = 0.0  # the line had its time: act now
         await self.perform(host)
 
     def call_closed(self) -> None:

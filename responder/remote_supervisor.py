@@ -9,6 +9,9 @@ user_item_id=…)`` → :class:`~supervisor.decisions.Decision`, never raising) 
   (401 wrong token, 400 bad request) are not retried.
 * Each try tells the service how much of the deadline is left (``deadline_s``), so the
   service's own timeout decision comes back before the client gives up on it.
+* Every try of one decision carries the same ``request_id``: a retry of a try that the service
+  did answer (a proxy's 502 or a reset connection on the way back) gets that decision back
+  instead of a second one being decided and recorded (supervisor/idempotency.py).
 * A successful decision was recorded on the call by the service. When no decision comes back,
   the client makes the spoken fallback itself, records it on the call
   (``CallHistory.add_decision``) and logs it as ``supervisor.decision``, like the in-process
@@ -19,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass
 
 import aiohttp
 import structlog
 from prometheus_client import Counter
 from pydantic import ValidationError
+from yarl import URL
 
 from responder.metrics import REGISTRY
 from responder.settings import Settings
@@ -38,6 +43,7 @@ log = structlog.get_logger("supervisor_client")
 DECIDE_PATH = "/v1/decide"
 # what the service needs after its own deadline: recording the decision, the HTTP round trip
 SERVICE_SLACK_S = 0.3
+MAX_SERVICE_DEADLINE_S = 600.0  # the service refuses a longer deadline_s (400)
 
 CLIENT_RETRIES = Counter(
     "responder_supervisor_client_retries",
@@ -70,6 +76,9 @@ class RemoteSupervisor:
         model_name: str = "",
         fallback_text: str = FALLBACK_TEXT,
     ) -> None:
+        parsed = URL(url)
+        if parsed.scheme not in ("http", "https") or not parsed.host:  # fail at startup, not per call
+            raise ValueError("RESPONDER_SUPERVISOR_URL must be an http:// or https:// URL with a host")
         self.endpoint = url.rstrip("/") + DECIDE_PATH
         self.history = history
         self.deadline_s = deadline_s
@@ -84,7 +93,8 @@ class RemoteSupervisor:
         if not settings.supervisor_url:
             raise ValueError("supervisor_url is not set")
         token = settings.supervisor_token.get_secret_value() if settings.supervisor_token else None
-        if token is None:
+        if not token:
+            token = None
             log.warning("supervisor_client.no_token", reason="RESPONDER_SUPERVISOR_TOKEN is not set")
         backoff = Backoff(
             attempts=settings.supervisor_retry_attempts,
@@ -117,6 +127,7 @@ class RemoteSupervisor:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.deadline_s
         blog = log.bind(call_id=call_id)
+        request_id = "req_" + uuid.uuid4().hex  # the same on every try: the service dedupes on it
         attempt = 0
         while True:
             attempt += 1
@@ -125,7 +136,8 @@ class RemoteSupervisor:
                 "call_id": call_id,
                 "context": context,
                 "user_item_id": user_item_id,
-                "deadline_s": round(max(left - SERVICE_SLACK_S, 0.1), 3),
+                "request_id": request_id,
+                "deadline_s": round(min(max(left - SERVICE_SLACK_S, 0.1), MAX_SERVICE_DEADLINE_S), 3),
             }
             try:
                 async with asyncio.timeout(max(left, 0.0)):

@@ -165,7 +165,10 @@ class Settings(BaseSettings):
         default=20.0, ge=0, description="On SIGTERM: /readyz answers 503 and calls go on for up to this long."
     )
     drain_goodbye_s: float = Field(
-        default=6.0, ge=0, description="The drain's last part: calls still live say a goodbye line and end."
+        default=10.0,
+        ge=0,
+        description="The drain's last part: calls still live say a goodbye line and end (the line "
+        "alone plays for about 7 s, after what is being said).",
     )
 
     # --- Simulator (test double used when there is no API key) --------------------------

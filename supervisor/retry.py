@@ -7,7 +7,9 @@ Used on both sides of the supervisor: the responder's HTTP client of the supervi
   ``min(max_s, base_s * 2 ** (n - 1))`` plus a uniform random share of the other half, so
   that callers failing together do not retry together.
 * A server's ``Retry-After`` (seconds or an HTTP date; OpenAI also sends ``retry-after-ms``)
-  is a floor: we never come back sooner than it asks.
+  is a floor: we never come back sooner than it asks, and a jittered share of the backoff
+  is added on top, so that clients told the same time do not all return at once. A wait
+  over ``max_retry_after_s`` is not waited at all (no retry), deadline or not.
 * Nothing is retried once ``attempts`` are used up, or when the wait plus ``min_attempt_s``
   (time worth giving one more try) no longer fits in what is left of the deadline: then the
   caller falls back at once instead of sleeping into its deadline.
@@ -91,16 +93,21 @@ class Backoff:
     base_s: float = 0.2
     max_s: float = 2.0
     min_attempt_s: float = 0.25  # do not start a try with less time than this left
+    max_retry_after_s: float = 10.0  # a server asking for a longer wait: give up instead
 
     def delay(self, retry: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
         """The wait before retry number ``retry`` (1 = the first retry)."""
         cap = min(self.max_s, self.base_s * 2 ** max(retry - 1, 0))
-        jittered = cap / 2 + (rng or random).uniform(0, cap / 2)
-        return max(jittered, retry_after or 0.0)
+        share = (rng or random).uniform(0, cap / 2)
+        if retry_after is not None and retry_after > cap / 2 + share:
+            return retry_after + share  # the server's floor, spread out
+        return cap / 2 + share
 
     def next_delay(self, attempt: int, retry_after: float | None, remaining: float | None) -> float | None:
         """After failed try ``attempt`` (1-based): the wait before the next, or None to stop."""
         if attempt >= self.attempts:
+            return None
+        if retry_after is not None and retry_after > self.max_retry_after_s:
             return None
         wait = self.delay(attempt, retry_after)
         if remaining is not None and wait + self.min_attempt_s > remaining:

@@ -8,7 +8,11 @@ as in-process. ``deadline_s`` (what is left of the caller's deadline) can only s
 configured ``supervisor_deadline_s``.
 
 * Auth: ``Authorization: Bearer <RESPONDER_SUPERVISOR_TOKEN>``, compared in constant time;
-  missing or wrong → 401. Without a token the service only starts on a loopback address.
+  missing or wrong → 401 on every path but the three probes below. Without a token the
+  service only starts on a loopback address.
+* ``request_id`` (optional; the client sends one per decision, the same on every retry): a
+  retried request is answered with the first try's decision instead of deciding (and
+  recording) again, see :mod:`supervisor.idempotency`.
 * Bad JSON or invalid fields → 400, a body over ``max_body_bytes`` → 413, both as JSON
   ``{"error": {"code", "message"}}``.
 * ``GET /healthz`` (process up), ``GET /readyz`` (Redis answers and policies are loaded),
@@ -38,13 +42,18 @@ from responder.settings import Settings
 from responder.simulator.state import STATE_KEY as SIM_STATE
 from responder.supervisor_setup import supervisor_from_settings
 from supervisor.agent import Supervisor
+from supervisor.decisions import Decision
 from supervisor.history import CallHistory
+from supervisor.idempotency import DecideOnce
 from supervisor.policy_sync import PolicySync, start_policies
 
 log = structlog.get_logger("supervisor_service")
 
 DECIDE_PATH = "/v1/decide"
 MIN_TOKEN_CHARS = 16
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapers: no token
+# a retry of a request still running waits for its decision this long past its own deadline
+DEDUPE_WAIT_SLACK_S = 0.2
 
 REQUESTS = Counter(
     "supervisor_service_requests", "Decide requests, by HTTP status", ["status"], registry=REGISTRY
@@ -57,6 +66,7 @@ class DecideRequest(BaseModel):
     call_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
     context: str = Field(max_length=16_000)
     user_item_id: str | None = Field(default=None, max_length=128)
+    request_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
     deadline_s: float | None = Field(default=None, gt=0, le=600)
 
 
@@ -68,6 +78,7 @@ class ServiceState:
     policy_sync: PolicySync
     supervisor: Supervisor
     simulator_state: Any = None  # keyless mode: the text-model double's SimulatorState (tests read it)
+    once: DecideOnce | None = None  # request_id de-duplication
 
 
 STATE: web.AppKey[ServiceState] = web.AppKey("supervisor_service", ServiceState)
@@ -94,6 +105,10 @@ def check_token(settings: Settings, host: str) -> str | None:
         return None
     if len(token) < MIN_TOKEN_CHARS:
         raise ValueError(f"RESPONDER_SUPERVISOR_TOKEN is too short (at least {MIN_TOKEN_CHARS} characters)")
+    if any(c.isspace() for c in token) or "REPLACE-ME" in token.upper():
+        raise ValueError(
+            "RESPONDER_SUPERVISOR_TOKEN holds whitespace or the example's placeholder: set a random value"
+        )
     return token
 
 
@@ -120,7 +135,7 @@ def _auth(token: str | None) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected is not None and request.path.startswith("/v1/"):
+        if expected is not None and request.path not in OPEN_PATHS:
             given = request.headers.get("Authorization", "").encode()
             if not hmac.compare_digest(given, expected):
                 log.warning("supervisor_service.unauthorized", path=request.path, has_auth=bool(given))
@@ -150,7 +165,8 @@ def _lifecycle(settings: Settings) -> Callable[[web.Application], AsyncIterator[
             settings, history, policy_sync.library, base_url=base_url, api_key=api_key
         )
         sim_state = sim_runner.app[SIM_STATE] if sim_runner is not None else None
-        app[STATE] = ServiceState(settings, redis, history, policy_sync, supervisor, sim_state)
+        once = DecideOnce(redis.client, settings.redis_prefix)
+        app[STATE] = ServiceState(settings, redis, history, policy_sync, supervisor, sim_state, once)
         log.info(
             "supervisor_service.ready", model=settings.supervisor_model, api=settings.supervisor_api,
             policies=policy_sync.library.labels(), deadline_s=settings.supervisor_deadline_s,
@@ -178,7 +194,7 @@ async def decide(request: web.Request) -> web.Response:
         return _error(413, "too_large", f"the body is over {state.settings.max_body_bytes} bytes")
     try:
         body = DecideRequest.model_validate(json.loads(raw))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[…
         log.warning("supervisor_service.bad_request", reason="invalid JSON", bytes=len(raw))
         return _error(400, "invalid_json", "the body is not valid JSON")
     except ValidationError as exc:
@@ -190,7 +206,27 @@ async def decide(request: web.Request) -> web.Response:
         supervisor = copy.copy(supervisor)  # the caller's remaining time: a shorter deadline
         supervisor.deadline_s = body.deadline_s
     with structlog.contextvars.bound_contextvars(call_id=body.call_id):
-        decision = await supervisor.decide(body.call_id, body.context, user_item_id=body.user_item_id)
+        once, key = state.once, None
+        if once is not None and body.request_id is not None:
+            key = once.key(body.call_id, body.request_id)
+            earlier = await _earlier_decision(once, key, supervisor.deadline_s)
+            if isinstance(earlier, web.Response):
+                return earlier
+            if earlier is not None:
+                REQUESTS.labels(status="200").inc()
+                log.bind(call_id=body.call_id).info(
+                    "supervisor_service.request_repeated", decision_id=earlier.decision_id,
+                    request_id=body.request_id, outcome=earlier.outcome,
+                )  # fmt: skip
+                return web.json_response(text=earlier.model_dump_json())
+        try:
+            decision = await supervisor.decide(body.call_id, body.context, user_item_id=body.user_item_id)
+        except BaseException:  # cancelled (the client hung up): a retry may run it afresh
+            if once is not None and key is not None:
+                await once.release(key)
+            raise
+        if once is not None and key is not None:
+            await once.finish(key, decision)
         observe_decision(decision)
         REQUESTS.labels(status="200").inc()
         log.bind(call_id=body.call_id).info(
@@ -198,6 +234,17 @@ async def decide(request: web.Request) -> web.Response:
             deadline_s=supervisor.deadline_s, ms=round((time.perf_counter() - started) * 1000, 1),
         )  # fmt: skip
     return web.json_response(text=decision.model_dump_json())
+
+
+async def _earlier_decision(once: DecideOnce, key: str, deadline_s: float) -> Decision | web.Response | None:
+    """None: this try decides. Else the decision of an earlier try with the same request id
+    (waited for while it runs), or a 409 when that one is still running past the deadline."""
+    if await once.claim(key, deadline_s) == "run":
+        return None
+    earlier = await once.result(key, deadline_s + DEDUPE_WAIT_SLACK_S)
+    if earlier is None:
+        return _error(409, "in_progress", "a request with this request_id is still being decided")
+    return None if isinstance(earlier, str) else earlier  # "run": released, claimed by this try
 
 
 async def healthz(request: web.Request) -> web.Response:

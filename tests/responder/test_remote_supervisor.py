@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestServer, unused_port
 from structlog.testing import capture_logs
 
 from responder.remote_supervisor import RemoteSupervisor
+from responder.settings import Settings
 from supervisor.agent import FALLBACK_TEXT
 from supervisor.decisions import Decision, PolicyRef
 from supervisor.history import CallHistory
@@ -113,6 +114,9 @@ async def test_retries_503_then_429_with_retry_after_then_succeeds(
     # each try told the service the deadline left, shrinking
     deadlines = [float(body["deadline_s"]) for _, _, body in stand_in.requests]  # type: ignore[arg-type]
     assert deadlines[0] <= 3.0 and deadlines[0] > deadlines[1] > deadlines[2] > 0
+    # one request id for every try of this decision: the service answers a retry, once
+    request_ids = {body["request_id"] for _, _, body in stand_in.requests}
+    assert len(request_ids) == 1 and str(request_ids.pop()).startswith("req_")
     # the service recorded its decision; the client recorded nothing of its own
     assert await history.get_decisions("CAr1") == []
     [done] = [e for e in logs if e["event"] == "supervisor_client.decision"]
@@ -226,3 +230,31 @@ async def test_unreadable_200_is_a_recorded_fallback(
     assert len(stand_in.requests) == 1
     assert decision.outcome == "error" and "unreadable decision" in str(decision.error)
     assert [d.decision_id for d in await history.get_decisions("CAr8")] == [decision.decision_id]
+
+
+@pytest.mark.parametrize("url", ["supervisor:8081", "responder-supervisor", "ftp://host/x", "http://"])
+def test_a_malformed_url_fails_at_startup_not_on_every_call(url: str, history: CallHistory) -> None:
+    with pytest.raises(ValueError, match="RESPONDER_SUPERVISOR_URL"):
+        RemoteSupervisor(url, history, token=TOKEN, deadline_s=1.0)
+
+
+def test_an_empty_token_sends_no_authorization_header(history: CallHistory) -> None:
+    settings = Settings(supervisor_url="http://127.0.0.1:8081", supervisor_token="")  # type: ignore[arg-type]
+    with capture_logs() as logs:
+        remote = RemoteSupervisor.from_settings(settings, history)
+    assert remote._headers == {}
+    assert [e["event"] for e in logs] == ["supervisor_client.no_token"]
+
+
+async def test_a_long_configured_deadline_is_sent_within_the_services_limit(
+    upstream: Callable[..., Awaitable[Upstream]], history: CallHistory
+) -> None:
+    stand_in = await upstream(decision_reply())
+    remote = client(stand_in.url, history, deadline_s=900.0)
+    try:
+        decision = await remote.decide("CAr9", "question")
+    finally:
+        await remote.aclose()
+    assert decision.outcome == "ok"  # not a 400 for deadline_s > 600 on every decision
+    [(_, _, body)] = stand_in.requests
+    assert 590 < float(body["deadline_s"]) <= 600  # type: ignore[arg-type]

@@ -3,6 +3,7 @@ through the real openai SDK (its own retries off)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -11,6 +12,7 @@ from structlog.testing import capture_logs
 
 from supervisor.agent import FALLBACK_TEXT, build_supervisor
 from supervisor.history import CallHistory
+from supervisor.model import Message, ModelError, OpenAIModelClient
 from tests.supervisor.conftest import TENT_QUESTION, StartTextModel
 
 
@@ -90,3 +92,20 @@ async def test_other_4xx_are_not_retried(start_text_model: StartTextModel, histo
         await supervisor.aclose()
     assert decision.outcome == "error" and "HTTP 400" in str(decision.error)
     assert sim.state.text_failures_sent == [400] and sim.state.text_failures == [500]
+
+
+async def test_a_long_retry_after_is_not_slept_outside_a_deadline(start_text_model: StartTextModel) -> None:
+    """No supervisor deadline around the call (a direct model use): a 429 asking for a minute
+    is not waited for (capped by Backoff.max_retry_after_s), the error comes back at once."""
+    sim = await start_text_model()
+    sim.state.text_failures, sim.state.text_failure_retry_after = [429, 429], 60.0
+    client = OpenAIModelClient.create(api_key="sk-test", model="m", base_url=sim.base_url, max_retries=3)
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(20):
+            with pytest.raises(ModelError, match="HTTP 429"):
+                await client.complete("instructions", [Message("user", TENT_QUESTION)], [])
+    finally:
+        await client.aclose()
+    assert time.monotonic() - started < 2.0
+    assert sim.state.text_failures_sent == [429]

@@ -37,7 +37,9 @@ def test_delay_grows_is_jittered_capped_and_floored_by_retry_after() -> None:
         delays = [backoff.delay(retry, rng=rng) for _ in range(200)]
         assert all(cap / 2 <= d <= cap for d in delays), (retry, min(delays), max(delays))
         assert max(delays) - min(delays) > cap / 4  # jitter spreads retries out
-    assert backoff.delay(1, retry_after=3.0, rng=rng) == 3.0  # never sooner than asked
+    # never sooner than asked, spread out by up to half this retry's backoff on top
+    waits = [backoff.delay(1, retry_after=3.0, rng=rng) for _ in range(200)]
+    assert all(3.0 <= w <= 3.1 for w in waits) and max(waits) - min(waits) > 0.05
 
 
 def test_next_delay_stops_at_attempts_and_deadline() -> None:
@@ -47,7 +49,16 @@ def test_next_delay_stops_at_attempts_and_deadline() -> None:
     assert backoff.next_delay(3, None, 10.0) is None  # three tries in all
     assert backoff.next_delay(1, None, 0.3) is None  # 0.05..0.1 s wait + 0.25 s try > 0.3 s left
     assert backoff.next_delay(1, 5.0, 4.0) is None  # Retry-After past the deadline: stop now
-    assert backoff.next_delay(1, 1.0, 4.0) == 1.0
+    wait = backoff.next_delay(1, 1.0, 4.0)
+    assert wait is not None and 1.0 <= wait <= 1.05
+
+
+def test_retry_after_over_the_cap_is_not_waited_even_without_a_deadline() -> None:
+    backoff = Backoff(attempts=5, max_retry_after_s=10.0)
+    assert backoff.next_delay(1, 3600.0 - 1, None) is None
+    assert backoff.next_delay(1, 10.5, None) is None
+    wait = backoff.next_delay(1, 9.0, None)
+    assert wait is not None and 9.0 <= wait <= 9.1
 
 
 async def test_deadline_scope_counts_down_and_resets() -> None:

@@ -1,0 +1,127 @@
+"""The history write buffer while its flusher is replaying: live writes, reads and a second
+outage in the middle of the replay, against a real redis-server the tests kill and restart.
+
+Each test lets a few hundred writes queue during an outage, brings Redis back, and acts once
+the flusher is visibly mid-replay (Redis answering, writes still pending).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+from structlog.testing import capture_logs
+
+from responder.redis_server import client_options
+from supervisor.history import CallHistory, HistoryItem
+from supervisor.history_buffer import BufferedCallHistory
+from tests.responder.redis_process import RedisProcess, redis_process  # noqa: F401 (fixture)
+
+CALL = "CAraces"
+QUEUED = 400
+
+
+@pytest.fixture
+async def client(redis_process: RedisProcess) -> AsyncIterator[Redis]:  # noqa: F811
+    redis = Redis.from_url(redis_process.url, **client_options())
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+
+
+def turn(n: int, text: str | None = None) -> HistoryItem:
+    return HistoryItem(id=f"i{n:04d}", kind="message", role="user", text=text or f"turn {n}")
+
+
+async def queue_during_outage(history: BufferedCallHistory, redis_process: RedisProcess) -> None:  # noqa: F811
+    await history.start_call(CALL, transport="twilio")
+    redis_process.kill()
+    for n in range(QUEUED):
+        await history.add_item(CALL, turn(n))  # appended: the order is the order of the writes
+    assert history.pending == QUEUED
+
+
+async def mid_replay(history: BufferedCallHistory, below: int, timeout_s: float = 20.0) -> None:
+    """Until the flusher has replayed some writes (Redis up again) but fewer than ``below``."""
+    async with asyncio.timeout(timeout_s):
+        while history.redis_down or history.pending > below:
+            await asyncio.sleep(0)
+    assert 0 < history.pending <= below, "the replay finished before the test could act"
+
+
+async def drained(history: BufferedCallHistory, timeout_s: float = 30.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while history.pending or history.redis_down:
+            await asyncio.sleep(0.02)
+
+
+async def stored_ids(redis_process: RedisProcess, prefix: str) -> list[str]:  # noqa: F811
+    reader = Redis.from_url(redis_process.url)
+    try:
+        return [i.id for i in await CallHistory(reader, prefix=prefix).get_items(CALL)]
+    finally:
+        await reader.aclose()
+
+
+async def test_live_writes_during_the_replay_queue_behind_it(
+    redis_process: RedisProcess,  # noqa: F811
+    client: Redis,
+) -> None:
+    """A call whose writes are being replayed keeps queueing: a patch of an item that is still
+    queued must not reach Redis before the item does (it would patch nothing, and be lost)."""
+    history = BufferedCallHistory(client, prefix="live", ttl_s=600)
+    await queue_during_outage(history, redis_process)
+    await asyncio.to_thread(redis_process.start)
+    await mid_replay(history, below=QUEUED - 20)
+    last = QUEUED - 1
+    await history.update_item(CALL, turn(last).id, text="patched while replaying")
+    await history.add_item(CALL, turn(QUEUED))
+    await drained(history)
+    items = await CallHistory(client, prefix="live").get_items(CALL)
+    assert [i.id for i in items] == [turn(n).id for n in range(QUEUED + 1)]
+    assert items[last].text == "patched while replaying"
+
+
+async def test_reads_during_the_replay_miss_no_item(
+    redis_process: RedisProcess,  # noqa: F811
+    client: Redis,
+) -> None:
+    """The write being replayed is neither in the queue nor (yet) in Redis for a moment: a read
+    of the call then must still see it (the supervisor must not lose the caller's last turn)."""
+    history = BufferedCallHistory(client, prefix="read", ttl_s=600)
+    await queue_during_outage(history, redis_process)
+    expected = [turn(n).id for n in range(QUEUED)]
+    await asyncio.to_thread(redis_process.start)
+    reads = 0
+    async with asyncio.timeout(30):
+        while history.pending or history.redis_down:
+            ids = [i.id for i in await history.get_items(CALL)]
+            assert ids == expected, f"read {reads}: {len(ids)} items, missing {set(expected) - set(ids)}"
+            reads += 1
+    assert reads > 10  # the reads really overlapped the replay
+
+
+async def test_redis_dying_again_mid_replay_loses_nothing(
+    redis_process: RedisProcess,  # noqa: F811
+    client: Redis,
+) -> None:
+    """The write in flight when Redis dies again goes back to the head of its call's queue,
+    ahead of the live writes made since, and is replayed once Redis is back."""
+    history = BufferedCallHistory(client, prefix="again", ttl_s=600)
+    await queue_during_outage(history, redis_process)
+    with capture_logs() as logs:
+        await asyncio.to_thread(redis_process.start)
+        await mid_replay(history, below=QUEUED - 20)
+        redis_process.kill()  # on the loop's thread: the flusher is mid-write when it returns
+        for n in range(QUEUED, QUEUED + 10):  # queued behind the interrupted replay
+            await history.add_item(CALL, turn(n))
+        await asyncio.sleep(0.2)
+        assert history.redis_down and history.pending > 10
+        await asyncio.to_thread(redis_process.start)
+        await drained(history)
+    assert await stored_ids(redis_process, "again") == [turn(n).id for n in range(QUEUED + 10)]
+    [flushed] = [e for e in logs if e["event"] == "history.flushed"]
+    assert flushed["count"] == QUEUED + 10 and flushed["dropped"] == 0  # each write once
