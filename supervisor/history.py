@@ -21,7 +21,7 @@ import time
 from typing import Any, Literal
 
 import structlog
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
@@ -37,6 +37,7 @@ ItemStatus = Literal["in_progress", "completed", "interrupted", "failed"]
 APPEND = ""
 HEAD = "^"
 
+# KEYS: order, items, meta, decisions, side. ARGV: id, body, prev, ttl, channel, announcement
 _ADD_SCRIPT = """
 local order, items, side = KEYS[1], KEYS[2], KEYS[5]
 local id, body, prev, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -70,8 +71,21 @@ redis.call('HSET', items, id, body)
 for i = 1, #KEYS do
   redis.call('EXPIRE', KEYS[i], ttl)
 end
+redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
 """
+
+# A decision: pushed on the decision list (once: a write replayed after a Redis outage, see
+# history_buffer.py, must not record it twice; ARGV[7] is its JSON), then added as an item,
+# in one round trip like any item.
+_ADD_DECISION_SCRIPT = (
+    """
+if not redis.call('LPOS', KEYS[4], ARGV[7]) then
+  redis.call('RPUSH', KEYS[4], ARGV[7])
+end
+"""
+    + _ADD_SCRIPT
+)
 
 _GET_SCRIPT = """
 local limit = tonumber(ARGV[1])
@@ -85,19 +99,15 @@ local out = {}
 for i = 1, #ids, 1000 do
   local batch = redis.call('HMGET', KEYS[2], unpack(ids, i, math.min(i + 999, #ids)))
   for j = 1, #batch do
-    out[#out + 1] = batch[j]
+    if batch[j] then
+      out[#out + 1] = batch[j]
+    end
   end
 end
-return out
+-- one JSON array: one reply to read and one validation call instead of one per item
+return '[' .. table.concat(out, ',') .. ']'
 """
 
-# a replayed write (after a Redis outage, see history_buffer.py) must not record a decision twice
-_PUSH_ONCE_SCRIPT = """
-if not redis.call('LPOS', KEYS[1], ARGV[1]) then
-  redis.call('RPUSH', KEYS[1], ARGV[1])
-end
-return 1
-"""
 
 
 class HistoryItem(BaseModel):
@@ -118,6 +128,9 @@ class HistoryItem(BaseModel):
     meta: dict[str, Any] = Field(default_factory=dict)
 
 
+_ITEMS: TypeAdapter[list[HistoryItem]] = TypeAdapter(list[HistoryItem])
+
+
 class CallHistory:
     def __init__(self, redis: Redis, prefix: str = "rt", ttl_s: int = 7 * 24 * 3600) -> None:
         self.redis = redis
@@ -125,7 +138,7 @@ class CallHistory:
         self.ttl_s = ttl_s
         self._add = redis.register_script(_ADD_SCRIPT)
         self._get = redis.register_script(_GET_SCRIPT)
-        self._push_once = redis.register_script(_PUSH_ONCE_SCRIPT)
+        self._add_decision = redis.register_script(_ADD_DECISION_SCRIPT)
 
     # -- keys ----------------------------------------------------------------------------
     def key(self, call_id: str, part: str) -> str:
@@ -170,10 +183,9 @@ class CallHistory:
     async def add_item(self, call_id: str, item: HistoryItem, previous_item_id: str | None = APPEND) -> None:
         """Record ``item`` after ``previous_item_id`` (``APPEND``: at the end, ``HEAD``: first)."""
         body = item.model_dump_json()
-        await self._add(
-            keys=self._keys(call_id), args=[item.id, body, previous_item_id or APPEND, self.ttl_s]
-        )
-        await self._announce(call_id, {"type": "item.added", "item": json.loads(body)})
+        where = previous_item_id or APPEND
+        args = [item.id, body, where, self.ttl_s, self.channel(call_id), _announcement(body)]
+        await self._add(keys=self._keys(call_id), args=args)
 
     async def update_item(self, call_id: str, item_id: str, **fields: Any) -> HistoryItem | None:
         """Update fields of an item in place; returns the new item, or None if it is unknown."""
@@ -207,14 +219,15 @@ class CallHistory:
     async def get_items(self, call_id: str, limit: int | None = None) -> list[HistoryItem]:
         """The call's items in conversation order (the newest ``limit`` when given), one round trip."""
         keys = [self.key(call_id, "order"), self.key(call_id, "items")]
-        raws = await self._get(keys=keys, args=[limit or 0])
-        return [HistoryItem.model_validate_json(r) for r in raws if r is not None]
+        return _ITEMS.validate_json(await self._get(keys=keys, args=[limit or 0]))
 
     # -- decisions -----------------------------------------------------------------------
     async def add_decision(self, call_id: str, decision: Decision) -> None:
         """Store a decision on the call: in the decision list and as a history item (idempotent)."""
-        await self._push_once(keys=[self.key(call_id, "decisions")], args=[decision.model_dump_json()])
-        await self.add_item(call_id, decision_item(decision))
+        item = decision_item(decision)
+        body = item.model_dump_json()
+        args = [item.id, body, APPEND, self.ttl_s, self.channel(call_id), _announcement(body)]
+        await self._add_decision(keys=self._keys(call_id), args=[*args, decision.model_dump_json()])
 
     async def get_decisions(self, call_id: str) -> list[Decision]:
         raws = await self.redis.lrange(self.key(call_id, "decisions"), 0, -1)
@@ -240,6 +253,11 @@ def decision_item(decision: Decision) -> HistoryItem:
             "latency_ms": round(decision.latency_ms, 1),
         },
     )
+
+
+def _announcement(item_json: str) -> str:
+    """The pub/sub message of a new item (its JSON spliced in, not parsed and dumped again)."""
+    return '{"type": "item.added", "item": ' + item_json + "}"
 
 
 def _s(value: bytes | str) -> str:

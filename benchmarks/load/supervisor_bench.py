@@ -16,10 +16,25 @@ from typing import Any
 from redis.asyncio import Redis
 
 from responder.simulator.probe import percentiles
+from responder.warmup import freeze_heap
 from supervisor.agent import build_supervisor
 from supervisor.history import CallHistory, HistoryItem
 
 QUESTION = "Can I return a tent I already used on a camping trip?"
+
+
+def log_like_the_service() -> None:
+    """The supervisor's log lines are part of its overhead: JSON at INFO, as ``responder serve``
+    logs in production, written to /dev/null instead of a terminal."""
+    import os
+
+    import structlog
+
+    from responder.logs import configure_logging
+
+    configure_logging("json", "INFO")
+    sink = open(os.devnull, "w")
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sink))
 
 
 async def seed_history(history: CallHistory, call_id: str, items: int) -> None:
@@ -62,6 +77,7 @@ async def supervisor_overhead(
             decision = await supervisor.decide(call_id, QUESTION)
             total = time.perf_counter() - t0
             if n == 0:
+                freeze_heap()  # as `responder serve` does once it has started
                 continue
             outcomes[decision.outcome] = outcomes.get(decision.outcome, 0) + 1
             totals.append(total * 1000)
@@ -121,16 +137,14 @@ if __name__ == "__main__":
     import argparse
     import asyncio
     import json
-    import logging
 
-    import structlog
 
     parser = argparse.ArgumentParser(description="supervisor overhead beyond model time")
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--profile", type=Path, default=None, help="write cProfile stats (text) here")
     args = parser.parse_args()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    log_like_the_service()
     result, stats = asyncio.run(_main(args.items, args.runs, args.profile is not None))
     if args.profile is not None:
         args.profile.write_text(stats)
