@@ -383,7 +383,11 @@ class CallController:
                 self.log.info("call.transcript_wait_expired", item_id=user_item)
             await self.recorder.flush(self.config.transcript_wait_s)  # the supervisor reads it all
             if not context:  # invalid or empty arguments: fall back on what the caller said
-                item = await self.history.get_item(self.call_id, user_item)
+                try:
+                    item = await self.history.get_item(self.call_id, user_item)
+                except RedisError as exc:  # the tool call must still get its answer
+                    self.log.warning("call.context_unavailable", item_id=user_item, error=repr(exc))
+                    item = None
                 context = (item.text or "") if item else ""
         hold = asyncio.ensure_future(self._hold_lines())
         started = time.monotonic()

@@ -64,7 +64,7 @@ def _start_embedded(data_dir: Path) -> Any:
 
 async def connect_redis(url: str | None, data_dir: Path) -> RedisHandle:
     if url:
-        client = Redis.from_url(url, **client_options(tcp=not url.startswith("unix:")))
+        client = Redis.from_url(url, **client_options(tcp=not url.lower().startswith("unix:")))
         await client.ping()
         log.info("redis.connected", url=_redact(url), embedded=False)
         return RedisHandle(client=client, url=url)

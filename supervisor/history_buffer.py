@@ -9,7 +9,8 @@ answers. When one fails with a connection-type error (:data:`CONNECTION_ERRORS`)
   background flusher per history object (one per process) is started;
 * while Redis is known to be down, every write goes straight to the buffer (the call loop
   never waits on a dead server); once a call has queued writes its later writes queue behind
-  them, so field patches of items that are still queued replay after them, in order;
+  them, so field patches of items that are still queued replay after them, in order; a
+  call's queue is not replayed while a direct write of it (older) still waits for its reply;
 * the flusher pings with exponential backoff and, once Redis answers, replays each call's
   queue in order through the ordinary write methods: placement is the same as if there had
   been no outage, every replayed write is announced on the call's channel, and a write that
@@ -108,6 +109,9 @@ class BufferedCallHistory(CallHistory):
         self._flusher: asyncio.Task[None] | None = None
         self._closing = False
         self._flush_lock = asyncio.Lock()  # one replay at a time: the flusher or the last flush
+        # call id → its direct writes under way: a call's queue is not replayed while one is
+        # (it is older than anything queued; if it fails it must go first, not after)
+        self._inflight: dict[str, int] = {}
 
     @property
     def pending(self) -> int:
@@ -147,10 +151,16 @@ class BufferedCallHistory(CallHistory):
         if _DIRECT.get():  # inside a write (add_decision → add_item): no second queue
             return await self._apply(write)
         if self._down_since is None and call_id not in self._queues:
+            self._inflight[call_id] = self._inflight.get(call_id, 0) + 1
             try:
                 return await self._apply(write)
             except CONNECTION_ERRORS as exc:
                 self._mark_down(exc)
+            finally:  # no await from here to the enqueue: the flusher cannot slip in between
+                if self._inflight[call_id] > 1:
+                    self._inflight[call_id] -= 1
+                else:
+                    del self._inflight[call_id]
         self._enqueue(write)
         return None
 
@@ -218,8 +228,11 @@ class BufferedCallHistory(CallHistory):
                 await self.redis.ping()
                 self._down_since = None  # calls with nothing queued write directly again
             while self._queues:
-                for call_id in list(self._queues):
+                ready = [c for c in self._queues if c not in self._inflight]
+                for call_id in ready:
                     await self._flush_call(call_id)
+                if not ready:  # only calls with a direct write under way: bounded by its timeout
+                    await asyncio.sleep(MIN_BACKOFF_S / 5)
         except CONNECTION_ERRORS as exc:
             self._mark_down(exc)
             return False
@@ -228,19 +241,20 @@ class BufferedCallHistory(CallHistory):
     async def _flush_call(self, call_id: str) -> None:
         queue = self._queues[call_id]
         while queue:
-            write = queue.popleft()  # the queue stays registered: new writes wait behind it
+            # left queued until written: a read meanwhile still sees it (replaying a write is
+            # idempotent), a failure or cancellation leaves it first in line, and the queue stays
+            # registered, so new writes of the call wait behind it
+            write = queue[0]
             try:
                 await self._apply(write)
-            except CONNECTION_ERRORS:
-                _insert_in_order(queue, write)
-                raise
-            except asyncio.CancelledError:
-                _insert_in_order(queue, write)
-                raise
-            except Exception as exc:  # refused by Redis itself: retrying would never end
+            except Exception as exc:
+                if isinstance(exc, CONNECTION_ERRORS):
+                    raise
+                # refused by Redis itself: retrying would never end
                 log.error("history.flush_failed", call_id=call_id, op=write.op, error=repr(exc))
             else:
                 self._flushed += 1
+            _discard(queue, write)
             self._pending -= 1
             self._observe()
         del self._queues[call_id]
@@ -273,16 +287,22 @@ class BufferedCallHistory(CallHistory):
             self._outage_over()
 
     # -- reads -----------------------------------------------------------------------------
-    async def _redis_read(self, call_id: str, read: Callable[[], Any]) -> Any:
-        """``read()`` from Redis; None when it is down and the call's buffered writes can answer."""
+    async def _redis_read(self, call_id: str, read: Callable[[], Any]) -> tuple[Any, list[_Write]]:
+        """``read()`` from Redis (None when it is down and the call's buffered writes can
+        answer), and the call's buffered writes to apply on top of it: those queued when the
+        read started as well as now, as the flusher may write some while the read is under
+        way (they are then in neither the queue nor, maybe, the read; reapplying is harmless)."""
+        before = list(self._queues.get(call_id, ()))
+        stored = None
         if self._down_since is None:
             try:
-                return await read()
+                stored = await read()
+                return stored, _merged(before, self._queues.get(call_id, ()))
             except CONNECTION_ERRORS as exc:
                 self._mark_down(exc)
         if call_id not in self._queues:
             raise HistoryUnavailable(f"Redis is down and nothing of call {call_id} is buffered")
-        return None
+        return stored, _merged(before, self._queues[call_id])
 
     async def get_items(self, call_id: str, limit: int | None = None) -> list[HistoryItem]:
         if call_id not in self._queues and self._down_since is None:
@@ -290,8 +310,10 @@ class BufferedCallHistory(CallHistory):
                 return await super().get_items(call_id, limit)
             except CONNECTION_ERRORS as exc:
                 self._mark_down(exc)
-        stored = await self._redis_read(call_id, lambda: super(BufferedCallHistory, self).get_items(call_id))
-        items = local_view(stored or [], self._queues.get(call_id, ()))
+        stored, writes = await self._redis_read(
+            call_id, lambda: super(BufferedCallHistory, self).get_items(call_id)
+        )
+        items = local_view(stored or [], writes)
         if stored is None:
             log.info("history.read_local", call_id=call_id, items=len(items))
         return items[-limit:] if limit else items
@@ -305,9 +327,11 @@ class BufferedCallHistory(CallHistory):
         return next((i for i in await self.get_items(call_id) if i.id == item_id), None)
 
     async def get_meta(self, call_id: str) -> dict[str, str]:
-        stored = await self._redis_read(call_id, lambda: super(BufferedCallHistory, self).get_meta(call_id))
+        stored, writes = await self._redis_read(
+            call_id, lambda: super(BufferedCallHistory, self).get_meta(call_id)
+        )
         meta: dict[str, str] = dict(stored or {})
-        for write in self._queues.get(call_id, ()):
+        for write in writes:
             if write.op == "start_call":
                 meta.update({"call_id": call_id, "status": "active"})
             if write.op in ("start_call", "set_meta"):
@@ -315,12 +339,12 @@ class BufferedCallHistory(CallHistory):
         return meta
 
     async def get_decisions(self, call_id: str) -> list[Decision]:
-        stored = await self._redis_read(
+        stored, writes = await self._redis_read(
             call_id, lambda: super(BufferedCallHistory, self).get_decisions(call_id)
         )
         decisions: list[Decision] = list(stored or [])
         known = {d.decision_id for d in decisions}
-        for write in self._queues.get(call_id, ()):
+        for write in writes:
             if write.op == "add_decision" and write.args[0].decision_id not in known:
                 decisions.append(write.args[0])
         return decisions
@@ -332,6 +356,24 @@ def _insert_in_order(queue: deque[_Write], write: _Write) -> None:
         queue.append(write)
     else:
         queue.insert(bisect.bisect(list(queue), write), write)
+
+
+def _merged(before: Iterable[_Write], now: Iterable[_Write]) -> list[_Write]:
+    """Two snapshots of a call's queue, as one list in write order."""
+    by_seq = {w.seq: w for w in before}
+    by_seq.update((w.seq, w) for w in now)
+    return [by_seq[seq] for seq in sorted(by_seq)]
+
+
+def _discard(queue: deque[_Write], write: _Write) -> None:
+    """Remove ``write`` (by identity: an earlier write may have been put ahead of it)."""
+    if queue and queue[0] is write:
+        queue.popleft()
+        return
+    for n, queued in enumerate(queue):
+        if queued is write:
+            del queue[n]
+            return
 
 
 def local_view(stored: list[HistoryItem], writes: Iterable[_Write]) -> list[HistoryItem]:

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import structlog
 from aiohttp import WSMsgType, web
+from redis.exceptions import RedisError
 
 from responder.actions import CallActions
 from responder.call import CallController, CallerLink, ControllerConfig
@@ -185,6 +186,15 @@ class StreamCall:
         """The call is over on the service side (first reason wins); tell the caller if the
         protocol has a way to. Twilio has none: closing the socket says it."""
 
+    async def _record_open(self) -> bool:
+        """Whether the call's record still says active; unreadable (Redis down and nothing of
+        the call buffered) counts as open, so that its end is written (buffered) anyway."""
+        try:
+            return (await self.services.history.get_meta(self.call_id)).get("status") == "active"
+        except RedisError as exc:
+            self.log.warning("call.record_unreadable", error=repr(exc))
+            return True
+
     async def _finish(self) -> None:
         """The caller side is gone: end the call, whatever state its setup is in."""
         if self._run_task is None:
@@ -200,7 +210,7 @@ class StreamCall:
             self._run_task.cancel()
         if self.controller is not None:
             await self.controller.close(reason)  # idempotent; covers a controller created meanwhile
-        elif (await self.services.history.get_meta(self.call_id)).get("status") == "active":
+        elif await self._record_open():
             await self.services.history.set_meta(
                 self.call_id, status="ended", ended_at=time.time(), end_reason=reason
             )

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from structlog.testing import capture_logs
 
 from responder.redis_server import client_options
 from supervisor.history import CallHistory, HistoryItem
-from supervisor.history_buffer import BufferedCallHistory
+from supervisor.history_buffer import BufferedCallHistory, _Write
 from tests.responder.redis_process import RedisProcess, redis_process  # noqa: F401 (fixture)
 
 CALL = "CAraces"
@@ -101,6 +103,7 @@ async def test_reads_during_the_replay_miss_no_item(
             ids = [i.id for i in await history.get_items(CALL)]
             assert ids == expected, f"read {reads}: {len(ids)} items, missing {set(expected) - set(ids)}"
             reads += 1
+            await asyncio.sleep(0)  # a local read (Redis not seen back yet) never yields
     assert reads > 10  # the reads really overlapped the replay
 
 
@@ -125,3 +128,48 @@ async def test_redis_dying_again_mid_replay_loses_nothing(
     assert await stored_ids(redis_process, "again") == [turn(n).id for n in range(QUEUED + 10)]
     [flushed] = [e for e in logs if e["event"] == "history.flushed"]
     assert flushed["count"] == QUEUED + 10 and flushed["dropped"] == 0  # each write once
+
+
+class SlowFirstWrite(BufferedCallHistory):
+    """Holds the direct write of item ``slow`` until released, then fails it as a lost reply
+    (it never reached Redis): a write stuck on a dead socket while the rest of the call goes on."""
+
+    def __init__(self, redis: Redis, **kwargs: Any) -> None:
+        super().__init__(redis, **kwargs)
+        self.release = asyncio.Event()
+        self.held = asyncio.Event()
+
+    async def _apply(self, write: _Write) -> Any:
+        if write.op == "add_item" and write.args[0].id == "slow" and not self.held.is_set():
+            self.held.set()
+            await self.release.wait()
+            raise RedisConnectionError("connection lost before the reply")
+        return await super()._apply(write)
+
+
+async def test_a_direct_write_under_way_keeps_its_place_ahead_of_the_replay(
+    redis_process: RedisProcess,  # noqa: F811
+    client: Redis,
+) -> None:
+    """A write was sent before Redis died and is still waiting for its reply when later writes
+    of the same call, queued meanwhile, could be replayed: they wait for it, so that when it
+    fails it is replayed first (a patch of its item must not be replayed before the item)."""
+    history = SlowFirstWrite(client, prefix="inflight", ttl_s=600)
+    await history.start_call(CALL, transport="twilio")
+    slow = asyncio.create_task(history.add_item(CALL, turn(0).model_copy(update={"id": "slow"})))
+    await history.held.wait()
+    redis_process.kill()
+    await history.add_item("CAother", turn(1))  # refused: Redis is known down from here on
+    await history.update_item(CALL, "slow", text="patched")  # queued behind the slow write
+    assert history.redis_down and history.buffered_calls() == ["CAother", CALL]
+    await asyncio.to_thread(redis_process.start)
+    async with asyncio.timeout(20):  # the replay ran for the other call, not for this one
+        while history.redis_down or "CAother" in history.buffered_calls():
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    assert history.buffered_calls() == [CALL] and history.pending == 1
+    history.release.set()
+    assert await slow is None  # failed, queued (ahead of the patch)
+    await drained(history)
+    [item] = await CallHistory(client, prefix="inflight").get_items(CALL)
+    assert (item.id, item.text) == ("slow", "patched")
