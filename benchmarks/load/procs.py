@@ -8,8 +8,10 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,3 +102,18 @@ async def wait_ready(proc: Proc, path: str, timeout_s: float = 30.0) -> None:
                 pass
             await asyncio.sleep(0.2)
     raise RuntimeError(f"{proc.name} not ready at {proc.url}{path} within {timeout_s:.0f}s")
+
+
+@asynccontextmanager
+async def probe_simulator() -> AsyncIterator[Proc]:
+    """The simulator in probe mode as its own process (its work is not the measured process's),
+    ready to answer; stopped on exit."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as logs:
+        url = f"http://127.0.0.1:{port}"
+        sim = start("simulator", ["simulate", "--port", str(port), "--probe"], {}, url, Path(logs))
+        try:
+            await wait_ready(sim, "/_probe")
+            yield sim
+        finally:
+            sim.stop()

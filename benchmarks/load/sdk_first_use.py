@@ -16,15 +16,13 @@ import argparse
 import asyncio
 import json
 import logging
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import structlog
 
-from benchmarks.load.procs import free_port, start, wait_ready
+from benchmarks.load.procs import probe_simulator
 from responder.realtime.connection import make_client, open_realtime
 from responder.simulator.sip import incoming_call_event, new_webhook_secret, sign
 from supervisor.model import Message, OpenAIModelClient
@@ -57,20 +55,8 @@ class StallMeter:
 
 async def main(warm: bool) -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    port = free_port()
-    with tempfile.TemporaryDirectory() as logs:  # its own process: its work is not our stall
-        sim = start(
-            "simulator",
-            ["simulate", "--port", str(port), "--probe"],
-            {},
-            f"http://127.0.0.1:{port}",
-            Path(logs),
-        )
-        try:
-            await wait_ready(sim, "/_probe")
-            await _measure(sim.url, warm)
-        finally:
-            sim.stop()
+    async with probe_simulator() as sim:  # its own process: its work is not our stall
+        await _measure(sim.url, warm)
 
 
 async def _measure(url: str, warm: bool) -> None:

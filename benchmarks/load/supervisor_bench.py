@@ -103,33 +103,20 @@ async def _main(items: int, runs: int, profile: bool) -> tuple[dict[str, Any], s
     import io
     import os
     import pstats
-    import tempfile
 
-    from benchmarks.load.procs import free_port, start, wait_ready
+    from benchmarks.load.procs import probe_simulator
 
-    port = free_port()
-    with tempfile.TemporaryDirectory() as logs:
-        sim = start(
-            "simulator",
-            ["simulate", "--port", str(port), "--probe"],
-            {},
-            f"http://127.0.0.1:{port}",
-            Path(logs),
-        )
-        try:
-            await wait_ready(sim, "/_probe")
-            profiler = cProfile.Profile() if profile else None
-            if profiler is not None:
-                profiler.enable()
-            redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-            result = await supervisor_overhead(redis_url, sim.url + "/v1", items=items, runs=runs)
-            out = io.StringIO()
-            if profiler is not None:
-                profiler.disable()
-                stats = pstats.Stats(profiler, stream=out).sort_stats("cumulative")
-                stats.print_stats(r"supervisor/|responder/|redis/asyncio/client|pydantic/main", 40)
-        finally:
-            sim.stop()
+    async with probe_simulator() as sim:
+        profiler = cProfile.Profile() if profile else None
+        if profiler is not None:
+            profiler.enable()
+        redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+        result = await supervisor_overhead(redis_url, sim.url + "/v1", items=items, runs=runs)
+        out = io.StringIO()
+        if profiler is not None:
+            profiler.disable()
+            stats = pstats.Stats(profiler, stream=out).sort_stats("cumulative")
+            stats.print_stats(r"supervisor/|responder/|redis/asyncio/client|pydantic/main", 40)
     return result, out.getvalue()
 
 
@@ -137,7 +124,6 @@ if __name__ == "__main__":
     import argparse
     import asyncio
     import json
-
 
     parser = argparse.ArgumentParser(description="supervisor overhead beyond model time")
     parser.add_argument("--items", type=int, default=200)

@@ -11,11 +11,14 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from redis.asyncio import Redis
+
+from responder.redis_server import client_options
 
 
 def _free_port() -> int:
@@ -84,3 +87,13 @@ def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+async def redis_client(redis_process: RedisProcess) -> AsyncIterator[Redis]:
+    """A client of :func:`redis_process` with the service's own options (timeouts, retry)."""
+    redis = Redis.from_url(redis_process.url, **client_options())
+    try:
+        yield redis
+    finally:
+        await redis.aclose()

@@ -20,7 +20,6 @@ from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
-from responder.redis_server import client_options
 from responder.simulator.scenario import Scenario, Turn
 from responder.simulator.state import STATE_KEY, SimulatorState
 from responder.simulator.textmodel import add_text_model_routes
@@ -28,19 +27,10 @@ from supervisor.agent import build_supervisor
 from supervisor.decisions import Decision
 from supervisor.history import APPEND, HEAD, CallHistory, HistoryItem
 from supervisor.history_buffer import BufferedCallHistory, HistoryUnavailable
-from tests.responder.redis_process import RedisProcess, redis_process  # noqa: F401 (fixture)
+from tests.responder.redis_process import RedisProcess, redis_client, redis_process  # noqa: F401 (fixtures)
 
 CALL = "CAbuffer"
 Write = Callable[[CallHistory], Awaitable[Any]]
-
-
-@pytest.fixture
-async def client(redis_process: RedisProcess) -> AsyncIterator[Redis]:  # noqa: F811
-    redis = Redis.from_url(redis_process.url, **client_options())
-    try:
-        yield redis
-    finally:
-        await redis.aclose()
 
 
 def msg(item_id: str, role: str, text: str | None = None, status: str = "completed") -> HistoryItem:
@@ -85,10 +75,10 @@ def dump(items: list[HistoryItem]) -> list[dict[str, Any]]:
 
 async def test_outage_writes_replay_in_order_and_are_announced(
     redis_process: RedisProcess,  # noqa: F811
-    client: Redis,
+    redis_client: Redis,  # noqa: F811
 ) -> None:
-    buffered = BufferedCallHistory(client, prefix="buf", ttl_s=600)
-    reference = CallHistory(client, prefix="ref", ttl_s=600)
+    buffered = BufferedCallHistory(redis_client, prefix="buf", ttl_s=600)
+    reference = CallHistory(redis_client, prefix="ref", ttl_s=600)
     for write in BEFORE:
         await write(buffered)
         await write(reference)
@@ -146,10 +136,10 @@ async def test_outage_writes_replay_in_order_and_are_announced(
 
 async def test_overflow_is_logged_and_the_rest_flushed(
     redis_process: RedisProcess,  # noqa: F811
-    client: Redis,
+    redis_client: Redis,  # noqa: F811
 ) -> None:
     sizes: list[int] = []
-    history = BufferedCallHistory(client, prefix="ovf", ttl_s=600, limit=5, on_buffered=sizes.append)
+    history = BufferedCallHistory(redis_client, prefix="ovf", ttl_s=600, limit=5, on_buffered=sizes.append)
     await history.start_call(CALL, transport="twilio")
     redis_process.kill()
     with capture_logs() as logs:
@@ -169,10 +159,10 @@ async def test_overflow_is_logged_and_the_rest_flushed(
 
 async def test_replaying_writes_that_already_reached_redis_is_harmless(
     redis_process: RedisProcess,  # noqa: F811
-    client: Redis,
+    redis_client: Redis,  # noqa: F811
 ) -> None:
     """A write whose reply was lost is replayed although Redis applied it: nothing doubles."""
-    history = BufferedCallHistory(client, prefix="idem", ttl_s=600)
+    history = BufferedCallHistory(redis_client, prefix="idem", ttl_s=600)
     for write in BEFORE:
         await write(history)
     await history.add_decision(CALL, DECISION)
@@ -191,9 +181,9 @@ async def test_replaying_writes_that_already_reached_redis_is_harmless(
 
 async def test_shutdown_flush_and_what_stays_unflushed(
     redis_process: RedisProcess,  # noqa: F811
-    client: Redis,
+    redis_client: Redis,  # noqa: F811
 ) -> None:
-    history = BufferedCallHistory(client, prefix="shut", ttl_s=600)
+    history = BufferedCallHistory(redis_client, prefix="shut", ttl_s=600)
     await history.start_call(CALL, transport="twilio")
     redis_process.kill()
     await history.add_item(CALL, msg("u1", "user", "hello"))
@@ -203,14 +193,14 @@ async def test_shutdown_flush_and_what_stays_unflushed(
     assert unflushed["writes"] == 1 and unflushed["call_ids"] == [CALL]
 
     await asyncio.to_thread(redis_process.start)
-    history = BufferedCallHistory(client, prefix="shut2", ttl_s=600)
+    history = BufferedCallHistory(redis_client, prefix="shut2", ttl_s=600)
     await history.start_call(CALL, transport="twilio")
     await asyncio.to_thread(redis_process.kill)
     await history.add_item(CALL, msg("u1", "user", "hello"))
     await asyncio.to_thread(redis_process.start)
     await history.aclose(timeout_s=5.0)  # the final flush writes it
     assert history.pending == 0
-    assert [i.id for i in await CallHistory(client, prefix="shut2").get_items(CALL)] == ["u1"]
+    assert [i.id for i in await CallHistory(redis_client, prefix="shut2").get_items(CALL)] == ["u1"]
 
 
 @pytest.fixture
@@ -230,12 +220,12 @@ async def text_model() -> AsyncIterator[str]:
 
 async def test_supervisor_decides_from_context_when_history_is_unreadable(
     redis_process: RedisProcess,  # noqa: F811
-    client: Redis,
+    redis_client: Redis,  # noqa: F811
     text_model: str,
 ) -> None:
     """Nothing of the call is buffered and Redis is down: the context alone grounds the answer,
     and the decision is buffered and recorded once Redis is back."""
-    history = BufferedCallHistory(client, prefix="sup", ttl_s=600)
+    history = BufferedCallHistory(redis_client, prefix="sup", ttl_s=600)
     supervisor = build_supervisor(history, api_key="sk-test", model="gpt-test", base_url=text_model)
     redis_process.kill()
     try:

@@ -8,30 +8,18 @@ the flusher is visibly mid-replay (Redis answering, writes still pending).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from structlog.testing import capture_logs
 
-from responder.redis_server import client_options
 from supervisor.history import CallHistory, HistoryItem
 from supervisor.history_buffer import BufferedCallHistory, _Write
-from tests.responder.redis_process import RedisProcess, redis_process  # noqa: F401 (fixture)
+from tests.responder.redis_process import RedisProcess, redis_client, redis_process  # noqa: F401 (fixtures)
 
 CALL = "CAraces"
 QUEUED = 400
-
-
-@pytest.fixture
-async def client(redis_process: RedisProcess) -> AsyncIterator[Redis]:  # noqa: F811
-    redis = Redis.from_url(redis_process.url, **client_options())
-    try:
-        yield redis
-    finally:
-        await redis.aclose()
 
 
 def turn(n: int, text: str | None = None) -> HistoryItem:
@@ -70,11 +58,11 @@ async def stored_ids(redis_process: RedisProcess, prefix: str) -> list[str]:  # 
 
 async def test_live_writes_during_the_replay_queue_behind_it(
     redis_process: RedisProcess,  # noqa: F811
-    client: Redis,
+    redis_client: Redis,  # noqa: F811
 ) -> None:
     """A call whose writes are being replayed keeps queueing: a patch of an item that is still
     queued must not reach Redis before the item does (it would patch nothing, and be lost)."""
-    history = BufferedCallHistory(client, prefix="live", ttl_s=600)
+    history = BufferedCallHistory(redis_client, prefix="live", ttl_s=600)
     await queue_during_outage(history, redis_process)
     await asyncio.to_thread(redis_process.start)
     await mid_replay(history, below=QUEUED - 20)
@@ -82,18 +70,18 @@ async def test_live_writes_during_the_replay_queue_behind_it(
     await history.update_item(CALL, turn(last).id, text="patched while replaying")
     await history.add_item(CALL, turn(QUEUED))
     await drained(history)
-    items = await CallHistory(client, prefix="live").get_items(CALL)
+    items = await CallHistory(redis_client, prefix="live").get_items(CALL)
     assert [i.id for i in items] == [turn(n).id for n in range(QUEUED + 1)]
     assert items[last].text == "patched while replaying"
 
 
 async def test_reads_during_the_replay_miss_no_item(
     redis_process: RedisProcess,  # noqa: F811
-    client: Redis,
+    redis_client: Redis,  # noqa: F811
 ) -> None:
     """The write being replayed is neither in the queue nor (yet) in Redis for a moment: a read
     of the call then must still see it (the supervisor must not lose the caller's last turn)."""
-    history = BufferedCallHistory(client, prefix="read", ttl_s=600)
+    history = BufferedCallHistory(redis_client, prefix="read", ttl_s=600)
     await queue_during_outage(history, redis_process)
     expected = [turn(n).id for n in range(QUEUED)]
     await asyncio.to_thread(redis_process.start)
@@ -109,11 +97,11 @@ async def test_reads_during_the_replay_miss_no_item(
 
 async def test_redis_dying_again_mid_replay_loses_nothing(
     redis_process: RedisProcess,  # noqa: F811
-    client: Redis,
+    redis_client: Redis,  # noqa: F811
 ) -> None:
     """The write in flight when Redis dies again goes back to the head of its call's queue,
     ahead of the live writes made since, and is replayed once Redis is back."""
-    history = BufferedCallHistory(client, prefix="again", ttl_s=600)
+    history = BufferedCallHistory(redis_client, prefix="again", ttl_s=600)
     await queue_during_outage(history, redis_process)
     with capture_logs() as logs:
         await asyncio.to_thread(redis_process.start)
@@ -149,12 +137,12 @@ class SlowFirstWrite(BufferedCallHistory):
 
 async def test_a_direct_write_under_way_keeps_its_place_ahead_of_the_replay(
     redis_process: RedisProcess,  # noqa: F811
-    client: Redis,
+    redis_client: Redis,  # noqa: F811
 ) -> None:
     """A write was sent before Redis died and is still waiting for its reply when later writes
     of the same call, queued meanwhile, could be replayed: they wait for it, so that when it
     fails it is replayed first (a patch of its item must not be replayed before the item)."""
-    history = SlowFirstWrite(client, prefix="inflight", ttl_s=600)
+    history = SlowFirstWrite(redis_client, prefix="inflight", ttl_s=600)
     await history.start_call(CALL, transport="twilio")
     slow = asyncio.create_task(history.add_item(CALL, turn(0).model_copy(update={"id": "slow"})))
     await history.held.wait()
@@ -171,5 +159,5 @@ async def test_a_direct_write_under_way_keeps_its_place_ahead_of_the_replay(
     history.release.set()
     assert await slow is None  # failed, queued (ahead of the patch)
     await drained(history)
-    [item] = await CallHistory(client, prefix="inflight").get_items(CALL)
+    [item] = await CallHistory(redis_client, prefix="inflight").get_items(CALL)
     assert (item.id, item.text) == ("slow", "patched")
