@@ -476,7 +476,8 @@ class CallController:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._until(self.responses.idle), 1.0)
         if not self.closed:
-            self._answer_purpose = ("action_line", body)
+            # due until said: a Realtime reconnect in between asks for it again (reconnect.py)
+            self._answer_purpose, self._answer_due = ("action_line", body), True
             await self._request_response("action_line", body)
 
     # -- sending answers, never over an active response ----------------------------------

@@ -15,6 +15,7 @@ from responder.actions import DRAIN_LINE, SERVICE_DRAINING
 from responder.drain import drain
 from responder.settings import Settings
 from responder.simulator.caller import place_call
+from responder.simulator.realtime_faults import SocketDrop
 from responder.simulator.scenario import load_scenario
 from responder.simulator.twilio_rest import TwilioRestStandIn
 from responder.transports.twilio import DRAINING_MESSAGE
@@ -46,16 +47,17 @@ async def _voice_webhook(svc: RunningService) -> ET.Element:
         return ET.fromstring(await resp.text())
 
 
-async def test_a_call_still_live_at_the_drain_limit_hears_goodbye_and_is_hung_up(
-    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
-) -> None:
+async def _drain_a_live_call(
+    start_service: Callable[..., Any], settings: Settings, sid: str, drops: list[SocketDrop]
+) -> RunningService:
+    """A caller who stays on the line, silent after the greeting, when the instance drains."""
     async with TwilioRestStandIn(ACCOUNT, AUTH_TOKEN) as rest:
-        settings = make_settings(twilio_account_sid=ACCOUNT, twilio_api_base_url=rest.base_url)
+        twilio = {"twilio_account_sid": ACCOUNT, "twilio_api_base_url": rest.base_url}
+        settings = settings.model_copy(update=twilio)
         svc: RunningService = await start_service(settings)
         services = svc.services
-        sid = "CA" + "d" * 32
+        services.simulator_state.socket_drops.extend(drops)
         ended = rest.register_call(sid)
-        # a caller who stays on the line, silent, long after the greeting
         scenario = load_scenario("returns").model_copy(update={"quiet_ms": 60_000})
         placed = place_call(
             svc.url, scenario, auth_token=AUTH_TOKEN, speed=SPEED, call_sid=sid,
@@ -98,6 +100,24 @@ async def test_a_call_still_live_at_the_drain_limit_hears_goodbye_and_is_hung_up
     assert report.audio_ms_played > 0  # the line played out before the hang-up
     assert services.admission.active_total == 0
     assert_protocol_clean(svc)
+    return svc
+
+
+async def test_a_call_still_live_at_the_drain_limit_hears_goodbye_and_is_hung_up(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    await _drain_a_live_call(start_service, make_settings(), "CA" + "d" * 32, [])
+
+
+async def test_the_goodbye_survives_a_realtime_reconnect(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """The Realtime socket drops just as the goodbye is asked for (the 2nd response.create,
+    after the greeting's): the new session is asked for the goodbye again."""
+    drop = SocketDrop(after_event="response.create", client_event=True, nth=2)
+    svc = await _drain_a_live_call(start_service, make_settings(), "CA" + "e" * 32, [drop])
+    state = svc.services.simulator_state
+    assert state.sockets_dropped == 1 and len(state.conversations) == 2
 
 
 async def test_a_drain_with_no_calls_ends_at_once_and_says_nothing(
