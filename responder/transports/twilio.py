@@ -36,8 +36,8 @@ DRAINING_MESSAGE = (
 )
 START_TIMEOUT_S = 10.0
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
-_STREAM_SID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # spliced into outgoing frames: no JSON specials
-_CALL_SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# a Twilio SID: CallSid goes into TwiML and Redis keys, streamSid is spliced into outgoing frames
+_SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")  # not allowed in XML 1.0
 _DIGITS = frozenset("0123456789*#ABCD")
 
@@ -111,7 +111,7 @@ async def incoming_call(request: web.Request) -> web.Response:
         log.warning("twilio.webhook_rejected", reason="call for another Twilio account")
         raise web.HTTPForbidden(text="unexpected Twilio account")
     call_sid = params.get("CallSid", "")
-    if not _CALL_SID.fullmatch(call_sid):  # it goes into TwiML and Redis keys: a SID or nothing
+    if not _SID.fullmatch(call_sid):  # it goes into TwiML and Redis keys: a SID or nothing
         raise web.HTTPBadRequest(text="CallSid missing or malformed")
     if services.draining or not services.admission.has_room():
         reason = "draining" if services.draining else "capacity"
@@ -208,7 +208,7 @@ class MediaSession(StreamCall):
         start = frame["start"]
         stream_sid = start["streamSid"]
         call_sid = start["callSid"]
-        if not isinstance(stream_sid, str) or not _STREAM_SID.fullmatch(stream_sid):
+        if not isinstance(stream_sid, str) or not _SID.fullmatch(stream_sid):
             raise ValueError("streamSid is not a stream SID")
         if not isinstance(call_sid, str):
             raise ValueError("callSid is not a string")
