@@ -10,7 +10,8 @@ from aiohttp import web
 
 from responder.admission import CallAdmission
 from responder.call import finish_kept_tasks
-from responder.metrics import HISTORY_BUFFERED, REDIS_ERRORS, metrics_handler
+from responder.health import healthz, not_ready, readiness
+from responder.metrics import HISTORY_BUFFERED, metrics_handler
 from responder.realtime.connection import make_client
 from responder.redis_server import connect_redis
 from responder.remote_supervisor import RemoteSupervisor
@@ -199,24 +200,11 @@ async def start_simulator(
     return runner, f"http://{host}:{bound}"
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
 async def readyz(request: web.Request) -> web.Response:
     services = request.app.get(SERVICES)
     if services is None:
-        return web.json_response({"ready": False, "reason": "starting"}, status=503)
-    try:
-        await services.redis.client.ping()
-    except Exception:
-        REDIS_ERRORS.labels(operation="ping").inc()
-        return web.json_response({"ready": False, "reason": "redis unreachable"}, status=503)
+        return not_ready("starting")
     policies = request.app.get(POLICIES)
     loaded = len(policies.sync.library.labels()) if policies is not None else 0
-    if not loaded:
-        return web.json_response({"ready": False, "reason": "no policies loaded"}, status=503)
-    if services.draining:
-        return web.json_response({"ready": False, "reason": "draining"}, status=503)
     simulator = services.simulator_url is not None
-    return web.json_response({"ready": True, "simulator": simulator, "policies": loaded})
+    return await readiness(services.redis.client, loaded, draining=services.draining, simulator=simulator)

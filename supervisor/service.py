@@ -36,6 +36,7 @@ from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from responder.health import healthz, not_ready, readiness
 from responder.metrics import REGISTRY, metrics_handler, observe_decision
 from responder.redis_server import RedisHandle, connect_redis
 from responder.settings import Settings
@@ -247,19 +248,8 @@ async def _earlier_decision(once: DecideOnce, key: str, deadline_s: float) -> De
     return None if isinstance(earlier, str) else earlier  # "run": released, claimed by this try
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
 async def readyz(request: web.Request) -> web.Response:
     state = request.app.get(STATE)
     if state is None:
-        return web.json_response({"ready": False, "reason": "starting"}, status=503)
-    try:
-        await state.redis.client.ping()
-    except Exception:
-        return web.json_response({"ready": False, "reason": "redis unreachable"}, status=503)
-    loaded = len(state.policy_sync.library.labels())
-    if not loaded:
-        return web.json_response({"ready": False, "reason": "no policies loaded"}, status=503)
-    return web.json_response({"ready": True, "policies": loaded})
+        return not_ready("starting")
+    return await readiness(state.redis.client, len(state.policy_sync.library.labels()))
