@@ -23,16 +23,16 @@ from typing import Any
 import structlog
 from aiohttp.test_utils import TestServer, unused_port
 
-from responder.app import create_app
-from responder.playback import PlaybackTracker
-from responder.redis_server import connect_redis
-from responder.services import SERVICES
-from responder.settings import Settings
-from responder.simulator.app import create_simulator_app
-from responder.simulator.caller import place_call
-from responder.simulator.scenario import load_scenario
+from callrecord.history import CallHistory, HistoryItem
+from infra.redis_server import connect_redis
+from infra.settings import Settings
+from responder.core.playback import PlaybackTracker
+from responder.runtime.services import SERVICES
+from responder.server.app import create_app
+from simulator.app import create_simulator_app
+from simulator.caller import place_call
+from simulator.scenario import load_scenario
 from supervisor.agent import build_supervisor
-from supervisor.history import CallHistory, HistoryItem
 
 TOKEN = "bench-token"
 

@@ -25,11 +25,11 @@ import aiohttp
 import structlog
 from aiohttp.test_utils import TestServer, unused_port
 
-from responder.app import create_app
-from responder.services import SERVICES
-from responder.settings import Settings
-from responder.simulator.sip import send_incoming_call
-from supervisor.history import CallHistory
+from callrecord.history import CallHistory
+from infra.settings import Settings
+from responder.runtime.services import SERVICES
+from responder.server.app import create_app
+from simulator.sip import send_incoming_call
 
 SECRET = "whsec_" + "YmVuY2gtc2lwLXNlY3JldC1mb3Itc2lnbmluZy0wMA=="
 OFFER = "\r\n".join(
@@ -100,7 +100,7 @@ async def main() -> None:
     services = server.app[SERVICES]
     url = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as http:
-        sip = [await sip_setup(url, services.simulator_state) for _ in range(args.calls)]
+        sip = [await sip_setup(url, services.simulator.state) for _ in range(args.calls)]
         rtc = [await webrtc_setup(http, url) for _ in range(args.calls)]
     print(summary("SIP webhook → accepted (verify + claim + accept)", [ms for _, ms in sip]))
     print(summary("WebRTC offer → answer SDP (admission + create)", [ms for _, ms in rtc]))

@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from responder.redis_server import connect_redis  # noqa: E402
+from infra.redis_server import connect_redis  # noqa: E402
 from supervisor.policy_store import PolicyStore  # noqa: E402
 from supervisor.policy_sync import start_policies  # noqa: E402
 

@@ -9,7 +9,7 @@
    round run in parallel;
 4. the final text is made speech-ready (markup and citation tokens stripped).
 
-Whatever happens, a :class:`~supervisor.decisions.Decision` is produced, stored on the call
+Whatever happens, a :class:`~callrecord.decisions.Decision` is produced, stored on the call
 and logged. On timeout, model error or an exhausted loop its text is a spoken fallback that
 apologises and offers a human, so the call goes on.
 """
@@ -27,8 +27,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from structlog.typing import FilteringBoundLogger
 
-from supervisor.decisions import Decision, Outcome, PolicyRef, ToolCallRecord
-from supervisor.history import CallHistory, HistoryItem
+from callrecord.decisions import Decision, Outcome, PolicyRef, ToolCallRecord
+from callrecord.history import CallHistory, HistoryItem
 from supervisor.model import (
     Api,
     Item,

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from supervisor.decisions import Decision
+from callrecord.decisions import Decision
 
 log = structlog.get_logger("supervisor_service")
 

@@ -3,7 +3,7 @@
 ``POST /v1/decide`` with ``{"call_id", "context", "user_item_id", "deadline_s"?}`` runs the same
 :class:`~supervisor.agent.Supervisor` the voice service runs in-process (same Redis history,
 same policy set kept current by PolicySync, same settings) and answers the
-:class:`~supervisor.decisions.Decision` as JSON. The decision is recorded on the call here,
+:class:`~callrecord.decisions.Decision` as JSON. The decision is recorded on the call here,
 as in-process. ``deadline_s`` (what is left of the caller's deadline) can only shorten the
 configured ``supervisor_deadline_s``.
 
@@ -28,7 +28,6 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 from aiohttp import web
@@ -36,17 +35,18 @@ from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from responder.health import healthz, not_ready, readiness
-from responder.metrics import REGISTRY, metrics_handler, observe_decision
-from responder.redis_server import RedisHandle, connect_redis
-from responder.settings import Settings
-from responder.simulator.state import STATE_KEY as SIM_STATE
-from responder.supervisor_setup import supervisor_from_settings
+from callrecord.decisions import Decision
+from callrecord.history import CallHistory
+from infra.health import healthz, not_ready, readiness
+from infra.metrics import REGISTRY, metrics_handler
+from infra.redis_server import RedisHandle, connect_redis
+from infra.settings import Settings
+from simulator.entry import SIMULATOR_API_KEY, SimulatorHandle, start_simulator
 from supervisor.agent import Supervisor
-from supervisor.decisions import Decision
-from supervisor.history import CallHistory
 from supervisor.idempotency import DecideOnce
+from supervisor.observe import observe_decision
 from supervisor.policy_sync import PolicySync, start_policies
+from supervisor.setup import supervisor_from_settings
 
 log = structlog.get_logger("supervisor_service")
 
@@ -78,7 +78,7 @@ class ServiceState:
     history: CallHistory
     policy_sync: PolicySync
     supervisor: Supervisor
-    simulator_state: Any = None  # keyless mode: the text-model double's SimulatorState (tests read it)
+    simulator: SimulatorHandle | None = None  # keyless mode: the text model is this test double
     once: DecideOnce | None = None  # request_id de-duplication
 
 
@@ -150,24 +150,21 @@ def _auth(token: str | None) -> Middleware:
 
 def _lifecycle(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        sim_runner = None
+        simulator: SimulatorHandle | None = None
         api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
         base_url = settings.openai_base_url
         if api_key is None:  # keyless: the text model is the local simulator (a test double)
-            from responder.app import SIMULATOR_KEY_VALUE, start_simulator
-
-            sim_runner, sim_url = await start_simulator(settings.simulator_scenario, settings.simulator_speed)
-            api_key, base_url = SIMULATOR_KEY_VALUE, sim_url + "/v1"
-            log.warning("supervisor_service.simulator_mode", simulator_url=sim_url)
+            simulator = await start_simulator(settings.simulator_scenario, settings.simulator_speed)
+            api_key, base_url = SIMULATOR_API_KEY, simulator.api_base_url
+            log.warning("supervisor_service.simulator_mode", simulator_url=simulator.url)
         redis = await connect_redis(settings.redis_url, settings.redis_data_dir)
         history = CallHistory(redis.client, prefix=settings.redis_prefix, ttl_s=settings.history_ttl_s)
         policy_sync = await start_policies(redis.client, settings.redis_prefix, settings.policies_dir)
         supervisor = supervisor_from_settings(
             settings, history, policy_sync.library, base_url=base_url, api_key=api_key
         )
-        sim_state = sim_runner.app[SIM_STATE] if sim_runner is not None else None
         once = DecideOnce(redis.client, settings.redis_prefix)
-        app[STATE] = ServiceState(settings, redis, history, policy_sync, supervisor, sim_state, once)
+        app[STATE] = ServiceState(settings, redis, history, policy_sync, supervisor, simulator, once)
         log.info(
             "supervisor_service.ready", model=settings.supervisor_model, api=settings.supervisor_api,
             policies=policy_sync.library.labels(), deadline_s=settings.supervisor_deadline_s,
@@ -178,8 +175,8 @@ def _lifecycle(settings: Settings) -> Callable[[web.Application], AsyncIterator[
             await supervisor.aclose()
             await policy_sync.stop()
             await redis.close()
-            if sim_runner is not None:
-                await sim_runner.cleanup()
+            if simulator is not None:
+                await simulator.close()
 
     return lifecycle
 

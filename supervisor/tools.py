@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import structlog
 from pydantic import BaseModel
 
-from supervisor.decisions import PolicyRef
+from callrecord.decisions import PolicyRef
 from supervisor.policies import PolicyLibrary
 
 log = structlog.get_logger("supervisor.tools")

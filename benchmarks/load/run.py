@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from benchmarks.load.caller import CallStats, LoadCall
 from benchmarks.load.procs import Proc, cpu_seconds, cpu_split, free_port, rss_mib, start, wait_ready
 from benchmarks.load.supervisor_bench import supervisor_overhead
-from responder.simulator.probe import percentiles
+from simulator.probe import percentiles
 
 REDIS_PREFIX = "loadgen"
 CLEAR_MATCH_S = 1.0  # a clear more than this after a barge-in does not belong to it

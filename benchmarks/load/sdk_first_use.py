@@ -5,8 +5,8 @@
 In a fresh process (nothing built yet), against the simulator (its own process, probe
 mode): each path the service takes at run time is used twice while a ticker task measures the
 longest gap between its 1 ms ticks (the event loop's longest stall). ``--warm`` first runs
-what the service runs at startup: :func:`responder.warmup.warm_up_sdk`,
-:func:`responder.warmup.warm_up_text_model` and the supervisor's ``OpenAIModelClient.warm_up``.
+what the service runs at startup: :func:`responder.server.warmup.warm_up_sdk`,
+:func:`responder.server.warmup.warm_up_text_model` and the supervisor's ``OpenAIModelClient.warm_up``.
 Prints one line per path: first and second use, in ms.
 """
 
@@ -23,8 +23,8 @@ from typing import Any
 import structlog
 
 from benchmarks.load.procs import probe_simulator
-from responder.realtime.connection import make_client, open_realtime
-from responder.simulator.sip import incoming_call_event, new_webhook_secret, sign
+from responder.engines.realtime.connection import make_client, open_realtime
+from simulator.sip import incoming_call_event, new_webhook_secret, sign
 from supervisor.model import Message, OpenAIModelClient
 
 
@@ -64,7 +64,7 @@ async def _measure(url: str, warm: bool) -> None:
     model = OpenAIModelClient.create(model="gpt-4.1", api_key="sk-sim", base_url=url + "/v1")
     secret = new_webhook_secret()
     if warm:
-        from responder.warmup import warm_up_sdk, warm_up_text_model
+        from responder.server.warmup import warm_up_sdk, warm_up_text_model
 
         t0 = time.perf_counter()
         parts = {**warm_up_sdk(client), "text_model": await warm_up_text_model("responses")}

@@ -15,10 +15,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from responder.simulator.probe import percentiles
-from responder.warmup import freeze_heap
+from callrecord.history import CallHistory, HistoryItem
+from responder.server.warmup import freeze_heap
+from simulator.probe import percentiles
 from supervisor.agent import build_supervisor
-from supervisor.history import CallHistory, HistoryItem
 
 QUESTION = "Can I return a tent I already used on a camping trip?"
 
@@ -30,7 +30,7 @@ def log_like_the_service() -> None:
 
     import structlog
 
-    from responder.logs import configure_logging
+    from infra.logs import configure_logging
 
     configure_logging("json", "INFO")
     sink = open(os.devnull, "w")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from callrecord.decisions import Decision
+from callrecord.history import CallHistory, HistoryItem
 from responder.trace.model import (
     Trace,
     TraceDecision,
@@ -15,8 +17,6 @@ from responder.trace.model import (
     valid_call_id,
     worst_outcome,
 )
-from supervisor.decisions import Decision
-from supervisor.history import CallHistory, HistoryItem
 
 
 def _message(item: HistoryItem) -> TraceEntry | None:

@@ -13,23 +13,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from supervisor.decisions import ToolCallRecord
+from callrecord.decisions import ToolCallRecord, worst_outcome
 
 EntryKind = Literal[
     "user", "assistant", "filler", "tool_call", "tool_output", "decision", "hold_line", "dtmf", "action"
 ]
 CALL_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")  # no braces, globs or spaces: safe in a Redis key
-OUTCOME_RANK = {"ok": 0, "fallback": 1, "timeout": 2, "error": 3}
 _CLOCK_FIELDS = {"at", "started_at", "ended_at", "source"}
 
 
 def valid_call_id(call_id: str) -> bool:
     return bool(CALL_ID_RE.fullmatch(call_id))
-
-
-def worst_outcome(outcomes: list[str]) -> str:
-    """The worst supervisor outcome of a call; ``ok`` when there was none."""
-    return max(outcomes, key=lambda o: OUTCOME_RANK.get(o, 3), default="ok")
 
 
 TraceTool = ToolCallRecord  # a trace shows a decision's tool calls exactly as recorded

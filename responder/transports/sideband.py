@@ -15,12 +15,12 @@ import structlog
 from openai import NotFoundError
 from structlog.typing import FilteringBoundLogger
 
-from responder.admission import Ticket
-from responder.call import CallController
-from responder.realtime.connection import open_realtime
-from responder.realtime.session import build_session
-from responder.services import Services
-from responder.transports.call_control import OpenAICallActions
+from responder.core.controller import CallController
+from responder.engines.realtime.connection import open_realtime
+from responder.engines.realtime.session import build_session
+from responder.runtime.admission import Ticket
+from responder.runtime.services import Services
+from responder.transports.openai_calls import OpenAICallActions
 
 log = structlog.get_logger("sideband")
 SHUTDOWN_HANGUP_S = 2.0

@@ -1,13 +1,13 @@
 """What every transport that carries a call's audio over a WebSocket shares.
 
-Twilio Media Streams (:mod:`responder.transports.twilio`) and our own PCM16 WebSocket
+Twilio Media Streams (:mod:`responder.transports.twilio.transport`) and our own PCM16 WebSocket
 (:mod:`responder.transports.websocket`) differ only in how frames look. Both:
 
 * read frames in one loop and hand each to a handler from a dispatch table; a bad frame is
   logged (``<transport>.frame_invalid``) and skipped, never fatal;
 * close a socket that does not identify its call within :data:`START_TIMEOUT_S`;
 * once the call is identified, record it in the history and run one
-  :class:`~responder.call.CallController` against a new Realtime session in their format;
+  :class:`~responder.core.controller.CallController` against a new Realtime session in their format;
 * end the call, whatever state its setup is in, when the caller side goes away.
 """
 
@@ -24,13 +24,13 @@ import structlog
 from aiohttp import WSMsgType, web
 from redis.exceptions import RedisError
 
-from responder.actions import CallActions
-from responder.call import CallController, CallerLink, ControllerConfig
-from responder.end_reason import caller_gone_reason
-from responder.realtime.connection import RealtimeConnection, open_realtime
-from responder.realtime.reconnect import run_realtime_call
-from responder.realtime.session import build_session
-from responder.services import Services
+from responder.core.actions import CallActions
+from responder.core.controller import CallController, CallerLink, ControllerConfig
+from responder.core.end_reason import caller_gone_reason
+from responder.engines.realtime.connection import RealtimeConnection, open_realtime
+from responder.engines.realtime.reconnect import run_realtime_call
+from responder.engines.realtime.session import build_session
+from responder.runtime.services import Services
 
 START_TIMEOUT_S = 10.0
 MAX_FRAME_BYTES = 64 * 1024

@@ -15,9 +15,9 @@ import structlog
 from aiohttp import web
 from openai import APIError, BadRequestError
 
-from responder.admission import AdmissionRefused
-from responder.services import SERVICES, Services
-from responder.transports.call_control import OPENAI_CALL_TIMEOUT_S
+from responder.runtime.admission import AdmissionRefused
+from responder.runtime.services import SERVICES, Services
+from responder.transports.openai_calls import OPENAI_CALL_TIMEOUT_S
 from responder.transports.sideband import run_sideband_call, sideband_session
 
 log = structlog.get_logger("webrtc")

@@ -42,11 +42,11 @@ from urllib.parse import urlsplit
 import structlog
 from aiohttp import web
 
-from responder.admission import AdmissionRefused
-from responder.call import ControllerConfig
-from responder.end_reason import STOP_RECEIVED
-from responder.realtime.session import PCM24K
-from responder.services import SERVICES, Services
+from responder.core.controller import ControllerConfig
+from responder.core.end_reason import STOP_RECEIVED
+from responder.engines.realtime.session import PCM24K
+from responder.runtime.admission import AdmissionRefused
+from responder.runtime.services import SERVICES, Services
 from responder.transports.stream import MAX_FRAME_BYTES, LogNames, StreamCall
 from responder.transports.webrtc import client_key, refused_response
 

@@ -21,8 +21,8 @@ import structlog
 from aiohttp import web
 from markdown_it import MarkdownIt
 
-from responder.services import SERVICES
-from responder.settings import Settings
+from infra.settings import Settings
+from responder.runtime.services import SERVICES
 from responder.web.editor_auth import Principal, TokenAuth
 from supervisor.agent import Supervisor
 from supervisor.policies import PolicyLibrary

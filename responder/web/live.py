@@ -1,7 +1,7 @@
 """Live transcript of a call as Server-Sent Events: ``GET /calls/{call_id}/events``.
 
 The stream is fed from the Redis pub/sub channel every history write is announced on
-(:meth:`supervisor.history.CallHistory.channel`), so any instance can serve any call. On
+(:meth:`callrecord.history.CallHistory.channel`), so any instance can serve any call. On
 connect it subscribes first, then replays what Redis already holds — the call's meta, its
 items in conversation order and its decisions — and then relays live announcements. An item
 may therefore arrive twice (replayed and announced); clients key items by id. Comment lines
@@ -26,10 +26,10 @@ import structlog
 from aiohttp import web
 from redis.asyncio.client import PubSub
 
-from responder.services import SERVICES, Services
+from callrecord.decisions import Decision
+from responder.runtime.services import SERVICES, Services
+from responder.runtime.view_token import check_view_token
 from responder.web.trace_routes import admin_allowed
-from responder.web.view_token import check_view_token
-from supervisor.decisions import Decision
 
 log = structlog.get_logger("live")
 

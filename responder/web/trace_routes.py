@@ -18,8 +18,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from responder.services import SERVICES
-from responder.settings import Settings
+from infra.settings import Settings
+from responder.runtime.services import SERVICES
 from responder.trace import recent_traces, trace_from_redis, valid_call_id
 from responder.web.trace_auth import AdminAuth
 

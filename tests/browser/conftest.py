@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.responder.conftest import make_settings, start_service
+from tests.support.service import make_settings, start_service
 
 __all__ = ["make_settings", "start_service"]
 

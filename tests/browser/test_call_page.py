@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 
-from responder.settings import Settings
-from responder.simulator.scenario import load_scenario
-from responder.simulator.vad import EnergyVad
+from infra.settings import Settings
+from simulator.scenario import load_scenario
+from simulator.vad import EnergyVad
 from tests.browser.conftest import launch_chromium, poll, requires_chromium, screenshot
-from tests.responder.conftest import RunningService
+from tests.support.service import RunningService
 
 RATE = 24000
 LEAD_SILENCE_S = 1.5  # the page connects and the session gets ready
@@ -174,7 +174,7 @@ async def test_browser_call_shows_the_supervisor_answer_and_its_policy(
     await poll(lambda: "Call ended" in driver.find_element("id", "state").text, "the call did not end", 15)
     meta = await history.get_meta(call_id)
     assert meta["transport"] == "websocket" and meta["caller"] == "browser"
-    state = svc.services.simulator_state
+    state = svc.services.simulator.state
     assert state.invalid_events == [] and state.errors_sent == []
     # the page echoed its marks as the audio played: the caller's second turn, spoken after
     # the reply had played out, was no barge-in (the reply would be truncated otherwise)

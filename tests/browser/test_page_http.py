@@ -7,9 +7,9 @@ from typing import Any
 
 import aiohttp
 
-from responder.settings import Settings
+from infra.settings import Settings
 from responder.web.call import STATIC_DIR
-from tests.responder.conftest import RunningService
+from tests.support.service import RunningService
 
 SECRET = "sk-test-secret-never-in-a-browser"
 

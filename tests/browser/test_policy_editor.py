@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from responder.settings import Settings
+from infra.settings import Settings
 from responder.web.editor_routes import POLICIES
 from tests.browser.conftest import launch_chromium, poll, requires_chromium, screenshot
-from tests.responder.conftest import RunningService
+from tests.support.service import RunningService
 
 EDITOR_TOKEN = "browser-editor-token-42"
 QUESTION = "How many days do I have to return unused items with a receipt?"

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from responder.settings import Settings
-from responder.simulator.caller import place_call
-from responder.simulator.scenario import load_scenario
+from infra.settings import Settings
+from simulator.caller import place_call
+from simulator.scenario import load_scenario
 from tests.browser.conftest import launch_chromium, poll, requires_chromium, screenshot
-from tests.responder.conftest import AUTH_TOKEN
+from tests.support.service import AUTH_TOKEN
 
 ADMIN = "browser-admin-token-5678"
 

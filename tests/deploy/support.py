@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from pydantic import AliasChoices
 
-from responder.settings import Settings
+from infra.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

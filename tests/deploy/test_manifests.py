@@ -15,9 +15,9 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from responder.app import create_app
-from responder.metrics import REGISTRY
-from responder.settings import Settings
+from infra.metrics import REGISTRY
+from infra.settings import Settings
+from responder.server.app import create_app
 from tests.deploy.support import (
     K8S,
     SECRET_NAMES,

@@ -17,10 +17,10 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer, unused_port
 
-from responder.app import create_app
-from responder.services import SERVICES, Services
-from responder.settings import Settings
-from tests.responder.conftest import AUTH_TOKEN
+from infra.settings import Settings
+from responder.runtime.services import SERVICES, Services
+from responder.server.app import create_app
+from tests.support.service import AUTH_TOKEN
 
 T = TypeVar("T")
 

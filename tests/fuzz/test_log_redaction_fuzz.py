@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from responder.redact import redact_pii, redact_secrets, scrub
+from infra.redact import redact_pii, redact_secrets, scrub
 from tests.fuzz.strategies import json_values
 
 # the e-mail pattern before the fix: same matches, quadratic on long runs without an "@"

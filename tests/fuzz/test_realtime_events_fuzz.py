@@ -24,11 +24,11 @@ from redis.asyncio import Redis
 from structlog.testing import capture_logs
 from websockets.exceptions import ConnectionClosed
 
-from responder.call import CallController, ControllerConfig, finish_kept_tasks
-from responder.realtime.connection import RealtimeConnection
-from responder.realtime.session import SUPERVISOR_TOOL
-from supervisor.decisions import Decision
-from supervisor.history import APPEND, CallHistory, HistoryItem
+from callrecord.decisions import Decision
+from callrecord.history import APPEND, CallHistory, HistoryItem
+from responder.core.controller import CallController, ControllerConfig, finish_kept_tasks
+from responder.engines.realtime.connection import RealtimeConnection
+from responder.engines.realtime.session import SUPERVISOR_TOOL
 from tests.fuzz.strategies import huge_text, json_values, not_objects, text
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from responder.transports.twilio import stream_token
+from responder.transports.twilio.transport import stream_token
 from tests.fuzz.conftest import ErrorRecords, LoopService, shared_service
 from tests.fuzz.strategies import json_values, maybe_drop, not_objects, text
-from tests.responder.conftest import AUTH_TOKEN
+from tests.support.service import AUTH_TOKEN
 
 FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 MAX_SENT = 60_000  # below the service's 64 KiB frame limit: bigger frames close the socket (tested apart)
@@ -165,7 +165,7 @@ def _check_clean(svc: LoopService, logs: list[dict[str, Any]], errors: ErrorReco
     bad = [e for e in logs if e["event"] in BAD_EVENTS or e.get("exc_info")]
     assert not bad, bad
     assert not errors.records, [r.getMessage() for r in errors.records]
-    state = svc.services.simulator_state
+    state = svc.services.simulator.state
     assert state.invalid_events == [], state.invalid_events[:3]
 
 

@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 from twilio.request_validator import RequestValidator
 
-from responder.simulator.sip import new_webhook_secret, sign
+from simulator.sip import new_webhook_secret, sign
 from tests.fuzz.conftest import ErrorRecords, LoopService, shared_service
 from tests.fuzz.strategies import json_values
-from tests.responder.conftest import AUTH_TOKEN
-from tests.responder.simulator.sim_fixtures import OFFER
+from tests.simulator.sim_fixtures import OFFER
+from tests.support.service import AUTH_TOKEN
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 SECRET = new_webhook_secret()
@@ -189,7 +189,7 @@ def test_openai_sip_webhook(
     elif signing == "garbage":
         headers["webhook-signature"] = junk or "v1,AAAA"
     headers["Content-Type"] = "application/json"
-    state = svc.services.simulator_state
+    state = svc.services.simulator.state
     actions_before = len(state.call_actions)
     with capture_logs() as logs:
         status, text = svc.run(_post(svc, "/openai/sip", body.encode(), headers))
@@ -223,7 +223,7 @@ def test_webrtc_offer(
     loop_service: Any, error_records: ErrorRecords, offer: bytes, content_type: str
 ) -> None:
     svc = _service(loop_service)
-    state = svc.services.simulator_state
+    state = svc.services.simulator.state
     created_before = len([a for a in state.call_actions if a[1] == "create"])
     with capture_logs() as logs:
         status, text = svc.run(_post(svc, "/calls/webrtc", offer, {"Content-Type": content_type}))

@@ -148,4 +148,4 @@ def test_websocket_frames_never_break_the_frame_loop(
     bad = [e for e in logs if e["event"] in BAD_EVENTS | {"websocket.frame_failed"} or e.get("exc_info")]
     assert not bad, bad
     assert not error_records.records, [r.getMessage() for r in error_records.records]
-    assert svc.services.simulator_state.invalid_events == []
+    assert svc.services.simulator.state.invalid_events == []

@@ -10,9 +10,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from responder.simulator.scenario import Scenario, Turn
-from responder.simulator.state import STATE_KEY, SimulatorState
-from responder.simulator.textmodel import add_text_model_routes
+from simulator.scenario import Scenario, Turn
+from simulator.state import STATE_KEY, SimulatorState
+from simulator.textmodel import add_text_model_routes
 from supervisor.policies import PolicyLibrary
 
 POLICIES_DIR = Path(__file__).resolve().parents[2] / "policies"

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from responder.simulator.scenario import Turn
+from callrecord.history import CallHistory, HistoryItem
+from simulator.scenario import Turn
 from supervisor.agent import FALLBACK_TEXT, Supervisor, build_supervisor, build_transcript, load_instructions
-from supervisor.history import CallHistory, HistoryItem
 from supervisor.model import Item, Message, ModelTurn, ToolCall
 from supervisor.policies import PolicyLibrary
 from supervisor.tools import Tool, ToolRegistry, ToolResult, ToolSpec, string_params

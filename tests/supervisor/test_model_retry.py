@@ -10,8 +10,8 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from callrecord.history import CallHistory
 from supervisor.agent import FALLBACK_TEXT, build_supervisor
-from supervisor.history import CallHistory
 from supervisor.model import Message, ModelError, OpenAIModelClient
 from tests.supervisor.conftest import TENT_QUESTION, StartTextModel
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from responder.cli import main
+from responder.cli.main import main
 from supervisor.policy_format import (
     MAX_SECTION_CHARS,
     check_dir,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from callrecord.history import CallHistory
 from supervisor.agent import Supervisor, build_supervisor
-from supervisor.history import CallHistory
 from supervisor.model import Item, ModelTurn
 from supervisor.policies import PolicyLibrary
 from supervisor.tools import ToolSpec, default_registry

@@ -12,7 +12,7 @@ import pytest
 import structlog
 from redis.asyncio import Redis
 
-from responder.cli import main
+from responder.cli.main import main
 from supervisor.policy_files import ImportRefused, export_dir, import_dir, seed_if_empty
 from supervisor.policy_format import PolicyError
 from supervisor.policy_store import PolicyStore, UnknownVersion, VersionConflict, content_hash

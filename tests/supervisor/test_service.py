@@ -13,9 +13,9 @@ from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from responder.redact import KnownSecrets, secret_values
-from responder.settings import Settings
-from supervisor.history import CallHistory
+from callrecord.history import CallHistory
+from infra.redact import KnownSecrets, secret_values
+from infra.settings import Settings
 from supervisor.service import STATE, check_token, create_service_app
 
 TOKEN = "supervisor-test-token-0123456789"
@@ -79,7 +79,7 @@ async def test_decision_is_grounded_and_recorded(service: TestServer) -> None:
     events = [e for e in logs if e["event"] == "supervisor_service.request"]
     assert len(events) == 1 and events[0]["call_id"] == "CAsvc1" and events[0]["outcome"] == "ok"
     # the text model behind the service was asked with the caller's question
-    sim = service.app[STATE].simulator_state
+    sim = service.app[STATE].simulator.state
     assert any(TENT in json.dumps(r) for r in sim.text_requests)
 
 
@@ -94,7 +94,7 @@ async def test_auth_missing_or_wrong_is_401_and_runs_nothing(service: TestServer
             service.make_url("/v1/decide"), data=body, headers={"Authorization": f"Basic {TOKEN}"}
         ) as response:
             assert response.status == 401
-    assert service.app[STATE].simulator_state.text_requests == []
+    assert service.app[STATE].simulator.state.text_requests == []
     assert await service.app[STATE].history.get_decisions("CAsvc2") == []
 
 
@@ -114,13 +114,13 @@ async def test_bad_json_invalid_fields_and_oversize(service: TestServer) -> None
     assert "context" in error["error"]["message"] and "extra" in error["error"]["message"]
     status, error = await _post(service, json.dumps({"call_id": "CAsvc3", "context": "x" * 5000}))
     assert (status, error["error"]["code"]) == (413, "too_large")
-    assert service.app[STATE].simulator_state.text_requests == []
+    assert service.app[STATE].simulator.state.text_requests == []
 
 
 async def test_caller_deadline_shortens_the_run(service: TestServer) -> None:
     # the returns scenario's question turn has no delay; ask with a deadline too short for
     # even one model round trip to be certain of finishing → a recorded timeout decision
-    sim = service.app[STATE].simulator_state
+    sim = service.app[STATE].simulator.state
     sim.text_failures, sim.text_failure_retry_after = [503] * 50, 0.05
     body = json.dumps({"call_id": "CAsvc4", "context": TENT, "deadline_s": 0.4})
     status, decision = await _post(service, body)

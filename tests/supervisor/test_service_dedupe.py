@@ -13,10 +13,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer, unused_port
 from redis.asyncio import Redis
 
-from responder.redis_server import client_options
-from responder.remote_supervisor import RemoteSupervisor
-from responder.settings import Settings
-from supervisor.decisions import Decision
+from callrecord.decisions import Decision
+from infra.redis_server import client_options
+from infra.settings import Settings
+from responder.runtime.supervisor_client import RemoteSupervisor
 from supervisor.idempotency import DecideOnce
 from supervisor.retry import Backoff
 from supervisor.service import STATE, create_service_app
@@ -31,10 +31,10 @@ async def test_a_repeated_request_id_is_answered_not_decided_again(service: Test
     state = service.app[STATE]
     status, first = await _post(service, _body("CAdd1", "req_a"))
     assert status == 200 and first["outcome"] == "ok"
-    asked = len(state.simulator_state.text_requests)
+    asked = len(state.simulator.state.text_requests)
     status, again = await _post(service, _body("CAdd1", "req_a"))
     assert status == 200 and again == first  # the same decision, byte for byte
-    assert len(state.simulator_state.text_requests) == asked  # the model was not asked again
+    assert len(state.simulator.state.text_requests) == asked  # the model was not asked again
     assert [d.decision_id for d in await state.history.get_decisions("CAdd1")] == [first["decision_id"]]
     # another request id is another decision
     status, other = await _post(service, _body("CAdd1", "req_b"))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from responder.services import SERVICES
+from responder.runtime.services import SERVICES
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_PREFIX = "/call/static/"

@@ -1,0 +1,264 @@
+"""Redis-backed conversation history of a call.
+
+Layout (one hash-tagged namespace per call, so every key of a call lives in one Cluster slot):
+
+``{prefix}:call:{<id>}:meta``      hash: transport, caller, started/ended times, status …
+``{prefix}:call:{<id>}:order``     list of item ids in **conversation order**
+``{prefix}:call:{<id>}:items``     hash item id → item JSON
+``{prefix}:call:{<id>}:decisions`` list of Decision JSON, in the order they were made
+``{prefix}:call:{<id>}:events``    pub/sub channel: every write is announced here
+``{prefix}:calls``                 sorted set of call ids by start time
+
+Items are placed after the item the Realtime server names as ``previous_item_id``; an item
+with no known predecessor is appended. Late transcripts and truncation update an item in
+place. Every write refreshes the TTL of the call's keys. Reads are one round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Literal
+
+import structlog
+from pydantic import BaseModel, Field, TypeAdapter
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from callrecord.decisions import Decision
+
+log = structlog.get_logger("history")
+
+ItemKind = Literal[
+    "message", "function_call", "function_call_output", "dtmf", "decision", "hold_line", "action"
+]
+ItemStatus = Literal["in_progress", "completed", "interrupted", "failed"]
+
+APPEND = ""
+HEAD = "^"
+
+# KEYS: order, items, meta, decisions, side. ARGV: id, body, prev, ttl, channel, announcement
+_ADD_SCRIPT = """
+local order, items, side = KEYS[1], KEYS[2], KEYS[5]
+local id, body, prev, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+if redis.call('HEXISTS', items, id) == 0 then
+  local placed = false
+  if prev == '^' then
+    redis.call('LPUSH', order, id)
+    placed = true
+  elseif prev ~= '' then
+    local pos = redis.call('LPOS', order, prev)
+    if pos then
+      -- side items (hold lines, DTMF, decisions) recorded after prev happened before this one
+      local pivot = prev
+      while true do
+        local nxt = redis.call('LINDEX', order, pos + 1)
+        if not nxt or redis.call('SISMEMBER', side, nxt) == 0 then
+          break
+        end
+        pivot, pos = nxt, pos + 1
+      end
+      placed = redis.call('LINSERT', order, 'AFTER', pivot, id) > 0
+    end
+  else
+    redis.call('SADD', side, id)
+  end
+  if not placed then
+    redis.call('RPUSH', order, id)
+  end
+end
+redis.call('HSET', items, id, body)
+for i = 1, #KEYS do
+  redis.call('EXPIRE', KEYS[i], ttl)
+end
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return 1
+"""
+
+# A decision: pushed on the decision list (once: a write replayed after a Redis outage, see
+# history_buffer.py, must not record it twice; ARGV[7] is its JSON), then added as an item,
+# in one round trip like any item.
+_ADD_DECISION_SCRIPT = (
+    """
+if not redis.call('LPOS', KEYS[4], ARGV[7]) then
+  redis.call('RPUSH', KEYS[4], ARGV[7])
+end
+"""
+    + _ADD_SCRIPT
+)
+
+_GET_SCRIPT = """
+local limit = tonumber(ARGV[1])
+local ids
+if limit > 0 then
+  ids = redis.call('LRANGE', KEYS[1], -limit, -1)
+else
+  ids = redis.call('LRANGE', KEYS[1], 0, -1)
+end
+local out = {}
+for i = 1, #ids, 1000 do
+  local batch = redis.call('HMGET', KEYS[2], unpack(ids, i, math.min(i + 999, #ids)))
+  for j = 1, #batch do
+    if batch[j] then
+      out[#out + 1] = batch[j]
+    end
+  end
+end
+-- one JSON array: one reply to read and one validation call instead of one per item
+return '[' .. table.concat(out, ',') .. ']'
+"""
+
+
+
+class HistoryItem(BaseModel):
+    """One entry of a call's history."""
+
+    id: str
+    kind: ItemKind
+    role: Literal["user", "assistant", "system"] | None = None
+    text: str | None = None
+    status: ItemStatus = "completed"
+    name: str | None = None
+    call_id: str | None = Field(default=None, description="function call id (Realtime call_id)")
+    arguments: str | None = None
+    output: str | None = None
+    audio_end_ms: int | None = None
+    full_text: str | None = Field(default=None, description="generated text before a truncation")
+    created_at: float = Field(default_factory=time.time)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+_ITEMS: TypeAdapter[list[HistoryItem]] = TypeAdapter(list[HistoryItem])
+
+
+class CallHistory:
+    def __init__(self, redis: Redis, prefix: str = "rt", ttl_s: int = 7 * 24 * 3600) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+        self._add = redis.register_script(_ADD_SCRIPT)
+        self._get = redis.register_script(_GET_SCRIPT)
+        self._add_decision = redis.register_script(_ADD_DECISION_SCRIPT)
+
+    # -- keys ----------------------------------------------------------------------------
+    def key(self, call_id: str, part: str) -> str:
+        return f"{self.prefix}:call:{{{call_id}}}:{part}"
+
+    def _keys(self, call_id: str) -> list[str]:
+        return [self.key(call_id, p) for p in ("order", "items", "meta", "decisions", "side")]
+
+    def channel(self, call_id: str) -> str:
+        return self.key(call_id, "events")
+
+    # -- meta ----------------------------------------------------------------------------
+    async def start_call(self, call_id: str, **meta: str | float | int) -> None:
+        now = time.time()
+        fields = {"call_id": call_id, "started_at": now, "status": "active", **meta}
+        calls = f"{self.prefix}:calls"
+        # not one transaction: the call's keys and the index live in different Cluster slots
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self.key(call_id, "meta"), mapping={k: str(v) for k, v in fields.items()})
+            pipe.expire(self.key(call_id, "meta"), self.ttl_s)
+            pipe.zadd(calls, {call_id: now})
+            pipe.zremrangebyscore(calls, "-inf", now - self.ttl_s)  # calls whose keys expired
+            await pipe.execute()
+        await self._announce(call_id, {"type": "call.started", **fields})
+
+    async def set_meta(self, call_id: str, **fields: str | float | int) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key(call_id, "meta"), mapping={k: str(v) for k, v in fields.items()})
+            pipe.expire(self.key(call_id, "meta"), self.ttl_s)
+            await pipe.execute()
+        await self._announce(call_id, {"type": "call.meta", **fields})
+
+    async def get_meta(self, call_id: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(self.key(call_id, "meta"))
+        return {_s(k): _s(v) for k, v in raw.items()}
+
+    async def recent_calls(self, limit: int = 50) -> list[str]:
+        ids = await self.redis.zrevrange(f"{self.prefix}:calls", 0, limit - 1)
+        return [_s(i) for i in ids]
+
+    # -- items ---------------------------------------------------------------------------
+    async def add_item(self, call_id: str, item: HistoryItem, previous_item_id: str | None = APPEND) -> None:
+        """Record ``item`` after ``previous_item_id`` (``APPEND``: at the end, ``HEAD``: first)."""
+        body = item.model_dump_json()
+        where = previous_item_id or APPEND
+        args = [item.id, body, where, self.ttl_s, self.channel(call_id), _announcement(body)]
+        await self._add(keys=self._keys(call_id), args=args)
+
+    async def update_item(self, call_id: str, item_id: str, **fields: Any) -> HistoryItem | None:
+        """Update fields of an item in place; returns the new item, or None if it is unknown."""
+        items_key = self.key(call_id, "items")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for _ in range(20):
+                try:
+                    await pipe.watch(items_key)
+                    raw = await pipe.hget(items_key, item_id)
+                    if raw is None:
+                        await pipe.reset()
+                        return None
+                    item = HistoryItem.model_validate_json(raw).model_copy(update=fields)
+                    pipe.multi()
+                    pipe.hset(items_key, item_id, item.model_dump_json())
+                    for k in self._keys(call_id):
+                        pipe.expire(k, self.ttl_s)
+                    await pipe.execute()
+                    break
+                except WatchError:
+                    continue
+            else:  # pragma: no cover - needs 20 concurrent writers to one item
+                raise RuntimeError(f"could not update item {item_id}: too much contention")
+        await self._announce(call_id, {"type": "item.updated", "item": item.model_dump(mode="json")})
+        return item
+
+    async def get_item(self, call_id: str, item_id: str) -> HistoryItem | None:
+        raw = await self.redis.hget(self.key(call_id, "items"), item_id)
+        return None if raw is None else HistoryItem.model_validate_json(raw)
+
+    async def get_items(self, call_id: str, limit: int | None = None) -> list[HistoryItem]:
+        """The call's items in conversation order (the newest ``limit`` when given), one round trip."""
+        keys = [self.key(call_id, "order"), self.key(call_id, "items")]
+        return _ITEMS.validate_json(await self._get(keys=keys, args=[limit or 0]))
+
+    # -- decisions -----------------------------------------------------------------------
+    async def add_decision(self, call_id: str, decision: Decision) -> None:
+        """Store a decision on the call: in the decision list and as a history item (idempotent)."""
+        item = decision_item(decision)
+        body = item.model_dump_json()
+        args = [item.id, body, APPEND, self.ttl_s, self.channel(call_id), _announcement(body)]
+        await self._add_decision(keys=self._keys(call_id), args=[*args, decision.model_dump_json()])
+
+    async def get_decisions(self, call_id: str) -> list[Decision]:
+        raws = await self.redis.lrange(self.key(call_id, "decisions"), 0, -1)
+        return [Decision.model_validate_json(r) for r in raws]
+
+    # -- pub/sub -------------------------------------------------------------------------
+    async def _announce(self, call_id: str, payload: dict[str, Any]) -> None:
+        await self.redis.publish(self.channel(call_id), json.dumps(payload, default=str))
+
+
+def decision_item(decision: Decision) -> HistoryItem:
+    """How a decision appears in the call's history."""
+    return HistoryItem(
+        id=decision.decision_id,
+        kind="decision",
+        role="system",
+        text=decision.text,
+        status="completed" if decision.outcome == "ok" else "failed",
+        meta={
+            "outcome": decision.outcome,
+            "policies": decision.policy_labels(),
+            "user_item_id": decision.user_item_id,
+            "latency_ms": round(decision.latency_ms, 1),
+        },
+    )
+
+
+def _announcement(item_json: str) -> str:
+    """The pub/sub message of a new item (its JSON spliced in, not parsed and dumped again)."""
+    return '{"type": "item.added", "item": ' + item_json + "}"
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,86 @@
+"""structlog configuration: JSON in production, console in development, optionally a JSON file.
+
+Every event goes through the same chain: context variables (``call_id``, ``decision_id``),
+level, UTC ISO timestamp, secret redaction (always: the configured secret values and
+anything shaped like a credential), PII redaction (by setting), then the
+renderer. With ``log_file`` set, each event is also appended to that file as one JSON line —
+whatever the console format — which is what ``responder trace CALL_ID --log FILE`` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from collections.abc import Iterable, MutableMapping
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import structlog
+
+from infra.redact import KnownSecrets, redact_pii, redact_secrets
+
+
+class JsonFileSink:
+    """A structlog processor that appends the event as one JSON line to a file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: TextIO = self.path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def __call__(
+        self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        line = json.dumps(dict(event_dict), default=str)
+        with self._lock:
+            self._file.write(line + "\n")
+            self._file.flush()
+        return event_dict
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+_sink: JsonFileSink | None = None
+
+
+def configure_logging(
+    fmt: Literal["json", "console"] = "console",
+    level: str = "INFO",
+    *,
+    redact: bool = True,
+    log_file: str | Path | None = None,
+    secrets: Iterable[str] = (),
+) -> None:
+    """``secrets``: the configured secret values, masked wherever they appear (see redact.py)."""
+    global _sink
+    if _sink is not None:
+        _sink.close()
+        _sink = None
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer(default=str)
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    if log_file:
+        _sink = JsonFileSink(log_file)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            KnownSecrets(secrets),
+            redact_secrets,
+            *([redact_pii] if redact else []),
+            *([_sink] if _sink is not None else []),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,40 @@
+"""``responder supervisor serve [--host H] [--port P]``: the supervisor as its own service."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import structlog
+from aiohttp import web
+
+from infra.settings import Settings
+
+log = structlog.get_logger("cli")
+
+DEFAULT_PORT = 8081
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    supervisor = sub.add_parser("supervisor", help="the supervisor as a separate HTTP service")
+    actions = supervisor.add_subparsers(dest="supervisor_command", required=True)
+    serve = actions.add_parser(
+        "serve", help="serve POST /v1/decide (bearer token: RESPONDER_SUPERVISOR_TOKEN)"
+    )
+    serve.add_argument("--host", help="address to bind (default: RESPONDER_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    from supervisor.service import create_service_app
+
+    host = args.host or settings.host
+    try:
+        app = create_service_app(settings, host=host)
+    except ValueError as exc:
+        log.error("supervisor_service.refused", reason=str(exc))
+        print(f"responder supervisor serve: {exc}", file=sys.stderr)
+        return 2
+    log.info("supervisor_service.listening", url=f"http://{host}:{args.port}")
+    web.run_app(app, host=host, port=args.port, print=None, access_log=None, handler_cancellation=True)
+    return 0

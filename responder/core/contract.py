@@ -1,0 +1,49 @@
+"""What the call controller and its transports agree on: the caller link, the supervisor
+call, the per-call configuration, and the supervisor runs that outlive their call."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from callrecord.decisions import Decision
+
+# Tasks that outlive their call (a supervisor run whose caller hung up): referenced here so
+# that they are not garbage-collected mid-flight.
+_KEPT_TASKS: set[asyncio.Task[Any]] = set()
+
+
+async def finish_kept_tasks(timeout_s: float) -> None:
+    """Shutdown: let supervisor runs that outlived their call record their decisions (bounded)."""
+    if _KEPT_TASKS:
+        await asyncio.wait(list(_KEPT_TASKS), timeout=timeout_s)
+
+
+class CallerLink(Protocol):
+    """The caller side of a call, as the controller sees it. Implemented by each transport."""
+
+    async def send_audio(self, b64_audio: str, mark: str) -> None: ...
+
+    async def clear_audio(self) -> None: ...
+
+
+class DecideFn(Protocol):
+    def __call__(
+        self, call_id: str, context: str, *, user_item_id: str | None = None
+    ) -> Awaitable[Decision]: ...
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    transcript_wait_s: float = 1.0
+    hold_delay_s: float = 3.0
+    max_hold_lines: int = 1
+    supervisor_deadline_s: float = 10.0
+    greeting: bool = True
+    bytes_per_ms: float = 8.0  # audio/pcmu 8 kHz
+    transport: str = "twilio"
+    realtime_model: str = "gpt-realtime"
+    sideband: bool = False  # SIP/WebRTC: audio flows between caller and OpenAI, not through us
+    remote_ms_per_char: float = 75.0  # sideband: how long a spoken line takes, to let it play out

@@ -1,0 +1,201 @@
+"""Records a call's conversation into Redis, in conversation order, as the server reports it.
+
+User items are placed after the item the server names as ``previous_item_id``; their
+transcripts arrive later and are filled in place. Assistant text is completed at
+``response.output_audio_transcript.done``; an interrupted item keeps what the caller heard.
+Items the server does not know about (hold lines, DTMF, decisions) are appended.
+
+The writes go through the call's :class:`~responder.core.write_lane.WriteLane`: in order, without
+holding up the event pump. State the controller reads (the last user item, interrupted and
+out-of-band items) is updated at once; a transcript counts as ready once it is in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from structlog.typing import FilteringBoundLogger
+
+from callrecord.history import APPEND, HEAD, CallHistory, HistoryItem
+from responder.core.actions import ActionRecord
+from responder.core.write_lane import WriteLane
+
+ACTION_WRITE_WAIT_S = 5.0
+
+
+class TranscriptRecorder:
+    def __init__(self, call_id: str, history: CallHistory, log: FilteringBoundLogger) -> None:
+        self.call_id = call_id
+        self.history = history
+        self.log = log
+        self.last_user_item: str | None = None
+        self.out_of_band: set[str] = set()  # hold-line items: not in the model's conversation
+        self.interrupted: set[str] = set()
+        self.server_truncated: set[str] = set()  # interrupted by the server (SIP, WebRTC)
+        self._transcripts: dict[str, asyncio.Event] = {}
+        self._output_anchor: dict[str, str] = {}  # tool call id → decision id to place the output after
+        self.lane = WriteLane(call_id, log)
+
+    async def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until every write made so far is in Redis (or buffered for it)."""
+        return await self.lane.flush(timeout_s)
+
+    # -- transcripts the supervisor waits for ---------------------------------------------
+    def transcript_ready(self, item_id: str) -> asyncio.Event:
+        return self._transcripts.setdefault(item_id, asyncio.Event())
+
+    def anchor_output(self, tool_call_id: str, decision_id: str) -> None:
+        """Show the tool output of ``tool_call_id`` right after the decision that produced it."""
+        self._output_anchor[tool_call_id] = decision_id
+
+    # -- server events ---------------------------------------------------------------------
+    async def item_added(self, event: dict[str, Any]) -> None:
+        item = event.get("item") or {}
+        item_id = item.get("id")
+        if not item_id:
+            return
+        prev = event.get("previous_item_id")
+        where = prev if prev else (HEAD if "previous_item_id" in event else APPEND)
+        record = self._record_for(item, item_id)
+        if record is None:
+            return
+        if record.kind == "function_call_output":
+            where = self._output_anchor.pop(record.call_id or "", where)
+        ready = record.role == "user" and record.status == "completed"
+        self.lane.submit("add_item", lambda: self._add(record, where, ready))
+        self.log.info("call.item_added", **_item_fields(record), where=where)
+
+    async def _add(self, record: HistoryItem, where: str, ready: bool) -> None:
+        await self.history.add_item(self.call_id, record, where)
+        if ready:
+            self.transcript_ready(record.id).set()
+
+    def _record_for(self, item: dict[str, Any], item_id: str) -> HistoryItem | None:
+        kind = item.get("type")
+        if kind == "message" and item.get("role") in ("user", "assistant"):
+            role = item["role"]
+            text = _content_text(item)
+            if role == "user":
+                self.last_user_item = item_id
+                self.transcript_ready(item_id)  # set once the text is in Redis
+            done = role == "user" and bool(text)
+            status = "completed" if done else "in_progress"
+            return HistoryItem(id=item_id, kind="message", role=role, text=text, status=status)
+        if kind == "function_call":
+            return HistoryItem(
+                id=item_id, kind="function_call", role="assistant", name=item.get("name"),
+                call_id=item.get("call_id"), arguments=item.get("arguments") or None, status="in_progress",
+            )  # fmt: skip
+        if kind == "function_call_output":
+            return HistoryItem(
+                id=item_id, kind="function_call_output", role="system",
+                call_id=item.get("call_id"), output=item.get("output"),
+            )  # fmt: skip
+        return None
+
+    async def user_transcript(self, event: dict[str, Any]) -> None:
+        item_id = event.get("item_id", "")
+        text = (event.get("transcript") or "").strip()
+        self._update_then_ready(item_id, text=text, status="completed")
+        self.log.info("call.user_turn", item_id=item_id, text=text)
+
+    async def user_transcript_failed(self, event: dict[str, Any]) -> None:
+        item_id = event.get("item_id", "")
+        self._update_then_ready(item_id, status="failed")
+        self.log.warning("call.user_transcript_failed", item_id=item_id, error=event.get("error"))
+
+    def _update_then_ready(self, item_id: str, **fields: Any) -> None:
+        ready = self.transcript_ready(item_id)
+
+        async def write() -> None:
+            try:
+                await self.history.update_item(self.call_id, item_id, **fields)
+            finally:
+                ready.set()  # written or not, nobody waits for it any longer
+
+        self.lane.submit("update_item", write)
+
+    def _update(self, item_id: str, **fields: Any) -> None:
+        self.lane.submit("update_item", lambda: self.history.update_item(self.call_id, item_id, **fields))
+
+    async def function_call_done(self, item_id: str | None, arguments: str) -> None:
+        if item_id:
+            self._update(item_id, arguments=arguments, status="completed")
+
+    async def assistant_transcript(self, item_id: str, text: str, purpose: str) -> None:
+        if purpose == "hold_line" or item_id in self.out_of_band:
+            self.out_of_band.add(item_id)
+            hold = HistoryItem(id=item_id, kind="hold_line", role="assistant", text=text)
+            self.lane.submit("add_item", lambda: self.history.add_item(self.call_id, hold, APPEND))
+            self.log.info("call.hold_line", item_id=item_id, text=text)
+            return
+        if item_id in self.server_truncated:  # what exactly was heard is not known here
+            self._update(item_id, text=text, full_text=text)
+            self.log.info(
+                "call.assistant_turn", item_id=item_id, text=text, purpose=purpose, interrupted=True
+            )
+            return
+        if item_id in self.interrupted:
+            self._update(item_id, full_text=text)
+            self.log.info(
+                "call.assistant_turn", item_id=item_id, text=text, purpose=purpose, interrupted=True
+            )
+            return
+        self._update(item_id, text=text, status="completed")
+        self.log.info("call.assistant_turn", item_id=item_id, text=text, purpose=purpose)
+
+    async def truncated_by_server(self, event: dict[str, Any]) -> None:
+        """``conversation.item.truncated``. On SIP and WebRTC the server cuts the assistant off
+        itself (the audio never passes through us); on the phone path it confirms our own
+        truncate, already recorded with the heard text."""
+        item_id = event.get("item_id")
+        if not item_id or item_id in self.interrupted:
+            return
+        self.interrupted.add(item_id)
+        self.server_truncated.add(item_id)
+        audio_end_ms = int(event.get("audio_end_ms") or 0)
+        self._update(item_id, status="interrupted", audio_end_ms=audio_end_ms)
+        self.log.info("call.barge_in", item_id=item_id, audio_end_ms=audio_end_ms, by="server")
+
+    async def interrupted_at(self, item_id: str, heard_ms: int, heard_text: str, full_text: str) -> None:
+        self.interrupted.add(item_id)
+        self._update(
+            item_id, text=heard_text, full_text=full_text or None, status="interrupted", audio_end_ms=heard_ms
+        )
+
+    async def action(self, record: ActionRecord) -> None:
+        """A call-control action (transfer, hang-up): recorded like a decision."""
+        item = HistoryItem(
+            id=record.action_id, kind="action", role="system", name=record.action, text=record.line,
+            call_id=record.tool_call_id, meta=record.model_dump(mode="json"),
+        )  # fmt: skip
+        self.lane.submit("add_item", lambda: self.history.add_item(self.call_id, item, APPEND))
+        await self.flush(ACTION_WRITE_WAIT_S)  # the record is in before the call is acted on further
+        self.log.info(
+            "call.action", action_id=record.action_id, action=record.action, reason=record.reason,
+            outcome=record.outcome, target=record.target, error=record.error, ms=record.ms,
+            transport=record.transport, line=record.line,
+        )  # fmt: skip
+
+    async def dtmf(self, digit: str) -> None:
+        item = HistoryItem(id=f"dtmf_{time.time_ns()}", kind="dtmf", role="user", text=digit)
+        self.lane.submit("add_item", lambda: self.history.add_item(self.call_id, item, APPEND))
+        self.log.info("call.dtmf", digit=digit, item_id=item.id)
+
+
+def _item_fields(record: HistoryItem) -> dict[str, Any]:
+    """What ``call.item_added`` logs: enough to rebuild the conversation order from logs alone."""
+    fields = {"item_id": record.id, "kind": record.kind, "role": record.role, "text": record.text,
+              "name": record.name, "tool_call_id": record.call_id, "output": record.output,
+              "arguments": record.arguments, "status": record.status}  # fmt: skip
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _content_text(item: dict[str, Any]) -> str | None:
+    for part in item.get("content") or []:
+        text = part.get("transcript") or part.get("text")
+        if text:
+            return str(text)
+    return None

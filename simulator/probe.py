@@ -1,0 +1,281 @@
+"""Probe mode of the simulator: a cheap, timed realtime model for load measurements (off by default).
+
+``responder simulate --probe`` swaps each realtime session for a :class:`ProbeSession`, which
+does what a load test needs and little else, so that the simulator is never the bottleneck:
+
+* caller audio (``input_audio_buffer.append``) is not validated, decoded or run through turn
+  detection: only the *stamp* in the first bytes of the μ-law payload is read — the load
+  generator's caller writes its call tag, a frame sequence number and its ``time.monotonic()``
+  there (CLOCK_MONOTONIC: comparable across processes on one Linux host);
+* the model talks on its own schedule: a response of :data:`TALK_MS` of audio in
+  :data:`CHUNK_MS` deltas, paced in real time, each delta stamped the same way; every second
+  response is barged in on (``input_audio_buffer.speech_started`` while the audio still plays
+  at the caller); then a short user turn (speech stopped, committed, transcribed) and the next
+  response, as turn detection would start it.
+
+Everything it sends or receives is timestamped per call tag and summed up for a time window
+at ``GET /_probe?t0=…&t1=…`` (monotonic seconds): caller→model relay latency percentiles and
+frame counts, model deltas sent, barge-in times. The caller side measures the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import struct
+import time
+from array import array
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiohttp import WSMsgType, web
+
+from simulator.realtime_items import assistant_item, new_id, user_audio_item
+from simulator.realtime_protocol import apply_session_update, default_session
+
+log = structlog.get_logger("simulator.probe")
+
+MAGIC = b"\xa5LG1"
+STAMP = struct.Struct("<4sHId")  # magic, call tag, sequence number, monotonic send time
+STAMP_CHARS = 24  # the stamp's 18 bytes are exactly the first 24 base64 characters
+UNKNOWN_TAG = 0xFFFF
+APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
+CHUNK_MS = 100  # audio per response.output_audio.delta
+LEAD_MS = 300  # the model runs this far ahead of real time, as the real one does
+TALK_MS = 4000  # audio per response
+BARGE_IN_AT_MS = 1500  # wall time into every second response when the caller talks over it
+USER_TURN_MS = 1200  # how long the simulated caller speaks
+PAUSE_MS = 800  # after a response is heard out, before the caller speaks
+
+
+def stamp(tag: int, seq: int, sent: float) -> bytes:
+    return STAMP.pack(MAGIC, tag, seq, sent)
+
+
+def read_stamp(b64_head: str) -> tuple[int, int, float] | None:
+    """``(tag, seq, sent)`` from the first :data:`STAMP_CHARS` base64 characters, if stamped."""
+    try:
+        raw = binascii.a2b_base64(b64_head[:STAMP_CHARS])
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) < STAMP.size or raw[:4] != MAGIC:
+        return None
+    _, tag, seq, sent = STAMP.unpack_from(raw)
+    return tag, seq, sent
+
+
+def stamped_audio(tag: int, seq: int, size: int, fill: bytes = b"\xff") -> tuple[str, float]:
+    """``size`` bytes of μ-law silence stamped now, as base64; and the stamp's time."""
+    sent = time.monotonic()
+    return base64.b64encode(stamp(tag, seq, sent) + fill * (size - STAMP.size)).decode("ascii"), sent
+
+
+def percentiles(values: Iterable[float]) -> dict[str, float | int]:
+    ordered = sorted(values)
+    if not ordered:
+        return {"n": 0}
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+    return {"n": len(ordered), "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": round(ordered[-1], 3)}
+
+
+@dataclass
+class TagTimes:
+    """What the simulator saw of one call (one stamp tag)."""
+
+    in_sent: array[float] = field(default_factory=lambda: array("d"))  # caller's send time
+    in_latency_ms: array[float] = field(default_factory=lambda: array("d"))
+    out_sent: array[float] = field(default_factory=lambda: array("d"))  # our delta send times
+    barge_ins: list[float] = field(default_factory=list)  # speech_started send times
+
+
+@dataclass
+class ProbeRecorder:
+    tags: dict[int, TagTimes] = field(default_factory=dict)
+    sessions: int = 0
+
+    def of(self, tag: int) -> TagTimes:
+        times = self.tags.get(tag)
+        if times is None:
+            times = self.tags[tag] = TagTimes()
+        return times
+
+    def report(self, t0: float, t1: float) -> dict[str, Any]:
+        calls: dict[str, Any] = {}
+        latencies: list[float] = []
+        for tag, times in self.tags.items():
+            got = [
+                ms for sent, ms in zip(times.in_sent, times.in_latency_ms, strict=True) if t0 <= sent <= t1
+            ]
+            latencies += got
+            calls[str(tag)] = {
+                "in_received": len(got),
+                "out_sent": sum(1 for sent in times.out_sent if t0 <= sent <= t1),
+                "barge_ins": [t for t in times.barge_ins if t0 <= t <= t1],
+            }
+        return {"sessions": self.sessions, "in_latency_ms": percentiles(latencies), "calls": calls}
+
+
+class ProbeSession:
+    """One realtime WebSocket in probe mode (see the module docstring)."""
+
+    def __init__(self, ws: web.WebSocketResponse, recorder: ProbeRecorder, *, model: str) -> None:
+        self.ws = ws
+        self.recorder = recorder
+        self.session = default_session(model)
+        self.tag = UNKNOWN_TAG
+        self.times = recorder.of(UNKNOWN_TAG)
+        self._seq = 0
+        self._user_item_id: str | None = None
+        self._driver: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def run(self) -> None:
+        self.recorder.sessions += 1
+        await self.emit({"type": "session.created", "session": self.session})
+        try:
+            async for msg in self.ws:
+                if msg.type == WSMsgType.TEXT:
+                    await self.on_text(msg.data)
+        finally:
+            self._closed = True
+            if self._driver is not None:
+                self._driver.cancel()
+                await asyncio.gather(self._driver, return_exceptions=True)
+
+    async def emit(self, event: dict[str, Any]) -> None:
+        await self.emit_text(json.dumps(event))
+
+    async def emit_text(self, text: str) -> None:
+        if self._closed or self.ws.closed:
+            return
+        try:
+            await self.ws.send_str(text)
+        except (ConnectionError, RuntimeError):
+            self._closed = True
+
+    async def on_text(self, text: str) -> None:
+        if text.startswith(APPEND_PREFIX):  # the hot path: read the stamp, nothing else
+            self._appended(text[len(APPEND_PREFIX) : len(APPEND_PREFIX) + STAMP_CHARS])
+            return
+        try:
+            data = json.loads(text)
+            kind = data["type"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("simulator.probe.event_invalid", sample=text[:80])
+            return
+        if kind == "input_audio_buffer.append":
+            self._appended(str(data.get("audio", "")))
+        elif kind == "session.update":
+            self.session = apply_session_update(self.session, data.get("session") or {})
+            await self.emit({"type": "session.updated", "session": self.session})
+        elif kind == "response.create" and self._driver is None:
+            self._driver = asyncio.create_task(self._converse(data.get("response") or {}))
+        elif kind == "conversation.item.truncate":
+            fields = {k: data.get(k) for k in ("item_id", "content_index", "audio_end_ms")}
+            await self.emit({"type": "conversation.item.truncated", **fields})
+
+    def _appended(self, head: str) -> None:
+        received = time.monotonic()
+        found = read_stamp(head)
+        if found is None:
+            return
+        tag, _, sent = found
+        if tag != self.tag:  # the first stamped frame names the call
+            self.tag, self.times = tag, self.recorder.of(tag)
+        self.times.in_sent.append(sent)
+        self.times.in_latency_ms.append((received - sent) * 1000)
+
+    # -- the model's side of the conversation ------------------------------------------------
+    async def _converse(self, first: dict[str, Any]) -> None:
+        metadata = first.get("metadata")
+        turn = 0
+        while not self._closed:
+            barge_in = turn % 2 == 1
+            await self._respond(metadata, barge_in)
+            metadata = None  # later responses are started by "turn detection"
+            if not barge_in:
+                await asyncio.sleep((LEAD_MS + PAUSE_MS) / 1000)  # heard out, then the caller talks
+                await self.emit(self._speech("started"))
+            await self._user_turn(turn)
+            turn += 1
+
+    def _speech(self, edge: str) -> dict[str, Any]:
+        return {"type": f"input_audio_buffer.speech_{edge}", "item_id": self._user_item, "audio_start_ms": 0}
+
+    async def _user_turn(self, turn: int) -> None:
+        await asyncio.sleep(USER_TURN_MS / 1000)
+        item_id = self._user_item
+        await self.emit({"type": "input_audio_buffer.speech_stopped", "item_id": item_id, "audio_end_ms": 0})
+        await self.emit(
+            {"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": None}
+        )
+        await self.emit({"type": "conversation.item.added", "item": user_audio_item(item_id)})
+        text = f"Probe turn {turn}."
+        done = {"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id}
+        await self.emit({**done, "content_index": 0, "transcript": text})
+        self._user_item_id = None
+
+    @property
+    def _user_item(self) -> str:
+        if self._user_item_id is None:
+            self._user_item_id = new_id("item")
+        return self._user_item_id
+
+    async def _respond(self, metadata: Any, barge_in: bool) -> None:
+        response_id, item_id = new_id("resp"), new_id("item")
+        response = {"id": response_id, "object": "realtime.response", "status": "in_progress"}
+        await self.emit({"type": "response.created", "response": {**response, "metadata": metadata}})
+        await self.emit({"type": "conversation.item.added", "item": assistant_item(item_id, "in_progress")})
+        head = (
+            '{"type":"response.output_audio.delta","response_id":"' + response_id + '","item_id":"'
+            + item_id + '","output_index":0,"content_index":0,"delta":"'
+        )  # fmt: skip
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        t0 = started - LEAD_MS / 1000
+        chunk_bytes = CHUNK_MS * 8
+        status, sent_ms = "completed", 0
+        for n in range(TALK_MS // CHUNK_MS):
+            due = t0 + n * CHUNK_MS / 1000
+            if barge_in and due - started >= BARGE_IN_AT_MS / 1000:
+                await asyncio.sleep(max(0.0, started + BARGE_IN_AT_MS / 1000 - loop.time()))
+                self.times.barge_ins.append(time.monotonic())
+                await self.emit(self._speech("started"))
+                status = "cancelled"
+                break
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            self._seq += 1
+            delta, sent = stamped_audio(self.tag, self._seq, chunk_bytes)
+            self.times.out_sent.append(sent)
+            await self.emit_text(head + delta + '"}')
+            sent_ms += CHUNK_MS
+        transcript = "probe " * (sent_ms // 500)
+        ids = {"response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}
+        await self.emit({"type": "response.output_audio_transcript.done", **ids, "transcript": transcript})
+        item = assistant_item(item_id, "completed" if status == "completed" else "incomplete", transcript)
+        await self.emit({"type": "conversation.item.done", "item": item})
+        await self.emit({"type": "response.done", "response": {**response, "status": status}})
+
+
+PROBE_KEY: web.AppKey[ProbeRecorder] = web.AppKey("probe_recorder", ProbeRecorder)
+
+
+async def probe_report(request: web.Request) -> web.Response:
+    try:
+        t0 = float(request.query.get("t0", "0"))
+        t1 = float(request.query.get("t1", "inf"))
+    except ValueError:
+        return web.json_response({"error": "t0 and t1 must be numbers"}, status=400)
+    return web.json_response(request.app[PROBE_KEY].report(t0, t1))
+
+
+def add_probe_routes(app: web.Application) -> None:
+    app[PROBE_KEY] = ProbeRecorder()
+    app.router.add_get("/_probe", probe_report)

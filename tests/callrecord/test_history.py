@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from callrecord.decisions import Decision, PolicyRef
+from callrecord.history import HEAD, CallHistory, HistoryItem
+
+
+async def test_items_follow_previous_item_id_not_arrival_order(history: CallHistory) -> None:
+    await history.add_item("c1", HistoryItem(id="a1", kind="message", role="assistant", text="Hi"), HEAD)
+    # the assistant reply arrives before the user item it follows is recorded
+    await history.add_item("c1", HistoryItem(id="u1", kind="message", role="user", text=None), "a1")
+    await history.add_item("c1", HistoryItem(id="a2", kind="message", role="assistant", text="Sure"), "u1")
+    await history.add_item("c1", HistoryItem(id="u0", kind="message", role="user", text="late"), "a1")
+    ids = [i.id for i in await history.get_items("c1")]
+    assert ids == ["a1", "u0", "u1", "a2"]
+
+
+async def test_unknown_previous_item_appends_and_re_add_is_idempotent(history: CallHistory) -> None:
+    await history.add_item("c2", HistoryItem(id="x", kind="message", role="user", text="one"))
+    await history.add_item("c2", HistoryItem(id="y", kind="dtmf", text="5"), "missing")
+    await history.add_item("c2", HistoryItem(id="x", kind="message", role="user", text="two"), "y")
+    items = await history.get_items("c2")
+    assert [i.id for i in items] == ["x", "y"]
+    assert items[0].text == "two"
+
+
+async def test_late_transcript_and_truncation_update_in_place(history: CallHistory) -> None:
+    await history.add_item("c3", HistoryItem(id="u", kind="message", role="user", status="in_progress"))
+    await history.add_item("c3", HistoryItem(id="a", kind="message", role="assistant", text="long answer"))
+    await history.update_item("c3", "u", text="what is the return window?", status="completed")
+    await history.update_item("c3", "a", text="long", status="interrupted", audio_end_ms=420)
+    u, a = await history.get_items("c3")
+    assert (u.text, u.status) == ("what is the return window?", "completed")
+    assert (a.text, a.status, a.audio_end_ms) == ("long", "interrupted", 420)
+    assert await history.update_item("c3", "nope", text="x") is None
+
+
+async def test_get_items_limit_keeps_newest_in_chronological_order(history: CallHistory) -> None:
+    for n in range(6):
+        await history.add_item("c4", HistoryItem(id=f"i{n}", kind="message", role="user", text=str(n)))
+    assert [i.text for i in await history.get_items("c4", limit=3)] == ["3", "4", "5"]
+    assert await history.get_items("empty") == []
+
+
+async def test_writes_refresh_ttl(history: CallHistory) -> None:
+    await history.add_item("c5", HistoryItem(id="i", kind="message", role="user", text="x"))
+    ttl = await history.redis.ttl(history.key("c5", "order"))
+    assert 3500 < ttl <= 3600
+    await history.redis.expire(history.key("c5", "items"), 10)
+    await history.update_item("c5", "i", text="y")
+    assert await history.redis.ttl(history.key("c5", "items")) > 3500
+
+
+async def test_decisions_are_stored_and_listed(history: CallHistory) -> None:
+    d = Decision(
+        call_id="c6",
+        user_item_id="u1",
+        text="Returns are accepted within 30 days.",
+        policies=[PolicyRef(id="returns", version=3)],
+    )
+    await history.add_decision("c6", d)
+    [stored] = await history.get_decisions("c6")
+    assert stored.decision_id == d.decision_id
+    assert stored.policy_labels() == ["returns@3"]
+    [item] = await history.get_items("c6")
+    assert item.kind == "decision" and item.meta["policies"] == ["returns@3"]
+
+
+async def test_meta_and_recent_calls(history: CallHistory) -> None:
+    await history.start_call("c7", transport="twilio", caller="+15550001111")
+    await history.set_meta("c7", status="ended")
+    meta = await history.get_meta("c7")
+    assert meta["transport"] == "twilio" and meta["status"] == "ended"
+    assert "c7" in await history.recent_calls()
+
+
+async def test_side_items_keep_their_place_before_later_conversation_items(history: CallHistory) -> None:
+    await history.add_item("c8", HistoryItem(id="u1", kind="message", role="user", text="q"), HEAD)
+    await history.add_item("c8", HistoryItem(id="f1", kind="function_call", name="t"), "u1")
+    await history.add_item("c8", HistoryItem(id="hold", kind="hold_line", role="assistant", text="wait"))
+    await history.add_item("c8", HistoryItem(id="d1", kind="dtmf", text="1"))
+    # the server places the caller's next item after f1; the hold line and key press came first
+    await history.add_item("c8", HistoryItem(id="u2", kind="message", role="user", text="again"), "f1")
+    # an item anchored on a side item goes after it and after the side items that followed it
+    await history.add_item("c8", HistoryItem(id="out", kind="function_call_output", output="x"), "hold")
+    assert [i.id for i in await history.get_items("c8")] == ["u1", "f1", "hold", "d1", "out", "u2"]
+
+
+async def test_get_items_reads_long_histories(history: CallHistory) -> None:
+    order, items = history.key("c9", "order"), history.key("c9", "items")
+    async with history.redis.pipeline(transaction=False) as pipe:
+        for n in range(9000):
+            pipe.rpush(order, f"i{n}")
+            pipe.hset(
+                items, f"i{n}", HistoryItem(id=f"i{n}", kind="dtmf", text=str(n % 10)).model_dump_json()
+            )
+        await pipe.execute()
+    got = await history.get_items("c9")
+    assert len(got) == 9000 and got[0].id == "i0" and got[-1].id == "i8999"
+    assert [i.id for i in await history.get_items("c9", limit=2)] == ["i8998", "i8999"]

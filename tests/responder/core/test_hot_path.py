@@ -1,0 +1,159 @@
+"""The audio hot path's shortcuts and the startup warm-up (issue 6): each shortcut must give
+exactly what the general path gives, or step aside."""
+
+from __future__ import annotations
+
+import base64
+import gc
+import json
+from typing import Any
+
+import pytest
+import structlog
+from aiohttp.test_utils import TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from responder.engines.realtime.connection import make_client, open_realtime
+from responder.server.warmup import freeze_heap, warm_up_sdk, warm_up_text_model
+from responder.transports.twilio.frames import media_payload
+from simulator.app import create_simulator_app
+from simulator.probe import (
+    ProbeRecorder,
+    read_stamp,
+    stamp,
+    stamped_audio,
+)
+from simulator.scenario import load_scenario
+from simulator.state import STATE_KEY
+
+PAYLOAD = base64.b64encode(bytes(range(160))).decode()
+SID = "MZ" + "0123456789abcdef" * 2
+
+
+def twilio_frame(payload: str = PAYLOAD, **overrides: Any) -> dict[str, Any]:
+    media = {"track": "inbound", "chunk": "2", "timestamp": "40", "payload": payload}
+    return {"event": "media", "sequenceNumber": "3", "media": media, "streamSid": SID, **overrides}
+
+
+# -- Twilio media frames without json.loads -------------------------------------------------------
+@pytest.mark.parametrize(
+    "text",
+    [
+        json.dumps(twilio_frame(), separators=(",", ":")),  # Twilio's own
+        json.dumps(twilio_frame()),  # spaces after , and :
+        json.dumps(
+            {"event": "media", "sequenceNumber": "3", "streamSid": SID, "media": twilio_frame()["media"]}
+        ),  # the simulated caller's order
+        json.dumps(twilio_frame(), indent=2),  # newlines and indentation are JSON whitespace too
+    ],
+)
+def test_media_fast_path_reads_well_formed_frames(text: str) -> None:
+    assert media_payload(text) == json.loads(text)["media"]["payload"] == PAYLOAD
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # valid JSON whose meaning differs from the shape: the general parser decides
+        '{"event":"media","event":"stop","sequenceNumber":"3","media":{"track":"inbound","chunk":"2",'
+        '"timestamp":"40","payload":"AAAA"}}',
+        json.dumps(twilio_frame(extra="x"), separators=(",", ":")),
+        json.dumps(twilio_frame(), separators=(",", ":")).replace(PAYLOAD[:4], "\\u0041" + PAYLOAD[1:4]),
+        json.dumps({**twilio_frame(), "media": {**twilio_frame()["media"], "payload": 5}}),
+        # not JSON at all
+        json.dumps(twilio_frame(), separators=(",", ":"))[:-1],
+        json.dumps(twilio_frame(), separators=(",", ":")) + "x",
+        "",
+    ],
+)
+def test_media_fast_path_steps_aside(text: str) -> None:
+    assert media_payload(text) is None
+
+
+_keys = st.sampled_from(["event", "sequenceNumber", "media", "streamSid", "payload", "track", "x"])
+_values: st.SearchStrategy[Any] = st.recursive(
+    st.one_of(st.sampled_from(["media", "AAAA", PAYLOAD, "3", ""]), st.integers(), st.none()),
+    lambda inner: st.dictionaries(_keys, inner, max_size=5),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(frame=st.dictionaries(_keys, _values, max_size=6), compact=st.booleans())
+def test_media_fast_path_never_disagrees_with_json(frame: dict[str, Any], compact: bool) -> None:
+    text = json.dumps(frame, separators=(",", ":") if compact else (", ", ": "))
+    payload = media_payload(text)
+    if payload is not None:
+        parsed = json.loads(text)
+        assert parsed["event"] == "media" and parsed["media"]["payload"] == payload
+
+
+# -- caller audio straight to the websockets connection ------------------------------------------
+async def test_audio_appends_bypass_the_sdk_queue_only_while_it_is_idle() -> None:
+    sim = TestServer(create_simulator_app(load_scenario("returns")))
+    await sim.start_server()
+    client = make_client("sk-test", str(sim.make_url("/v1")), None)
+    try:
+        async with open_realtime(client, "CAhotpath", model="gpt-realtime") as rt:
+            direct = rt._direct
+            assert direct is not None, "the SDK's connection internals changed: appends use send_raw"
+            assert direct.idle()
+            await rt.append_audio(base64.b64encode(b"\xff" * 160).decode())
+            rt._conn._send_queue.enqueue("{}")  # what the SDK holds back while it reconnects
+            assert not direct.idle()
+            rt._conn._send_queue.drain()
+            assert direct.idle()
+            await rt.send({"type": "input_audio_buffer.clear"})
+            async for event in rt.events():
+                if event.get("type") in ("input_audio_buffer.cleared", "error"):
+                    break
+        state = sim.app[STATE_KEY]
+        assert {"type": "input_audio_buffer.append"} in state.client_events
+        assert state.invalid_events == []  # the direct append is a valid client event
+    finally:
+        await client.close()
+        await sim.close()
+
+
+# -- startup warm-up ------------------------------------------------------------------------------
+async def test_warm_up_builds_the_sdk_paths_without_warnings() -> None:
+    client = make_client("sk-test", "http://127.0.0.1:9/v1", None)  # never contacted
+    try:
+        with structlog.testing.capture_logs() as logs:
+            parts = warm_up_sdk(client)
+            text_ms = [await warm_up_text_model(api) for api in ("responses", "chat")]
+    finally:
+        await client.close()
+    assert set(parts) == {"realtime", "text_models", "webhooks"}
+    assert all(ms >= 0 for ms in [*parts.values(), *text_ms])
+    assert [e for e in logs if e["log_level"] != "debug"] == []
+
+
+def test_freeze_heap_moves_startup_objects_out_of_collections() -> None:
+    try:
+        frozen = freeze_heap()
+        assert frozen == gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
+
+
+# -- probe stamps (load measurements) --------------------------------------------------------------
+def test_probe_stamp_round_trip_and_window() -> None:
+    audio, sent = stamped_audio(7, 42, 160)
+    assert len(base64.b64decode(audio)) == 160
+    assert read_stamp(audio) == (7, 42, sent)
+    assert read_stamp(base64.b64encode(b"\xff" * 160).decode()) is None  # unstamped audio
+    assert read_stamp("not base64!") is None
+    assert read_stamp(base64.b64encode(stamp(1, 2, 3.0)).decode()) == (1, 2, 3.0)
+
+    recorder = ProbeRecorder()
+    times = recorder.of(7)
+    for sent_at, ms in ((1.0, 0.5), (2.0, 1.5), (3.0, 9.0)):
+        times.in_sent.append(sent_at)
+        times.in_latency_ms.append(ms)
+    times.out_sent.extend([1.5, 2.5, 5.0])
+    times.barge_ins.append(2.2)
+    report = recorder.report(1.5, 3.0)
+    assert report["calls"]["7"] == {"in_received": 2, "out_sent": 2, "barge_ins": [2.2]}
+    assert report["in_latency_ms"]["n"] == 2 and report["in_latency_ms"]["max"] == 9.0

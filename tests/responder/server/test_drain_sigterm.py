@@ -1,0 +1,86 @@
+"""SIGTERM on a real ``responder serve`` process with a live simulated phone call: readiness
+goes 503, the call hears the goodbye line and is ended, the process exits 0 by the limit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+from aiohttp.test_utils import unused_port
+
+from responder.core.actions import DRAIN_LINE
+from simulator.caller import place_call
+from simulator.scenario import load_scenario
+
+REPO = Path(__file__).resolve().parents[2]
+AUTH = "0123456789abcdef0123456789abcdef"
+DRAIN_S, GOODBYE_S, SPEED = 6.0, 4.0, 4.0
+
+
+async def _until_ready(http: aiohttp.ClientSession, url: str, proc: asyncio.subprocess.Process) -> None:
+    for _ in range(300):
+        assert proc.returncode is None, "the service exited during startup"
+        try:
+            async with http.get(url + "/readyz") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError("the service never became ready")
+
+
+async def test_sigterm_drains_a_live_call_and_exits_zero(
+    redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    port = unused_port()
+    log_file = tmp_path / "serve.jsonl"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RESPONDER_"))},
+        "REDIS_URL": redis_url, "RESPONDER_REDIS_PREFIX": key_prefix, "TWILIO_AUTH_TOKEN": AUTH,
+        "RESPONDER_DRAIN_S": str(DRAIN_S), "RESPONDER_DRAIN_GOODBYE_S": str(GOODBYE_S),
+        "RESPONDER_SIMULATOR_SPEED": str(SPEED), "RESPONDER_LOG_FILE": str(log_file),
+    }  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "responder.cli.main", "serve", "--port", str(port),
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            await _until_ready(http, url, proc)
+            scenario = load_scenario("returns").model_copy(update={"quiet_ms": 120_000})
+            call = asyncio.create_task(place_call(url, scenario, auth_token=AUTH, speed=SPEED, timeout_s=60))
+            await asyncio.sleep(3.0)  # the greeting has played; the caller stays on, silent
+            assert not call.done()
+            sent = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            async with http.get(url + "/readyz") as response:
+                assert response.status == 503 and (await response.json())["reason"] == "draining"
+            report = await call
+            code = await asyncio.wait_for(proc.wait(), 30)
+            exited_after = time.monotonic() - sent
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert code == 0
+    assert exited_after < DRAIN_S + 1.5  # by the limit (plus the shutdown itself)
+    assert report.hung_up_by_service
+    events = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines()]
+    names = [e["event"] for e in events]
+    assert "app.draining" in names and "app.drain_goodbye" in names
+    lines = [e.get("text") for e in events if e["event"] == "call.assistant_turn"]
+    assert lines[-1] == DRAIN_LINE
+    [action] = [e for e in events if e["event"] == "call.action"]
+    assert action["reason"] == "service_draining"
+    [drained] = [e for e in events if e["event"] == "app.drained"]
+    assert drained["active_calls"] == 0 and drained["said_goodbye"] == 1

@@ -1,0 +1,357 @@
+"""Calls over the PCM16 WebSocket transport (``/calls/ws``), end to end.
+
+A scripted client (aiohttp) plays the browser: it streams paced PCM16 24 kHz frames of
+synthetic speech, models a playback buffer (marks echoed once the audio before them has
+played, ``clear`` drops queued audio and releases its marks) and takes its turns from a
+scenario. Everything between is real: the service, Redis, the openai SDK and the simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from structlog.testing import capture_logs
+
+from infra.settings import Settings
+from responder.engines.realtime.session import PCM24K
+from responder.transports import stream
+from simulator import audio
+from simulator.caller import speech_ms_for
+from simulator.caller_playback import PlaybackBuffer
+from simulator.scenario import Scenario, load_scenario
+from tests.responder.transports.test_phone_call import assert_protocol_clean, conversation
+from tests.support.service import RunningService
+
+SPEED = 8.0
+FRAME_MS = 20
+QUIET_S = 0.9  # wall-clock silence after which the client speaks again
+TICK_S = 0.01
+CALLER = "+15555550199"
+
+
+@dataclass
+class WsReport:
+    call_id: str = ""
+    first_message: dict[str, Any] = field(default_factory=dict)
+    ended: dict[str, Any] | None = None
+    marks_echoed: int = 0
+    clears: int = 0
+    audio_ms: float = 0.0
+    after_ended: int = 0
+
+
+class PcmClient:
+    """The browser side of ``/calls/ws`` in audio time (``speed`` × wall clock)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, speed: float) -> None:
+        self.ws = ws
+        self.speed = speed
+        self.report = WsReport()
+        self.playback = PlaybackBuffer()
+        self.loop = asyncio.get_running_loop()
+        self.last_activity = self.loop.time()
+        self._speech_frames = 0
+        self._speech_done = asyncio.Event()
+        self.closed = asyncio.Event()
+
+    async def run(self, script: Callable[[PcmClient], Any], caller: str | None = None) -> WsReport:
+        if caller is not None:  # the optional start frame goes before any audio
+            await self.send_json({"type": "start", "caller": caller})
+        tasks = [asyncio.create_task(c()) for c in (self._stream, self._receive, self._clock)]
+        try:
+            await script(self)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return self.report
+
+    async def send_json(self, message: dict[str, Any]) -> None:
+        await self.ws.send_str(json.dumps(message))
+
+    async def speak(self, ms: float) -> None:
+        self._speech_done.clear()
+        self._speech_frames = -(-int(ms) // FRAME_MS)
+        await self._speech_done.wait()
+        self.last_activity = self.loop.time()
+
+    async def wait_for(self, condition: Callable[[], bool], timeout: float = 30.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await asyncio.sleep(TICK_S)
+
+    async def wait_quiet(self, quiet_s: float = QUIET_S) -> None:
+        await self.wait_for(
+            lambda: not self.playback.playing and self.loop.time() - self.last_activity >= quiet_s
+        )
+
+    async def _stream(self) -> None:
+        t0, step, n, offset = self.loop.time(), FRAME_MS / 1000 / self.speed, 0, 0
+        while not self.ws.closed:
+            if self._speech_frames > 0:
+                frame = audio.speech(FRAME_MS, "pcm16", offset_ms=offset)
+                offset += FRAME_MS
+                self._speech_frames -= 1
+                if self._speech_frames == 0:
+                    self._speech_done.set()
+            else:
+                frame = audio.silence(FRAME_MS, "pcm16")
+            await self.ws.send_bytes(frame)
+            n += 1
+            await asyncio.sleep(max(0.0, t0 + n * step - self.loop.time()))
+
+    async def _clock(self) -> None:
+        last = self.loop.time()
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = self.loop.time()
+            if self.playback.playing:
+                self.last_activity = now
+            await self._echo(self.playback.advance((now - last) * 1000 * self.speed))
+            last = now
+
+    async def _echo(self, marks: list[str]) -> None:
+        for name in marks:
+            if not self.ws.closed:
+                await self.send_json({"type": "mark", "name": name})
+                self.report.marks_echoed += 1
+
+    async def _receive(self) -> None:
+        async for msg in self.ws:
+            if self.report.ended is not None:
+                self.report.after_ended += 1
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                ms = audio.duration_ms(len(msg.data), "pcm16")
+                self.playback.add_media(ms)
+                self.report.audio_ms += ms
+                self.last_activity = self.loop.time()
+                continue
+            message = json.loads(msg.data)
+            if not self.report.first_message:
+                self.report.first_message = message
+            kind = message["type"]
+            if kind == "call":
+                self.report.call_id = message["call_id"]
+            elif kind == "mark":
+                self.playback.add_mark(message["name"])
+            elif kind == "clear":
+                self.report.clears += 1
+                self.last_activity = self.loop.time()
+                await self._echo(self.playback.clear())
+            elif kind == "ended":
+                self.report.ended = message
+        self.closed.set()
+
+
+def scenario_script(scenario: Scenario) -> Callable[[PcmClient], Any]:
+    """Greeting, then the scenario's turns (barge-in turns speak over the playing answer)."""
+
+    async def script(client: PcmClient) -> None:
+        if scenario.greeting:
+            await client.wait_for(lambda: client.playback.received_ms > 0, timeout=10)
+        await client.wait_quiet()
+        heard_at_turn_end = client.playback.played_ms
+        for turn in scenario.turns:
+            if turn.barge_in_after_ms is not None:
+                target = heard_at_turn_end + turn.barge_in_after_ms
+                await client.wait_for(lambda target=target: client.playback.played_ms >= target)
+            else:
+                await client.wait_quiet()
+            await client.speak(speech_ms_for(turn))
+            heard_at_turn_end = client.playback.played_ms
+        await client.wait_quiet()
+        await client.send_json({"type": "stop"})
+        await client.wait_for(client.closed.is_set, timeout=10)
+
+    return script
+
+
+async def ws_call(
+    svc: RunningService, script: Callable[[PcmClient], Any], caller: str | None = CALLER
+) -> WsReport:
+    url = svc.url.replace("http", "ws", 1) + "/calls/ws"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        return await PcmClient(ws, SPEED).run(script, caller)
+
+
+async def ended_items(svc: RunningService, call_id: str) -> list[Any]:
+    history = svc.services.history
+    async with asyncio.timeout(5):
+        while (await history.get_meta(call_id)).get("status") != "ended":
+            await asyncio.sleep(0.05)
+    return await history.get_items(call_id)
+
+
+async def test_websocket_call_answers_from_the_supervisor(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    scenario = load_scenario("returns")
+    svc: RunningService = await start_service(make_settings(simulator_scenario="returns"))
+    report = await ws_call(svc, scenario_script(scenario))
+
+    assert report.first_message["type"] == "call" and report.call_id.startswith("ws_")
+    # the browser that started the call may watch its live transcript, and only that call's
+    assert report.first_message["view_token"] == svc.services.view_token(report.call_id)
+    assert report.first_message["view_token"] != svc.services.view_token("ws_other")
+    assert report.ended == {"type": "ended", "reason": "caller_stopped"}
+    assert report.after_ended == 0
+    items = await ended_items(svc, report.call_id)
+    convo = conversation(items)
+    assert convo[0] == ("assistant", scenario.greeting)
+    assert ("user", scenario.turns[0].say) in convo
+    q_index = convo.index(("user", scenario.turns[1].say))
+    assert convo[q_index + 1] == ("assistant", scenario.turns[1].filler)
+    [decision] = await svc.services.history.get_decisions(report.call_id)
+    assert decision.outcome == "ok" and "returns@3" in decision.policy_labels()
+    assert convo[-1] == ("assistant", decision.text) and "60 days" in decision.text
+    meta = await svc.services.history.get_meta(report.call_id)
+    assert meta["transport"] == "websocket" and meta["caller"] == CALLER
+    # the Realtime session speaks PCM16 24 kHz both ways: no resampling anywhere
+    state = svc.services.simulator.state
+    [update, *_] = [e for e in state.client_events if e["type"] == "session.update"]
+    assert update["session"]["audio"]["input"]["format"] == PCM24K
+    assert update["session"]["audio"]["output"]["format"] == PCM24K
+    assert report.marks_echoed > 0 and report.clears == 0
+    assert_protocol_clean(svc)
+
+
+async def test_websocket_barge_in_truncates_at_the_played_position(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    scenario = load_scenario("barge_in")
+    svc: RunningService = await start_service(make_settings(simulator_scenario="barge_in"))
+    report = await ws_call(svc, scenario_script(scenario))
+
+    assert report.clears >= 1
+    items = await ended_items(svc, report.call_id)
+    state = svc.services.simulator.state
+    [truncate] = [e for e in state.client_events if e["type"] == "conversation.item.truncate"]
+    [item] = [i for i in items if i.status == "interrupted"]
+    assert item.id == truncate["item_id"] and item.audio_end_ms == truncate["audio_end_ms"]
+    # The client stopped listening 1200 ms into the answer (see the scenario). Counting PCM16
+    # at 48 bytes/ms from the played marks lands at or a little past that; counting it as
+    # μ-law (8 bytes/ms) would say six times as much, everything sent would say seconds.
+    assert 1200 <= item.audio_end_ms <= 1800
+    assert item.full_text and item.text and item.full_text.startswith(item.text)
+    assert len(item.text) < len(item.full_text)
+    assert conversation(items)[-1] == ("assistant", scenario.turns[-1].reply)
+    assert_protocol_clean(svc)
+
+
+async def test_bad_frames_are_logged_and_skipped(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    svc: RunningService = await start_service(make_settings(greeting=False))
+    bad_text = [
+        "{not json",
+        '["type"]',
+        '{"type": 7}',
+        '{"type":"mark","name":7}',
+        '{"type":"mark","name":"has spaces and \\"quotes\\""}',
+        '{"type":"dtmf","digit":"x"}',
+        '{"type":"start","caller":"late"}',
+    ]
+
+    async def script(client: PcmClient) -> None:
+        await client.ws.send_bytes(audio.silence(FRAME_MS, "pcm16"))  # first frame: no caller label
+        state = svc.services.simulator.state  # the call's controller is up once its session is asked for
+        await client.wait_for(lambda: any(e["type"] == "session.update" for e in state.client_events), 5)
+        for text in bad_text:
+            await client.ws.send_str(text)
+        await client.ws.send_str('{"type":"teleport"}')
+        await client.ws.send_bytes(b"\x01\x02\x03")
+        await client.send_json({"type": "dtmf", "digit": "5"})
+        await client.send_json({"type": "stop"})
+        await client.wait_for(client.closed.is_set, timeout=10)
+
+    with capture_logs() as logs:
+        report = await ws_call(svc, script, caller=None)
+    events = [e["event"] for e in logs]
+    assert events.count("websocket.frame_invalid") == len(bad_text) + 1  # + the odd-length audio
+    assert events.count("websocket.event_ignored") == 1
+    assert report.ended == {"type": "ended", "reason": "caller_stopped"}
+    items = await ended_items(svc, report.call_id)
+    assert [i.text for i in items if i.kind == "dtmf"] == ["5"]
+    meta = await svc.services.history.get_meta(report.call_id)
+    assert meta["transport"] == "websocket" and meta["caller"] == ""
+    state = svc.services.simulator.state
+    assert state.invalid_events == [] and state.errors_sent == []
+
+
+async def test_oversize_frame_and_silent_socket_are_closed(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings], monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(stream, "START_TIMEOUT_S", 0.3)
+    svc: RunningService = await start_service(make_settings())
+    url = svc.url.replace("http", "ws", 1) + "/calls/ws"
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(url) as ws:
+            msg = await ws.receive(timeout=5)  # nothing sent: closed for want of a start
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            assert ws.close_code == 1008
+        async with http.ws_connect(url) as ws:
+            await ws.send_bytes(bytes(stream.MAX_FRAME_BYTES + 2))
+            msg = await ws.receive(timeout=5)
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            assert ws.close_code == 1009  # message too big
+
+
+async def test_realtime_unreachable_ends_the_websocket_call_with_a_reason(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    from aiohttp.test_utils import unused_port
+
+    dead = f"http://127.0.0.1:{unused_port()}/v1"
+    settings = make_settings(openai_api_key="sk-test-unused", openai_base_url=dead)
+    svc: RunningService = await start_service(settings)
+
+    async def script(client: PcmClient) -> None:
+        await client.wait_for(client.closed.is_set, timeout=10)
+
+    report = await ws_call(svc, script)
+    assert report.call_id.startswith("ws_")
+    assert report.ended == {"type": "ended", "reason": "realtime_failed"}
+    assert (await svc.services.history.get_meta(report.call_id))["status"] == "failed"
+
+
+async def test_calls_past_the_cap_are_refused_before_the_upgrade(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    svc: RunningService = await start_service(make_settings(max_concurrent_calls=1, greeting=False))
+    url = svc.url.replace("http", "ws", 1) + "/calls/ws"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as first:
+        await first.send_json({"type": "start"})
+        assert (await first.receive_json(timeout=5))["type"] == "call"
+        async with http.get(url, headers={"Connection": "Upgrade", "Upgrade": "websocket"}) as resp:
+            assert resp.status == 429 and int(resp.headers["Retry-After"]) > 0
+        await first.send_json({"type": "stop"})
+        assert (await first.receive_json(timeout=5)) == {"type": "ended", "reason": "caller_stopped"}
+    async with asyncio.timeout(5):  # the slot is free again once the first call is over
+        while svc.services.admission.active_total:
+            await asyncio.sleep(0.05)
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as again:
+        await again.send_bytes(audio.silence(FRAME_MS, "pcm16"))
+        assert (await again.receive_json(timeout=5))["type"] == "call"
+
+
+async def test_another_sites_page_cannot_open_a_call(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    svc: RunningService = await start_service(make_settings(greeting=False))
+    url = svc.url.replace("http", "ws", 1) + "/calls/ws"
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(url, origin="https://evil.example")
+        assert refused.value.status == 403
+        async with http.ws_connect(url, origin=svc.url) as own_page:  # the service's own page
+            await own_page.send_json({"type": "start"})
+            call = await own_page.receive_json(timeout=5)
+            assert call["type"] == "call"
+            await own_page.send_json({"type": "stop"})
+    assert await svc.services.history.recent_calls() == [call["call_id"]]  # the refused one left no trace
