@@ -36,7 +36,7 @@ from simulator.caller_types import (
     StreamInstructions,
     parse_twiml,
 )
-from simulator.scenario import Scenario, Turn
+from simulator.scenario import DTMF_GAP_MS, Scenario, speech_ms_for
 
 if TYPE_CHECKING:
     from simulator.twilio_rest import CallEnd
@@ -55,19 +55,12 @@ log = structlog.get_logger("simulator.caller")
 
 FRAME_MS = 20  # one Twilio media frame: 160 μ-law bytes
 TICK_S = 0.01  # wall-clock resolution of the playback clock and of waits
-MS_PER_CHAR = 60  # caller speech length per character of the turn's text
-MIN_SPEECH_MS = 600
-DTMF_GAP_MS = 100
 GREETING_START_S = 5.0  # wall-clock wait for the greeting to start before speaking anyway
 TO_NUMBER = "+15555550100"
 
 
 class _ServiceHungUp(Exception):
     pass
-
-
-def speech_ms_for(turn: Turn) -> int:
-    return turn.speech_ms or max(MIN_SPEECH_MS, MS_PER_CHAR * len(turn.say))
 
 
 async def place_call(

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
-
-if TYPE_CHECKING:
-    from simulator.realtime import RealtimeSession
+from aiohttp import web
 
 log = structlog.get_logger("simulator.realtime")
 
@@ -39,7 +37,31 @@ class SocketDrop:
     seen: int = 0
 
 
-def check_drop(session: RealtimeSession, event: dict[str, Any], *, client: bool = False) -> bool:
+class _FaultState(Protocol):
+    """The fault bookkeeping of :class:`~simulator.state.SimulatorState`."""
+
+    socket_drops: list[SocketDrop]
+    refuse_realtime: int
+    sockets_dropped: int
+
+
+class DroppableSession(Protocol):
+    """What :func:`check_drop` needs of a realtime session (``RealtimeSession`` is one).
+
+    A protocol rather than the class: ``simulator.realtime`` and ``simulator.state`` import
+    this module, so it imports neither."""
+
+    @property
+    def state(self) -> _FaultState: ...
+    @property
+    def call_id(self) -> str | None: ...
+    @property
+    def user_turns(self) -> int: ...
+    @property
+    def ws(self) -> web.WebSocketResponse: ...
+
+
+def check_drop(session: DroppableSession, event: dict[str, Any], *, client: bool = False) -> bool:
     """Whether ``event`` (a server event just sent, or with ``client`` a client event just
     received) triggers a drop rule; if so, the socket is being closed."""
     state = session.state

@@ -20,6 +20,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+# How a turn is timed, the same for the phone caller (simulator.caller) and the sideband's
+# virtual caller (simulator.virtual_caller).
+MS_PER_CHAR = 60  # caller speech length per character of the turn's text
+MIN_SPEECH_MS = 600
+DTMF_GAP_MS = 100  # audio time between two key presses
 
 
 class Turn(BaseModel):
@@ -56,6 +61,11 @@ class Turn(BaseModel):
         description="Raw arguments JSON the simulated responder sends with its tool call "
         "(to test invalid arguments); derived from the transcript when unset.",
     )
+
+
+def speech_ms_for(turn: Turn) -> int:
+    """How long (audio ms) the caller speaks ``turn``: its ``speech_ms``, else from its text."""
+    return turn.speech_ms or max(MIN_SPEECH_MS, MS_PER_CHAR * len(turn.say))
 
 
 class Scenario(BaseModel):

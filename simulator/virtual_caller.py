@@ -29,18 +29,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 import structlog
+from aiohttp import web
 
-from simulator.caller import DTMF_GAP_MS, speech_ms_for
-from simulator.realtime_items import new_id
+from simulator.realtime_items import Conversation, new_id
 from simulator.realtime_response import LEAD_MS, ResponseRun
-from simulator.state import VirtualCall
-
-if TYPE_CHECKING:
-    from simulator.realtime import RealtimeSession
+from simulator.scenario import DTMF_GAP_MS, speech_ms_for
+from simulator.state import SimulatorState, VirtualCall
 
 log = structlog.get_logger("simulator.virtual_caller")
 
@@ -50,10 +48,34 @@ MAX_WAIT_S = 45.0  # wall clock: give up waiting for the service and speak anywa
 TICK_S = 0.01
 
 
+class SidebandSession(Protocol):
+    """What the virtual caller uses of its sideband session (``RealtimeSession`` is one).
+
+    A protocol rather than the class: ``simulator.realtime`` creates the caller, so this
+    module does not import it."""
+
+    audio_total_ms: float
+    last_activity: float
+    pending_outputs: list[str]
+
+    @property
+    def state(self) -> SimulatorState: ...
+    @property
+    def ws(self) -> web.WebSocketResponse: ...
+    @property
+    def conversation(self) -> Conversation: ...
+    @property
+    def response(self) -> ResponseRun | None: ...
+
+    async def emit(self, event: dict[str, Any]) -> None: ...
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
+    async def commit_user_turn(self, item_id: str, audio_ms: float, *, auto_response: bool) -> None: ...
+
+
 class VirtualCaller:
     """Plays the scenario's caller on one sideband session."""
 
-    def __init__(self, session: RealtimeSession, call: VirtualCall) -> None:
+    def __init__(self, session: SidebandSession, call: VirtualCall) -> None:
         self.session = session
         self.call = call
         self.turns_spoken = 0
@@ -178,7 +200,7 @@ class _SocketGone(Exception):
     """The sideband closed or the call ended while the caller was waiting."""
 
 
-def unanswered_calls(session: RealtimeSession) -> list[str]:
+def unanswered_calls(session: SidebandSession) -> list[str]:
     """Function calls in the conversation that have no ``function_call_output`` yet."""
     calls: list[str] = []
     answered: set[str] = set()

@@ -21,7 +21,10 @@ from aiohttp import web
 from infra.settings import Settings
 from responder.runtime.services import SERVICES
 from responder.trace import recent_traces, trace_from_redis, valid_call_id
+from responder.web.editor_routes import POLICIES
 from responder.web.trace_auth import AdminAuth
+from supervisor.policy_format import ID_RE
+from supervisor.policy_store import StoreError
 
 log = structlog.get_logger("web.trace")
 
@@ -178,8 +181,6 @@ async def _policy_version(request: web.Request) -> web.Response:
     denied = _denied_api(request)
     if denied is not None:
         return denied
-    from supervisor.policy_format import ID_RE
-
     policy_id, version = request.match_info["id"], request.match_info["version"]
     if not ID_RE.fullmatch(policy_id) or not version.isdigit():
         raise web.HTTPBadRequest(text="invalid policy id or version", headers=_HEADERS)
@@ -190,9 +191,6 @@ async def _policy_version(request: web.Request) -> web.Response:
 
 
 async def _stored_version(app: web.Application, policy_id: str, version: int) -> str | None:
-    from responder.web.editor_routes import POLICIES
-    from supervisor.policy_store import StoreError
-
     policies = app.get(POLICIES)
     if policies is not None:
         try:
