@@ -10,7 +10,8 @@ Layout (one hash-tagged namespace per call, so every key of a call lives in one 
 ``{prefix}:calls``                 sorted set of call ids by start time
 
 Items are placed after the item the Realtime server names as ``previous_item_id``; an item
-with no known predecessor is appended. Late transcripts and truncation update an item in
+with no known predecessor is appended (the rule: :mod:`callrecord.placement`; here its Lua
+twin, ``_ADD_SCRIPT``). Late transcripts and truncation update an item in
 place. Every write refreshes the TTL of the call's keys. Reads are one round trip.
 """
 
@@ -26,6 +27,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from callrecord.decisions import Decision
+from callrecord.placement import APPEND, HEAD  # noqa: F401 (HEAD: its callers import both from here)
 
 log = structlog.get_logger("history")
 
@@ -34,9 +36,9 @@ ItemKind = Literal[
 ]
 ItemStatus = Literal["in_progress", "completed", "interrupted", "failed"]
 
-APPEND = ""
-HEAD = "^"
-
+# The placement rule inside Redis (one atomic round trip). Its twin in Python is
+# callrecord.placement.ConversationOrder.place (the buffered history's local view, the trace
+# from a log): change both together; tests/callrecord/test_placement.py checks they agree.
 # KEYS: order, items, meta, decisions, side. ARGV: id, body, prev, ttl, channel, announcement
 _ADD_SCRIPT = """
 local order, items, side = KEYS[1], KEYS[2], KEYS[5]

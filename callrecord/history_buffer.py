@@ -50,7 +50,8 @@ from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from callrecord.decisions import Decision
-from callrecord.history import APPEND, HEAD, CallHistory, HistoryItem, decision_item
+from callrecord.history import CallHistory, HistoryItem, decision_item
+from callrecord.placement import APPEND, ConversationOrder
 
 log = structlog.get_logger("history")
 
@@ -377,38 +378,22 @@ def _discard(queue: deque[_Write], write: _Write) -> None:
 
 
 def local_view(stored: list[HistoryItem], writes: Iterable[_Write]) -> list[HistoryItem]:
-    """The call's items as they will be once ``writes`` reach Redis (its placement rule)."""
-    order = [i.id for i in stored]
+    """The call's items as they will be once ``writes`` reach Redis (the placement rule of
+    :mod:`callrecord.placement`, as the Lua script applies it there)."""
+    order = ConversationOrder((i.id for i in stored), side=(i.id for i in stored if i.kind in SIDE_KINDS))
     items = {i.id: i for i in stored}
-    side = {i.id for i in stored if i.kind in SIDE_KINDS}
     for write in writes:
         if write.op == "add_item":
             item, prev = write.args
-            _place(order, items, side, item, prev)
+            order.place(item.id, prev)
+            items[item.id] = item
         elif write.op == "add_decision":
-            _place(order, items, side, decision_item(write.args[0]), APPEND)
+            item = decision_item(write.args[0])
+            order.place(item.id, APPEND)
+            items[item.id] = item
         elif write.op == "update_item":
             current = items.get(write.args[0])
             if current is not None:
                 items[current.id] = current.model_copy(update=write.fields)
-    return [items[i] for i in order]
+    return [items[i] for i in order.ids]
 
-
-def _place(
-    order: list[str], items: dict[str, HistoryItem], side: set[str], item: HistoryItem, prev: str
-) -> None:
-    known = item.id in items
-    items[item.id] = item
-    if known:
-        return
-    if prev == HEAD:
-        order.insert(0, item.id)
-    elif prev and prev in items:
-        pos = order.index(prev)
-        while pos + 1 < len(order) and order[pos + 1] in side:
-            pos += 1
-        order.insert(pos + 1, item.id)
-    else:
-        if not prev:
-            side.add(item.id)
-        order.append(item.id)

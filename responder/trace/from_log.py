@@ -3,8 +3,9 @@
 The recorder logs every item it stores with the place it was stored at (``call.item_added``,
 ``where``: the previous item id, ``^`` for the head, empty for "append"); transcripts,
 barge-ins, tool arguments, hold lines, key presses, actions and decisions follow as their
-own events. Replaying them with the same placement rule as Redis gives the same
-conversation order. Texts are as logged: redacted when ``RESPONDER_LOG_REDACT_PII`` is on.
+own events. Replaying them with the same placement rule as Redis
+(:mod:`callrecord.placement`) gives the same conversation order. Texts are as logged:
+redacted when ``RESPONDER_LOG_REDACT_PII`` is on.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
+from callrecord.placement import ConversationOrder
 from responder.trace.model import Trace, TraceDecision, TraceEntry, TraceTool, mark_fillers, round_decision
 
-HEAD = "^"
 _KINDS = {"function_call": "tool_call", "function_call_output": "tool_output"}
 
 
@@ -25,8 +26,7 @@ class _Builder:
 
     def __init__(self, call_id: str) -> None:
         self.trace = Trace(call_id=call_id, source="log")
-        self.order: list[str] = []
-        self.side: set[str] = set()
+        self.order = ConversationOrder()
         self.server_truncated: set[str] = set()
         self.items: dict[str, TraceEntry] = {}
         self.handlers: dict[str, Callable[[dict[str, Any], float | None], None]] = {
@@ -50,26 +50,13 @@ class _Builder:
             handler(event, _timestamp(event.get("timestamp")))
 
     def result(self) -> Trace:
-        self.trace.entries = mark_fillers([self.items[i] for i in self.order])
+        self.trace.entries = mark_fillers([self.items[i] for i in self.order.ids])
         return self.trace
 
     # -- placement: the rule of CallHistory.add_item -------------------------------------
     def _place(self, entry: TraceEntry, where: str) -> None:
-        if entry.item_id in self.items:
-            self.items[entry.item_id] = entry
-            return
         self.items[entry.item_id] = entry
-        if where == HEAD:
-            self.order.insert(0, entry.item_id)
-        elif where and where in self.order:
-            pos = self.order.index(where)
-            while pos + 1 < len(self.order) and self.order[pos + 1] in self.side:
-                pos += 1
-            self.order.insert(pos + 1, entry.item_id)
-        else:
-            if not where:
-                self.side.add(entry.item_id)
-            self.order.append(entry.item_id)
+        self.order.place(entry.item_id, where)
 
     def _update(self, item_id: Any, **fields: Any) -> None:
         entry = self.items.get(str(item_id))
