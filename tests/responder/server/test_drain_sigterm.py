@@ -19,7 +19,7 @@ from responder.core.actions import DRAIN_LINE
 from simulator.caller import place_call
 from simulator.scenario import load_scenario
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]  # the checkout (cwd: `responder` must not be tests/responder)
 AUTH = "0123456789abcdef0123456789abcdef"
 DRAIN_S, GOODBYE_S, SPEED = 6.0, 4.0, 4.0
 
