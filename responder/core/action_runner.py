@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
 
@@ -23,8 +23,8 @@ from responder.core.actions import (
     CallActions,
     line_for,
     reason_from_arguments,
-    say_exactly,
 )
+from responder.core.engine import Line
 from responder.core.recorder import TranscriptRecorder
 
 ACTION_LINE_WAIT_S = 15.0  # an action goes ahead even if its line never finishes playing
@@ -65,8 +65,8 @@ class ActionRunner:
 
     def request(
         self, name: ActionName, tool_call_id: str, arguments: str
-    ) -> tuple[str, dict[str, Any]] | None:
-        """The tool output and the ``response.create`` body that says the line; None: ignored."""
+    ) -> tuple[str, Line] | None:
+        """The tool's answer and the line to say before acting; None: the call ignores it."""
         if self.record is not None:
             self.log.warning("call.tool_call_ignored", tool=name, reason="an action is already under way")
             return None
@@ -79,11 +79,11 @@ class ActionRunner:
             transport=self.transport, line=line,
         )  # fmt: skip
         self.log.info("call.action_requested", action=name, reason=reason, action_id=self.record.action_id)
-        return json.dumps({"status": "accepted", "say": line}), say_exactly(line)
+        return json.dumps({"status": "accepted", "say": line}), Line(line)
 
-    def request_by_service(self, reason: str, line: str) -> dict[str, Any] | None:
-        """The service itself ends the call (drain): the ``response.create`` body that says
-        ``line``; None when an action is already under way (it ends the call anyway)."""
+    def request_by_service(self, reason: str, line: str) -> Line | None:
+        """The service itself ends the call (drain): the line to say before hanging up; None
+        when an action is already under way (it ends the call anyway)."""
         if self.record is not None:
             return None
         self.record = ActionRecord(
@@ -92,7 +92,7 @@ class ActionRunner:
         )  # fmt: skip
         action_id = self.record.action_id
         self.log.info("call.action_requested", action=END_CALL_TOOL, reason=reason, action_id=action_id)
-        return say_exactly(line)
+        return Line(line)
 
     async def perform_later(self, host: ActionHost, wait_s: float = ACTION_LINE_WAIT_S) -> None:
         """The action happens even if its line is never spoken (refused, lost) or the call

@@ -127,11 +127,3 @@ def line_for(action: ActionName, can_transfer: bool) -> str:
         return GOODBYE_LINE
     return TRANSFER_LINE if can_transfer else NO_TRANSFER_LINE
 
-
-def say_exactly(line: str) -> dict[str, Any]:
-    """A ``response.create`` body that makes the responder say ``line`` and nothing else."""
-    return {
-        "instructions": f'Say exactly: "{line}" Nothing else.',
-        "tools": [],
-        "tool_choice": "none",
-    }

@@ -15,6 +15,12 @@ from callrecord.decisions import Decision
 _KEPT_TASKS: set[asyncio.Task[Any]] = set()
 
 
+def keep_task(task: asyncio.Task[Any]) -> None:
+    """Keep ``task`` referenced until it is done, whether or not its call is still on."""
+    _KEPT_TASKS.add(task)
+    task.add_done_callback(_KEPT_TASKS.discard)
+
+
 async def finish_kept_tasks(timeout_s: float) -> None:
     """Shutdown: let supervisor runs that outlived their call record their decisions (bounded)."""
     if _KEPT_TASKS:

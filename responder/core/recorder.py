@@ -1,12 +1,13 @@
-"""Records a call's conversation into Redis, in conversation order, as the server reports it.
+"""Records a call's conversation into Redis, in conversation order, as the engine reports it.
 
-User items are placed after the item the server names as ``previous_item_id``; their
-transcripts arrive later and are filled in place. Assistant text is completed at
-``response.output_audio_transcript.done``; an interrupted item keeps what the caller heard.
-Items the server does not know about (hold lines, DTMF, decisions) are appended.
+It records the typed events of :mod:`responder.core.engine`, whatever the engine. Items are
+placed where the engine says (after the item it names, first, or appended); user transcripts
+arrive later and are filled in place. Assistant text is completed when its transcript is
+done; an interrupted item keeps what the caller heard. Items the engine does not know about
+(hold lines, DTMF, decisions) are appended.
 
-The writes go through the call's :class:`~responder.core.write_lane.WriteLane`: in order, without
-holding up the event pump. State the controller reads (the last user item, interrupted and
+The writes go through the call's :class:`~responder.core.write_lane.WriteLane`: in order,
+without holding up the event pump. State the controller reads (the last user item, interrupted and
 out-of-band items) is updated at once; a transcript counts as ready once it is in Redis.
 """
 
@@ -18,8 +19,15 @@ from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
-from callrecord.history import APPEND, HEAD, CallHistory, HistoryItem
+from callrecord.history import APPEND, CallHistory, HistoryItem
 from responder.core.actions import ActionRecord
+from responder.core.engine import (
+    AgentTruncated,
+    CallerTranscript,
+    CallerTranscriptFailed,
+    ConversationItem,
+    ItemAdded,
+)
 from responder.core.write_lane import WriteLane
 
 ACTION_WRITE_WAIT_S = 5.0
@@ -50,17 +58,16 @@ class TranscriptRecorder:
         """Show the tool output of ``tool_call_id`` right after the decision that produced it."""
         self._output_anchor[tool_call_id] = decision_id
 
-    # -- server events ---------------------------------------------------------------------
-    async def item_added(self, event: dict[str, Any]) -> None:
-        item = event.get("item") or {}
-        item_id = item.get("id")
-        if not item_id:
-            return
-        prev = event.get("previous_item_id")
-        where = prev if prev else (HEAD if "previous_item_id" in event else APPEND)
-        record = self._record_for(item, item_id)
+    def output_anchors(self) -> list[tuple[str, str]]:
+        """(hand-over id, decision id) of every answer anchored so far and not yet placed."""
+        return list(self._output_anchor.items())
+
+    # -- engine events -----------------------------------------------------------------------
+    async def item_added(self, event: ItemAdded) -> None:
+        record = self._record_for(event.item)
         if record is None:
             return
+        where = event.after
         if record.kind == "function_call_output":
             where = self._output_anchor.pop(record.call_id or "", where)
         ready = record.role == "user" and record.status == "completed"
@@ -72,39 +79,34 @@ class TranscriptRecorder:
         if ready:
             self.transcript_ready(record.id).set()
 
-    def _record_for(self, item: dict[str, Any], item_id: str) -> HistoryItem | None:
-        kind = item.get("type")
-        if kind == "message" and item.get("role") in ("user", "assistant"):
-            role = item["role"]
-            text = _content_text(item)
-            if role == "user":
-                self.last_user_item = item_id
-                self.transcript_ready(item_id)  # set once the text is in Redis
-            done = role == "user" and bool(text)
+    def _record_for(self, item: ConversationItem) -> HistoryItem | None:
+        if item.kind == "message" and item.role in ("user", "assistant"):
+            if item.role == "user":
+                self.last_user_item = item.id
+                self.transcript_ready(item.id)  # set once the text is in Redis
+            done = item.role == "user" and bool(item.text)
             status = "completed" if done else "in_progress"
-            return HistoryItem(id=item_id, kind="message", role=role, text=text, status=status)
-        if kind == "function_call":
+            return HistoryItem(id=item.id, kind="message", role=item.role, text=item.text, status=status)
+        if item.kind == "function_call":
             return HistoryItem(
-                id=item_id, kind="function_call", role="assistant", name=item.get("name"),
-                call_id=item.get("call_id"), arguments=item.get("arguments") or None, status="in_progress",
+                id=item.id, kind="function_call", role="assistant", name=item.name,
+                call_id=item.tool_call_id, arguments=item.arguments or None, status="in_progress",
             )  # fmt: skip
-        if kind == "function_call_output":
+        if item.kind == "function_call_output":
             return HistoryItem(
-                id=item_id, kind="function_call_output", role="system",
-                call_id=item.get("call_id"), output=item.get("output"),
+                id=item.id, kind="function_call_output", role="system",
+                call_id=item.tool_call_id, output=item.output,
             )  # fmt: skip
         return None
 
-    async def user_transcript(self, event: dict[str, Any]) -> None:
-        item_id = event.get("item_id", "")
-        text = (event.get("transcript") or "").strip()
+    async def user_transcript(self, event: CallerTranscript) -> None:
+        item_id, text = event.item_id, event.text
         self._update_then_ready(item_id, text=text, status="completed")
         self.log.info("call.user_turn", item_id=item_id, text=text)
 
-    async def user_transcript_failed(self, event: dict[str, Any]) -> None:
-        item_id = event.get("item_id", "")
-        self._update_then_ready(item_id, status="failed")
-        self.log.warning("call.user_transcript_failed", item_id=item_id, error=event.get("error"))
+    async def user_transcript_failed(self, event: CallerTranscriptFailed) -> None:
+        self._update_then_ready(event.item_id, status="failed")
+        self.log.warning("call.user_transcript_failed", item_id=event.item_id, error=event.error)
 
     def _update_then_ready(self, item_id: str, **fields: Any) -> None:
         ready = self.transcript_ready(item_id)
@@ -146,16 +148,16 @@ class TranscriptRecorder:
         self._update(item_id, text=text, status="completed")
         self.log.info("call.assistant_turn", item_id=item_id, text=text, purpose=purpose)
 
-    async def truncated_by_server(self, event: dict[str, Any]) -> None:
-        """``conversation.item.truncated``. On SIP and WebRTC the server cuts the assistant off
-        itself (the audio never passes through us); on the phone path it confirms our own
-        truncate, already recorded with the heard text."""
-        item_id = event.get("item_id")
+    async def truncated_by_engine(self, event: AgentTruncated) -> None:
+        """On SIP and WebRTC the engine cuts the assistant off itself (the audio never passes
+        through us); on the phone path it confirms our own truncate, already recorded with the
+        heard text."""
+        item_id = event.item_id
         if not item_id or item_id in self.interrupted:
             return
         self.interrupted.add(item_id)
         self.server_truncated.add(item_id)
-        audio_end_ms = int(event.get("audio_end_ms") or 0)
+        audio_end_ms = event.audio_end_ms
         self._update(item_id, status="interrupted", audio_end_ms=audio_end_ms)
         self.log.info("call.barge_in", item_id=item_id, audio_end_ms=audio_end_ms, by="server")
 
@@ -191,11 +193,3 @@ def _item_fields(record: HistoryItem) -> dict[str, Any]:
               "name": record.name, "tool_call_id": record.call_id, "output": record.output,
               "arguments": record.arguments, "status": record.status}  # fmt: skip
     return {k: v for k, v in fields.items() if v is not None}
-
-
-def _content_text(item: dict[str, Any]) -> str | None:
-    for part in item.get("content") or []:
-        text = part.get("transcript") or part.get("text")
-        if text:
-            return str(text)
-    return None

@@ -1,8 +1,8 @@
-"""Which Realtime response is active, which ones we asked for, and when it is safe to ask again.
+"""Which reply of the engine is active, which ones we asked for, and when it is safe to ask again.
 
 The Realtime API refuses ``response.create`` while a response is active
-(``conversation_already_has_active_response``). The server also starts responses on its own
-(turn detection), and a response we ask for is only known once ``response.created`` arrives.
+(``conversation_already_has_active_response``). The engine also starts replies on its own
+(turn detection), and a reply we ask for is only known once it has started (``response.created``).
 This tracker keeps that state in one place; the call controller consults :meth:`idle`
 before sending anything that would start a response.
 """
@@ -13,14 +13,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-TURN = "turn"  # a response the server started by itself (turn detection)
+from responder.core.engine import TURN
+
 REQUEST_TTL_S = 5.0  # a request neither created nor refused by then is considered lost
 
 
 @dataclass
 class ActiveResponse:
     id: str
-    purpose: str
+    purpose: str  # a Purpose when we asked for it; the engine echoes whatever it was given
     tool_calls: list[str] = field(default_factory=list)
 
 

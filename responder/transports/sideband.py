@@ -1,8 +1,9 @@
 """Calls whose audio never passes through this service: OpenAI SIP and browser WebRTC.
 
 The caller's audio flows between the caller and OpenAI; this service attaches a *sideband*
-Realtime WebSocket to the call (``?call_id=rtc_…``) and runs the same call controller as the
-phone path on it: tools, history, decisions, hold lines, fallbacks, call actions.
+Realtime WebSocket to the call (``?call_id=rtc_…``) and runs it like the phone path
+(:func:`responder.transports.runner.run_call`): tools, history, decisions, hold lines,
+fallbacks, call actions.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ import structlog
 from openai import NotFoundError
 from structlog.typing import FilteringBoundLogger
 
-from responder.core.controller import CallController
-from responder.engines.realtime.connection import open_realtime
 from responder.engines.realtime.session import build_session
 from responder.runtime.admission import Ticket
 from responder.runtime.services import Services
 from responder.transports.openai_calls import OpenAICallActions
+from responder.transports.runner import CallRun, realtime_opener, run_call
 
 log = structlog.get_logger("sideband")
 SHUTDOWN_HANGUP_S = 2.0
@@ -46,48 +46,42 @@ async def run_sideband_call(
 ) -> None:
     """Attach to ``call_id`` and serve it until it ends; always releases ``ticket``."""
     clog = log.bind(call_id=call_id, transport=transport)
-    controller: CallController | None = None
     actions = OpenAICallActions(services.realtime_client, call_id, transport, refer_uri)
+    run = CallRun(None)
     try:
         await services.history.start_call(call_id, transport=transport, caller=caller)
         clog.info("call.started", transport=transport)
-        async with open_realtime(services.realtime_client, call_id, sideband_call_id=call_id) as rt:
-            config = services.controller_config(transport=transport, sideband=True)
-            controller = CallController(
-                call_id, rt, NoAudioLink(), services.history, services.decide, config, actions
-            )
-            services.live_controllers.add(controller)
-            await controller.start(sideband_session(services))
-            await controller.run()
-        if controller.action_runner.record is None:
+        opener = realtime_opener(services, call_id, sideband_session(services), clog, sideband=True)
+        config = services.controller_config(transport=transport, sideband=True)
+        # a dropped sideband is not re-attached (yet): the call ends with it
+        run = await run_call(
+            services, call_id, opener, NoAudioLink(), config, actions=actions, log=clog,
+            caller_connected=lambda: False, reconnect=False,
+        )  # fmt: skip
+        if run.error is not None:
+            # Nobody would answer the model's tool calls: end the call rather than leave the
+            # caller with a responder that cannot reach the supervisor.
+            await _hang_up_quietly(actions, clog, reason="realtime_failed")
+        elif run.controller is not None and run.controller.action_runner.record is None:
             # The sideband closed without a transfer or hang-up of ours: usually the caller
             # hung up (404, quietly ignored); if the socket merely dropped, end the call.
             await _hang_up_quietly(actions, clog, reason="sideband_closed")
-    except Exception as exc:
+    except Exception as exc:  # the call's record could not be started
         clog.error("call.realtime_failed", error=repr(exc))
-        # Nobody would answer the model's tool calls: end the call rather than leave the caller
-        # with a responder that cannot reach the supervisor.
         await _hang_up_quietly(actions, clog, reason="realtime_failed")
-        try:
-            if controller is None:
-                await services.history.set_meta(
-                    call_id, status="failed", ended_at=time.time(), error=type(exc).__name__
-                )
-        except Exception as redis_exc:
-            clog.error("call.end_not_recorded", error=repr(redis_exc))
     except asyncio.CancelledError:
         # This instance is shutting down: like a Twilio stream whose socket closes, the call
         # ends rather than going on with nobody answering the model's tool calls.
         with contextlib.suppress(Exception):
             async with asyncio.timeout(SHUTDOWN_HANGUP_S):
                 await _hang_up_quietly(actions, clog, reason="shutdown")
-                if controller is None:
+                if run.controller is None:
                     await services.history.set_meta(call_id, status="ended", ended_at=time.time())
         raise
     finally:
         ticket.release()  # first: nothing below (a cancelled close) may keep the slot taken
-        if controller is not None:
-            await controller.close()
+        if run.controller is not None:
+            await run.controller.close()
 
 
 async def _hang_up_quietly(actions: OpenAICallActions, clog: FilteringBoundLogger, reason: str) -> None:

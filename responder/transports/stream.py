@@ -6,8 +6,8 @@ Twilio Media Streams (:mod:`responder.transports.twilio.transport`) and our own 
 * read frames in one loop and hand each to a handler from a dispatch table; a bad frame is
   logged (``<transport>.frame_invalid``) and skipped, never fatal;
 * close a socket that does not identify its call within :data:`START_TIMEOUT_S`;
-* once the call is identified, record it in the history and run one
-  :class:`~responder.core.controller.CallController` against a new Realtime session in their format;
+* once the call is identified, record it in the history and run it
+  (:func:`responder.transports.runner.run_call`) on engine sessions in their audio format;
 * end the call, whatever state its setup is in, when the caller side goes away.
 """
 
@@ -27,10 +27,9 @@ from redis.exceptions import RedisError
 from responder.core.actions import CallActions
 from responder.core.controller import CallController, CallerLink, ControllerConfig
 from responder.core.end_reason import caller_gone_reason
-from responder.engines.realtime.connection import RealtimeConnection, open_realtime
-from responder.engines.realtime.reconnect import run_realtime_call
 from responder.engines.realtime.session import build_session
 from responder.runtime.services import Services
+from responder.transports.runner import realtime_opener, run_call
 
 START_TIMEOUT_S = 10.0
 MAX_FRAME_BYTES = 64 * 1024
@@ -145,38 +144,24 @@ class StreamCall:
     def controller_config(self) -> ControllerConfig:
         return self.services.controller_config()
 
-    def make_controller(self, rt: RealtimeConnection, caller: CallerLink) -> CallController:
-        services = self.services
-        controller = CallController(
-            self.call_id, rt, caller, services.history, services.decide, self.controller_config(),
-            self.call_actions(),
-        )  # fmt: skip
-        services.live_controllers.add(controller)
-        return controller
-
     def call_actions(self) -> CallActions | None:
         """How ``escalate_to_human``/``end_call`` act on this transport; None: closing the call."""
         return None
 
+    def _attached(self, controller: CallController) -> None:
+        self.controller = controller
+
     async def _run_call(self, caller: CallerLink) -> None:
         services = self.services
-        model = services.settings.realtime_model
-
-        def attach(rt: RealtimeConnection) -> CallController:
-            self.controller = self.make_controller(rt, caller)
-            return self.controller
-
-        try:  # a dropped Realtime socket is replaced while the caller is there (reconnect.py)
-            await run_realtime_call(
-                lambda: open_realtime(services.realtime_client, self.call_id, model=model), attach,
-                build_session(services.settings, audio_format=self.audio_format),
-                caller_connected=lambda: not self.ws.closed, log=self.log,
+        session = build_session(services.settings, audio_format=self.audio_format)
+        try:  # a dropped engine session is replaced while the caller is there (core/sessions.py)
+            run = await run_call(
+                services, self.call_id, realtime_opener(services, self.call_id, session, self.log),
+                caller, self.controller_config(), actions=self.call_actions(), log=self.log,
+                caller_connected=lambda: not self.ws.closed, reconnect=True, on_attach=self._attached,
             )  # fmt: skip
-        except Exception as exc:
-            self.log.error("call.realtime_failed", error=repr(exc))
-            await self.call_over("realtime_failed")
-            if self.controller is None:
-                await self.services.history.set_meta(self.call_id, status="failed", error=type(exc).__name__)
+            if run.error is not None:
+                await self.call_over("realtime_failed")
         finally:
             await self.call_over("call_ended")
             if not self.ws.closed:

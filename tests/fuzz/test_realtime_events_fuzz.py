@@ -1,7 +1,8 @@
 """Realtime server events into the call controller, and the raw frame decoding before it.
 
-The controller runs against an in-memory stand-in for :class:`RealtimeConnection` that yields
-the fuzzed events and records what the controller sends, with the real Redis history.
+The controller runs on the real :class:`RealtimeEngine` over an in-memory
+:class:`RealtimeSocket` that yields the fuzzed events and records the client events sent, with
+the real Redis history.
 Properties: ``run()`` never raises, no handler fails on garbage (``call.event_handler_failed``),
 everything sent is valid JSON with a client event type, and items recorded before the fuzzed
 events are untouched.
@@ -18,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import structlog
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
@@ -27,8 +29,10 @@ from websockets.exceptions import ConnectionClosed
 from callrecord.decisions import Decision
 from callrecord.history import APPEND, CallHistory, HistoryItem
 from responder.core.controller import CallController, ControllerConfig, finish_kept_tasks
+from responder.core.tools import SUPERVISOR_TOOL
 from responder.engines.realtime.connection import RealtimeConnection
-from responder.engines.realtime.session import SUPERVISOR_TOOL
+from responder.engines.realtime.engine import RealtimeEngine
+from responder.engines.realtime.protocol import ClientEvent
 from tests.fuzz.strategies import huge_text, json_values, not_objects, text
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -162,7 +166,7 @@ def server_event(draw: st.DrawFn) -> dict[str, Any]:
 
 
 class FakeRealtime:
-    """What the controller needs of a :class:`RealtimeConnection`, in memory."""
+    """A :class:`RealtimeSocket` in memory: the fuzzed server events in, client events recorded."""
 
     def __init__(self, call_id: str, events: list[dict[str, Any]]) -> None:
         self.call_id = call_id
@@ -176,11 +180,12 @@ class FakeRealtime:
     def new_event_id(self) -> str:
         return f"evt_{next(self._ids)}"
 
-    async def send(self, event: dict[str, Any]) -> str:
+    async def send(self, event: ClientEvent) -> str:
         json.dumps(event, allow_nan=False)  # what goes on the wire must be strict JSON
-        event_id = event.setdefault("event_id", self.new_event_id())
+        event_id = event.get("event_id") or self.new_event_id()
+        event["event_id"] = event_id
         self._types[event_id] = event["type"]
-        self.sent.append(event)
+        self.sent.append(dict(event))
         return event_id
 
     async def append_audio(self, b64_audio: str) -> None:
@@ -235,7 +240,8 @@ async def _run_controller(redis_url: str, events: list[dict[str, Any]]) -> None:
     before = [await history.get_item(call_id, item.id) for item in PRE]
     rt = FakeRealtime(call_id, events)
     caller = RecordingCaller()
-    ctl = CallController(call_id, rt, caller, history, quick_decision, CONFIG)  # type: ignore[arg-type]
+    engine = RealtimeEngine(rt, {}, structlog.get_logger("call").bind(call_id=call_id))
+    ctl = CallController(call_id, engine, caller, history, quick_decision, CONFIG)
     try:
         with capture_logs() as logs:
             ctl.caller_mark("m1")  # the transport side may echo marks at any time

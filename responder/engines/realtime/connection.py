@@ -7,16 +7,34 @@ import json
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 from websockets.exceptions import ConnectionClosed
 
+from responder.engines.realtime.protocol import ClientEvent, audio_append
+
 log = structlog.get_logger("realtime")
 
-_APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
+
+
+class RealtimeSocket(Protocol):
+    """What :class:`~responder.engines.realtime.engine.RealtimeEngine` needs of a Realtime
+    WebSocket: :class:`RealtimeConnection` is the real one."""
+
+    def new_event_id(self) -> str: ...
+
+    async def send(self, event: ClientEvent) -> str: ...
+
+    async def append_audio(self, b64_audio: str) -> None: ...
+
+    def sent_type(self, event_id: str | None) -> str | None: ...
+
+    def events(self) -> AsyncIterator[dict[str, Any]]: ...
+
+    async def close(self) -> None: ...
 
 
 class RealtimeConnection:
@@ -32,9 +50,10 @@ class RealtimeConnection:
     def new_event_id(self) -> str:
         return f"evt_{self.call_id[-8:]}_{next(self._ids)}"
 
-    async def send(self, event: dict[str, Any]) -> str:
-        """Send a client event; returns its ``event_id``."""
-        event_id = event.setdefault("event_id", self.new_event_id())
+    async def send(self, event: ClientEvent) -> str:
+        """Send a client event (built in :mod:`.protocol`); returns its ``event_id``."""
+        event_id = event.get("event_id") or self.new_event_id()
+        event["event_id"] = event_id
         self._sent[event_id] = event["type"]
         while len(self._sent) > 256:
             self._sent.popitem(last=False)
@@ -48,7 +67,7 @@ class RealtimeConnection:
         SDK's ``send_raw`` ends in: its own layer (a send-queue check under thread locks and an
         anyio task lookup) cost a third of a 20 ms frame's relay. Only while the SDK has nothing
         queued (messages held back during its reconnect go first), else through ``send_raw``."""
-        text = _APPEND_PREFIX + b64_audio + '"}'
+        text = audio_append(b64_audio)
         direct = self._direct
         if direct is not None and direct.idle():
             await direct.send(text)

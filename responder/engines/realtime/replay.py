@@ -1,7 +1,8 @@
 """A call's recorded history as Realtime client events, to seed a new session after a drop.
 
 When the Realtime socket of a live call drops, the service opens a new session and replays
-the conversation so far (:mod:`responder.engines.realtime.reconnect`). This module is the pure part:
+the conversation so far (:meth:`responder.core.controller.CallController.resume`, through
+:meth:`responder.engines.realtime.engine.RealtimeEngine.restore`). This module is the pure part:
 :class:`~callrecord.history.HistoryItem` list (conversation order) → ``conversation.item.create``
 events whose items follow the ``openai`` SDK's GA types
 (``RealtimeConversationItemUserMessage`` / ``...AssistantMessage`` / ``...FunctionCall`` /
@@ -26,9 +27,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from callrecord.history import HistoryItem
+from responder.engines.realtime.protocol import ItemCreate, item_create
 
 REPLAY_LIMIT = 100
-CREATE = "conversation.item.create"
 
 
 def replay_item(item: HistoryItem) -> dict[str, Any] | None:
@@ -58,22 +59,22 @@ def replay_item(item: HistoryItem) -> dict[str, Any] | None:
     return None
 
 
-def replay_events(items: Sequence[HistoryItem], limit: int = REPLAY_LIMIT) -> list[dict[str, Any]]:
+def replay_events(items: Sequence[HistoryItem], limit: int = REPLAY_LIMIT) -> list[ItemCreate]:
     """``conversation.item.create`` events for the newest ``limit`` replayable items, in order."""
     replayable = [r for r in (replay_item(i) for i in items) if r is not None]
     kept = replayable[-limit:] if limit > 0 else []
     calls: set[str] = set()
-    events: list[dict[str, Any]] = []
+    events: list[ItemCreate] = []
     for item in kept:
         if item["type"] == "function_call":
             calls.add(item["call_id"])
         elif item["type"] == "function_call_output" and item["call_id"] not in calls:
             continue
-        events.append({"type": CREATE, "item": item})
+        events.append(item_create(item))
     return events
 
 
-def awaits_answer(events: Sequence[dict[str, Any]]) -> bool:
+def awaits_answer(events: Sequence[ItemCreate]) -> bool:
     """Whether the replayed conversation ends with a caller turn nobody answered yet."""
     if not events:
         return False

@@ -8,37 +8,12 @@ from typing import Any
 
 from infra.settings import Settings
 from responder.core.actions import ACTION_TOOL_DEFS
+from responder.core.tools import SUPERVISOR_TOOL_DEF
 
-SUPERVISOR_TOOL = "getNextResponseFromSupervisor"
-CONTEXT_ARG = "relevantContextFromLastUserMessage"
 INSTRUCTIONS_DIR = Path(__file__).resolve().parents[2] / "instructions"  # responder/instructions
 
 PCMU: dict[str, Any] = {"type": "audio/pcmu"}
 PCM24K: dict[str, Any] = {"type": "audio/pcm", "rate": 24000}
-
-SUPERVISOR_TOOL_DEF: dict[str, Any] = {
-    "type": "function",
-    "name": SUPERVISOR_TOOL,
-    "description": (
-        "Ask the supervisor, an expert with the company's policy documents and account and "
-        "store tools, what to say next. Use it for every factual question, policy, account, "
-        "order or store request. Its answer is text for you to rephrase for speech."
-    ),
-    "parameters": {
-        "type": "object",
-        "properties": {
-            CONTEXT_ARG: {
-                "type": "string",
-                "description": (
-                    "The key facts and the request from the caller's latest message, with any "
-                    "details they gave (numbers, names, dates). Short; don't answer it yourself."
-                ),
-            }
-        },
-        "required": [CONTEXT_ARG],
-        "additionalProperties": False,
-    },
-}
 
 
 @cache

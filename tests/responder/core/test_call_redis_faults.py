@@ -1,8 +1,8 @@
 """Call-side code paths that read the history while Redis is down and nothing of the call is
 buffered (reads then raise :class:`HistoryUnavailable`): the call must go on regardless.
 
-Real redis-server (killed by the test), real :class:`BufferedCallHistory`; the Realtime side
-is a :class:`ParkedConnection`, which keeps the items the controller sends."""
+Real redis-server (killed by the test), real :class:`BufferedCallHistory`; the engine is the
+in-memory double (tests/support/engine.py), which records the controller's commands."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from callrecord.history_buffer import BufferedCallHistory, HistoryUnavailable
 from infra.redis_server import client_options
 from responder.core.controller import CallController, ControllerConfig
 from responder.core.end_reason import CALLER_DISCONNECTED
-from responder.engines.realtime.reconnect import ParkedConnection
+from responder.core.handover import ask_supervisor
 from responder.transports.stream import StreamCall
+from tests.support.engine import ScriptedEngine
 from tests.support.redis_process import RedisProcess, redis_process  # noqa: F401 (fixture)
 
 CALL = "CAcallfaults"
@@ -57,17 +58,16 @@ async def test_supervisor_answer_is_delivered_when_the_turn_cannot_be_read(
         asked.append(context)
         return Decision(call_id=call_id, user_item_id=user_item_id, context=context, text="Within 60 days.")
 
-    rt = ParkedConnection(CALL, 0)
+    engine = ScriptedEngine()
     config = ControllerConfig(transcript_wait_s=0.05, hold_delay_s=30.0)
-    controller = CallController(CALL, rt, SilentCaller(), history, decide, config)
+    controller = CallController(CALL, engine, SilentCaller(), history, decide, config)
     redis_process.kill()
     with pytest.raises(HistoryUnavailable):  # the read the controller falls back on fails
         await history.get_item(CALL, "u1")
     with capture_logs() as logs:
-        await controller._ask_supervisor("tool_1", "", "u1")
+        await ask_supervisor(controller, "tool_1", "", "u1")
     assert asked == [""]
-    outputs = [e["item"] for e in rt.items if e["item"]["type"] == "function_call_output"]
-    assert outputs == [{"type": "function_call_output", "call_id": "tool_1", "output": "Within 60 days."}]
+    assert engine.sent("answer") == [("tool_1", "Within 60 days.")]
     assert any(e["event"] == "call.context_unavailable" for e in logs)
     await controller.close()
 

@@ -8,13 +8,13 @@ import structlog
 import structlog.testing
 from redis.exceptions import RedisError
 
-from callrecord.history import CallHistory
+from callrecord.history import HEAD, CallHistory
+from responder.core.engine import AgentTruncated, CallerTranscript, ConversationItem, ItemAdded
 from responder.core.recorder import TranscriptRecorder
 
 
-def assistant_added(item_id: str, previous: str | None = None) -> dict[str, object]:
-    item = {"id": item_id, "type": "message", "role": "assistant", "content": []}
-    return {"type": "conversation.item.added", "previous_item_id": previous, "item": item}
+def assistant_added(item_id: str, previous: str | None = None) -> ItemAdded:
+    return ItemAdded(ConversationItem(item_id, "message", "assistant"), previous or HEAD)
 
 
 async def test_server_truncation_marks_the_item_interrupted_and_keeps_the_transcript(
@@ -23,9 +23,7 @@ async def test_server_truncation_marks_the_item_interrupted_and_keeps_the_transc
     rec = TranscriptRecorder("rtc_rec1", history, structlog.get_logger("test"))
     await history.start_call("rtc_rec1", transport="sip")
     await rec.item_added(assistant_added("item_a"))
-    await rec.truncated_by_server(
-        {"type": "conversation.item.truncated", "item_id": "item_a", "audio_end_ms": 1200}
-    )
+    await rec.truncated_by_engine(AgentTruncated("item_a", 1200))
     await rec.assistant_transcript("item_a", "Our return window is sixty days for most items.", "answer")
     assert await rec.flush(5.0)
     [item] = await history.get_items("rtc_rec1")
@@ -38,9 +36,7 @@ async def test_server_echo_of_our_own_truncate_keeps_the_heard_text(history: Cal
     await history.start_call("CArec2", transport="twilio")
     await rec.item_added(assistant_added("item_b"))
     await rec.interrupted_at("item_b", 800, "Our return window", "Our return window is sixty days.")
-    await rec.truncated_by_server(
-        {"type": "conversation.item.truncated", "item_id": "item_b", "audio_end_ms": 800}
-    )
+    await rec.truncated_by_engine(AgentTruncated("item_b", 800))
     await rec.assistant_transcript("item_b", "Our return window is sixty days.", "answer")
     assert await rec.flush(5.0)
     [item] = await history.get_items("CArec2")
@@ -54,9 +50,8 @@ async def test_writes_leave_the_pump_at_once_and_land_in_order(history: CallHist
     transcript counts as ready only once it is in Redis."""
     rec = TranscriptRecorder("CArec3", history, structlog.get_logger("test"))
     await history.start_call("CArec3", transport="twilio")
-    user = {"id": "item_u", "type": "message", "role": "user", "content": []}
-    await rec.item_added({"type": "conversation.item.added", "previous_item_id": None, "item": user})
-    await rec.user_transcript({"item_id": "item_u", "transcript": "Can I return a tent?"})
+    await rec.item_added(ItemAdded(ConversationItem("item_u", "message", "user"), HEAD))
+    await rec.user_transcript(CallerTranscript("item_u", "Can I return a tent?"))
     ready = rec.transcript_ready("item_u")
     await rec.item_added(assistant_added("item_r", previous="item_u"))
     await rec.assistant_transcript("item_r", "Yes, within 60 days.", "answer")

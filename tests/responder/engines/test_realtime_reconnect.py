@@ -19,7 +19,8 @@ from structlog.testing import capture_logs
 from callrecord.history import HistoryItem
 from infra import metrics
 from infra.settings import Settings
-from responder.engines.realtime import reconnect
+from responder.core import sessions
+from responder.core.parked import ParkedEngine
 from simulator.caller import CallerReport, place_call
 from simulator.realtime_faults import SocketDrop
 from simulator.scenario import Scenario, load_scenario
@@ -256,7 +257,7 @@ async def test_reconnect_that_keeps_failing_ends_the_call_as_realtime_failed(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(reconnect, "RECONNECT_BACKOFF_S", (0.05, 0.1, 0.2))
+    monkeypatch.setattr(sessions, "RECONNECT_BACKOFF_S", (0.05, 0.1, 0.2))
     path = _scenario(tmp_path)
     scenario = load_scenario(path)
     failed_before = _reconnects("failed")
@@ -286,18 +287,17 @@ async def test_reconnect_that_keeps_failing_ends_the_call_as_realtime_failed(
     _assert_protocol_clean(state)
 
 
-async def test_parked_connection_keeps_items_and_the_newest_audio_only() -> None:
-    parked = reconnect.ParkedConnection("CA0123456789", audio_limit_chars=8)
-    item = {
-        "type": "conversation.item.create",
-        "item": {"type": "function_call_output", "call_id": "c", "output": "x"},
-    }
-    event_id = await parked.send(item)
-    await parked.send({"type": "response.create", "response": {}})
-    assert parked.items == [item] and item["event_id"] == event_id
-    assert parked.dropped_types == ["response.create"]
+async def test_the_parked_stand_in_keeps_answers_and_the_newest_audio_only() -> None:
+    parked = ParkedEngine("CA0123456789", audio_limit_chars=8)
+    await parked.answer_handover("call_1", "Sixty days.")
+    request_id = parked.new_request_id()
+    await parked.request_reply(request_id, "answer")
+    await parked.stop_speaking("item_1", 120)
+    assert parked.answers == [("call_1", "Sixty days.")]
+    assert parked.dropped == ["reply:answer", "stop_speaking"]
     for chunk in ("aaaa", "bbbb", "cccc"):
         await parked.append_audio(chunk)
     assert list(parked.audio) == ["bbbb", "cccc"] and parked.audio_dropped_chars == 4
+    assert parked.audio_chars == 8
     assert [e async for e in parked.events()] == []
-    assert parked.sent_type(event_id) is None
+    assert (await parked.restore([])).item_ids == frozenset()

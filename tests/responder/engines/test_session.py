@@ -4,7 +4,8 @@ import pytest
 from openai.types.realtime import SessionUpdateEvent
 
 from infra.settings import Settings
-from responder.engines.realtime.session import PCM24K, PCMU, SUPERVISOR_TOOL, build_session, load_instructions
+from responder.core.tools import SUPERVISOR_TOOL
+from responder.engines.realtime.session import PCM24K, PCMU, build_session, load_instructions
 
 
 @pytest.mark.parametrize("turn_detection", ["semantic_vad", "server_vad"])

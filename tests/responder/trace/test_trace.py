@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 import structlog
 
-from callrecord.history import CallHistory
+from callrecord.history import HEAD, CallHistory
 from infra.logs import configure_logging
 from infra.settings import Settings
 from responder.cli import trace as trace_command
+from responder.core.engine import AgentTruncated, ConversationItem, ItemAdded
 from responder.core.recorder import TranscriptRecorder
 from responder.trace import render_text, trace_from_log, trace_from_redis, valid_call_id
 from responder.trace.model import Trace
@@ -190,11 +191,8 @@ async def test_server_side_truncation_traces_agree(history: CallHistory, json_lo
     rec = TranscriptRecorder(call_id, history, log)
     await history.start_call(call_id, transport="webrtc")
     log.info("call.started", transport="webrtc")
-    item = {"id": "item_cut", "type": "message", "role": "assistant", "content": []}
-    await rec.item_added({"type": "conversation.item.added", "previous_item_id": None, "item": item})
-    await rec.truncated_by_server(
-        {"type": "conversation.item.truncated", "item_id": "item_cut", "audio_end_ms": 900}
-    )
+    await rec.item_added(ItemAdded(ConversationItem("item_cut", "message", "assistant"), HEAD))
+    await rec.truncated_by_engine(AgentTruncated("item_cut", 900))
     await rec.assistant_transcript("item_cut", "Our return window is sixty days for most items.", "answer")
     assert await rec.flush(5.0)
 

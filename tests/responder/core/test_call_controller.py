@@ -1,0 +1,222 @@
+"""The call controller through the engine seam only: the in-memory engine double feeds it
+typed events and records its commands; the history is the real Redis one.
+
+These are the rules that hold whatever the engine: greeting once, answers never over an
+active reply, barge-in at the heard position, late answers dropped, a resumed session with
+no second greeting and the parked answer delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from callrecord.decisions import Decision
+from callrecord.history import CallHistory
+from responder.core import engine as ev
+from responder.core.controller import HOLD_LINE_TEXT, CallController, ControllerConfig, finish_kept_tasks
+from responder.core.parked import ParkedEngine
+from responder.core.tools import SUPERVISOR_TOOL
+from tests.support.engine import ScriptedEngine
+from tests.support.waits import wait_until
+
+CALL = "CAcontroller01"
+ASK = '{"relevantContextFromLastUserMessage": "return window for a tent"}'
+
+
+@dataclass
+class RecordingCaller:
+    audio: list[tuple[str, str]] = field(default_factory=list)
+    clears: int = 0
+
+    async def send_audio(self, b64_audio: str, mark: str) -> None:
+        self.audio.append((b64_audio, mark))
+
+    async def clear_audio(self) -> None:
+        self.clears += 1
+
+
+@dataclass
+class Supervisor:
+    """A supervisor double: answers after ``delay_s``, remembers what it was asked."""
+
+    text: str = "Tents can be returned within 60 days."
+    delay_s: float = 0.0
+    asked: list[tuple[str, str | None]] = field(default_factory=list)
+
+    async def __call__(self, call_id: str, context: str, *, user_item_id: str | None = None) -> Decision:
+        self.asked.append((context, user_item_id))
+        await asyncio.sleep(self.delay_s)
+        return Decision(call_id=call_id, user_item_id=user_item_id, context=context, text=self.text)
+
+
+Call = tuple[CallController, ScriptedEngine, RecordingCaller]
+
+
+@pytest.fixture
+async def make_call(history: CallHistory) -> AsyncIterator[Callable[..., Awaitable[Call]]]:
+    """A controller pumping the double's events; ``greeting`` off unless a test asks."""
+    started: list[tuple[CallController, ScriptedEngine, asyncio.Task[None]]] = []
+
+    async def make(supervisor: Supervisor | None = None, **config: Any) -> Call:
+        call_id = f"{CALL}{len(started)}"
+        await history.start_call(call_id, transport="test")
+        engine, caller = ScriptedEngine(), RecordingCaller()
+        options = {"transcript_wait_s": 0.5, "hold_delay_s": 30.0, "supervisor_deadline_s": 2.0,
+                   "greeting": False, **config}  # fmt: skip
+        controller = CallController(
+            call_id, engine, caller, history, supervisor or Supervisor(), ControllerConfig(**options)
+        )
+        started.append((controller, engine, asyncio.create_task(controller.pump())))
+        return controller, engine, caller
+
+    yield make
+    for controller, engine, pump in started:
+        engine.end()
+        await controller.close()
+        await asyncio.wait_for(pump, 5)
+    await finish_kept_tasks(2.0)
+
+
+def replies(engine: ScriptedEngine) -> list[str]:
+    return [purpose for _, purpose, _ in engine.sent("reply")]
+
+
+def user_turn(item_id: str, after: str = "^") -> ev.ItemAdded:
+    return ev.ItemAdded(ev.ConversationItem(item_id, "message", "user"), after)
+
+
+async def test_the_greeting_is_asked_for_once_and_its_audio_relayed_with_marks(
+    make_call: Callable[..., Awaitable[Call]], history: CallHistory
+) -> None:
+    controller, engine, caller = await make_call(greeting=True)
+    engine.push(ev.SessionReady(), ev.SessionReady())
+    [(_, purpose, line)] = await engine.until_sent("reply")
+    assert (purpose, line) == ("greeting", None)
+    engine.push(
+        ev.ReplyStarted("r1", "greeting"),
+        ev.ItemAdded(ev.ConversationItem("a1", "message", "assistant"), "^"),
+        ev.AgentAudio("a1", "r1", "AAAA"),
+        ev.AgentAudio("a1", "r1", "BBBB"),
+        ev.AgentTranscriptDone("a1", "Hello, this is Robin."),
+        ev.ReplyEnded("r1", "completed"),
+    )
+    await wait_until(lambda: len(caller.audio) == 2)
+    assert [a for a, _ in caller.audio] == ["AAAA", "BBBB"]  # passed through untouched
+    assert len({m for _, m in caller.audio}) == 2  # a mark of its own per chunk
+    await controller.recorder.flush(2.0)
+    [item] = await history.get_items(controller.call_id)
+    assert (item.text, item.status) == ("Hello, this is Robin.", "completed")
+    assert replies(engine) == ["greeting"]  # a second SessionReady asks for nothing
+
+
+async def test_a_handover_is_answered_by_the_supervisor_once_no_reply_is_active(
+    make_call: Callable[..., Awaitable[Call]], history: CallHistory
+) -> None:
+    supervisor = Supervisor()
+    controller, engine, _ = await make_call(supervisor)
+    engine.push(
+        ev.SessionReady(),
+        user_turn("u1"),
+        ev.CallerTranscript("u1", "How long do I have to return a tent?"),
+        ev.ReplyStarted("r1", None),  # turn detection's own reply: the filler and the tool call
+        ev.HandoverRequested("call_1", SUPERVISOR_TOOL, ASK, "f1"),
+    )
+    await wait_until(lambda: supervisor.asked)
+    assert supervisor.asked == [("return window for a tent", "u1")]
+    await asyncio.sleep(0.1)
+    assert engine.sent("answer") == []  # the filler's reply is still active
+    engine.push(ev.ReplyEnded("r1", "completed"))
+    [answer] = await engine.until_sent("answer")
+    assert answer == ("call_1", "Tents can be returned within 60 days.")
+    assert replies(engine)[-1] == "answer"
+    assert [c.name for c in engine.commands][-2:] == ["answer", "reply"]  # output first, then the reply
+    assert controller.outcomes == ["ok"]
+
+
+async def test_barge_in_stops_the_agent_where_the_caller_stopped_hearing_it(
+    make_call: Callable[..., Awaitable[Call]], history: CallHistory
+) -> None:
+    controller, engine, caller = await make_call()
+    chunk = base64.b64encode(bytes(800)).decode()  # 100 ms of μ-law at 8 kHz
+    engine.push(
+        ev.SessionReady(),
+        ev.ReplyStarted("r1", "greeting"),
+        ev.ItemAdded(ev.ConversationItem("a1", "message", "assistant"), "^"),
+        *[ev.AgentAudio("a1", "r1", chunk) for _ in range(5)],
+        ev.AgentTranscriptDelta("a1", "Hello there, "),
+        ev.AgentTranscriptDelta("a1", "how can I help?"),
+    )
+    await wait_until(lambda: len(caller.audio) == 5)
+    for _, mark in caller.audio[:2]:  # the phone played two chunks
+        controller.caller_mark(mark)
+    engine.push(ev.CallerSpeechStarted(), ev.AgentAudio("a1", "r1", chunk))  # late audio of r1
+    [(item_id, heard_ms)] = await engine.until_sent("stop_speaking")
+    assert (item_id, heard_ms) == ("a1", 200)  # two acknowledged chunks, not the five sent
+    assert caller.clears == 1 and len(caller.audio) == 5  # cleared; nothing more of r1 played
+    await controller.recorder.flush(2.0)
+    [item] = await history.get_items(controller.call_id)
+    assert item.status == "interrupted" and item.audio_end_ms == 200
+    assert item.text == "Hello there, how can I help?"[: len(item.text or "")] and item.full_text
+
+
+async def test_an_answer_after_the_call_ended_is_dropped_and_logged(
+    make_call: Callable[..., Awaitable[Call]], history: CallHistory
+) -> None:
+    supervisor = Supervisor(delay_s=0.3)
+    controller, engine, _ = await make_call(supervisor)
+    with capture_logs() as logs:
+        engine.push(ev.SessionReady(), ev.HandoverRequested("call_9", SUPERVISOR_TOOL, ASK))
+        await wait_until(lambda: supervisor.asked)
+        await controller.close()  # the caller hung up while the supervisor worked
+        await finish_kept_tasks(2.0)
+    assert engine.sent("answer") == []
+    [dropped] = [e for e in logs if e["event"] == "call.late_result_dropped"]
+    assert dropped["tool_call_id"] == "call_9" and dropped["reason"] == "call ended"
+    assert supervisor.asked  # the supervisor ran to its end (it records its own decision)
+
+
+async def test_a_slow_supervisor_gets_one_hold_line_out_of_band(
+    make_call: Callable[..., Awaitable[Call]],
+) -> None:
+    _, engine, _ = await make_call(Supervisor(delay_s=0.5), hold_delay_s=0.1)
+    engine.push(ev.SessionReady(), ev.HandoverRequested("call_2", SUPERVISOR_TOOL, ASK))
+    [(_, purpose, line)] = await engine.until_sent("reply")
+    assert purpose == "hold_line" and line is not None and line.out_of_band and line.text == HOLD_LINE_TEXT
+    engine.push(ev.ReplyStarted("r_hold", "hold_line"), ev.ReplyEnded("r_hold", "completed"))
+    assert await engine.until_sent("answer") == [("call_2", "Tents can be returned within 60 days.")]
+
+
+async def test_an_unknown_tool_is_answered_with_an_error(make_call: Callable[..., Awaitable[Call]]) -> None:
+    _, engine, _ = await make_call()
+    engine.push(ev.SessionReady(), ev.HandoverRequested("call_3", "lookupWeather", "{}"))
+    [(handover_id, text)] = await engine.until_sent("answer")
+    assert handover_id == "call_3" and "unknown tool" in text
+
+
+async def test_resume_restores_the_history_and_delivers_the_parked_answer(
+    make_call: Callable[..., Awaitable[Call]],
+) -> None:
+    controller, engine, _ = await make_call(greeting=True)
+    engine.push(ev.SessionReady(), user_turn("u1"), ev.CallerTranscript("u1", "Do you sell stoves?"))
+    await engine.until_sent("reply")  # the greeting
+    await wait_until(lambda: controller.recorder.transcript_ready("u1").is_set())
+    parked = ParkedEngine(controller.call_id, audio_limit_chars=1000)
+    controller.park(parked)
+    await parked.answer_handover("call_4", "Yes, we sell camping stoves.")  # answered while parked
+    await controller.caller_audio("CCCC")
+    fresh = ScriptedEngine()
+    restored = await controller.resume(fresh)
+    assert restored == 1
+    assert [c.name for c in fresh.commands][:2] == ["start", "restore"]
+    assert fresh.sent("restore") == [(("u1",),)]
+    assert fresh.sent("answer") == [("call_4", "Yes, we sell camping stoves.")]
+    assert "greeting" not in [purpose for _, purpose, _ in fresh.sent("reply")]
+    assert fresh.audio == ["CCCC"]  # the caller's words from the gap, after the history
+    assert controller.engine is fresh
