@@ -22,6 +22,7 @@ from structlog.typing import FilteringBoundLogger
 from callrecord.history import APPEND, CallHistory, HistoryItem
 from responder.core.actions import ActionRecord
 from responder.core.engine import (
+    HOLD_LINE,
     AgentTruncated,
     CallerTranscript,
     CallerTranscriptFailed,
@@ -127,7 +128,7 @@ class TranscriptRecorder:
             self._update(item_id, arguments=arguments, status="completed")
 
     async def assistant_transcript(self, item_id: str, text: str, purpose: str) -> None:
-        if purpose == "hold_line" or item_id in self.out_of_band:
+        if purpose == HOLD_LINE or item_id in self.out_of_band:
             self.out_of_band.add(item_id)
             hold = HistoryItem(id=item_id, kind="hold_line", role="assistant", text=text)
             self.lane.submit("add_item", lambda: self.history.add_item(self.call_id, hold, APPEND))
