@@ -24,7 +24,7 @@ CONNECT_TIMEOUT_S = 0.5
 
 def client_options(*, tcp: bool = True) -> dict[str, Any]:
     """A dead Redis fails a command at once (refused), an unreachable one within 1.5 s at
-    worst (history writes are then buffered, see supervisor/history_buffer.py), instead of
+    worst (history writes are then buffered, see callrecord/history_buffer.py), instead of
     after redis-py's default 5 s timeouts and ten retries. One quick retry on a new connection
     covers a pooled socket that a Redis restart broke; idle connections are checked before use."""
     options: dict[str, Any] = {

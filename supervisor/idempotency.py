@@ -1,6 +1,6 @@
 """One decision per request id: a retried ``POST /v1/decide`` is answered, not decided again.
 
-The responder's client (responder/remote_supervisor.py) sends the same ``request_id`` with
+The responder's client (responder/runtime/supervisor_client.py) sends the same ``request_id`` with
 every try of one decision. A try can fail on the client's side after the service decided
 (a proxy's 502, a reset connection): without this, the retry would run the model again and
 record a second decision on the call.

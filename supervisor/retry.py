@@ -1,7 +1,7 @@
 """Retrying 429, 5xx and connection errors: exponential backoff with jitter, inside a deadline.
 
 Used on both sides of the supervisor: the responder's HTTP client of the supervisor service
-(responder/remote_supervisor.py) and the supervisor's text-model client (supervisor/model.py).
+(responder/runtime/supervisor_client.py) and the supervisor's text-model client (supervisor/model.py).
 
 * The wait before retry ``n`` (1-based) is "equal jitter" backoff: half of
   ``min(max_s, base_s * 2 ** (n - 1))`` plus a uniform random share of the other half, so

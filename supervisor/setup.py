@@ -1,4 +1,4 @@
-"""Building the in-process supervisor from settings: shared by the voice service (app.py) and
+"""Building the in-process supervisor from settings: shared by the voice service (responder/server/app.py) and
 the supervisor service (supervisor/service.py), so both answer with the same configuration."""
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--port", type=int, default=8090)
     sim.add_argument("--speed", type=float, default=1.0)
     sim.add_argument(
-        "--probe", action="store_true", help="timed load-test model (see responder/simulator/probe.py)"
+        "--probe", action="store_true", help="timed load-test model (see simulator/probe.py)"
     )
 
     call = sub.add_parser("call", help="place a simulated phone call through the real service")

@@ -171,7 +171,7 @@ def _view_secret(settings: Settings) -> dict[str, bytes]:
     return {"view_secret": settings.session_secret.get_secret_value().encode()}
 
 
-_supervisor_key = supervisor_key  # moved to responder/supervisor_setup.py
+_supervisor_key = supervisor_key  # moved to supervisor/setup.py
 
 
 async def readyz(request: web.Request) -> web.Response:
