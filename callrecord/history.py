@@ -22,7 +22,7 @@ import time
 from typing import Any, Literal
 
 import structlog
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
@@ -113,7 +113,12 @@ return '[' .. table.concat(out, ',') .. ']'
 
 
 class HistoryItem(BaseModel):
-    """One entry of a call's history."""
+    """One entry of a call's history.
+
+    ``tool_call_id`` is stored (Redis, pub/sub, HTTP and trace JSON) as ``call_id``, the name
+    the Realtime API gives it: items dump by alias, and ``call_id=`` still builds one."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
     id: str
     kind: ItemKind
@@ -121,13 +126,22 @@ class HistoryItem(BaseModel):
     text: str | None = None
     status: ItemStatus = "completed"
     name: str | None = None
-    call_id: str | None = Field(default=None, description="function call id (Realtime call_id)")
+    tool_call_id: str | None = Field(
+        default=None, alias="call_id", description="a tool call's id (the Realtime API's call_id)"
+    )
     arguments: str | None = None
     output: str | None = None
     audio_end_ms: int | None = None
     full_text: str | None = Field(default=None, description="generated text before a truncation")
     created_at: float = Field(default_factory=time.time)
     meta: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def call_id(self) -> str | None:
+        """The old name of :attr:`tool_call_id`, read-only, until its last readers move
+        (responder/core/recorder.py, responder/engines/realtime/replay.py, their tests): then
+        delete it. Not the call's id."""
+        return self.tool_call_id
 
 
 _ITEMS: TypeAdapter[list[HistoryItem]] = TypeAdapter(list[HistoryItem])

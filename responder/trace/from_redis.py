@@ -30,15 +30,16 @@ def _message(item: HistoryItem) -> TraceEntry | None:
 
 def _function_call(item: HistoryItem) -> TraceEntry:
     return TraceEntry(
-        kind="tool_call", item_id=item.id, name=item.name, tool_call_id=item.call_id,
+        kind="tool_call", item_id=item.id, name=item.name, tool_call_id=item.tool_call_id,
         arguments=item.arguments, status=item.status, at=item.created_at,
     )  # fmt: skip
 
 
 def _function_output(item: HistoryItem) -> TraceEntry:
     return TraceEntry(
-        kind="tool_output", item_id=item.id, tool_call_id=item.call_id, text=item.output, at=item.created_at
-    )
+        kind="tool_output", item_id=item.id, tool_call_id=item.tool_call_id, text=item.output,
+        at=item.created_at,
+    )  # fmt: skip
 
 
 def _decision(item: HistoryItem) -> TraceEntry:

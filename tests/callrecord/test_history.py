@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 from callrecord.decisions import Decision, PolicyRef
 from callrecord.history import HEAD, CallHistory, HistoryItem
 
@@ -97,3 +99,22 @@ async def test_get_items_reads_long_histories(history: CallHistory) -> None:
     got = await history.get_items("c9")
     assert len(got) == 9000 and got[0].id == "i0" and got[-1].id == "i8999"
     assert [i.id for i in await history.get_items("c9", limit=2)] == ["i8998", "i8999"]
+
+
+async def test_a_tool_call_id_is_stored_and_announced_as_call_id(history: CallHistory) -> None:
+    """``HistoryItem.tool_call_id`` keeps the Redis layout's JSON field ``call_id``."""
+    pubsub = history.redis.pubsub()
+    await pubsub.subscribe(history.channel("c10"))
+    await pubsub.get_message(timeout=1)  # the subscription
+    call = HistoryItem(id="f1", kind="function_call", name="lookup", tool_call_id="call_1", arguments="{}")
+    await history.add_item("c10", call)
+    await history.update_item("c10", "f1", status="completed")
+    raw = json.loads(await history.redis.hget(history.key("c10", "items"), "f1"))
+    assert raw["call_id"] == "call_1" and "tool_call_id" not in raw
+    added = json.loads((await pubsub.get_message(timeout=1))["data"])
+    updated = json.loads((await pubsub.get_message(timeout=1))["data"])
+    assert added["item"]["call_id"] == updated["item"]["call_id"] == "call_1"
+    await pubsub.aclose()
+    [stored] = await history.get_items("c10")
+    assert stored.tool_call_id == "call_1"
+    assert HistoryItem(id="o1", kind="function_call_output", call_id="call_1").tool_call_id == "call_1"
