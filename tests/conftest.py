@@ -9,7 +9,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from callrecord.history import CallHistory
 from tests.support.service import make_settings, start_service  # noqa: F401 (fixtures)
@@ -29,7 +32,11 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield f"unix://{server.socket_file}"
     finally:
-        server.shutdown()
+        # without retries: redis-py retries the connection error SHUTDOWN ends with (~4 s of
+        # backoff at the end of every worker); nosave, the data dir is thrown away anyway
+        quit_client = SyncRedis(unix_socket_path=server.socket_file, retry=Retry(NoBackoff(), 0))
+        quit_client.shutdown(nosave=True)
+        quit_client.close()
 
 
 @pytest.fixture
