@@ -136,13 +136,6 @@ class HistoryItem(BaseModel):
     created_at: float = Field(default_factory=time.time)
     meta: dict[str, Any] = Field(default_factory=dict)
 
-    @property
-    def call_id(self) -> str | None:
-        """The old name of :attr:`tool_call_id`, read-only, until its last readers move
-        (responder/core/recorder.py, responder/engines/realtime/replay.py, their tests): then
-        delete it. Not the call's id."""
-        return self.tool_call_id
-
 
 _ITEMS: TypeAdapter[list[HistoryItem]] = TypeAdapter(list[HistoryItem])
 

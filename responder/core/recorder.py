@@ -70,7 +70,7 @@ class TranscriptRecorder:
             return
         where = event.after
         if record.kind == "function_call_output":
-            where = self._output_anchor.pop(record.call_id or "", where)
+            where = self._output_anchor.pop(record.tool_call_id or "", where)
         ready = record.role == "user" and record.status == "completed"
         self.lane.submit("add_item", lambda: self._add(record, where, ready))
         self.log.info("call.item_added", **_item_fields(record), where=where)
@@ -91,12 +91,12 @@ class TranscriptRecorder:
         if item.kind == "function_call":
             return HistoryItem(
                 id=item.id, kind="function_call", role="assistant", name=item.name,
-                call_id=item.tool_call_id, arguments=item.arguments or None, status="in_progress",
+                tool_call_id=item.tool_call_id, arguments=item.arguments or None, status="in_progress",
             )  # fmt: skip
         if item.kind == "function_call_output":
             return HistoryItem(
                 id=item.id, kind="function_call_output", role="system",
-                call_id=item.tool_call_id, output=item.output,
+                tool_call_id=item.tool_call_id, output=item.output,
             )  # fmt: skip
         return None
 
@@ -172,7 +172,7 @@ class TranscriptRecorder:
         """A call-control action (transfer, hang-up): recorded like a decision."""
         item = HistoryItem(
             id=record.action_id, kind="action", role="system", name=record.action, text=record.line,
-            call_id=record.tool_call_id, meta=record.model_dump(mode="json"),
+            tool_call_id=record.tool_call_id, meta=record.model_dump(mode="json"),
         )  # fmt: skip
         self.lane.submit("add_item", lambda: self.history.add_item(self.call_id, item, APPEND))
         await self.flush(ACTION_WRITE_WAIT_S)  # the record is in before the call is acted on further
@@ -191,6 +191,6 @@ class TranscriptRecorder:
 def _item_fields(record: HistoryItem) -> dict[str, Any]:
     """What ``call.item_added`` logs: enough to rebuild the conversation order from logs alone."""
     fields = {"item_id": record.id, "kind": record.kind, "role": record.role, "text": record.text,
-              "name": record.name, "tool_call_id": record.call_id, "output": record.output,
+              "name": record.name, "tool_call_id": record.tool_call_id, "output": record.output,
               "arguments": record.arguments, "status": record.status}  # fmt: skip
     return {k: v for k, v in fields.items() if v is not None}

@@ -46,15 +46,15 @@ def replay_item(item: HistoryItem) -> dict[str, Any] | None:
             "content": [{"type": part, "text": text}],
         }
     if item.kind == "function_call":
-        if not item.call_id or not item.name or item.status != "completed":
+        if not item.tool_call_id or not item.name or item.status != "completed":
             return None  # cut off while its arguments streamed: no answer is coming for it
         arguments = item.arguments or "{}"
-        return {"id": item.id, "type": "function_call", "call_id": item.call_id, "name": item.name,
+        return {"id": item.id, "type": "function_call", "call_id": item.tool_call_id, "name": item.name,
                 "arguments": arguments}  # fmt: skip
     if item.kind == "function_call_output":
-        if not item.call_id:
+        if not item.tool_call_id:
             return None
-        return {"id": item.id, "type": "function_call_output", "call_id": item.call_id,
+        return {"id": item.id, "type": "function_call_output", "call_id": item.tool_call_id,
                 "output": item.output or ""}  # fmt: skip
     return None
 

@@ -69,7 +69,7 @@ def _messages(items: list[HistoryItem]) -> list[tuple[str, str]]:
 def _assert_no_duplicates(items: list[HistoryItem]) -> None:
     ids = [i.id for i in items]
     assert len(ids) == len(set(ids)), ids
-    keys = [(i.kind, i.role, i.text, i.call_id, i.output) for i in items if i.kind != "dtmf"]
+    keys = [(i.kind, i.role, i.text, i.tool_call_id, i.output) for i in items if i.kind != "dtmf"]
     assert len(keys) == len(set(keys)), keys
 
 
@@ -148,16 +148,16 @@ async def test_drops_before_the_question_and_while_the_supervisor_works(
     [output] = [i for i in items if i.kind == "function_call_output"]
     [decision] = await svc.services.history.get_decisions(report.call_sid)
     assert decision.outcome == "ok" and "returns@3" in decision.policy_labels()
-    assert output.call_id == call.call_id and output.output == decision.text
+    assert output.tool_call_id == call.tool_call_id and output.output == decision.text
     # each new session got the conversation so far, in order, then went on from there
     replayable = [i.id for i in items if i.kind in ("message", "function_call")]
     second, third = _replayed(state, 1), _replayed(state, 2)
     assert [i["id"] for i in second[:3]] == replayable[:3]
     assert [i["id"] for i in third[:6]] == replayable[:6]
-    assert third[5]["type"] == "function_call" and third[5]["call_id"] == call.call_id
+    assert third[5]["type"] == "function_call" and third[5]["call_id"] == call.tool_call_id
     assert third[5]["arguments"] == call.arguments
     # the answer, decided after the second drop, went to the third session and was spoken
-    assert third[6]["type"] == "function_call_output" and third[6]["call_id"] == call.call_id
+    assert third[6]["type"] == "function_call_output" and third[6]["call_id"] == call.tool_call_id
     reconnected = [e for e in logs if e["event"] == "call.realtime_reconnected"]
     assert [(e["drop"], e["replayed_items"]) for e in reconnected] == [(1, 3), (2, 6)]
     answered = next(e for e in logs if e["event"] == "call.supervisor_answer")
@@ -237,10 +237,10 @@ async def test_answer_sent_into_the_dying_socket_is_delivered_on_the_new_session
     [decision] = await svc.services.history.get_decisions(report.call_sid)
     [call] = [i for i in items if i.kind == "function_call"]
     [requeued] = [e for e in logs if e["event"] == "call.answer_requeued"]
-    assert requeued["tool_call_id"] == call.call_id and requeued["decision_id"] == decision.decision_id
+    assert requeued["tool_call_id"] == call.tool_call_id and requeued["decision_id"] == decision.decision_id
     # delivered once, on the second session, right after the replayed call, and spoken
     [output] = [i for i in items if i.kind == "function_call_output"]
-    assert output.call_id == call.call_id and output.output == decision.text
+    assert output.tool_call_id == call.tool_call_id and output.output == decision.text
     second = _replayed(state, 1)
     index = next(n for n, i in enumerate(second) if i["id"] == call.id)
     assert (
