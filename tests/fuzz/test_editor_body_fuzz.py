@@ -10,14 +10,15 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from supervisor.policy_format import check_text
-from tests.fuzz.conftest import ErrorRecords, LoopService, shared_service
 from tests.fuzz.strategies import json_values
-from tests.fuzz.test_policy_format_fuzz import BODY, VALID_META, _document
+from tests.support.fuzz import POLICY_BODY, VALID_META, policy_document
+from tests.support.loop_service import ErrorRecords, LoopService, shared_service
 
 FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 TOKEN = "fuzz-editor-token-0123456789"
-GOOD = _document(
-    "\n".join(f"{k}: {v}" for k, v in {**VALID_META, "id": "fuzz-policy", "status": "draft"}.items()), BODY
+GOOD = policy_document(
+    "\n".join(f"{k}: {v}" for k, v in {**VALID_META, "id": "fuzz-policy", "status": "draft"}.items()),
+    POLICY_BODY,
 )
 contents = st.one_of(
     st.just(GOOD), st.text(max_size=200), json_values, st.just(GOOD + "\n## X\n[[policy:nope]]\n")

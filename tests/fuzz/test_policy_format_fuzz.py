@@ -7,7 +7,6 @@ sync run on text someone typed; whatever that text is, it must come back as prob
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import yaml
@@ -24,19 +23,10 @@ from supervisor.policy_format import (
     with_status,
     with_version,
 )
+from tests.support.fuzz import VALID_META, policy_document
 
 FUZZ = settings(max_examples=100, deadline=None)
 
-VALID_META: dict[str, Any] = {
-    "id": "returns",
-    "title": "Returns",
-    "version": 1,
-    "tags": ["returns"],
-    "owner": "Care",
-    "effective_date": dt.date(2025, 3, 1),
-    "status": "published",
-}
-BODY = "# Returns\nIntro.\n## Window\nSixty days.\n"
 
 scalars = st.one_of(
     st.none(),
@@ -81,10 +71,6 @@ tricky_yaml = st.sampled_from(
         "---",
     ]
 )
-
-
-def _document(meta_text: str, body: str = BODY, *, newline: str = "\n") -> str:
-    return newline.join(["---", meta_text, "---", body])
 
 
 def _assert_well_formed(text: str, doc: PolicyDocument | None, problems: list[Problem]) -> None:
@@ -134,7 +120,7 @@ def test_arbitrary_text(text: str) -> None:
 )
 def test_arbitrary_yaml_front_matter(value: Any, newline: str, body: str) -> None:
     meta_text = yaml.safe_dump(value, allow_unicode=True, default_flow_style=False).strip()
-    doc, problems = _check(_document(meta_text, body, newline=newline))
+    doc, problems = _check(policy_document(meta_text, body, newline=newline))
     if not isinstance(value, dict):
         assert doc is None and any("mapping" in p.message or "YAML" in p.message for p in problems)
 
@@ -145,7 +131,7 @@ def test_plausible_front_matter_with_wrong_fields(overrides: dict[str, Any], dro
     meta = {**VALID_META, **overrides}
     if drop and overrides:
         meta.pop(next(iter(overrides)), None)
-    doc, problems = _check(_document(yaml.safe_dump(meta, allow_unicode=True)))
+    doc, problems = _check(policy_document(yaml.safe_dump(meta, allow_unicode=True)))
     if doc is not None and not problems:
         assert doc.id == meta["id"] and doc.version == meta["version"]
 
@@ -156,12 +142,12 @@ def test_plausible_front_matter_with_wrong_fields(overrides: dict[str, Any], dro
 @example(["title: !!timestamp 2025-99-99"], "x")
 def test_tricky_yaml_lines(lines: list[str], body: str) -> None:
     meta = yaml.safe_dump(VALID_META).strip()
-    _check(_document("\n".join([meta, *lines]), body))
+    _check(policy_document("\n".join([meta, *lines]), body))
 
 
 @FUZZ
 @given(st.integers(min_value=1, max_value=200), st.text(min_size=1, max_size=3000))
 def test_huge_documents_and_sections(repeat: int, chunk: str) -> None:
     body = "# T\n" + ("## H\n" + chunk + "\n") * repeat
-    _check(_document(yaml.safe_dump(VALID_META), body))
+    _check(policy_document(yaml.safe_dump(VALID_META), body))
     split_sections(body)

@@ -23,14 +23,14 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from responder.transports.twilio.transport import stream_token
-from tests.fuzz.conftest import ErrorRecords, LoopService, shared_service
 from tests.fuzz.strategies import json_values, maybe_drop, not_objects, text
+from tests.support.fuzz import BAD_EVENTS, MAX_SENT, parse_json
+from tests.support.loop_service import ErrorRecords, LoopService, shared_service
 from tests.support.service import AUTH_TOKEN
+from tests.support.waits import wait_until
 
 FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
-MAX_SENT = 60_000  # below the service's 64 KiB frame limit: bigger frames close the socket (tested apart)
 DIGITS = frozenset("0123456789*#ABCD")
-BAD_EVENTS = {"twilio.frame_failed", "call.event_handler_failed", "call.realtime_failed"}
 
 
 @st.composite
@@ -72,20 +72,13 @@ def frames(kinds: list[str]) -> st.SearchStrategy[str]:
     ).filter(lambda f: len(f.encode("utf-8", "surrogatepass")) <= MAX_SENT and not _is_stop(f))
 
 
-def _parse(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
-
-
 def _is_stop(raw: str) -> bool:
-    frame = _parse(raw)
+    frame = parse_json(raw)
     return isinstance(frame, dict) and frame.get("event") == "stop"
 
 
 def _is_key_press(raw: str) -> bool:
-    frame = _parse(raw)
+    frame = parse_json(raw)
     if not isinstance(frame, dict) or frame.get("event") != "dtmf" or not isinstance(frame.get("dtmf"), dict):
         return False
     digit = frame["dtmf"].get("digit")
@@ -114,12 +107,6 @@ async def _receive_all(ws: aiohttp.ClientWebSocketResponse, out: list[str]) -> N
             out.append(msg.data)
 
 
-async def _wait(predicate: Any, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await predicate():
-            await asyncio.sleep(0.02)
-
-
 async def _media_call(svc: LoopService, before: list[str], during: list[str]) -> None:
     call_sid = "CA" + uuid.uuid4().hex
     history = svc.services.history
@@ -134,7 +121,7 @@ async def _media_call(svc: LoopService, before: list[str], during: list[str]) ->
             live = any(c.call_id == call_sid for c in list(svc.services.live_controllers))
             return live and any(i.kind == "message" for i in await history.get_items(call_sid))
 
-        await _wait(controller_up)
+        await wait_until(controller_up, 10, 0.02)
         for raw in during:
             await ws.send_str(raw)
         await ws.send_str(json.dumps({"event": "dtmf", "dtmf": {"track": "inbound_track", "digit": "#"}}))
@@ -144,7 +131,7 @@ async def _media_call(svc: LoopService, before: list[str], during: list[str]) ->
             items = await history.get_items(call_sid)
             return len([i for i in items if i.kind == "dtmf"]) >= expected
 
-        await _wait(marker_recorded)
+        await wait_until(marker_recorded, 10, 0.02)
         dtmf = [i.text for i in await history.get_items(call_sid) if i.kind == "dtmf"]
         assert len(dtmf) == expected and dtmf[-1] == "#" and all(d in DIGITS for d in dtmf)
         assert not ws.closed
@@ -155,7 +142,7 @@ async def _media_call(svc: LoopService, before: list[str], during: list[str]) ->
     async def ended() -> bool:
         return (await history.get_meta(call_sid)).get("status") == "ended"
 
-    await _wait(ended)
+    await wait_until(ended, 10, 0.02)
     for raw in received:  # what went back to "Twilio" is well-formed
         frame = json.loads(raw)
         assert frame["event"] in ("media", "mark", "clear"), frame

@@ -6,7 +6,6 @@ or a 4xx (never a 5xx), and no call is offered, accepted or created for an inval
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import uuid
@@ -21,10 +20,11 @@ from structlog.testing import capture_logs
 from twilio.request_validator import RequestValidator
 
 from simulator.sip import new_webhook_secret, sign
-from tests.fuzz.conftest import ErrorRecords, LoopService, shared_service
 from tests.fuzz.strategies import json_values
-from tests.simulator.sim_fixtures import OFFER
+from tests.support.loop_service import ErrorRecords, LoopService, shared_service
 from tests.support.service import AUTH_TOKEN
+from tests.support.simulator import OFFER
+from tests.support.waits import wait_until
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 SECRET = new_webhook_secret()
@@ -239,8 +239,6 @@ def test_webrtc_offer(
 
 async def _end_calls(svc: LoopService) -> None:
     """Hang up the sideband call a valid offer started (its controller attaches just after)."""
-    async with asyncio.timeout(10):
-        while not svc.services.live_controllers:
-            await asyncio.sleep(0.02)
-        for controller in list(svc.services.live_controllers):
-            await controller.close()
+    await wait_until(lambda: svc.services.live_controllers, 10, 0.02, what="the call's controller")
+    for controller in list(svc.services.live_controllers):
+        await controller.close()

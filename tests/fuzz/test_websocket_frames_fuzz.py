@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from tests.fuzz.conftest import ErrorRecords, LoopService, shared_service
 from tests.fuzz.strategies import json_values, maybe_drop, not_objects, text
-from tests.fuzz.test_twilio_frames_fuzz import BAD_EVENTS, MAX_SENT, _parse
+from tests.support.fuzz import BAD_EVENTS, MAX_SENT, parse_json
+from tests.support.loop_service import ErrorRecords, LoopService, shared_service
+from tests.support.waits import wait_until
 
 FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 DIGITS = frozenset("0123456789*#ABCD")
@@ -54,12 +55,12 @@ frames: st.SearchStrategy[Frame] = st.one_of(
 
 
 def _is_stop(raw: str) -> bool:
-    frame = _parse(raw)
+    frame = parse_json(raw)
     return isinstance(frame, dict) and frame.get("type") == "stop"
 
 
 def _is_key_press(frame: Frame) -> bool:
-    parsed = _parse(frame[1]) if frame[0] == "text" else None
+    parsed = parse_json(frame[1]) if frame[0] == "text" else None
     return (
         isinstance(parsed, dict) and parsed.get("type") == "dtmf"
         and isinstance(parsed.get("digit"), str) and parsed["digit"] in DIGITS
@@ -85,11 +86,6 @@ async def _ws_call(svc: LoopService, first: list[Frame], during: list[Frame]) ->
             elif msg.type == aiohttp.WSMsgType.BINARY:
                 audio_bytes.append(len(msg.data))
 
-    async def wait(predicate: Any, timeout: float = 10.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not await predicate():
-                await asyncio.sleep(0.02)
-
     async with svc.http.ws_connect(svc.ws_url + "/calls/ws") as ws:
         reader = asyncio.create_task(receive(ws))
         for frame in first or [("binary", b"\x00\x00")]:
@@ -101,7 +97,7 @@ async def _ws_call(svc: LoopService, first: list[Frame], during: list[Frame]) ->
                 return False
             return any(i.kind == "message" for i in await history.get_items(ids[0]))
 
-        await wait(controller_up)
+        await wait_until(controller_up, 10, 0.02)
         call_id = next(t["call_id"] for t in texts if t.get("type") == "call")
         for frame in during:
             await _send(ws, frame)
@@ -112,7 +108,7 @@ async def _ws_call(svc: LoopService, first: list[Frame], during: list[Frame]) ->
             items = await history.get_items(call_id)
             return len([i for i in items if i.kind == "dtmf"]) >= expected
 
-        await wait(marker_recorded)
+        await wait_until(marker_recorded, 10, 0.02)
         dtmf = [i.text for i in await history.get_items(call_id) if i.kind == "dtmf"]
         # key presses sent before the controller was up are not recorded (nothing to record them)
         assert dtmf[-1] == "#" and len(dtmf) == expected and all(d in DIGITS for d in dtmf)
@@ -127,7 +123,7 @@ async def _ws_call(svc: LoopService, first: list[Frame], during: list[Frame]) ->
     async def ended() -> bool:
         return (await history.get_meta(call_id)).get("status") == "ended"
 
-    await wait(ended)
+    await wait_until(ended, 10, 0.02)
 
 
 def _service(loop_service: Any) -> LoopService:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import sys
@@ -18,27 +17,20 @@ from infra import metrics
 from infra.settings import Settings
 from simulator.caller import place_call
 from simulator.scenario import load_scenario
-from tests.responder.transports.test_phone_call import QUIET_MS, SPEED, run_call
-from tests.support.service import AUTH_TOKEN
+from tests.support.calls import QUIET_MS, run_call
+from tests.support.serve_process import wait_ready
+from tests.support.service import AUTH_TOKEN, FAST_SPEED
+from tests.support.waits import wait_until
 
 
 def value(name: str, **labels: str) -> float:
     return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-async def _until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while asyncio.get_running_loop().time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.02)
-    return predicate()
-
-
 async def test_metrics_follow_a_grounded_call(
     start_service: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
-    svc = await start_service(make_settings(simulator_scenario="returns"))
+    svc = await start_service(make_settings(simulator_scenario="returns", simulator_speed=FAST_SPEED))
     active = value("responder_active_calls", transport="twilio")
     calls_ok = value("responder_calls_total", transport="twilio", outcome="ok")
     decided = value("responder_supervisor_latency_seconds_count", outcome="ok")
@@ -47,13 +39,13 @@ async def test_metrics_follow_a_grounded_call(
     tokens_in = value("responder_tokens_total", model="gpt-4.1", kind="input")
 
     scenario = load_scenario("returns").model_copy(update={"quiet_ms": QUIET_MS})
-    call = asyncio.create_task(place_call(svc.url, scenario, auth_token=AUTH_TOKEN, speed=SPEED))
+    call = asyncio.create_task(place_call(svc.url, scenario, auth_token=AUTH_TOKEN, speed=svc.speed))
     # during the call: one more active call, none finished yet
-    assert await _until(lambda: value("responder_active_calls", transport="twilio") == active + 1)
+    await wait_until(lambda: value("responder_active_calls", transport="twilio") == active + 1, 10, 0.02)
     assert value("responder_calls_total", transport="twilio", outcome="ok") == calls_ok
     await call
     # after it: back to where it was, one more call counted, one decision, one policy lookup
-    assert await _until(lambda: value("responder_active_calls", transport="twilio") == active)
+    await wait_until(lambda: value("responder_active_calls", transport="twilio") == active, 10, 0.02)
     assert value("responder_calls_total", transport="twilio", outcome="ok") == calls_ok + 1
     assert value("responder_supervisor_latency_seconds_count", outcome="ok") == decided + 1
     assert (
@@ -85,9 +77,10 @@ async def test_fallback_and_hold_line_are_counted(
     assert value("responder_fallbacks_total", outcome="timeout") == fallbacks + 1
     assert value("responder_supervisor_latency_seconds_count", outcome="timeout") == timeouts + 1
     assert value("responder_hold_lines_total") == holds + 1
-    assert await _until(
-        lambda: value("responder_calls_total", transport="twilio", outcome="timeout") == calls_timeout + 1
-    )
+    await wait_until(
+        lambda: value("responder_calls_total", transport="twilio", outcome="timeout") == calls_timeout + 1,
+        10, 0.02,
+    )  # fmt: skip
 
 
 async def test_health_and_readiness(
@@ -116,7 +109,7 @@ async def test_sigterm_drains_then_exits(redis_url: str, key_prefix: str, tmp_pa
     env = {
         **os.environ, "OPENAI_API_KEY": "", "REDIS_URL": redis_url, "RESPONDER_REDIS_PREFIX": key_prefix,
         "RESPONDER_REDIS_DATA_DIR": str(tmp_path / "redis"), "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-        "RESPONDER_PUBLIC_URL": url, "RESPONDER_SIMULATOR_SPEED": str(SPEED), "RESPONDER_DRAIN_S": "30",
+        "RESPONDER_PUBLIC_URL": url, "RESPONDER_SIMULATOR_SPEED": str(FAST_SPEED), "RESPONDER_DRAIN_S": "30",
         "RESPONDER_LOG_FORMAT": "json",
     }  # fmt: skip
     env.pop("OPENAI_API_KEY")
@@ -133,13 +126,10 @@ async def test_sigterm_drains_then_exits(redis_url: str, key_prefix: str, tmp_pa
                 async with http.get(url + "/readyz") as resp:
                     return resp.status, await resp.json()
 
-            for _ in range(150):
-                with contextlib.suppress(aiohttp.ClientError):
-                    if (await ready())[0] == 200:
-                        break
-                await asyncio.sleep(0.1)
+            await wait_ready(http, url, proc)
             scenario = load_scenario("returns").model_copy(update={"quiet_ms": QUIET_MS})
-            call = asyncio.create_task(place_call(url, scenario, auth_token=AUTH_TOKEN, speed=SPEED))
+            placed = place_call(url, scenario, auth_token=AUTH_TOKEN, speed=FAST_SPEED)
+            call = asyncio.create_task(placed)
             await asyncio.sleep(1.0)  # the call is under way
             assert not call.done()
             proc.send_signal(signal.SIGTERM)

@@ -12,8 +12,7 @@ from aiohttp.test_utils import TestServer
 from simulator.scenario import Scenario, Turn
 from simulator.sdp import parse_offer
 from simulator.state import STATE_KEY, SimulatorState
-
-from .sim_fixtures import OFFER, SESSION, sdk, simulator_app
+from tests.support.simulator import OFFER, SESSION, sdk, simulator_app
 
 SCENARIO = Scenario(name="calls", turns=[Turn(say="Hi there.", reply="Hello!")])
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +20,7 @@ from simulator.realtime_response import MS_PER_CHAR, SUPERVISOR_TOOL, speech_ms
 from simulator.realtime_routes import add_realtime_routes
 from simulator.scenario import Scenario, Turn
 from simulator.state import STATE_KEY, SimulatorState
+from tests.support.simulator import Events
 
 SPEED = 8.0
 SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
@@ -64,34 +64,14 @@ PCMU_SESSION: dict[str, Any] = {
 }
 
 
-class Client:
+class Client(Events):
     """An SDK realtime connection that keeps every server event it received."""
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self.events: list[dict[str, Any]] = []
 
     async def send(self, event: dict[str, Any]) -> None:
         await self.conn.send(event)
 
     async def send_raw(self, text: str) -> None:
         await self.conn.send_raw(text)
-
-    async def next(self, within_s: float = 5.0) -> dict[str, Any]:
-        event = json.loads(await asyncio.wait_for(self.conn.recv_bytes(), within_s))
-        self.events.append(event)
-        return event
-
-    async def until(self, event_type: str, within_s: float = 5.0) -> list[dict[str, Any]]:
-        """Events up to and including the first of ``event_type``."""
-        seen: list[dict[str, Any]] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within_s
-        while True:
-            event = await self.next(max(0.01, deadline - loop.time()))
-            seen.append(event)
-            if event["type"] == event_type:
-                return seen
 
     async def speak(self, ms: int, *, silence_ms: int = 700, fmt: audio.AudioFormat = "pcmu") -> None:
         """Append ``ms`` of speech then silence, in 20 ms chunks, as fast as possible."""
@@ -103,7 +83,7 @@ class Client:
 
     async def configure(self, session: dict[str, Any] = PCMU_SESSION) -> dict[str, Any]:
         await self.send({"type": "session.update", "session": session})
-        return (await self.until("session.updated"))[-1]
+        return await self.until("session.updated")
 
 
 Connect = Callable[..., Awaitable[Client]]
@@ -182,21 +162,21 @@ async def test_session_update_merges(connect: Connect) -> None:
 async def test_invalid_events_get_error_events(connect: Connect, sim_state: SimulatorState) -> None:
     client = await connect()
     await client.send_raw(json.dumps({"type": "conversation.item.truncate", "event_id": "evt_bad1"}))
-    error = (await client.until("error"))[-1]["error"]
+    error = (await client.until("error"))["error"]
     assert error["event_id"] == "evt_bad1"
     assert error["type"] == "invalid_request_error"
     assert error["code"] == "missing_required_parameter"
     await client.send_raw(json.dumps({"type": "response.audio.delta", "event_id": "evt_bad2"}))
-    error = (await client.until("error"))[-1]["error"]
+    error = (await client.until("error"))["error"]
     assert (error["event_id"], error["code"], error["param"]) == ("evt_bad2", "invalid_value", "type")
     await client.send_raw("{not json")
-    error = (await client.until("error"))[-1]["error"]
+    error = (await client.until("error"))["error"]
     assert error["code"] == "invalid_json" and error["event_id"] is None
     await client.send_raw(json.dumps({"type": "input_audio_buffer.append", "audio": "***", "event_id": "e3"}))
-    assert (await client.until("error"))[-1]["error"]["event_id"] == "e3"
+    assert (await client.until("error"))["error"]["event_id"] == "e3"
     bad_session = {"type": "session.update", "event_id": "e4", "session": {"type": "realtime", "audio": 5}}
     await client.send_raw(json.dumps(bad_session))
-    error = (await client.until("error"))[-1]["error"]
+    error = (await client.until("error"))["error"]
     assert (error["event_id"], error["param"]) == ("e4", "session.audio")
     assert [e.get("event_id") for e in sim_state.invalid_events] == ["evt_bad1", "evt_bad2", None, "e3", "e4"]
     assert sim_state.invalid_events[2]["raw"] == "{not json"
@@ -209,7 +189,7 @@ async def test_vad_commit_transcript_and_chitchat_reply(connect: Connect) -> Non
     client = await connect()
     await client.configure()
     await client.speak(800)
-    events = await client.until("response.done")
+    events = await client.through("response.done")
     names = types(events)
     assert names[:6] == [
         "input_audio_buffer.speech_started",
@@ -245,7 +225,7 @@ async def test_vad_commit_transcript_and_chitchat_reply(connect: Connect) -> Non
 async def test_default_session_speaks_pcm16_at_24_khz(connect: Connect) -> None:
     client = await connect()
     await client.speak(600, fmt="pcm16")
-    events = await client.until("response.done")
+    events = await client.through("response.done")
     assert "input_audio_buffer.committed" in types(events)
     reply = SCENARIO.turns[0].reply
     assert reply is not None
@@ -256,13 +236,13 @@ async def test_greeting_then_factual_turn_calls_the_supervisor_tool(connect: Con
     client = await connect()
     await client.configure()
     await client.send({"type": "response.create"})
-    greeting = await client.until("response.done")
+    greeting = await client.through("response.done")
     assert [e["transcript"] for e in greeting if e["type"] == "response.output_audio_transcript.done"] == [
         SCENARIO.greeting
     ]
     for _ in range(2):  # turn 0 (chitchat) and turn 1 (factual)
         await client.speak(600)
-        events = await client.until("response.done")
+        events = await client.through("response.done")
     names = types(events)
     call_done = next(e for e in events if e["type"] == "response.function_call_arguments.done")
     assert call_done["name"] == SUPERVISOR_TOOL and call_done["call_id"].startswith("call_")
@@ -277,10 +257,10 @@ async def test_greeting_then_factual_turn_calls_the_supervisor_tool(connect: Con
     answer = "Yes, used tents can be returned within 60 days."
     result = {"type": "function_call_output", "call_id": call_done["call_id"], "output": answer}
     await client.send({"type": "conversation.item.create", "item": result})
-    added = (await client.until("conversation.item.added"))[-1]
+    added = await client.until("conversation.item.added")
     assert added["previous_item_id"] == call_done["item_id"]
     await client.send({"type": "response.create"})
-    events = await client.until("response.done")
+    events = await client.through("response.done")
     assert [e["transcript"] for e in events if e["type"] == "response.output_audio_transcript.done"] == [
         answer
     ]
@@ -292,10 +272,10 @@ async def test_response_create_while_active_is_an_error(connect: Connect) -> Non
     await client.send({"type": "response.create"})
     await client.until("response.output_audio.delta")
     await client.send({"type": "response.create", "event_id": "evt_second"})
-    events = await client.until("error")
+    events = await client.through("error")
     error = events[-1]["error"]
     assert error["code"] == "conversation_already_has_active_response" and error["event_id"] == "evt_second"
-    events = await client.until("response.done")
+    events = await client.through("response.done")
     assert types(events).count("response.done") == 1
     assert events[-1]["response"]["status"] == "completed"
 
@@ -304,23 +284,23 @@ async def test_truncate_checks_generated_audio(connect: Connect) -> None:
     client = await connect()
     await client.configure()
     await client.send({"type": "response.create"})
-    events = await client.until("response.done")
+    events = await client.through("response.done")
     item_id = events[-1]["response"]["output"][0]["id"]
     generated = speech_ms(SCENARIO.greeting)
     too_far = {"item_id": item_id, "content_index": 0, "audio_end_ms": generated + 300}
     await client.send({"type": "conversation.item.truncate", "event_id": "evt_t1", **too_far})
-    error = (await client.until("error"))[-1]["error"]
+    error = (await client.until("error"))["error"]
     assert error["code"] == "invalid_value" and error["event_id"] == "evt_t1"
     assert error["message"] == f"Audio content of {generated}ms is already shorter than {generated + 300}ms"
     await client.send(
         {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0, "audio_end_ms": 700}
     )
-    truncated = (await client.until("conversation.item.truncated"))[-1]
+    truncated = await client.until("conversation.item.truncated")
     assert (truncated["item_id"], truncated["audio_end_ms"]) == (item_id, 700)
     await client.send(
         {"type": "conversation.item.truncate", "item_id": "item_nope", "content_index": 0, "audio_end_ms": 1}
     )
-    assert (await client.until("error"))[-1]["error"]["param"] == "item_id"
+    assert (await client.until("error"))["error"]["param"] == "item_id"
 
 
 async def test_barge_in_cancels_the_active_response(connect: Connect) -> None:
@@ -329,7 +309,7 @@ async def test_barge_in_cancels_the_active_response(connect: Connect) -> None:
     await client.send({"type": "response.create"})
     await client.until("response.output_audio.delta")
     await client.speak(300, silence_ms=0)
-    events = await client.until("response.done")
+    events = await client.through("response.done")
     names = types(events)
     assert names.index("input_audio_buffer.speech_started") < names.index("response.done")
     done = events[-1]["response"]
@@ -349,7 +329,7 @@ async def test_barge_in_cancels_the_active_response(connect: Connect) -> None:
             }
         )
     )
-    events = await client.until("response.done")
+    events = await client.through("response.done")
     assert "input_audio_buffer.committed" in types(events)
     assert events[-1]["response"]["status"] == "completed"
 
@@ -362,7 +342,7 @@ async def test_out_of_band_hold_line_and_explicit_commit(connect: Connect) -> No
     assert updated["session"]["audio"]["input"]["turn_detection"] is None
     hold = {"conversation": "none", "instructions": 'Say exactly: "Still checking, one moment."'}
     await client.send({"type": "response.create", "response": hold})
-    events = await client.until("response.done")
+    events = await client.through("response.done")
     assert "conversation.item.added" not in types(events)
     assert events[-1]["response"]["conversation_id"] is None
     assert [e["transcript"] for e in events if e["type"].endswith("transcript.done")] == [
@@ -371,12 +351,12 @@ async def test_out_of_band_hold_line_and_explicit_commit(connect: Connect) -> No
     # no turn detection: speech is only committed when the client says so
     await client.speak(400, silence_ms=200)
     await client.send({"type": "input_audio_buffer.commit"})
-    events = await client.until("input_audio_buffer.committed")
+    events = await client.through("input_audio_buffer.committed")
     assert "input_audio_buffer.speech_started" not in types(events)
-    events = await client.until("conversation.item.input_audio_transcription.completed")
+    events = await client.through("conversation.item.input_audio_transcription.completed")
     assert events[-1]["transcript"] == SCENARIO.turns[0].say
     await client.send({"type": "input_audio_buffer.commit", "event_id": "evt_empty"})
-    error = (await client.until("error"))[-1]["error"]
+    error = (await client.until("error"))["error"]
     assert (error["code"], error["event_id"]) == ("input_audio_buffer_commit_empty", "evt_empty")
 
 
@@ -389,7 +369,7 @@ async def test_full_call_events_match_the_sdk_types(connect: Connect) -> None:
     await client.speak(600)
     await client.until("response.done")
     await client.speak(600)
-    call = next(e for e in await client.until("response.done") if e["type"].endswith("arguments.done"))
+    call = next(e for e in await client.through("response.done") if e["type"].endswith("arguments.done"))
     long_answer = "Our Trail Tested guarantee covers used tents for sixty days from the purchase date."
     await client.send(
         {
@@ -402,10 +382,10 @@ async def test_full_call_events_match_the_sdk_types(connect: Connect) -> None:
     await client.speak(600)  # barge-in: cancels the answer, then the caller's turn is answered
     await client.until("response.created")
     await client.send({"type": "response.cancel"})
-    done = (await client.until("response.done"))[-1]["response"]
+    done = (await client.until("response.done"))["response"]
     assert done["status_details"] == {"type": "cancelled", "reason": "client_cancelled"}
     await client.send({"type": "response.cancel", "event_id": "evt_none"})
-    error = (await client.until("error"))[-1]["error"]
+    error = (await client.until("error"))["error"]
     assert (error["code"], error["event_id"]) == ("response_cancel_not_active", "evt_none")
     reasons = [
         e["response"]["status_details"].get("reason") for e in client.events if e["type"] == "response.done"

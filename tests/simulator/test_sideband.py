@@ -17,8 +17,7 @@ from pydantic import TypeAdapter
 from simulator.realtime_response import SUPERVISOR_TOOL
 from simulator.scenario import Scenario, Turn, load_scenario
 from simulator.state import STATE_KEY, SimulatorState
-
-from .sim_fixtures import END_CALL, ESCALATE, OFFER, SESSION, SUPERVISOR, Events, sdk, simulator_app
+from tests.support.simulator import END_CALL, ESCALATE, OFFER, SESSION, SUPERVISOR, Events, sdk, simulator_app
 
 SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
 ANSWER = "Yes, used tents can be returned within 60 days under the Trail Tested guarantee."

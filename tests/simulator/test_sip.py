@@ -14,8 +14,7 @@ from openai.types.webhooks import RealtimeCallIncomingWebhookEvent
 from simulator.scenario import Scenario, Turn
 from simulator.sip import new_webhook_secret, send_incoming_call
 from simulator.state import SimulatorState
-
-from .sim_fixtures import sdk
+from tests.support.simulator import sdk
 
 SECRET = new_webhook_secret()
 

@@ -16,6 +16,13 @@ from responder.server.app import create_app
 
 AUTH_TOKEN = "test-twilio-auth-token"
 
+# Audio speed (× the wall clock) of the simulator and of the simulated callers, which must agree.
+# TIMING_SPEED is the settings' default: the one the timing assertions (heard positions at a
+# barge-in, marks) are written for. A test whose assertions are not about audio timing runs its
+# call at FAST_SPEED. Hold delays, deadlines and quiet periods are wall-clock either way.
+TIMING_SPEED = 8.0
+FAST_SPEED = 16.0
+
 
 @pytest.fixture
 def make_settings(redis_url: str, key_prefix: str, tmp_path: Path) -> Callable[..., Settings]:
@@ -26,7 +33,7 @@ def make_settings(redis_url: str, key_prefix: str, tmp_path: Path) -> Callable[.
             "redis_prefix": key_prefix,
             "redis_data_dir": tmp_path / "redis",
             "twilio_auth_token": AUTH_TOKEN,
-            "simulator_speed": 8.0,
+            "simulator_speed": TIMING_SPEED,
             "hold_delay_s": 3.0,
             "supervisor_deadline_s": 5.0,
             "transcript_wait_s": 1.0,
@@ -49,6 +56,11 @@ class RunningService:
     @property
     def services(self) -> Services:
         return self.server.app[SERVICES]
+
+    @property
+    def speed(self) -> float:
+        """The simulator's audio speed: a simulated caller of this service plays at the same."""
+        return self.services.settings.simulator_speed
 
 
 @pytest.fixture

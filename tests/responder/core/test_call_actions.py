@@ -18,10 +18,10 @@ from responder.core.actions import GOODBYE_LINE, NO_TRANSFER_LINE, TRANSFER_LINE
 from simulator.caller import place_call, speech_ms_for
 from simulator.scenario import load_scenario
 from simulator.twilio_rest import TwilioRestStandIn
-from tests.responder.transports.test_phone_call import QUIET_MS, SPEED, assert_protocol_clean
-from tests.responder.transports.test_websocket_call import PcmClient, ws_call
-from tests.support.service import AUTH_TOKEN, RunningService
-from tests.support.sideband import ended_call_items, spoken
+from tests.support.calls import QUIET_MS, assert_protocol_clean, conversation, ended_call_items
+from tests.support.service import AUTH_TOKEN, FAST_SPEED, RunningService
+from tests.support.waits import wait_until
+from tests.support.websocket_calls import PcmClient, ws_call
 
 ACCOUNT = "AC" + "0" * 32
 AGENT = "+15555550199"
@@ -34,11 +34,11 @@ async def phone_call(
     scenario_name: str,
     call_sid: str,
 ) -> tuple[RunningService, Any, list[HistoryItem]]:
-    svc: RunningService = await start_service(settings)
+    svc: RunningService = await start_service(settings.model_copy(update={"simulator_speed": FAST_SPEED}))
     ended = rest.register_call(call_sid)
     scenario = load_scenario(scenario_name).model_copy(update={"quiet_ms": QUIET_MS})
     report = await place_call(
-        svc.url, scenario, auth_token=AUTH_TOKEN, speed=SPEED, call_sid=call_sid,
+        svc.url, scenario, auth_token=AUTH_TOKEN, speed=svc.speed, call_sid=call_sid,
         account_sid=ACCOUNT, ended=ended, timeout_s=60,
     )  # fmt: skip
     return svc, report, await ended_call_items(svc, call_sid)
@@ -65,7 +65,7 @@ async def test_escalation_dials_the_agent_after_the_line_is_heard(
     assert action.name == "escalate_to_human"
     assert action.meta["outcome"] == "done" and action.meta["target"] == AGENT
     assert action.meta["reason"]  # the model's reason is kept for the audit trail
-    convo = spoken(items)
+    convo = conversation(items)
     assert [text for role, text in convo if role == "assistant"][-1] == TRANSFER_LINE
     # the earlier question was still answered by the supervisor before the handoff
     assert len(await svc.services.history.get_decisions(report.call_sid)) == 1
@@ -87,7 +87,7 @@ async def test_end_call_completes_the_twilio_call(
     assert report.ended_by_rest == "completed"
     action = the_action(items)
     assert action.name == "end_call" and action.meta["outcome"] == "done"
-    assert ("assistant", GOODBYE_LINE) in spoken(items)
+    assert ("assistant", GOODBYE_LINE) in conversation(items)
     assert (await svc.services.history.get_meta(report.call_sid))["status"] == "ended"
     assert_protocol_clean(svc)
 
@@ -103,7 +103,7 @@ async def test_without_a_transfer_number_the_request_is_recorded_and_the_call_en
         statuses = [u.status for u in rest.updates]
     action = the_action(items)
     assert action.meta["outcome"] == "no_transfer_target" and action.meta["target"] is None
-    assert ("assistant", NO_TRANSFER_LINE) in spoken(items)
+    assert ("assistant", NO_TRANSFER_LINE) in conversation(items)
     assert statuses == ["completed"]
 
 
@@ -127,11 +127,11 @@ def ws_action_script(scenario_name: str) -> Callable[[PcmClient], Any]:
     scenario = load_scenario(scenario_name)
 
     async def script(client: PcmClient) -> None:
-        await client.wait_for(lambda: client.playback.received_ms > 0, timeout=10)
+        await wait_until(lambda: client.playback.received_ms > 0, 10, what="the greeting")
         for turn in scenario.turns:
             await client.wait_quiet()
             await client.speak(speech_ms_for(turn))
-        await client.wait_for(client.closed.is_set, timeout=30)
+        await wait_until(client.closed.is_set, 30, what="the service ending the call")
 
     return script
 
@@ -147,7 +147,7 @@ async def test_websocket_calls_end_after_the_line_and_record_the_action(
     start_service: Callable[..., Any], make_settings: Callable[..., Settings],
     scenario: str, tool: str, line: str, outcome: str,
 ) -> None:  # fmt: skip
-    svc = await start_service(make_settings(simulator_scenario=scenario))
+    svc = await start_service(make_settings(simulator_scenario=scenario, simulator_speed=FAST_SPEED))
     report = await ws_call(svc, ws_action_script(scenario))
     # the service closed the socket itself, with its end notice last
     assert report.ended == {"type": "ended", "reason": "call_ended"} and report.after_ended == 0
@@ -155,7 +155,7 @@ async def test_websocket_calls_end_after_the_line_and_record_the_action(
     action = the_action(items)
     assert action.name == tool and action.meta["outcome"] == outcome
     assert action.meta["transport"] == "websocket" and action.meta["reason"]
-    assert [t for r, t in spoken(items) if r == "assistant"][-1] == line
+    assert [t for r, t in conversation(items) if r == "assistant"][-1] == line
     # the line was played to the caller (marks echoed) before the socket closed
     assert report.marks_echoed > 0 and report.audio_ms > 0
     assert len(await svc.services.history.get_decisions(report.call_id)) == 1

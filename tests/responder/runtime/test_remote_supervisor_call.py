@@ -14,7 +14,7 @@ from infra.settings import Settings
 from responder.core.controller import FALLBACK_TEXT
 from simulator.scenario import load_scenario
 from supervisor.service import STATE, create_service_app
-from tests.responder.transports.test_phone_call import assert_protocol_clean, conversation, run_call
+from tests.support.calls import assert_protocol_clean, conversation, run_call
 
 TOKEN = "call-test-supervisor-token-0123"
 

@@ -19,25 +19,16 @@ from simulator.caller import place_call
 from simulator.realtime_faults import SocketDrop
 from simulator.scenario import load_scenario
 from simulator.twilio_rest import TwilioRestStandIn
-from tests.responder.transports.test_phone_call import SPEED, assert_protocol_clean
-from tests.responder.transports.test_twilio_webhook import PARAMS
+from tests.support.calls import VOICE_WEBHOOK_PARAMS, assert_protocol_clean, conversation, ended_call_items
 from tests.support.service import AUTH_TOKEN, RunningService
-from tests.support.sideband import ended_call_items, spoken
+from tests.support.waits import wait_until
 
 ACCOUNT = "AC" + "0" * 32
 
 
-async def _until(predicate: Callable[[], Any], timeout_s: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
-
-
 async def _voice_webhook(svc: RunningService) -> ET.Element:
     url = svc.url + "/twilio/voice"
-    params = {**PARAMS, "AccountSid": ACCOUNT}
+    params = {**VOICE_WEBHOOK_PARAMS, "AccountSid": ACCOUNT}
     signature = RequestValidator(AUTH_TOKEN).compute_signature(url, params)
     async with (
         aiohttp.ClientSession() as http,
@@ -60,7 +51,7 @@ async def _drain_a_live_call(
         ended = rest.register_call(sid)
         scenario = load_scenario("returns").model_copy(update={"quiet_ms": 60_000})
         placed = place_call(
-            svc.url, scenario, auth_token=AUTH_TOKEN, speed=SPEED, call_sid=sid,
+            svc.url, scenario, auth_token=AUTH_TOKEN, speed=svc.speed, call_sid=sid,
             account_sid=ACCOUNT, ended=ended, timeout_s=60,
         )  # fmt: skip
         call = asyncio.create_task(placed)
@@ -69,7 +60,7 @@ async def _drain_a_live_call(
             items = await services.history.get_items(sid)
             return any(i.role == "assistant" and i.status == "completed" for i in items)
 
-        await _until(greeted)
+        await wait_until(greeted, 20, 0.05, what="the greeting recorded")
         loop = asyncio.get_running_loop()
         started = loop.time()
         drained = asyncio.create_task(drain(services, drain_s=5.0, goodbye_s=3.0))
@@ -96,7 +87,7 @@ async def _drain_a_live_call(
     [action] = [i for i in items if i.kind == "action"]
     assert action.name == "end_call"
     assert action.meta["reason"] == SERVICE_DRAINING and action.meta["outcome"] == "done"
-    assert [text for role, text in spoken(items) if role == "assistant"][-1] == DRAIN_LINE
+    assert [text for role, text in conversation(items) if role == "assistant"][-1] == DRAIN_LINE
     assert report.audio_ms_played > 0  # the line played out before the hang-up
     assert services.admission.active_total == 0
     assert_protocol_clean(svc)

@@ -18,23 +18,11 @@ from aiohttp.test_utils import unused_port
 from responder.core.actions import DRAIN_LINE
 from simulator.caller import place_call
 from simulator.scenario import load_scenario
+from tests.support.paths import REPO
+from tests.support.serve_process import wait_ready
 
-REPO = Path(__file__).resolve().parents[3]  # the checkout (cwd: `responder` must not be tests/responder)
 AUTH = "0123456789abcdef0123456789abcdef"
 DRAIN_S, GOODBYE_S, SPEED = 6.0, 4.0, 4.0
-
-
-async def _until_ready(http: aiohttp.ClientSession, url: str, proc: asyncio.subprocess.Process) -> None:
-    for _ in range(300):
-        assert proc.returncode is None, "the service exited during startup"
-        try:
-            async with http.get(url + "/readyz") as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError("the service never became ready")
 
 
 async def test_sigterm_drains_a_live_call_and_exits_zero(
@@ -55,7 +43,7 @@ async def test_sigterm_drains_a_live_call_and_exits_zero(
     url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
-            await _until_ready(http, url, proc)
+            await wait_ready(http, url, proc)
             scenario = load_scenario("returns").model_copy(update={"quiet_ms": 120_000})
             call = asyncio.create_task(place_call(url, scenario, auth_token=AUTH, speed=SPEED, timeout_s=60))
             await asyncio.sleep(3.0)  # the greeting has played; the caller stays on, silent

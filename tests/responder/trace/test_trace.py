@@ -21,7 +21,10 @@ from responder.core.recorder import TranscriptRecorder
 from responder.trace import render_text, trace_from_log, trace_from_redis, valid_call_id
 from responder.trace.model import Trace
 from simulator.scenario import load_scenario
-from tests.responder.transports.test_phone_call import run_call
+from tests.support.calls import run_call, wait_for_status
+from tests.support.service import FAST_SPEED, TIMING_SPEED
+from tests.support.sideband import SIP_SECRET
+from tests.support.waits import wait_until
 
 
 @pytest.fixture
@@ -87,7 +90,8 @@ async def test_redis_and_log_traces_agree_on_a_barge_in(
     start_service: Callable[..., Any], make_settings: Callable[..., Settings], json_log: Path
 ) -> None:
     scenario = load_scenario("barge_in")
-    svc, report, _ = await run_call(start_service, make_settings(simulator_scenario="barge_in"), scenario)
+    settings = make_settings(simulator_scenario="barge_in")
+    svc, report, _ = await run_call(start_service, settings, scenario, speed=TIMING_SPEED)
     redis_trace, log_trace = await _traces(svc, report.call_sid, json_log)
 
     assert redis_trace.comparable() == log_trace.comparable()
@@ -151,12 +155,11 @@ async def test_sip_call_traces_agree_on_a_transfer(
 ) -> None:
     """A SIP call escalated by ``refer``: the action, its reason and target, from either source."""
     from simulator.sip import send_incoming_call
-    from tests.responder.transports.test_sip_call import SECRET
-    from tests.support.sideband import wait_for_status
 
     settings = make_settings(
-        simulator_scenario="escalate", openai_webhook_secret=SECRET, escalation_sip_uri="tel:+15555550199"
-    )
+        simulator_scenario="escalate", openai_webhook_secret=SIP_SECRET,
+        escalation_sip_uri="tel:+15555550199", simulator_speed=FAST_SPEED,
+    )  # fmt: skip
     from infra.metrics import REGISTRY
 
     def sip_calls() -> float:
@@ -165,13 +168,12 @@ async def test_sip_call_traces_agree_on_a_transfer(
 
     before = sip_calls()
     svc = await start_service(settings)
-    delivery = await send_incoming_call(svc.url + "/openai/sip", SECRET, state=svc.services.simulator.state)
+    delivery = await send_incoming_call(
+        svc.url + "/openai/sip", SIP_SECRET, state=svc.services.simulator.state
+    )
     await wait_for_status(svc, delivery.call_id, {"ended", "failed"})
-    for _ in range(50):  # the counter moves when the controller closes, right after the meta
-        if sip_calls() == before + 1:
-            break
-        await asyncio.sleep(0.05)
-    assert sip_calls() == before + 1
+    # the counter moves when the controller closes, right after the meta
+    await wait_until(lambda: sip_calls() == before + 1, 2.5, 0.05, what="the SIP call counted")
     assert REGISTRY.get_sample_value("responder_active_calls", {"transport": "sip"}) == 0
     redis_trace, log_trace = await _traces(svc, delivery.call_id, json_log)
 

@@ -14,53 +14,13 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from callrecord.history import HistoryItem
 from infra.settings import Settings
 from responder.core.controller import FALLBACK_TEXT, HOLD_LINE_TEXT
-from simulator.caller import CallerReport, place_call
-from simulator.scenario import Scenario, load_scenario
-from tests.support.service import AUTH_TOKEN, RunningService
-
-SPEED = 8.0
-# Wall-clock silence after which the simulated caller speaks again: above the simulated
-# supervisor's latency, well below the scenario default so that the suite stays fast.
-QUIET_MS = 900
-
-
-async def run_call(
-    start_service: Callable[..., Any], settings: Settings, scenario: Scenario, **caller_kwargs: Any
-) -> tuple[RunningService, CallerReport, list[HistoryItem]]:
-    svc: RunningService = await start_service(settings)
-    if scenario.quiet_ms == Scenario.model_fields["quiet_ms"].default:
-        scenario = scenario.model_copy(update={"quiet_ms": QUIET_MS})
-    report = await place_call(svc.url, scenario, auth_token=AUTH_TOKEN, speed=SPEED, **caller_kwargs)
-    items = await _settled_items(svc, report.call_sid)
-    return svc, report, items
-
-
-async def _settled_items(svc: RunningService, call_id: str) -> list[HistoryItem]:
-    import asyncio
-
-    for _ in range(50):  # the service records the hang-up asynchronously
-        meta = await svc.services.history.get_meta(call_id)
-        if meta.get("status") == "ended":
-            break
-        await asyncio.sleep(0.05)
-    return await svc.services.history.get_items(call_id)
-
-
-def conversation(items: list[HistoryItem]) -> list[tuple[str, str]]:
-    return [(i.role or "", i.text or "") for i in items if i.kind == "message"]
-
-
-def assert_protocol_clean(svc: RunningService) -> None:
-    """Every client event validated, and the server refused nothing (no overlapping
-    response.create, no truncation past the audio, no unknown items)."""
-    state = svc.services.simulator.state
-    assert state.invalid_events == [], state.invalid_events
-    assert state.errors_sent == [], state.errors_sent
-    types = [e["type"] for e in state.client_events]
-    assert "session.update" in types and "input_audio_buffer.append" in types
+from simulator.caller import place_call
+from simulator.scenario import load_scenario
+from tests.support.calls import assert_protocol_clean, conversation, run_call
+from tests.support.service import AUTH_TOKEN, FAST_SPEED, TIMING_SPEED, RunningService
+from tests.support.waits import wait_until
 
 
 async def test_greeting_chitchat_and_grounded_answer(
@@ -100,7 +60,8 @@ async def test_barge_in_truncates_at_heard_position(
     start_service: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
     scenario = load_scenario("barge_in")
-    svc, report, items = await run_call(start_service, make_settings(simulator_scenario="barge_in"), scenario)
+    settings = make_settings(simulator_scenario="barge_in")
+    svc, report, items = await run_call(start_service, settings, scenario, speed=TIMING_SPEED)
     assert report.clears_received >= 1
     state = svc.services.simulator.state
     truncates = [e for e in state.client_events if e["type"] == "conversation.item.truncate"]
@@ -210,18 +171,13 @@ async def test_dtmf_digits_are_recorded(
 async def test_hang_up_during_supervisor_keeps_the_decision_and_drops_the_answer(
     start_service: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
-    import asyncio
-
     scenario = load_scenario("slow_supervisor").model_copy(update={"quiet_ms": 300})
     settings = make_settings(simulator_scenario="slow_supervisor", hold_delay_s=10)
     with capture_logs() as logs:
         svc, report, items = await run_call(start_service, settings, scenario)
         history = svc.services.history
-        async with asyncio.timeout(10):
-            while not await history.get_decisions(report.call_sid):
-                await asyncio.sleep(0.1)
-            while not any(e["event"] == "call.late_result_dropped" for e in logs):
-                await asyncio.sleep(0.05)
+        await wait_until(lambda: history.get_decisions(report.call_sid), 10, 0.1)
+        await wait_until(lambda: any(e["event"] == "call.late_result_dropped" for e in logs), 10, 0.05)
     [decision] = await history.get_decisions(report.call_sid)
     assert decision.outcome == "ok" and "returns@3" in decision.policy_labels()
     items = await history.get_items(report.call_sid)
@@ -248,7 +204,7 @@ async def test_barge_in_on_a_hold_line_cancels_it_without_truncating(
     path.write_text(yaml.safe_dump(raw))
     scenario = load_scenario(path)
     settings = make_settings(simulator_scenario=str(path), hold_delay_s=0.3)
-    svc, report, items = await run_call(start_service, settings, scenario)
+    svc, report, items = await run_call(start_service, settings, scenario, speed=TIMING_SPEED)
     state = svc.services.simulator.state
     types = [e["type"] for e in state.client_events]
     assert report.clears_received >= 1
@@ -283,7 +239,8 @@ async def test_supervisor_waits_for_the_late_user_transcript(
             {
                 "say": question,
                 # the transcript lands ~500 ms (wall) after the tool call, as it can on real calls
-                "transcript_delay_ms": 6000,
+                # (audio ms: 6000 at the timing speed, scaled so that the wall-clock delay stays)
+                "transcript_delay_ms": int(6000 * FAST_SPEED / TIMING_SPEED),
                 "tool_arguments": json.dumps({"relevantContextFromLastUserMessage": "returning used gear"}),
             }
         ],
@@ -312,7 +269,7 @@ async def test_realtime_unreachable_ends_the_call_cleanly_and_records_it(
     settings = make_settings(openai_api_key="sk-test-not-used", openai_base_url=dead)
     svc: RunningService = await start_service(settings)
     with capture_logs() as logs:
-        report = await place_call(svc.url, load_scenario("returns"), auth_token=AUTH_TOKEN, speed=SPEED)
+        report = await place_call(svc.url, load_scenario("returns"), auth_token=AUTH_TOKEN, speed=svc.speed)
     assert report.hung_up_by_service
     failed = [e for e in logs if e["event"] == "call.realtime_failed"]
     assert failed and failed[0]["call_id"] == report.call_sid

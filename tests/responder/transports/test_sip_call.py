@@ -12,16 +12,19 @@ from typing import Any
 from infra.settings import Settings
 from simulator.scenario import load_scenario
 from simulator.sip import send_incoming_call
-from tests.support.service import RunningService
-from tests.support.sideband import ended_call_items, spoken
-
-SECRET = "whsec_" + "c2lwLXRlc3Qtc2VjcmV0LWZvci1zaWduaW5nLTAwMDA="
+from tests.support.calls import conversation, ended_call_items
+from tests.support.service import FAST_SPEED, RunningService
+from tests.support.sideband import SIP_SECRET
 
 
 async def _service(
     start_service: Callable[..., Any], make_settings: Callable[..., Settings], **kw: Any
 ) -> RunningService:
-    return await start_service(make_settings(openai_webhook_secret=SECRET, **kw))
+    """The service, its simulator playing the caller on the sideband at the fast speed (no
+    test here is about audio timing)."""
+    return await start_service(
+        make_settings(openai_webhook_secret=SIP_SECRET, simulator_speed=FAST_SPEED, **kw)
+    )
 
 
 def _webhook(svc: RunningService) -> str:
@@ -33,12 +36,12 @@ async def test_sip_call_is_accepted_and_served_like_a_phone_call(
 ) -> None:
     svc = await _service(start_service, make_settings, simulator_scenario="returns")
     state = svc.services.simulator.state
-    delivery = await send_incoming_call(_webhook(svc), SECRET, state=state)
+    delivery = await send_incoming_call(_webhook(svc), SIP_SECRET, state=state)
     assert delivery.statuses == [200]
     items = await ended_call_items(svc, delivery.call_id)
 
     scenario = load_scenario("returns")
-    convo = spoken(items)
+    convo = conversation(items)
     assert convo[0] == ("assistant", scenario.greeting)
     assert ("user", scenario.turns[1].say) in convo
     answer = convo[-1]
@@ -64,7 +67,7 @@ async def test_bad_signature_is_refused_and_starts_nothing(
 ) -> None:
     svc = await _service(start_service, make_settings)
     state = svc.services.simulator.state
-    delivery = await send_incoming_call(_webhook(svc), SECRET, state=state, bad_signature=True)
+    delivery = await send_incoming_call(_webhook(svc), SIP_SECRET, state=state, bad_signature=True)
     assert delivery.statuses == [401]
     assert state.actions_for(delivery.call_id) == []
     assert await svc.services.history.get_meta(delivery.call_id) == {}
@@ -87,7 +90,7 @@ async def test_without_a_configured_secret_every_webhook_is_refused(
     start_service: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
     svc = await start_service(make_settings())
-    delivery = await send_incoming_call(_webhook(svc), SECRET, state=svc.services.simulator.state)
+    delivery = await send_incoming_call(_webhook(svc), SIP_SECRET, state=svc.services.simulator.state)
     assert delivery.statuses == [401]
     assert svc.services.simulator.state.call_actions == []
 
@@ -97,14 +100,14 @@ async def test_duplicate_deliveries_start_one_controller(
 ) -> None:
     svc = await _service(start_service, make_settings, simulator_scenario="returns")
     state = svc.services.simulator.state
-    delivery = await send_incoming_call(_webhook(svc), SECRET, state=state, duplicate=3)
+    delivery = await send_incoming_call(_webhook(svc), SIP_SECRET, state=state, duplicate=3)
     assert delivery.statuses == [200, 200, 200]
     assert sorted(delivery.bodies) == sorted(
         ['{"status": "accepted"}', '{"status": "duplicate"}', '{"status": "duplicate"}']
     )
     items = await ended_call_items(svc, delivery.call_id)
     assert [a for a, _ in state.actions_for(delivery.call_id)].count("accept") == 1
-    greetings = [t for r, t in spoken(items) if t == load_scenario("returns").greeting]
+    greetings = [t for r, t in conversation(items) if t == load_scenario("returns").greeting]
     assert len(greetings) == 1
     assert len(await svc.services.history.get_decisions(delivery.call_id)) == 1
 
@@ -116,7 +119,7 @@ async def test_accept_404_because_the_caller_hung_up_is_not_an_error(
     state = svc.services.simulator.state
     call = state.add_call("sip")
     state.caller_hangs_up(call.id)
-    delivery = await send_incoming_call(_webhook(svc), SECRET, call_id=call.id)
+    delivery = await send_incoming_call(_webhook(svc), SIP_SECRET, call_id=call.id)
     assert delivery.statuses == [200] and delivery.bodies == ['{"status": "gone"}']
     assert await svc.services.history.get_meta(call.id) == {}
     assert svc.services.admission.active_total == 0  # the slot it took is free again
@@ -127,7 +130,7 @@ async def test_at_capacity_the_call_is_rejected_as_busy(
 ) -> None:
     svc = await _service(start_service, make_settings, max_concurrent_calls=0)
     state = svc.services.simulator.state
-    delivery = await send_incoming_call(_webhook(svc), SECRET, state=state)
+    delivery = await send_incoming_call(_webhook(svc), SIP_SECRET, state=state)
     assert delivery.statuses == [200]
     assert state.actions_for(delivery.call_id) == [("reject", {"status_code": 486})]
     assert state.calls[delivery.call_id].status == "rejected"
@@ -140,7 +143,7 @@ async def test_escalation_refers_the_sip_call_and_records_the_action(
         start_service, make_settings, simulator_scenario="escalate", escalation_sip_uri="tel:+15555550199"
     )
     state = svc.services.simulator.state
-    delivery = await send_incoming_call(_webhook(svc), SECRET, state=state)
+    delivery = await send_incoming_call(_webhook(svc), SIP_SECRET, state=state)
     items = await ended_call_items(svc, delivery.call_id)
     [action] = [i for i in items if i.kind == "action"]
     assert action.name == "escalate_to_human"
@@ -148,7 +151,7 @@ async def test_escalation_refers_the_sip_call_and_records_the_action(
     assert action.meta["transport"] == "sip" and action.meta["reason"]
     assert ("refer", {"target_uri": "tel:+15555550199"}) in state.actions_for(delivery.call_id)
     # the caller heard the handoff line before the transfer
-    assert any("connecting you with a colleague" in t for r, t in spoken(items) if r == "assistant")
+    assert any("connecting you with a colleague" in t for r, t in conversation(items) if r == "assistant")
     assert_no_errors(svc)
 
 
@@ -157,7 +160,7 @@ async def test_end_call_hangs_up_the_sip_call(
 ) -> None:
     svc = await _service(start_service, make_settings, simulator_scenario="hangup")
     state = svc.services.simulator.state
-    delivery = await send_incoming_call(_webhook(svc), SECRET, state=state)
+    delivery = await send_incoming_call(_webhook(svc), SIP_SECRET, state=state)
     items = await ended_call_items(svc, delivery.call_id)
     [action] = [i for i in items if i.kind == "action"]
     assert action.name == "end_call" and action.meta["outcome"] == "done"
@@ -191,7 +194,7 @@ async def test_signed_garbage_is_a_bad_request_and_other_event_types_are_acknowl
     ]
     async with aiohttp.ClientSession() as http:
         for body, expected in (("not json {", 400), (other, 200), *odd):
-            headers = sign(body, SECRET, webhook_id="msg_test")
+            headers = sign(body, SIP_SECRET, webhook_id="msg_test")
             async with http.post(_webhook(svc), data=body.encode(), headers=headers) as resp:
                 assert resp.status == expected, await resp.text()
     assert svc.services.simulator.state.call_actions == []
@@ -201,7 +204,7 @@ async def test_sip_keypad_presses_are_recorded_in_order(
     start_service: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
     svc = await _service(start_service, make_settings, simulator_scenario="dtmf")
-    delivery = await send_incoming_call(_webhook(svc), SECRET, state=svc.services.simulator.state)
+    delivery = await send_incoming_call(_webhook(svc), SIP_SECRET, state=svc.services.simulator.state)
     items = await ended_call_items(svc, delivery.call_id)
     kinds = [(i.kind, i.text) for i in items if i.kind in ("dtmf", "message") and i.role == "user"]
     assert kinds[0] == ("dtmf", "1")
@@ -213,13 +216,13 @@ async def test_concurrent_duplicate_deliveries_start_one_controller(
 ) -> None:
     svc = await _service(start_service, make_settings, simulator_scenario="returns")
     state = svc.services.simulator.state
-    delivery = await send_incoming_call(_webhook(svc), SECRET, state=state, duplicate=4, concurrent=True)
+    delivery = await send_incoming_call(_webhook(svc), SIP_SECRET, state=state, duplicate=4, concurrent=True)
     assert delivery.statuses == [200] * 4
     assert sorted(delivery.bodies).count('{"status": "accepted"}') == 1
     assert sorted(delivery.bodies).count('{"status": "duplicate"}') == 3
     items = await ended_call_items(svc, delivery.call_id)
     assert [a for a, _ in state.actions_for(delivery.call_id)].count("accept") == 1
-    assert len([t for _, t in spoken(items) if t == load_scenario("returns").greeting]) == 1
+    assert len([t for _, t in conversation(items) if t == load_scenario("returns").greeting]) == 1
     assert len(await svc.services.history.get_decisions(delivery.call_id)) == 1
 
 
@@ -231,7 +234,7 @@ async def test_a_refused_transfer_is_recorded_and_the_caller_is_not_left_on_the_
         start_service, make_settings, simulator_scenario="escalate", escalation_sip_uri=bad_target
     )
     state = svc.services.simulator.state
-    delivery = await send_incoming_call(_webhook(svc), SECRET, state=state)
+    delivery = await send_incoming_call(_webhook(svc), SIP_SECRET, state=state)
     items = await ended_call_items(svc, delivery.call_id)
     [action] = [i for i in items if i.kind == "action"]
     assert action.meta["outcome"] == "failed" and action.meta["target"] is None
@@ -248,7 +251,7 @@ async def test_a_draining_instance_rejects_new_calls_as_busy(
     svc = await _service(start_service, make_settings)
     svc.services.draining = True  # what SIGTERM sets
     state = svc.services.simulator.state
-    delivery = await send_incoming_call(_webhook(svc), SECRET, state=state)
+    delivery = await send_incoming_call(_webhook(svc), SIP_SECRET, state=state)
     assert delivery.statuses == [200] and "rejected" in delivery.bodies[0]
     assert state.actions_for(delivery.call_id) == [("reject", {"status_code": 486})]
     assert await svc.services.history.get_meta(delivery.call_id) == {}

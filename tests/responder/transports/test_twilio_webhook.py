@@ -9,16 +9,8 @@ from twilio.request_validator import RequestValidator
 
 from infra.settings import Settings
 from responder.transports.twilio.transport import stream_token, twiml_connect, verify_stream_token
+from tests.support.calls import VOICE_WEBHOOK_PARAMS as PARAMS
 from tests.support.service import AUTH_TOKEN
-
-PARAMS = {
-    "CallSid": "CA" + "1" * 32,
-    "AccountSid": "AC" + "2" * 32,
-    "From": "+15555550123",
-    "To": "+15555550100",
-    "CallStatus": "ringing",
-    "Direction": "inbound",
-}
 
 
 def test_twiml_connect_stream_with_parameters() -> None:

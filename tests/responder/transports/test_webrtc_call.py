@@ -17,9 +17,10 @@ import pytest
 from callrecord.history import CallHistory
 from infra.settings import Settings
 from simulator.scenario import load_scenario
-from tests.simulator.sim_fixtures import OFFER
-from tests.support.service import RunningService
-from tests.support.sideband import ended_call_items, spoken, wait_for_status
+from tests.support.calls import conversation, ended_call_items, wait_for_status
+from tests.support.service import FAST_SPEED, RunningService
+from tests.support.simulator import OFFER
+from tests.support.waits import wait_until
 
 
 async def post_offer(svc: RunningService, offer: str = OFFER) -> tuple[int, str, dict[str, str]]:
@@ -34,7 +35,7 @@ async def post_offer(svc: RunningService, offer: str = OFFER) -> tuple[int, str,
 async def test_offer_is_proxied_and_the_sideband_serves_the_call(
     start_service: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
-    svc = await start_service(make_settings(simulator_scenario="returns"))
+    svc = await start_service(make_settings(simulator_scenario="returns", simulator_speed=FAST_SPEED))
     state = svc.services.simulator.state
     status, answer, headers = await post_offer(svc)
     assert status == 200, answer
@@ -49,7 +50,7 @@ async def test_offer_is_proxied_and_the_sideband_serves_the_call(
     assert body["session"]["type"] == "realtime" and body["sdp"] == OFFER  # the multipart parts
 
     items = await ended_call_items(svc, call_id)
-    convo = spoken(items)
+    convo = conversation(items)
     scenario = load_scenario("returns")
     assert convo[0] == ("assistant", scenario.greeting)
     assert convo[-1][0] == "assistant" and "60 days" in convo[-1][1]
@@ -89,15 +90,14 @@ async def test_rate_limit_per_client_answers_429_with_retry_after(
 async def test_concurrent_call_cap_answers_429_while_full(
     start_service: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
-    svc = await start_service(make_settings(max_concurrent_calls=1, simulator_scenario="returns"))
+    settings = make_settings(max_concurrent_calls=1, simulator_scenario="returns", simulator_speed=FAST_SPEED)
+    svc = await start_service(settings)
     first, _, headers = await post_offer(svc)
     second, body, _ = await post_offer(svc)
     assert first == 200
     assert second == 429 and "capacity" in body
     await ended_call_items(svc, headers["X-Call-Id"])
-    async with asyncio.timeout(5):
-        while svc.services.admission.active_total:
-            await asyncio.sleep(0.02)
+    await wait_until(lambda: not svc.services.admission.active_total, 5, 0.02)
     third, _, _ = await post_offer(svc)  # the first call ended: its slot is free again
     assert third == 200
 
@@ -105,7 +105,7 @@ async def test_concurrent_call_cap_answers_429_while_full(
 async def test_end_call_hangs_up_the_webrtc_call(
     start_service: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
-    svc = await start_service(make_settings(simulator_scenario="hangup"))
+    svc = await start_service(make_settings(simulator_scenario="hangup", simulator_speed=FAST_SPEED))
     state = svc.services.simulator.state
     status, _, headers = await post_offer(svc)
     assert status == 200
@@ -115,7 +115,7 @@ async def test_end_call_hangs_up_the_webrtc_call(
     assert action.name == "end_call" and action.meta["outcome"] == "done"
     assert action.meta["transport"] == "webrtc"
     assert [a for a, _ in state.actions_for(call_id)][-1] == "hangup"
-    assert any("Goodbye" in t for r, t in spoken(items) if r == "assistant")
+    assert any("Goodbye" in t for r, t in conversation(items) if r == "assistant")
 
 
 async def test_a_failed_sideband_frees_the_slot_and_hangs_up_the_call(
@@ -141,9 +141,9 @@ async def test_a_failed_sideband_frees_the_slot_and_hangs_up_the_call(
         meta = await wait_for_status(svc, call_id, {"failed", "ended"})
         assert meta["status"] == "failed"
         state = sim.state
-        async with asyncio.timeout(5):
-            while svc.services.admission.active_total or svc.services.call_tasks:
-                await asyncio.sleep(0.02)
+        await wait_until(
+            lambda: not (svc.services.admission.active_total or svc.services.call_tasks), 5, 0.02
+        )
         assert [a for a, _ in state.actions_for(call_id)] == ["create", "hangup"]
         assert state.calls[call_id].status == "hung_up"
     finally:
@@ -152,7 +152,9 @@ async def test_a_failed_sideband_frees_the_slot_and_hangs_up_the_call(
 
 @pytest.mark.parametrize("stage", ["starting", "greeting"])
 async def test_shutdown_ends_live_sideband_calls_and_frees_their_slots(
-    start_service: Callable[..., Any], make_settings: Callable[..., Settings], history: CallHistory,
+    start_service: Callable[..., Any],
+    make_settings: Callable[..., Settings],
+    history: CallHistory,
     stage: str,
 ) -> None:
     svc = await start_service(make_settings(simulator_scenario="returns", simulator_speed=1.0))
@@ -160,9 +162,8 @@ async def test_shutdown_ends_live_sideband_calls_and_frees_their_slots(
     assert status == 200
     call_id = headers["X-Call-Id"]
     await wait_for_status(svc, call_id, {"active"})
-    async with asyncio.timeout(10):  # "starting": shut down while the call is being set up
-        while stage == "greeting" and not await history.get_items(call_id):
-            await asyncio.sleep(0.02)
+    if stage == "greeting":  # "starting": shut down while the call is being set up
+        await wait_until(lambda: history.get_items(call_id), 10, 0.02, what="the greeting recorded")
     services = svc.services
     simulator = services.simulator.state
     assert services.admission.active_total == 1 and len(services.call_tasks) == 1

@@ -1,17 +1,13 @@
 """Calls over the PCM16 WebSocket transport (``/calls/ws``), end to end.
 
-A scripted client (aiohttp) plays the browser: it streams paced PCM16 24 kHz frames of
-synthetic speech, models a playback buffer (marks echoed once the audio before them has
-played, ``clear`` drops queued audio and releases its marks) and takes its turns from a
-scenario. Everything between is real: the service, Redis, the openai SDK and the simulator.
+A scripted client plays the browser (:class:`tests.support.websocket_calls.PcmClient`) and
+takes its turns from a scenario. Everything between is real: the service, Redis, the openai
+SDK and the simulator.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -22,177 +18,20 @@ from infra.settings import Settings
 from responder.engines.realtime.session import PCM24K
 from responder.transports import stream
 from simulator import audio
-from simulator.caller import speech_ms_for
-from simulator.caller_playback import PlaybackBuffer
-from simulator.scenario import Scenario, load_scenario
-from tests.responder.transports.test_phone_call import assert_protocol_clean, conversation
-from tests.support.service import RunningService
-
-SPEED = 8.0
-FRAME_MS = 20
-QUIET_S = 0.9  # wall-clock silence after which the client speaks again
-TICK_S = 0.01
-CALLER = "+15555550199"
-
-
-@dataclass
-class WsReport:
-    call_id: str = ""
-    first_message: dict[str, Any] = field(default_factory=dict)
-    ended: dict[str, Any] | None = None
-    marks_echoed: int = 0
-    clears: int = 0
-    audio_ms: float = 0.0
-    after_ended: int = 0
-
-
-class PcmClient:
-    """The browser side of ``/calls/ws`` in audio time (``speed`` × wall clock)."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, speed: float) -> None:
-        self.ws = ws
-        self.speed = speed
-        self.report = WsReport()
-        self.playback = PlaybackBuffer()
-        self.loop = asyncio.get_running_loop()
-        self.last_activity = self.loop.time()
-        self._speech_frames = 0
-        self._speech_done = asyncio.Event()
-        self.closed = asyncio.Event()
-
-    async def run(self, script: Callable[[PcmClient], Any], caller: str | None = None) -> WsReport:
-        if caller is not None:  # the optional start frame goes before any audio
-            await self.send_json({"type": "start", "caller": caller})
-        tasks = [asyncio.create_task(c()) for c in (self._stream, self._receive, self._clock)]
-        try:
-            await script(self)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        return self.report
-
-    async def send_json(self, message: dict[str, Any]) -> None:
-        await self.ws.send_str(json.dumps(message))
-
-    async def speak(self, ms: float) -> None:
-        self._speech_done.clear()
-        self._speech_frames = -(-int(ms) // FRAME_MS)
-        await self._speech_done.wait()
-        self.last_activity = self.loop.time()
-
-    async def wait_for(self, condition: Callable[[], bool], timeout: float = 30.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not condition():
-                await asyncio.sleep(TICK_S)
-
-    async def wait_quiet(self, quiet_s: float = QUIET_S) -> None:
-        await self.wait_for(
-            lambda: not self.playback.playing and self.loop.time() - self.last_activity >= quiet_s
-        )
-
-    async def _stream(self) -> None:
-        t0, step, n, offset = self.loop.time(), FRAME_MS / 1000 / self.speed, 0, 0
-        while not self.ws.closed:
-            if self._speech_frames > 0:
-                frame = audio.speech(FRAME_MS, "pcm16", offset_ms=offset)
-                offset += FRAME_MS
-                self._speech_frames -= 1
-                if self._speech_frames == 0:
-                    self._speech_done.set()
-            else:
-                frame = audio.silence(FRAME_MS, "pcm16")
-            await self.ws.send_bytes(frame)
-            n += 1
-            await asyncio.sleep(max(0.0, t0 + n * step - self.loop.time()))
-
-    async def _clock(self) -> None:
-        last = self.loop.time()
-        while True:
-            await asyncio.sleep(TICK_S)
-            now = self.loop.time()
-            if self.playback.playing:
-                self.last_activity = now
-            await self._echo(self.playback.advance((now - last) * 1000 * self.speed))
-            last = now
-
-    async def _echo(self, marks: list[str]) -> None:
-        for name in marks:
-            if not self.ws.closed:
-                await self.send_json({"type": "mark", "name": name})
-                self.report.marks_echoed += 1
-
-    async def _receive(self) -> None:
-        async for msg in self.ws:
-            if self.report.ended is not None:
-                self.report.after_ended += 1
-            if msg.type == aiohttp.WSMsgType.BINARY:
-                ms = audio.duration_ms(len(msg.data), "pcm16")
-                self.playback.add_media(ms)
-                self.report.audio_ms += ms
-                self.last_activity = self.loop.time()
-                continue
-            message = json.loads(msg.data)
-            if not self.report.first_message:
-                self.report.first_message = message
-            kind = message["type"]
-            if kind == "call":
-                self.report.call_id = message["call_id"]
-            elif kind == "mark":
-                self.playback.add_mark(message["name"])
-            elif kind == "clear":
-                self.report.clears += 1
-                self.last_activity = self.loop.time()
-                await self._echo(self.playback.clear())
-            elif kind == "ended":
-                self.report.ended = message
-        self.closed.set()
-
-
-def scenario_script(scenario: Scenario) -> Callable[[PcmClient], Any]:
-    """Greeting, then the scenario's turns (barge-in turns speak over the playing answer)."""
-
-    async def script(client: PcmClient) -> None:
-        if scenario.greeting:
-            await client.wait_for(lambda: client.playback.received_ms > 0, timeout=10)
-        await client.wait_quiet()
-        heard_at_turn_end = client.playback.played_ms
-        for turn in scenario.turns:
-            if turn.barge_in_after_ms is not None:
-                target = heard_at_turn_end + turn.barge_in_after_ms
-                await client.wait_for(lambda target=target: client.playback.played_ms >= target)
-            else:
-                await client.wait_quiet()
-            await client.speak(speech_ms_for(turn))
-            heard_at_turn_end = client.playback.played_ms
-        await client.wait_quiet()
-        await client.send_json({"type": "stop"})
-        await client.wait_for(client.closed.is_set, timeout=10)
-
-    return script
-
-
-async def ws_call(
-    svc: RunningService, script: Callable[[PcmClient], Any], caller: str | None = CALLER
-) -> WsReport:
-    url = svc.url.replace("http", "ws", 1) + "/calls/ws"
-    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
-        return await PcmClient(ws, SPEED).run(script, caller)
-
-
-async def ended_items(svc: RunningService, call_id: str) -> list[Any]:
-    history = svc.services.history
-    async with asyncio.timeout(5):
-        while (await history.get_meta(call_id)).get("status") != "ended":
-            await asyncio.sleep(0.05)
-    return await history.get_items(call_id)
+from simulator.scenario import load_scenario
+from tests.support.calls import assert_protocol_clean, conversation, ended_call_items
+from tests.support.service import FAST_SPEED, RunningService
+from tests.support.waits import wait_until
+from tests.support.websocket_calls import CALLER, FRAME_MS, PcmClient, scenario_script, ws_call
 
 
 async def test_websocket_call_answers_from_the_supervisor(
     start_service: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
     scenario = load_scenario("returns")
-    svc: RunningService = await start_service(make_settings(simulator_scenario="returns"))
+    svc: RunningService = await start_service(
+        make_settings(simulator_scenario="returns", simulator_speed=FAST_SPEED)
+    )
     report = await ws_call(svc, scenario_script(scenario))
 
     assert report.first_message["type"] == "call" and report.call_id.startswith("ws_")
@@ -201,7 +40,7 @@ async def test_websocket_call_answers_from_the_supervisor(
     assert report.first_message["view_token"] != svc.services.view_token("ws_other")
     assert report.ended == {"type": "ended", "reason": "caller_stopped"}
     assert report.after_ended == 0
-    items = await ended_items(svc, report.call_id)
+    items = await ended_call_items(svc, report.call_id)
     convo = conversation(items)
     assert convo[0] == ("assistant", scenario.greeting)
     assert ("user", scenario.turns[0].say) in convo
@@ -229,7 +68,7 @@ async def test_websocket_barge_in_truncates_at_the_played_position(
     report = await ws_call(svc, scenario_script(scenario))
 
     assert report.clears >= 1
-    items = await ended_items(svc, report.call_id)
+    items = await ended_call_items(svc, report.call_id)
     state = svc.services.simulator.state
     [truncate] = [e for e in state.client_events if e["type"] == "conversation.item.truncate"]
     [item] = [i for i in items if i.status == "interrupted"]
@@ -261,14 +100,14 @@ async def test_bad_frames_are_logged_and_skipped(
     async def script(client: PcmClient) -> None:
         await client.ws.send_bytes(audio.silence(FRAME_MS, "pcm16"))  # first frame: no caller label
         state = svc.services.simulator.state  # the call's controller is up once its session is asked for
-        await client.wait_for(lambda: any(e["type"] == "session.update" for e in state.client_events), 5)
+        await wait_until(lambda: any(e["type"] == "session.update" for e in state.client_events), 5)
         for text in bad_text:
             await client.ws.send_str(text)
         await client.ws.send_str('{"type":"teleport"}')
         await client.ws.send_bytes(b"\x01\x02\x03")
         await client.send_json({"type": "dtmf", "digit": "5"})
         await client.send_json({"type": "stop"})
-        await client.wait_for(client.closed.is_set, timeout=10)
+        await wait_until(client.closed.is_set, 10)
 
     with capture_logs() as logs:
         report = await ws_call(svc, script, caller=None)
@@ -276,7 +115,7 @@ async def test_bad_frames_are_logged_and_skipped(
     assert events.count("websocket.frame_invalid") == len(bad_text) + 1  # + the odd-length audio
     assert events.count("websocket.event_ignored") == 1
     assert report.ended == {"type": "ended", "reason": "caller_stopped"}
-    items = await ended_items(svc, report.call_id)
+    items = await ended_call_items(svc, report.call_id)
     assert [i.text for i in items if i.kind == "dtmf"] == ["5"]
     meta = await svc.services.history.get_meta(report.call_id)
     assert meta["transport"] == "websocket" and meta["caller"] == ""
@@ -312,7 +151,7 @@ async def test_realtime_unreachable_ends_the_websocket_call_with_a_reason(
     svc: RunningService = await start_service(settings)
 
     async def script(client: PcmClient) -> None:
-        await client.wait_for(client.closed.is_set, timeout=10)
+        await wait_until(client.closed.is_set, 10)
 
     report = await ws_call(svc, script)
     assert report.call_id.startswith("ws_")
@@ -332,9 +171,8 @@ async def test_calls_past_the_cap_are_refused_before_the_upgrade(
             assert resp.status == 429 and int(resp.headers["Retry-After"]) > 0
         await first.send_json({"type": "stop"})
         assert (await first.receive_json(timeout=5)) == {"type": "ended", "reason": "caller_stopped"}
-    async with asyncio.timeout(5):  # the slot is free again once the first call is over
-        while svc.services.admission.active_total:
-            await asyncio.sleep(0.05)
+    # the slot is free again once the first call is over
+    await wait_until(lambda: not svc.services.admission.active_total, 5, 0.05)
     async with aiohttp.ClientSession() as http, http.ws_connect(url) as again:
         await again.send_bytes(audio.silence(FRAME_MS, "pcm16"))
         assert (await again.receive_json(timeout=5))["type"] == "call"

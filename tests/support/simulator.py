@@ -1,4 +1,5 @@
-"""Shared pieces of the simulator's call tests: the full simulator app and an SDK client for it."""
+"""The simulator as its own tests and the fuzz tests drive it: the full simulator app, an SDK
+client for it, the events of one realtime connection, and a browser's SDP offer."""
 
 from __future__ import annotations
 
@@ -107,6 +108,12 @@ class Events:
                 raise AssertionError(f"socket closed while waiting for {event_type} {match}")
             if event["type"] == event_type and all(event.get(k) == v for k, v in match.items()):
                 return event
+
+    async def through(self, event_type: str, within_s: float = 10.0) -> list[dict[str, Any]]:
+        """The events from now up to and including the first of ``event_type``."""
+        start = len(self.events)
+        await self.until(event_type, within_s)
+        return self.events[start:]
 
     async def until_closed(self, within_s: float = 10.0) -> None:
         loop = asyncio.get_running_loop()
