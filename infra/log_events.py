@@ -83,6 +83,9 @@ LogEvent = Literal[
     # the Realtime model session (responder/engines/realtime)
     "realtime.error",
     "realtime.event_invalid",
+    # the GPT-Live engine (responder/engines/live)
+    "gpt_live.delegation_recovered",
+    "gpt_live.event_invalid",
     "realtime.frame_invalid",
     # transports: Twilio Media Streams and the PCM16 WebSocket (responder/transports); the
     # frame_invalid, frame_failed, event_ignored and stream_rejected of both are built by
@@ -119,6 +122,7 @@ LogEvent = Literal[
     # the web app (responder/web)
     "editor.access",
     "editor.locked",
+    "editor.parse_refused",
     "editor.saved",
     "editor.try",
     "editor.weak_tokens",

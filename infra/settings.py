@@ -40,6 +40,20 @@ class Settings(BaseSettings):
         description="Realtime WebSocket base URL; derived from openai_base_url when unset.",
     )
     realtime_model: str = "gpt-realtime"
+    engine: Literal["realtime", "live"] = Field(
+        default="realtime",
+        description="The speech engine of calls that do not choose one: the Realtime API or GPT-Live.",
+    )
+    live_model: str = "gpt-live-1.1"
+    live_acknowledgement_delay_ms: int = Field(
+        default=600, ge=0, le=10_000,
+        description="GPT-Live: how long after a delegation the model may speak an automatic acknowledgement.",
+    )
+    live_recovery_s: float = Field(
+        default=2.0, gt=0, le=30,
+        description="GPT-Live: a caller turn not delegated this long after it ended, with the model quiet "
+        "or only acknowledging, is answered by the supervisor anyway (delegation recovery).",
+    )
     supervisor_model: str = "gpt-4.1"
     supervisor_base_url: str | None = Field(
         default=None, description="Base URL of the supervisor's text model; openai_base_url when unset."
@@ -91,6 +105,15 @@ class Settings(BaseSettings):
     trust_forwarded_for: bool = Field(
         default=False, description="Rate-limit by X-Forwarded-For (only behind a trusted proxy)."
     )
+    stream_handshake_s: float = Field(
+        default=3.0, gt=0, description="A Twilio media socket must show its stream token (start) this soon."
+    )
+    pending_sockets_per_client: int = Field(
+        default=8, ge=1, description="Media sockets one client may hold open before showing a stream token."
+    )
+    pending_sockets_max: int = Field(
+        default=64, ge=1, description="Media sockets not yet authenticated, all clients together."
+    )
     escalation_phone_number: str | None = Field(
         default=None, description="E.164 number a Twilio call is transferred to by escalate_to_human."
     )
@@ -102,6 +125,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 64 * 1024
+    http_read_timeout_s: float = Field(
+        default=15.0, gt=0, description="A request's headers must arrive within this long of the connection "
+        "opening or of the previous response (also the keep-alive idle limit), its body within this long "
+        "of its headers.",
+    )
 
     # --- Responder (realtime) ---------------------------------------------------------
     voice: str = "marin"

@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     call.add_argument("--scenario", default="returns", help="scenario file or built-in name")
     call.add_argument("--speed", type=float, default=1.0, help="audio speed factor (1 = real time)")
     call.add_argument("--json", action="store_true", help="print the result as JSON")
+    call.add_argument(
+        "--engine", choices=["realtime", "live"], help="the speech engine (default: RESPONDER_ENGINE)"
+    )
     trace_command.add_parser(sub)
     supervisor_cli.add_parser(sub)
     add_policies_parser(sub)
@@ -68,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(settings, args.host, args.port)
     if args.command == "simulate":
         return _simulate(args.scenario, args.host, args.port, args.speed, args.probe)
+    if args.engine:
+        settings = settings.model_copy(update={"engine": args.engine})
     return asyncio.run(_call(settings, args.scenario, args.speed, args.json))
 
 
@@ -157,6 +162,7 @@ async def _call(settings: Settings, scenario_name: str, speed: float, as_json: b
         history = app[SERVICES].history
         items = await history.get_items(report.call_sid)
         decisions = await history.get_decisions(report.call_sid)
+        engine = (await history.get_meta(report.call_sid)).get("engine", settings.engine)
     finally:
         await runner.cleanup()
     if as_json:
@@ -164,6 +170,7 @@ async def _call(settings: Settings, scenario_name: str, speed: float, as_json: b
             json.dumps(
                 {
                     "call_id": report.call_sid,
+                    "engine": engine,
                     "duration_s": round(elapsed, 2),
                     "items": [i.model_dump(mode="json") for i in items],
                     "decisions": [d.model_dump(mode="json") for d in decisions],
@@ -172,16 +179,19 @@ async def _call(settings: Settings, scenario_name: str, speed: float, as_json: b
             )
         )
     else:
-        print(format_transcript(report.call_sid, elapsed, items, decisions))
+        print(format_transcript(report.call_sid, elapsed, items, decisions, engine))
     if not items:
         log.error("call.nothing_recorded", call_id=report.call_sid)
         return 1
     return 0
 
 
-def format_transcript(call_id: str, elapsed: float, items: list[Any], decisions: list[Any]) -> str:
+def format_transcript(
+    call_id: str, elapsed: float, items: list[Any], decisions: list[Any], engine: str = "realtime"
+) -> str:
     lines = [
-        f"\nCall {call_id}: {len(items)} items, {len(decisions)} supervisor decisions, {elapsed:.1f} s",
+        f"\nCall {call_id} ({engine}): {len(items)} items, {len(decisions)} supervisor decisions, "
+        f"{elapsed:.1f} s",
         "",
     ]
     for item in items:

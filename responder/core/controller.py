@@ -450,6 +450,11 @@ class CallController:
         """Send queued answers and ask for the reply that speaks them, once no reply can collide."""
         if self.closed or not (self._pending_outputs or self._answer_due):
             return
+        if not self.engine.requests_replies:  # it speaks answers by itself (GPT-Live)
+            while self._pending_outputs:
+                await self.engine.answer_handover(*self._pending_outputs.popleft())
+            self._answer_due = False
+            return
         if not self.responses.idle() or self._user_speaking:
             # The events that end a reply or a caller's turn call us again; only the
             # turn-detection grace window needs a timer.
@@ -475,6 +480,7 @@ class CallController:
 
     async def _request_reply(self, purpose: Purpose, line: Line | None = None) -> None:
         request_id = self.engine.new_request_id()
-        # registered before sending: the reply may start while the request is being sent
-        self.responses.request_sent(request_id, purpose)
+        if self.engine.requests_replies:
+            # registered before sending: the reply may start while the request is being sent
+            self.responses.request_sent(request_id, purpose)
         await self.engine.request_reply(request_id, purpose, line)

@@ -22,6 +22,12 @@ from typing import Any, Final, Literal, Protocol
 from callrecord.history import HistoryItem
 
 EngineName = Literal["realtime", "live"]
+ENGINES: Final[tuple[EngineName, ...]] = ("realtime", "live")
+
+
+def engine_named(value: object, default: EngineName) -> EngineName:
+    """The engine a call asked for (a TwiML parameter, a query parameter), else ``default``."""
+    return next((name for name in ENGINES if name == value), default)
 
 # Why the controller asked for a reply (Realtime: the response's metadata ``purpose``).
 Purpose = Literal["greeting", "answer", "hold_line", "action_line", "turn"]
@@ -192,6 +198,9 @@ class Engine(Protocol):
     """One speech-model session of a call, as the controller drives it."""
 
     name: EngineName
+    # True (Realtime): every reply is asked for, and never while another is active. False
+    # (GPT-Live): the engine speaks by itself; a command only adds context, nothing collides.
+    requests_replies: bool
 
     def events(self) -> AsyncIterator[EngineEvent]:
         """The session's events, until it ends (the socket closed or failed)."""

@@ -21,6 +21,7 @@ from responder.core.engine import EngineEvent, EngineName, Line, Purpose, Restor
 class ParkedEngine:
     def __init__(self, call_id: str, audio_limit_chars: int, name: EngineName = "realtime") -> None:
         self.name: EngineName = name
+        self.requests_replies = True  # what is asked of it is dropped; the new session asks again
         self.call_id = call_id
         self._ids = itertools.count(1)
         self._limit = max(0, audio_limit_chars)

@@ -21,9 +21,12 @@ from structlog.typing import FilteringBoundLogger
 from responder.core.actions import CallActions
 from responder.core.contract import CallerLink, ControllerConfig
 from responder.core.controller import CallController
-from responder.core.engine import Engine
+from responder.core.engine import Engine, EngineName
 from responder.core.sessions import Opener, run_sessions
+from responder.engines.live.engine import open_live_engine
+from responder.engines.live.session import build_live_session
 from responder.engines.realtime.engine import open_engine
+from responder.engines.realtime.session import build_session
 from responder.runtime.services import Services
 
 
@@ -45,6 +48,21 @@ def realtime_opener(
     if sideband:
         return lambda: open_engine(client, call_id, session, log, sideband_call_id=call_id)
     return lambda: open_engine(client, call_id, session, log, model=model)
+
+
+def stream_opener(
+    services: Services, call_id: str, engine: EngineName, audio_format: dict[str, Any],
+    bytes_per_ms: float, log: FilteringBoundLogger,
+) -> Opener:  # fmt: skip
+    """New sessions of ``engine`` for a call whose audio passes through us in ``audio_format``."""
+    settings = services.settings
+    if engine == "live":
+        session = build_live_session(settings, audio_format=audio_format)
+        return lambda: open_live_engine(
+            services.realtime_client, call_id, session, log, bytes_per_ms=bytes_per_ms,
+            recovery_s=settings.live_recovery_s,
+        )  # fmt: skip
+    return realtime_opener(services, call_id, build_session(settings, audio_format=audio_format), log)
 
 
 async def run_call(

@@ -28,6 +28,7 @@ class Command:
 @dataclass
 class ScriptedEngine:
     name: EngineName = "realtime"
+    requests_replies: bool = True
     commands: list[Command] = field(default_factory=list)
     audio: list[str] = field(default_factory=list)
     closed: bool = False

@@ -5,19 +5,19 @@ from __future__ import annotations
 import itertools
 import json
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import structlog
 from openai import AsyncOpenAI
+from openai.resources.live.live import AsyncLiveConnection
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 from websockets.exceptions import ConnectionClosed
 
-from responder.engines.realtime.protocol import ClientEvent, audio_append
+from responder.engines.realtime.protocol import audio_append
 
 log = structlog.get_logger("realtime")
-
 
 
 class RealtimeSocket(Protocol):
@@ -26,7 +26,7 @@ class RealtimeSocket(Protocol):
 
     def new_event_id(self) -> str: ...
 
-    async def send(self, event: ClientEvent) -> str: ...
+    async def send(self, event: Mapping[str, object]) -> str: ...
 
     async def append_audio(self, b64_audio: str) -> None: ...
 
@@ -40,9 +40,15 @@ class RealtimeSocket(Protocol):
 class RealtimeConnection:
     """Sends client events (with ids remembered for error reports) and yields server events as dicts."""
 
-    def __init__(self, conn: AsyncRealtimeConnection, call_id: str) -> None:
+    def __init__(
+        self, conn: AsyncRealtimeConnection | AsyncLiveConnection, call_id: str,
+        frame_audio: Callable[[str], str] = audio_append,
+    ) -> None:  # fmt: skip
+        """``conn`` is the SDK's Realtime connection, or its Live one (the same WebSocket base:
+        GPT-Live frames caller audio as ``session.input_audio.append``, ``frame_audio``)."""
         self._conn = conn
         self.call_id = call_id
+        self._frame_audio = frame_audio
         self._ids = itertools.count(1)
         self._sent: OrderedDict[str, str] = OrderedDict()
         self._direct = _direct_sender(conn)
@@ -50,14 +56,13 @@ class RealtimeConnection:
     def new_event_id(self) -> str:
         return f"evt_{self.call_id[-8:]}_{next(self._ids)}"
 
-    async def send(self, event: ClientEvent) -> str:
-        """Send a client event (built in :mod:`.protocol`); returns its ``event_id``."""
-        event_id = event.get("event_id") or self.new_event_id()
-        event["event_id"] = event_id
-        self._sent[event_id] = event["type"]
+    async def send(self, event: Mapping[str, object]) -> str:
+        """Send a client event (built in a protocol module); returns its ``event_id``."""
+        event_id = str(event.get("event_id") or self.new_event_id())
+        self._sent[event_id] = str(event["type"])
         while len(self._sent) > 256:
             self._sent.popitem(last=False)
-        await self._conn.send_raw(json.dumps(event))
+        await self._conn.send_raw(json.dumps({**event, "event_id": event_id}))
         return event_id
 
     async def append_audio(self, b64_audio: str) -> None:
@@ -67,7 +72,7 @@ class RealtimeConnection:
         SDK's ``send_raw`` ends in: its own layer (a send-queue check under thread locks and an
         anyio task lookup) cost a third of a 20 ms frame's relay. Only while the SDK has nothing
         queued (messages held back during its reconnect go first), else through ``send_raw``."""
-        text = audio_append(b64_audio)
+        text = self._frame_audio(b64_audio)
         direct = self._direct
         if direct is not None and direct.idle():
             await direct.send(text)

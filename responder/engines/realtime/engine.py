@@ -35,6 +35,7 @@ Raw = dict[str, Any]
 
 class RealtimeEngine:
     name: EngineName = "realtime"
+    requests_replies = True
 
     def __init__(self, conn: RealtimeSocket, session: dict[str, Any], log: FilteringBoundLogger) -> None:
         self.conn = conn

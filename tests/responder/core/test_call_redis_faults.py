@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 from callrecord.decisions import Decision
 from callrecord.history_buffer import BufferedCallHistory, HistoryUnavailable
 from infra.redis_server import client_options
+from infra.settings import Settings
 from responder.core.controller import CallController, ControllerConfig
 from responder.core.end_reason import CALLER_DISCONNECTED
 from responder.core.handover import ask_supervisor
@@ -83,7 +84,7 @@ async def test_caller_gone_before_the_session_closes_the_record_while_redis_is_d
     """The caller left before the model session was up; Redis died after the call's start was
     written, so the record cannot be read: its end is still written (buffered, then flushed)."""
     await history.start_call(CALL, transport="faulttest")
-    services = SimpleNamespace(history=history, stopping=False)
+    services = SimpleNamespace(history=history, stopping=False, settings=Settings())
     call = _Stream(None, services)  # type: ignore[arg-type]  # _finish uses no socket
     call.call_id = CALL
     call._run_task = asyncio.create_task(asyncio.sleep(60))  # the session still being opened

@@ -29,6 +29,7 @@ from responder.engines.realtime.session import build_session
 from simulator.app import create_simulator_app
 from simulator.scenario import Scenario, Turn
 from simulator.state import STATE_KEY, SimulatorState
+from tests.support.sockets import ScriptedSocket
 
 LOG = structlog.get_logger("test")
 
@@ -120,39 +121,6 @@ async def test_greeting_audio_is_relayed_untouched_with_a_mark_per_chunk(
     assert item.text == "Hello there, this is Robin." and item.status == "completed"
 
 
-class ScriptedSocket:
-    """A Realtime socket in memory: raw server events in, client events recorded."""
-
-    def __init__(self, events: list[dict[str, Any]]) -> None:
-        self._events = events
-        self.sent: list[dict[str, Any]] = []
-        self.audio: list[str] = []
-        self._types: dict[str, str] = {}
-
-    def new_event_id(self) -> str:
-        return f"evt_{len(self.sent) + 1}"
-
-    async def send(self, event: protocol.ClientEvent) -> str:
-        event_id = event.get("event_id") or self.new_event_id()
-        event["event_id"] = event_id
-        self._types[event_id] = event["type"]
-        self.sent.append(dict(event))
-        return event_id
-
-    async def append_audio(self, b64_audio: str) -> None:
-        self.audio.append(b64_audio)
-
-    def sent_type(self, event_id: str | None) -> str | None:
-        return self._types.get(event_id) if event_id else None
-
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
-        for event in self._events:
-            yield event
-
-    async def close(self) -> None:
-        return None
-
-
 async def _translate(raw: list[dict[str, Any]]) -> list[ev.EngineEvent]:
     engine = RealtimeEngine(ScriptedSocket(raw), {}, LOG)
     return [event async for event in engine.events()]
@@ -206,12 +174,13 @@ async def test_server_events_become_the_seams_typed_events() -> None:
 
 
 async def test_errors_name_the_client_event_that_caused_them() -> None:
-    socket = ScriptedSocket([])
+    socket = ScriptedSocket(stay_open=True)
     engine = RealtimeEngine(socket, {}, LOG)
     await engine.stop_speaking("a1", 300)
     truncate_id = socket.sent[-1]["event_id"]
-    socket._events = [{"type": "error", "error": {"type": "invalid_request_error", "code": "x",
-                                                  "event_id": truncate_id}}]  # fmt: skip
+    socket.push({"type": "error", "error": {"type": "invalid_request_error", "code": "x",
+                                            "event_id": truncate_id}})  # fmt: skip
+    socket.end()
     [error] = [e async for e in engine.events()]
     assert error == ev.EngineError(code="x", error_type="invalid_request_error",
                                    client_event_id=truncate_id,
