@@ -20,6 +20,13 @@ A policy document::
 References to other policies are the ``related:`` list and ``[[policy:ID]]`` links in the
 body; both must name an existing policy. :func:`check_text` returns every problem with the
 line it sits on; :func:`parse_policy` raises :class:`PolicyError` on the first ones.
+
+Texts come from the editor, so from anyone with a token: the parse is bounded before it
+starts. The front matter is at most ``MAX_FRONT_MATTER_BYTES`` and its collections nest at
+most ``MAX_YAML_DEPTH`` deep — a quick bracket count refuses deeper flow nesting before the
+YAML loader sees it (its flow scan is quadratic: 5,000 ``[`` cost it ~1 s), and the loader
+itself refuses any deeper node (block nesting, brackets hidden in quotes). The body is read
+line by line without backtracking regular expressions, in linear time.
 """
 
 from __future__ import annotations
@@ -38,11 +45,16 @@ ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,63}$"
 ID_RE = re.compile(ID_PATTERN)
 MAX_DOC_BYTES = 64 * 1024
 MAX_SECTION_CHARS = 6000
+MAX_FRONT_MATTER_BYTES = 4096  # a policy's fields take a few hundred bytes
+MAX_YAML_DEPTH = 8  # collections inside collections; a policy needs 2 (fields → a list)
 
 _FENCE_LINE = re.compile(r"^---[ \t]*$")
-_SECTION_HEADING = re.compile(r"^##[ \t]+(.+?)[ \t#]*$")
+# the heading's text; closing blanks and hashes are stripped in Python (a lazy group before
+# `[ \t#]*$` backtracked quadratically over a line of blanks)
+_SECTION_HEADING = re.compile(r"^##[ \t]+(.+)$")
 _TITLE_HEADING = re.compile(r"^#[ \t]+.*$")
-_REFERENCE = re.compile(r"\[\[policy:([^\]]*)\]\]")
+_REFERENCE_OPEN = "[[policy:"  # a reference: this, then any text without "]", then "]]"
+_FLOW_BRACKETS = re.compile(r"[\[\]{}]")
 _VERSION_LINE = re.compile(r"^version[ \t]*:[^\r\n]*", re.MULTILINE)
 _STATUS_LINE = re.compile(r"^status[ \t]*:[^\r\n]*", re.MULTILINE)
 
@@ -75,7 +87,7 @@ class FrontMatter(BaseModel):
     owner: str = Field(min_length=1, max_length=200)
     effective_date: date
     status: Status = "draft"
-    related: list[str] = Field(default_factory=list)
+    related: list[str] = Field(default_factory=list, max_length=30)
 
 
 class PolicySection(BaseModel):
@@ -150,7 +162,9 @@ def _sections(split: _Split, file: str, problems: list[Problem]) -> list[PolicyS
         match = _SECTION_HEADING.match(line)
         if match:
             close()
-            heading, heading_line, chunk = match.group(1).strip(), split.body_first_line + offset, []
+            text = match.group(1)  # its first character stays, as the lazy group kept it
+            text = text[:1] + text[1:].rstrip(" \t#")
+            heading, heading_line, chunk = text.strip(), split.body_first_line + offset, []
         elif not _TITLE_HEADING.match(line):
             chunk.append(line)
     close()
@@ -166,8 +180,62 @@ def _squash(text: str) -> str:
 def _references(split: _Split, meta: FrontMatter) -> list[tuple[str, int]]:
     refs = [(rid, _key_line(split, "related")) for rid in meta.related]
     for offset, line in enumerate(split.body_lines):
-        refs += [(m.group(1), split.body_first_line + offset) for m in _REFERENCE.finditer(line)]
+        refs += [(rid, split.body_first_line + offset) for rid in _reference_ids(line)]
     return refs
+
+
+def _reference_ids(line: str) -> list[str]:
+    """The ids of ``[[policy:ID]]`` links in one line, in linear time: the first "]" after an
+    opening is found once for all the openings before it (a regular expression scanned to the
+    line's end from each of thousands of unterminated openings)."""
+    ids: list[str] = []
+    pos, close = 0, -1
+    while (start := line.find(_REFERENCE_OPEN, pos)) != -1:
+        begin = start + len(_REFERENCE_OPEN)
+        if close < begin:
+            close = line.find("]", begin)
+            if close == -1:
+                break
+        if line.startswith("]]", close):
+            ids.append(line[begin:close])
+            pos = close + 2
+        else:
+            pos = start + 1
+    return ids
+
+
+_TOO_DEEP = f"invalid YAML front matter: nested too deeply (limit {MAX_YAML_DEPTH})"
+
+
+def _flow_depth(meta_text: str) -> int:
+    """The deepest ``[``/``{`` nesting, quotes and comments not excepted: it can only count
+    too deep (then the text is refused), and the loader checks the real depth anyway."""
+    depth = deepest = 0
+    for match in _FLOW_BRACKETS.finditer(meta_text):
+        if match.group() in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth = max(0, depth - 1)
+    return deepest
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """The safe loader, refusing collections nested deeper than ``MAX_YAML_DEPTH``."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        opens = self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent)
+        if opens and self._depth >= MAX_YAML_DEPTH:
+            mark = self.peek_event().start_mark
+            problem = _TOO_DEEP.removeprefix("invalid YAML front matter: ")
+            raise yaml.MarkedYAMLError(None, None, problem, mark)
+        self._depth += opens
+        try:
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= opens
 
 
 def check_text(text: str, file: str = "policy") -> tuple[PolicyDocument | None, list[Problem]]:
@@ -183,8 +251,14 @@ def check_text(text: str, file: str = "policy") -> tuple[PolicyDocument | None, 
     split = _split(text)
     if split is None:
         return None, [*problems, Problem(file, 1, "missing YAML front matter between '---' lines")]
+    meta_size = len(split.meta_text.encode("utf-8"))
+    if meta_size > MAX_FRONT_MATTER_BYTES:
+        message = f"front matter is {meta_size} bytes (limit {MAX_FRONT_MATTER_BYTES})"
+        return None, [*problems, Problem(file, split.meta_first_line, message)]
+    if _flow_depth(split.meta_text) > MAX_YAML_DEPTH:
+        return None, [*problems, Problem(file, split.meta_first_line, _TOO_DEEP)]
     try:
-        raw = yaml.safe_load(split.meta_text)
+        raw = yaml.load(split.meta_text, Loader=_BoundedLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = split.meta_first_line + (mark.line if mark is not None else 0)

@@ -19,11 +19,11 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from markdown_it import MarkdownIt
 
 from infra.settings import Settings
 from responder.runtime.services import SERVICES
 from responder.web.editor_auth import Principal, TokenAuth
+from responder.web.editor_parse import PARSE_POOL, preview
 from supervisor.agent import Supervisor
 from supervisor.policies import PolicyLibrary
 from supervisor.policy_format import ID_RE, PolicyError, check_text, with_status, with_version
@@ -61,7 +61,6 @@ class PolicyServices:
 
 POLICIES: web.AppKey[PolicyServices] = web.AppKey("policies", PolicyServices)
 _AUTH: web.AppKey[TokenAuth] = web.AppKey("editor_auth", TokenAuth)
-_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
 
 
 def add_editor_routes(app: web.Application, settings: Settings) -> None:
@@ -270,14 +269,12 @@ async def _preview(request: web.Request) -> web.Response:
     content = body.get("content")
     if not isinstance(content, str):
         raise _fail(web.HTTPBadRequest, "content must be a string")
-    doc, problems = check_text(content, "draft")
+    doc, problems, html = await PARSE_POOL.run(preview, content)  # off the event loop, bounded
     if doc is not None:
         problems += await _policies(request).store.unknown_references(doc)
-    _, _, rest = content.partition("\n---")
-    markdown = rest.partition("\n")[2] if content.startswith("---") and rest else content
     return web.json_response(
         {
-            "html": _MARKDOWN.render(markdown),
+            "html": html,
             "problems": [{"line": p.line, "message": p.message} for p in problems],
             "id": doc.id if doc else None,
         }
@@ -312,7 +309,8 @@ async def _do_save(store: PolicyStore, who: Principal, policy_id: str, body: dic
     content = body.get("content")
     if not isinstance(content, str):
         raise _fail(web.HTTPBadRequest, "content must be a string")
-    doc, problems = check_text(content, f"{policy_id}.md")  # the same rules as `policies check`
+    # the same rules as `policies check`, off the event loop (the store re-parses only a valid text)
+    doc, problems = await PARSE_POOL.run(check_text, content, f"{policy_id}.md")
     if doc is not None:
         problems += await store.unknown_references(doc)
     if doc is None or problems:
