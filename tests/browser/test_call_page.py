@@ -26,7 +26,7 @@ import pytest
 from infra.settings import Settings
 from simulator.scenario import load_scenario
 from simulator.vad import EnergyVad
-from tests.browser.conftest import launch_chromium, poll, requires_chromium, screenshot
+from tests.support.browser import launch_chromium, poll, requires_chromium, screenshot
 from tests.support.service import RunningService
 
 RATE = 24000

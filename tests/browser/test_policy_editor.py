@@ -21,7 +21,7 @@ import pytest
 
 from infra.settings import Settings
 from responder.web.editor_routes import POLICIES
-from tests.browser.conftest import launch_chromium, poll, requires_chromium, screenshot
+from tests.support.browser import launch_chromium, poll, requires_chromium, screenshot
 from tests.support.service import RunningService
 
 EDITOR_TOKEN = "browser-editor-token-42"

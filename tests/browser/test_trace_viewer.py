@@ -19,8 +19,9 @@ import pytest
 from infra.settings import Settings
 from simulator.caller import place_call
 from simulator.scenario import load_scenario
-from tests.browser.conftest import launch_chromium, poll, requires_chromium, screenshot
+from tests.support.browser import launch_chromium, poll, requires_chromium, screenshot
 from tests.support.service import AUTH_TOKEN
+from tests.support.waits import wait_until
 
 ADMIN = "browser-admin-token-5678"
 
@@ -52,10 +53,8 @@ async def test_trace_viewer_follows_a_live_call_and_shows_its_decision(
     await poll(lambda: browser.find_elements(By.ID, "calls"), "the call list", 10)
 
     call = asyncio.create_task(place_call(svc.url, scenario, auth_token=AUTH_TOKEN, speed=4.0))
-    async with asyncio.timeout(15):  # a fresh key prefix: the only call is ours
-        while not (recent := await history.recent_calls(1)):
-            await asyncio.sleep(0.05)
-    call_id = recent[0]
+    # a fresh key prefix: the only call is ours
+    [call_id] = await wait_until(lambda: history.recent_calls(1), 15, 0.05, what="the call recorded")
 
     # the call page while the call is live: badge on, timeline growing
     await asyncio.to_thread(browser.get, f"{svc.url}/traces/{call_id}")

@@ -27,6 +27,7 @@ from simulator.scenario import Scenario, Turn
 from simulator.state import STATE_KEY, SimulatorState
 from simulator.textmodel import add_text_model_routes
 from supervisor.agent import build_supervisor
+from tests.support.history import drained
 from tests.support.redis_process import RedisProcess, redis_client, redis_process  # noqa: F401 (fixtures)
 
 CALL = "CAbuffer"
@@ -61,12 +62,6 @@ DURING: list[Write] = [
     lambda h: h.update_item(CALL, "a2", status="completed"),
     lambda h: h.set_meta(CALL, status="ended", ended_at=2000.0, end_reason="stop_received"),
 ]  # fmt: skip
-
-
-async def drained(history: BufferedCallHistory, timeout_s: float = 20.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while history.pending or history.redis_down:
-            await asyncio.sleep(0.02)
 
 
 def dump(items: list[HistoryItem]) -> list[dict[str, Any]]:

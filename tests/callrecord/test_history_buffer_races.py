@@ -16,7 +16,9 @@ from structlog.testing import capture_logs
 
 from callrecord.history import CallHistory, HistoryItem
 from callrecord.history_buffer import BufferedCallHistory, _Write
+from tests.support.history import drained
 from tests.support.redis_process import RedisProcess, redis_client, redis_process  # noqa: F401 (fixtures)
+from tests.support.waits import wait_until
 
 CALL = "CAraces"
 QUEUED = 400
@@ -36,16 +38,8 @@ async def queue_during_outage(history: BufferedCallHistory, redis_process: Redis
 
 async def mid_replay(history: BufferedCallHistory, below: int, timeout_s: float = 20.0) -> None:
     """Until the flusher has replayed some writes (Redis up again) but fewer than ``below``."""
-    async with asyncio.timeout(timeout_s):
-        while history.redis_down or history.pending > below:
-            await asyncio.sleep(0)
+    await wait_until(lambda: not (history.redis_down or history.pending > below), timeout_s, 0)
     assert 0 < history.pending <= below, "the replay finished before the test could act"
-
-
-async def drained(history: BufferedCallHistory, timeout_s: float = 30.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while history.pending or history.redis_down:
-            await asyncio.sleep(0.02)
 
 
 async def stored_ids(redis_process: RedisProcess, prefix: str) -> list[str]:  # noqa: F811

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from compose_spec import PyCompose, parse_duration
 
-from tests.deploy.support import DEPLOY, REPO, SECRET_NAMES, known_env_names
+from tests.support.deploy import DEPLOY, REPO, SECRET_NAMES, known_env_names
 
 COMPOSE = DEPLOY / "compose.yaml"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.support import DEPLOY, REPO, known_env_names, load_docs, parse_dockerfile
+from tests.support.deploy import DEPLOY, REPO, known_env_names, load_docs, parse_dockerfile
 
 DOCKERFILE = DEPLOY / "Dockerfile"
 Instructions = list[tuple[str, str]]
@@ -179,6 +179,6 @@ def test_dockerignore_keeps_the_build_inputs_and_drops_local_state(instructions:
         ".env",
         "deploy/.env",
         "responder/__pycache__/app.cpython-311.pyc",
-        "tests/deploy/support.py",
+        "tests/support/deploy.py",
     ):
         assert _ignored(local, patterns), local

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from infra.metrics import REGISTRY
 from infra.settings import Settings
 from responder.server.app import create_app
-from tests.deploy.support import (
+from tests.support.deploy import (
     K8S,
     SECRET_NAMES,
     known_env_names,

@@ -227,12 +227,11 @@ def test_oversize_frame_closes_the_socket_and_ends_the_call(
                 pass
             assert ws.close_code == 1009  # message too big
 
-        for _ in range(200):
+        async def ended() -> str | None:
             status = (await svc.services.history.get_meta(call_sid)).get("status", "")
-            if status == "ended":
-                break
-            await asyncio.sleep(0.05)
-        return status
+            return status if status == "ended" else None
+
+        return await wait_until(ended, 10, 0.05, what="the call ended")
 
     with capture_logs() as logs:
         assert svc.run(scenario()) == "ended"

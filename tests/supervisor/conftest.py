@@ -1,38 +1,24 @@
-"""Supervisor test fixtures: the policy library and the simulator's text-model double."""
+"""Supervisor test fixtures: the policy library, the simulator's text-model double and the
+supervisor service over real HTTP."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from infra.settings import Settings
 from simulator.scenario import Scenario, Turn
 from simulator.state import STATE_KEY, SimulatorState
 from simulator.textmodel import add_text_model_routes
 from supervisor.policies import PolicyLibrary
-
-POLICIES_DIR = Path(__file__).resolve().parents[2] / "policies"
-
-TENT_QUESTION = "Can I return a used tent?"
-
-
-@dataclass
-class TextModel:
-    """A running text-model double: its base URL for the SDK and what it recorded."""
-
-    server: TestServer
-    state: SimulatorState
-
-    @property
-    def base_url(self) -> str:
-        return str(self.server.make_url("/v1"))
-
-
-StartTextModel = Callable[..., Awaitable[TextModel]]
+from supervisor.service import create_service_app
+from tests.support.paths import POLICIES_DIR
+from tests.support.supervisor import SUPERVISOR_TOKEN, TENT_QUESTION, StartTextModel, TextModel
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +39,35 @@ def start_text_model(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> St
         return TextModel(server, app[STATE_KEY])
 
     return start
+
+
+@pytest.fixture
+def service_settings(redis_url: str, key_prefix: str, tmp_path: Path) -> Callable[..., Settings]:
+    """Settings of the supervisor service (``responder supervisor``) on the test Redis."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "openai_api_key": None,
+            "redis_url": redis_url,
+            "redis_prefix": key_prefix,
+            "redis_data_dir": tmp_path / "redis",
+            "supervisor_token": SUPERVISOR_TOKEN,
+            "supervisor_deadline_s": 5.0,
+            "simulator_scenario": "returns",
+            "max_body_bytes": 4096,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+async def service(service_settings: Callable[..., Settings]) -> AsyncIterator[TestServer]:
+    """The supervisor service, running on a free port."""
+    server = TestServer(create_service_app(service_settings(), host="127.0.0.1"), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield server
+    finally:
+        await server.close()

@@ -18,7 +18,7 @@ from supervisor.agent import FALLBACK_TEXT, Supervisor, build_supervisor, build_
 from supervisor.model import Item, Message, ModelTurn, ToolCall
 from supervisor.policies import PolicyLibrary
 from supervisor.tools import Tool, ToolRegistry, ToolResult, ToolSpec, string_params
-from tests.supervisor.conftest import TENT_QUESTION, StartTextModel
+from tests.support.supervisor import TENT_QUESTION, StartTextModel
 
 
 async def seed_call(history: CallHistory, call_id: str) -> None:

@@ -20,7 +20,7 @@ from supervisor.model import (
 )
 from supervisor.policies import PolicyLibrary
 from supervisor.tools import default_registry
-from tests.supervisor.conftest import StartTextModel
+from tests.support.supervisor import StartTextModel
 
 QUESTION = "relevantContextFromLastUserMessage: Can I return a used tent? My ZIP is 80202."
 

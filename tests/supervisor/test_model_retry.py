@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from callrecord.history import CallHistory
 from supervisor.agent import FALLBACK_TEXT, build_supervisor
 from supervisor.model import Message, ModelError, OpenAIModelClient
-from tests.supervisor.conftest import TENT_QUESTION, StartTextModel
+from tests.support.supervisor import TENT_QUESTION, StartTextModel
 
 
 @pytest.mark.parametrize("api", ["responses", "chat"])

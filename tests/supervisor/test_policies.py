@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.policies import PolicyError, PolicyLibrary, load_policies, parse_policy, stem, tokenize
-from tests.supervisor.conftest import POLICIES_DIR
+from tests.support.paths import POLICIES_DIR
 
 REQUIRED = {
     "returns",

@@ -18,7 +18,7 @@ from supervisor.policy_format import (
     with_status,
     with_version,
 )
-from tests.supervisor.conftest import POLICIES_DIR
+from tests.support.paths import POLICIES_DIR
 
 GOOD = """---
 id: demo

@@ -9,7 +9,7 @@ from supervisor.agent import Supervisor, build_supervisor
 from supervisor.model import Item, ModelTurn
 from supervisor.policies import PolicyLibrary
 from supervisor.tools import ToolSpec, default_registry
-from tests.supervisor.conftest import TENT_QUESTION, StartTextModel
+from tests.support.supervisor import TENT_QUESTION, StartTextModel
 
 
 class PromptRecorder:

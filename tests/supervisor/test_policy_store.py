@@ -16,7 +16,7 @@ from responder.cli.main import main
 from supervisor.policy_files import ImportRefused, export_dir, import_dir, seed_if_empty
 from supervisor.policy_format import PolicyError
 from supervisor.policy_store import PolicyStore, UnknownVersion, VersionConflict, content_hash
-from tests.supervisor.conftest import POLICIES_DIR
+from tests.support.paths import POLICIES_DIR
 
 DOC = """---
 id: kayaks

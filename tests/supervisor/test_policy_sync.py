@@ -12,16 +12,8 @@ from redis.asyncio import Redis
 from supervisor.policy_files import watch_dir
 from supervisor.policy_store import PolicyStore
 from supervisor.policy_sync import start_policies
-from tests.supervisor.conftest import POLICIES_DIR
-
-
-async def wait_for(predicate, timeout: float) -> float:  # type: ignore[no-untyped-def]
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - started
+from tests.support.paths import POLICIES_DIR
+from tests.support.waits import wait_until
 
 
 async def test_a_publish_elsewhere_reaches_the_library_within_a_second(
@@ -37,7 +29,9 @@ async def test_a_publish_elsewhere_reaches_the_library_within_a_second(
         await asyncio.sleep(0.3)
         assert sync.library.get("returns").version == 3  # type: ignore[union-attr]  # drafts stay out
         await other.publish("returns", saved.version, author="ana")
-        elapsed = await wait_for(lambda: sync.library.get("returns").version == 5, 1.0)  # type: ignore[union-attr]
+        published = time.monotonic()
+        await wait_until(lambda: sync.library.get("returns").version == 5, 1.0)  # type: ignore[union-attr]
+        elapsed = time.monotonic() - published
         hit = sync.library.search("return unused items within how many days", k=1)[0]
         assert hit.label() == "returns@5" and "45 days" in hit.text
         assert elapsed < 1.0
@@ -54,12 +48,16 @@ async def test_watch_mode_turns_file_edits_into_versions(
     await store.import_text((POLICIES_DIR / "gift-cards.md").read_text(), author="seed", message="seed")
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(watch_dir(store, tmp_path, author="watcher", stop=stop, ready=ready))
+
+    async def shipping_at(version: int) -> bool:
+        return await store.latest_version("shipping") == version
+
     try:
         await ready.wait()
         await asyncio.sleep(0.5)  # the watcher is registered
         text = (tmp_path / "shipping.md").read_text()
         (tmp_path / "shipping.md").write_text(text.replace("$14.95", "$12.95"))
-        await wait_for_async(lambda: store.latest_version("shipping"), 2, timeout=5.0)
+        await wait_until(lambda: shipping_at(2), 5.0, 0.05, what="shipping@2")
         record = await store.get("shipping")
         assert "$12.95" in record.content and record.author == "watcher"
         assert record.message == "edited shipping.md"
@@ -70,15 +68,7 @@ async def test_watch_mode_turns_file_edits_into_versions(
         await asyncio.sleep(1.0)
         assert await store.latest_version("shipping") == 2
         (tmp_path / "shipping.md").write_text(text + "\nSee [[policy:gift-cards]].\n")  # a stored one is fine
-        await wait_for_async(lambda: store.latest_version("shipping"), 3, timeout=5.0)
+        await wait_until(lambda: shipping_at(3), 5.0, 0.05, what="shipping@3")
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
-
-
-async def wait_for_async(read, expected: int, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    started = time.monotonic()
-    while await read() != expected:
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"expected {expected}, got {await read()}")
-        await asyncio.sleep(0.05)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import aiohttp
 import pytest
@@ -17,53 +15,13 @@ from callrecord.history import CallHistory
 from infra.redact import KnownSecrets, secret_values
 from infra.settings import Settings
 from supervisor.service import STATE, check_token, create_service_app
-
-TOKEN = "supervisor-test-token-0123456789"
-TENT = "Can I return a used tent?"
-
-
-@pytest.fixture
-def service_settings(redis_url: str, key_prefix: str, tmp_path: Path) -> Callable[..., Settings]:
-    def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            "openai_api_key": None,
-            "redis_url": redis_url,
-            "redis_prefix": key_prefix,
-            "redis_data_dir": tmp_path / "redis",
-            "supervisor_token": TOKEN,
-            "supervisor_deadline_s": 5.0,
-            "simulator_scenario": "returns",
-            "max_body_bytes": 4096,
-        }
-        values.update(overrides)
-        return Settings(**values)
-
-    return make
-
-
-@pytest.fixture
-async def service(service_settings: Callable[..., Settings]) -> AsyncIterator[TestServer]:
-    server = TestServer(create_service_app(service_settings(), host="127.0.0.1"), host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield server
-    finally:
-        await server.close()
-
-
-async def _post(server: TestServer, body: bytes | str, token: str | None = TOKEN) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/json"}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    async with aiohttp.ClientSession() as session:
-        async with session.post(server.make_url("/v1/decide"), data=body, headers=headers) as response:
-            return response.status, await response.json(content_type=None)
+from tests.support.supervisor import SUPERVISOR_TOKEN, TENT_QUESTION, post_decide
 
 
 async def test_decision_is_grounded_and_recorded(service: TestServer) -> None:
-    body = json.dumps({"call_id": "CAsvc1", "context": TENT, "user_item_id": "item_u1"})
+    body = json.dumps({"call_id": "CAsvc1", "context": TENT_QUESTION, "user_item_id": "item_u1"})
     with capture_logs() as logs:
-        status, decision = await _post(service, body)
+        status, decision = await post_decide(service, body)
     assert status == 200, decision
     assert decision["outcome"] == "ok" and decision["call_id"] == "CAsvc1"
     assert decision["user_item_id"] == "item_u1"
@@ -80,18 +38,18 @@ async def test_decision_is_grounded_and_recorded(service: TestServer) -> None:
     assert len(events) == 1 and events[0]["call_id"] == "CAsvc1" and events[0]["outcome"] == "ok"
     # the text model behind the service was asked with the caller's question
     sim = service.app[STATE].simulator.state
-    assert any(TENT in json.dumps(r) for r in sim.text_requests)
+    assert any(TENT_QUESTION in json.dumps(r) for r in sim.text_requests)
 
 
 async def test_auth_missing_or_wrong_is_401_and_runs_nothing(service: TestServer) -> None:
-    body = json.dumps({"call_id": "CAsvc2", "context": TENT})
-    for token in (None, "wrong-token-0123456789abcdef", TOKEN + "x", ""):
-        status, error = await _post(service, body, token=token)
+    body = json.dumps({"call_id": "CAsvc2", "context": TENT_QUESTION})
+    for token in (None, "wrong-token-0123456789abcdef", SUPERVISOR_TOKEN + "x", ""):
+        status, error = await post_decide(service, body, token=token)
         assert status == 401, token
         assert error["error"]["code"] == "unauthorized"
     async with aiohttp.ClientSession() as session:  # not a bearer scheme at all
         async with session.post(
-            service.make_url("/v1/decide"), data=body, headers={"Authorization": f"Basic {TOKEN}"}
+            service.make_url("/v1/decide"), data=body, headers={"Authorization": f"Basic {SUPERVISOR_TOKEN}"}
         ) as response:
             assert response.status == 401
     assert service.app[STATE].simulator.state.text_requests == []
@@ -99,20 +57,20 @@ async def test_auth_missing_or_wrong_is_401_and_runs_nothing(service: TestServer
 
 
 async def test_bad_json_invalid_fields_and_oversize(service: TestServer) -> None:
-    status, error = await _post(service, b"{not json")
+    status, error = await post_decide(service, b"{not json")
     assert (status, error["error"]["code"]) == (400, "invalid_json")
-    status, error = await _post(service, b"\xff\xfe")
+    status, error = await post_decide(service, b"\xff\xfe")
     assert (status, error["error"]["code"]) == (400, "invalid_json")
-    status, error = await _post(service, json.dumps(["a", "list"]))
+    status, error = await post_decide(service, json.dumps(["a", "list"]))
     assert status == 400 and error["error"]["code"] == "invalid_request"
-    status, error = await _post(service, json.dumps({"context": TENT}))
+    status, error = await post_decide(service, json.dumps({"context": TENT_QUESTION}))
     assert status == 400 and "call_id" in error["error"]["message"]
-    status, error = await _post(service, json.dumps({"call_id": "CA x/../", "context": TENT}))
+    status, error = await post_decide(service, json.dumps({"call_id": "CA x/../", "context": TENT_QUESTION}))
     assert status == 400 and "call_id" in error["error"]["message"]
-    status, error = await _post(service, json.dumps({"call_id": "CAsvc3", "context": 42, "extra": 1}))
+    status, error = await post_decide(service, json.dumps({"call_id": "CAsvc3", "context": 42, "extra": 1}))
     assert status == 400
     assert "context" in error["error"]["message"] and "extra" in error["error"]["message"]
-    status, error = await _post(service, json.dumps({"call_id": "CAsvc3", "context": "x" * 5000}))
+    status, error = await post_decide(service, json.dumps({"call_id": "CAsvc3", "context": "x" * 5000}))
     assert (status, error["error"]["code"]) == (413, "too_large")
     assert service.app[STATE].simulator.state.text_requests == []
 
@@ -122,8 +80,8 @@ async def test_caller_deadline_shortens_the_run(service: TestServer) -> None:
     # even one model round trip to be certain of finishing → a recorded timeout decision
     sim = service.app[STATE].simulator.state
     sim.text_failures, sim.text_failure_retry_after = [503] * 50, 0.05
-    body = json.dumps({"call_id": "CAsvc4", "context": TENT, "deadline_s": 0.4})
-    status, decision = await _post(service, body)
+    body = json.dumps({"call_id": "CAsvc4", "context": TENT_QUESTION, "deadline_s": 0.4})
+    status, decision = await post_decide(service, body)
     assert status == 200
     assert decision["outcome"] in ("timeout", "error") and decision["latency_ms"] < 600
     # the configured 5 s deadline would allow all 4 tries (~0.7-1.4 s of backoff)
@@ -152,7 +110,7 @@ def test_refuses_to_serve_open_off_loopback(service_settings: Callable[..., Sett
             create_service_app(open_settings, host=host)
     with pytest.raises(ValueError, match="too short"):
         check_token(service_settings(supervisor_token="short"), "0.0.0.0")
-    assert check_token(service_settings(), "0.0.0.0") == TOKEN
+    assert check_token(service_settings(), "0.0.0.0") == SUPERVISOR_TOKEN
 
 
 def test_token_is_masked_in_logs(service_settings: Callable[..., Settings]) -> None:

@@ -20,37 +20,37 @@ from responder.runtime.supervisor_client import RemoteSupervisor
 from supervisor.idempotency import DecideOnce
 from supervisor.retry import Backoff
 from supervisor.service import STATE, create_service_app
-from tests.supervisor.test_service import TENT, TOKEN, _post, service, service_settings  # noqa: F401
+from tests.support.supervisor import SUPERVISOR_TOKEN, TENT_QUESTION, post_decide
 
 
 def _body(call_id: str, request_id: str | None) -> str:
-    return json.dumps({"call_id": call_id, "context": TENT, "request_id": request_id})
+    return json.dumps({"call_id": call_id, "context": TENT_QUESTION, "request_id": request_id})
 
 
-async def test_a_repeated_request_id_is_answered_not_decided_again(service: TestServer) -> None:  # noqa: F811
+async def test_a_repeated_request_id_is_answered_not_decided_again(service: TestServer) -> None:
     state = service.app[STATE]
-    status, first = await _post(service, _body("CAdd1", "req_a"))
+    status, first = await post_decide(service, _body("CAdd1", "req_a"))
     assert status == 200 and first["outcome"] == "ok"
     asked = len(state.simulator.state.text_requests)
-    status, again = await _post(service, _body("CAdd1", "req_a"))
+    status, again = await post_decide(service, _body("CAdd1", "req_a"))
     assert status == 200 and again == first  # the same decision, byte for byte
     assert len(state.simulator.state.text_requests) == asked  # the model was not asked again
     assert [d.decision_id for d in await state.history.get_decisions("CAdd1")] == [first["decision_id"]]
     # another request id is another decision
-    status, other = await _post(service, _body("CAdd1", "req_b"))
+    status, other = await post_decide(service, _body("CAdd1", "req_b"))
     assert status == 200 and other["decision_id"] != first["decision_id"]
     assert len(await state.history.get_decisions("CAdd1")) == 2
 
 
-async def test_concurrent_tries_with_one_request_id_record_one_decision(service: TestServer) -> None:  # noqa: F811
-    results = await asyncio.gather(*(_post(service, _body("CAdd2", "req_c")) for _ in range(3)))
+async def test_concurrent_tries_with_one_request_id_record_one_decision(service: TestServer) -> None:
+    results = await asyncio.gather(*(post_decide(service, _body("CAdd2", "req_c")) for _ in range(3)))
     assert [s for s, _ in results] == [200, 200, 200]
     assert len({d["decision_id"] for _, d in results}) == 1
     assert len(await service.app[STATE].history.get_decisions("CAdd2")) == 1
 
 
-async def test_request_id_is_validated(service: TestServer) -> None:  # noqa: F811
-    status, error = await _post(service, _body("CAdd3", "bad id/../x"))
+async def test_request_id_is_validated(service: TestServer) -> None:
+    status, error = await post_decide(service, _body("CAdd3", "bad id/../x"))
     assert status == 400 and "request_id" in error["error"]["message"]
 
 
@@ -69,7 +69,7 @@ async def test_dedupe_states_in_redis(redis: Redis, key_prefix: str) -> None:
     assert isinstance(found, Decision) and found.decision_id == decision.decision_id
 
 
-async def test_client_retry_after_a_lost_answer_gets_the_same_decision(service: TestServer) -> None:  # noqa: F811
+async def test_client_retry_after_a_lost_answer_gets_the_same_decision(service: TestServer) -> None:
     """A proxy in front of the service answers 502 to the first try after the service decided:
     the client's retry (same request_id) gets that decision; the call records one decision."""
     target = str(service.make_url("/v1/decide"))
@@ -93,11 +93,11 @@ async def test_client_retry_after_a_lost_answer_gets_the_same_decision(service: 
     await proxy_server.start_server()
     state = service.app[STATE]
     remote = RemoteSupervisor(
-        str(proxy_server.make_url("")).rstrip("/"), state.history, token=TOKEN, deadline_s=5.0,
+        str(proxy_server.make_url("")).rstrip("/"), state.history, token=SUPERVISOR_TOKEN, deadline_s=5.0,
         backoff=Backoff(attempts=3, base_s=0.05, max_s=0.1),
     )  # fmt: skip
     try:
-        decision = await remote.decide("CAdd5", TENT, user_item_id="item_5")
+        decision = await remote.decide("CAdd5", TENT_QUESTION, user_item_id="item_5")
     finally:
         await remote.aclose()
         await proxy_server.close()
@@ -106,12 +106,12 @@ async def test_client_retry_after_a_lost_answer_gets_the_same_decision(service: 
     assert [d.decision_id for d in await state.history.get_decisions("CAdd5")] == [decision.decision_id]
 
 
-async def test_every_non_probe_path_needs_the_token(service: TestServer) -> None:  # noqa: F811
+async def test_every_non_probe_path_needs_the_token(service: TestServer) -> None:
     async with aiohttp.ClientSession() as session:
         for path in ("/v1/decide", "/anything", "/v2/decide", "/V1/decide"):
             async with session.post(service.make_url(path), data=_body("CAdd6", None)) as response:
                 assert response.status == 401, path
-        auth = {"Authorization": f"Bearer {TOKEN}"}
+        auth = {"Authorization": f"Bearer {SUPERVISOR_TOKEN}"}
         async with session.get(service.make_url("/anything"), headers=auth) as response:
             assert response.status == 404
         for path in ("/healthz", "/readyz", "/metrics"):
@@ -119,18 +119,18 @@ async def test_every_non_probe_path_needs_the_token(service: TestServer) -> None
                 assert response.status == 200, path
 
 
-async def test_deeply_nested_json_is_a_400_not_a_500(service_settings: Callable[..., Settings]) -> None:  # noqa: F811
+async def test_deeply_nested_json_is_a_400_not_a_500(service_settings: Callable[..., Settings]) -> None:
     settings = service_settings(max_body_bytes=64 * 1024)
     server = TestServer(create_service_app(settings, host="127.0.0.1"), host="127.0.0.1")
     await server.start_server()
     try:
-        status, error = await _post(server, "[" * 50_000)  # RecursionError in json.loads
+        status, error = await post_decide(server, "[" * 50_000)  # RecursionError in json.loads
     finally:
         await server.close()
     assert status == 400 and error["error"]["code"] in ("invalid_json", "invalid_request")
 
 
-def test_placeholder_or_blank_tokens_are_refused(service_settings: Callable[..., Settings]) -> None:  # noqa: F811
+def test_placeholder_or_blank_tokens_are_refused(service_settings: Callable[..., Settings]) -> None:
     # deploy/k8s/secret.example.yaml's value, and a blank one that passes the length check
     for token in ("EXAMPLE-REPLACE-ME", " " * 20, "a-good-token-but with-a-space"):
         with pytest.raises(ValueError, match="placeholder"):

@@ -23,6 +23,7 @@ from responder.core.end_reason import CALLER_DISCONNECTED
 from responder.core.handover import ask_supervisor
 from responder.transports.stream import StreamCall
 from tests.support.engine import ScriptedEngine
+from tests.support.history import drained
 from tests.support.redis_process import RedisProcess, redis_process  # noqa: F401 (fixture)
 
 CALL = "CAcallfaults"
@@ -95,8 +96,6 @@ async def test_caller_gone_before_the_session_closes_the_record_while_redis_is_d
     assert any(e["event"] == "call.record_unreadable" for e in logs)
     assert history.pending == 1
     await asyncio.to_thread(redis_process.start)
-    async with asyncio.timeout(20):
-        while history.pending or history.redis_down:
-            await asyncio.sleep(0.02)
+    await drained(history, 20)
     meta = await history.get_meta(CALL)
     assert (meta["status"], meta["end_reason"]) == ("ended", CALLER_DISCONNECTED)

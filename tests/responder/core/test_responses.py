@@ -1,14 +1,7 @@
 from __future__ import annotations
 
 from responder.core.responses import REQUEST_TTL_S, TURN, ResponseTracker
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 def test_only_tagged_responses_settle_our_requests() -> None:

@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 
 from responder.runtime.admission import AdmissionRefused, CallAdmission
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 def test_cap_counts_live_calls_across_transports_and_frees_on_release() -> None:
@@ -31,7 +24,7 @@ def test_cap_counts_live_calls_across_transports_and_frees_on_release() -> None:
 
 
 def test_rate_limit_is_per_client_and_refills_over_time() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     admission = CallAdmission(max_calls=100, rate_per_minute=6, burst=2, clock=clock)
     admission.admit("webrtc", "1.2.3.4")
     admission.admit("webrtc", "1.2.3.4")

@@ -26,16 +26,10 @@ from responder.trace.from_log import trace_from_log
 from simulator.caller import place_call
 from simulator.scenario import load_scenario
 from tests.support.redis_process import RedisProcess, redis_process  # noqa: F401 (fixture)
-from tests.support.service import AUTH_TOKEN, RunningService
+from tests.support.service import AUTH_TOKEN, FAST_SPEED, RunningService
+from tests.support.waits import wait_until
 
-SPEED = 8.0
 QUIET_MS = 1500  # wall-clock pause before the caller speaks or hangs up: room for the restart
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 def gauge() -> float:
@@ -50,7 +44,7 @@ async def test_redis_outage_mid_call_loses_no_item(
     scenario = load_scenario("returns").model_copy(update={"quiet_ms": QUIET_MS})
     first_turn, question = scenario.turns[0].say, scenario.turns[1].say
     svc: RunningService = await start_service(
-        make_settings(redis_url=redis_process.url, simulator_scenario="returns")
+        make_settings(redis_url=redis_process.url, simulator_scenario="returns", simulator_speed=FAST_SPEED)
     )
     history = svc.services.history
     assert isinstance(history, BufferedCallHistory)
@@ -59,19 +53,19 @@ async def test_redis_outage_mid_call_loses_no_item(
         return [e for e in logs if e["event"] == event and all(e.get(k) == v for k, v in fields.items())]
 
     with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
-        call = asyncio.create_task(place_call(svc.url, scenario, auth_token=AUTH_TOKEN, speed=SPEED))
-        await until(lambda: bool(logged("call.user_turn", text=first_turn)))
+        call = asyncio.create_task(place_call(svc.url, scenario, auth_token=AUTH_TOKEN, speed=svc.speed))
+        await wait_until(lambda: logged("call.user_turn", text=first_turn), 30)
         await asyncio.to_thread(redis_process.kill)
 
         # down across the supervisor question, until its answer has been recorded (buffered)
-        await until(lambda: bool(logged("supervisor.decision")))
+        await wait_until(lambda: logged("supervisor.decision"), 30)
         answer = logged("supervisor.decision")[0]["text"]
-        await until(lambda: bool(logged("call.assistant_turn", text=answer)))
+        await wait_until(lambda: logged("call.assistant_turn", text=answer), 30)
         assert history.redis_down and history.pending > 0 and gauge() == history.pending
         await asyncio.to_thread(redis_process.start)
 
         report = await call
-        await until(lambda: history.pending == 0 and not history.redis_down, timeout_s=20)
+        await wait_until(lambda: history.pending == 0 and not history.redis_down, 20)
     call_id = report.call_sid
 
     # read Redis itself, through a client of its own

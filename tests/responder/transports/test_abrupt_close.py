@@ -23,18 +23,15 @@ from infra.settings import Settings
 from responder.core.end_reason import CALLER_DISCONNECTED, SERVICE_SHUTDOWN, STOP_RECEIVED
 from simulator.caller import place_call
 from simulator.scenario import load_scenario
+from tests.support.calls import wait_for_status
+from tests.support.history import drained
 from tests.support.redis_process import RedisProcess, redis_process  # noqa: F401 (fixture)
-from tests.support.service import AUTH_TOKEN, RunningService
+from tests.support.service import AUTH_TOKEN, FAST_SPEED, RunningService
+from tests.support.waits import wait_until
 
-SPEED = 8.0
 
-
-async def ended_meta(svc: RunningService, call_id: str, timeout_s: float = 10.0) -> dict[str, str]:
-    history = svc.services.history
-    async with asyncio.timeout(timeout_s):
-        while (meta := await history.get_meta(call_id)).get("status") != "ended":
-            await asyncio.sleep(0.05)
-    return meta
+def logged(logs: list[dict[str, Any]], event: str) -> bool:
+    return any(e["event"] == event for e in logs)
 
 
 @pytest.mark.parametrize(("cut_after_turn", "reason"), [(1, CALLER_DISCONNECTED), (None, STOP_RECEIVED)])
@@ -47,16 +44,14 @@ async def test_end_reason_of_a_cut_connection_and_of_a_hang_up(
 ) -> None:
     scenario = load_scenario("returns").model_copy(update={"quiet_ms": 900})
     svc: RunningService = await start_service(
-        make_settings(redis_url=redis_process.url, simulator_scenario="returns")
+        make_settings(redis_url=redis_process.url, simulator_scenario="returns", simulator_speed=FAST_SPEED)
     )
     with capture_logs() as logs:
         report = await place_call(
-            svc.url, scenario, auth_token=AUTH_TOKEN, speed=SPEED, cut_after_turn=cut_after_turn
+            svc.url, scenario, auth_token=AUTH_TOKEN, speed=svc.speed, cut_after_turn=cut_after_turn
         )
-        meta = await ended_meta(svc, report.call_sid)
-        async with asyncio.timeout(5):  # logged right after the record is closed
-            while not any(e["event"] == "call.ended" for e in logs):
-                await asyncio.sleep(0.02)
+        meta = await wait_for_status(svc, report.call_sid, {"ended"}, 10)
+        await wait_until(lambda: logged(logs, "call.ended"), 5, 0.02)  # right after the record is closed
     assert meta["end_reason"] == reason and float(meta["ended_at"]) >= float(meta["started_at"])
     [ended] = [e for e in logs if e["event"] == "call.ended"]
     assert ended["end_reason"] == reason and ended["call_id"] == report.call_sid
@@ -78,29 +73,23 @@ async def test_cut_while_redis_is_down_is_recorded_once_it_is_back(
 ) -> None:
     scenario = load_scenario("returns").model_copy(update={"quiet_ms": 900})
     svc: RunningService = await start_service(
-        make_settings(redis_url=redis_process.url, simulator_scenario="returns")
+        make_settings(redis_url=redis_process.url, simulator_scenario="returns", simulator_speed=FAST_SPEED)
     )
     history = svc.services.history
     assert isinstance(history, BufferedCallHistory)
     with capture_logs() as logs:
         call = asyncio.create_task(
-            place_call(svc.url, scenario, auth_token=AUTH_TOKEN, speed=SPEED, cut_after_turn=1)
+            place_call(svc.url, scenario, auth_token=AUTH_TOKEN, speed=svc.speed, cut_after_turn=1)
         )
-        async with asyncio.timeout(30):
-            while not any(e["event"] == "call.user_turn" for e in logs):
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: logged(logs, "call.user_turn"), 30)
         await asyncio.to_thread(redis_process.kill)
         report = await call
-        async with asyncio.timeout(10):
-            while not any(e["event"] == "call.ended" for e in logs):
-                await asyncio.sleep(0.02)
+        await wait_until(lambda: logged(logs, "call.ended"), 10, 0.02)
         # the end is known locally while Redis is down …
         assert history.redis_down
         assert (await history.get_meta(report.call_sid))["end_reason"] == CALLER_DISCONNECTED
         await asyncio.to_thread(redis_process.start)
-        async with asyncio.timeout(20):
-            while history.pending or history.redis_down:
-                await asyncio.sleep(0.02)
+        await drained(history, 20)
     # … and in Redis once it is back
     meta = await history.get_meta(report.call_sid)
     assert (meta["status"], meta["end_reason"]) == ("ended", CALLER_DISCONNECTED)
@@ -112,13 +101,13 @@ async def test_shutdown_mid_call_records_service_shutdown(
     make_settings: Callable[..., Settings],
 ) -> None:
     scenario = load_scenario("returns").model_copy(update={"quiet_ms": 900})
-    settings = make_settings(redis_url=redis_process.url, simulator_scenario="returns")
+    settings = make_settings(
+        redis_url=redis_process.url, simulator_scenario="returns", simulator_speed=FAST_SPEED
+    )
     svc: RunningService = await start_service(settings)
     with capture_logs() as logs:
-        call = asyncio.create_task(place_call(svc.url, scenario, auth_token=AUTH_TOKEN, speed=SPEED))
-        async with asyncio.timeout(30):
-            while not any(e["event"] == "call.user_turn" for e in logs):
-                await asyncio.sleep(0.01)
+        call = asyncio.create_task(place_call(svc.url, scenario, auth_token=AUTH_TOKEN, speed=svc.speed))
+        await wait_until(lambda: logged(logs, "call.user_turn"), 30)
         assert svc.server.runner is not None
         svc.server.runner._shutdown_timeout = 1.0  # handlers are cancelled after 1 s, not 10+
         await svc.server.close()  # the instance stops with the call on

@@ -1,4 +1,4 @@
-"""Shared by the browser tests: the service fixtures of tests/responder, and headless Chromium.
+"""Headless Chromium for the browser tests (tests/browser), driven with selenium.
 
 Chromium and ChromeDriver come from Debian (`chromium`, `chromium-driver`; `.ci/run`
 installs them). The machine has no internet, so background networking is switched off.
@@ -6,21 +6,17 @@ installs them). The machine has no internet, so background networking is switche
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.service import make_settings, start_service
-
-__all__ = ["make_settings", "start_service"]
+from tests.support.paths import ARTIFACTS
+from tests.support.waits import wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 requires_chromium = pytest.mark.skipif(
     not CHROMIUM.exists() or not CHROMEDRIVER.exists(),
@@ -55,15 +51,9 @@ def launch_chromium(profile_dir: Path, *flags: str) -> Any:
 
 
 async def poll(fn: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    """Run the blocking ``fn`` in a thread (the service shares this loop) until it is truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await asyncio.to_thread(fn)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(what)
-        await asyncio.sleep(0.1)
+    """:func:`~tests.support.waits.wait_until` for a blocking selenium ``fn``: it runs in a thread
+    (the service shares this loop) until it is truthy; ``what`` says what did not happen."""
+    return await wait_until(fn, timeout, 0.1, what=what, in_thread=True)
 
 
 def screenshot(driver: Any, name: str) -> Path:

@@ -9,8 +9,8 @@ import yaml
 from pydantic import AliasChoices
 
 from infra.settings import Settings
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
 
