@@ -8,16 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.service import FAST_SPEED
 
-def test_simulated_call_prints_grounded_decision(tmp_path: Path, redis_url: str) -> None:
+
+def test_simulated_call_prints_grounded_decision(tmp_path: Path, redis_url: str, key_prefix: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RESPONDER_", "TWILIO_"))}
     env.update(
         REDIS_URL=redis_url,
-        RESPONDER_REDIS_PREFIX="cli-test",
+        RESPONDER_REDIS_PREFIX=key_prefix,
         RESPONDER_LOG_FORMAT="json",
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "responder", "call", "--scenario", "returns", "--speed", "8", "--json"],
+        [sys.executable, "-m", "responder", "call", "--scenario", "returns", "--speed", str(FAST_SPEED),
+         "--json"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
