@@ -7,6 +7,7 @@ SDK included, run unchanged against it:
   see :mod:`simulator.realtime_routes`;
 * ``POST /v1/realtime/calls`` and ``/v1/realtime/calls/{call_id}/accept|reject|refer|hangup`` —
   WebRTC call creation and SIP call control, see :mod:`simulator.calls`;
+* ``GET /v1/live/sessions`` — the GPT-Live primary WebSocket, see :mod:`simulator.live_routes`;
 * ``POST /v1/responses`` and ``/v1/chat/completions`` — the supervisor's text model.
 
 The SIP webhook sender is :mod:`simulator.sip`; a stand-in for Twilio's REST API
@@ -18,6 +19,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from simulator.calls import add_call_routes
+from simulator.live_routes import add_live_routes
 from simulator.probe import add_probe_routes
 from simulator.realtime_routes import add_realtime_routes
 from simulator.scenario import Scenario
@@ -33,5 +35,6 @@ def create_simulator_app(scenario: Scenario, speed: float = 1.0, *, probe: bool 
         add_probe_routes(app)
     add_realtime_routes(app)
     add_call_routes(app)
+    add_live_routes(app)
     add_text_model_routes(app)
     return app

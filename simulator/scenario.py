@@ -7,6 +7,8 @@ A scenario is YAML. It drives three test doubles at once, deterministically:
   the turn's transcript, and either answers directly (chitchat: ``reply`` is set) or says a
   filler and calls the turn's ``tool`` (``getNextResponseFromSupervisor`` by default);
 * on a WebRTC/SIP sideband, the simulator's **virtual caller** plays the same turns;
+* the simulated **GPT-Live model** (:mod:`simulator.live`) detects the turns the same way,
+  answers chitchat itself and delegates the other turns to the client (``live_delegates``);
 * the simulated **text model** (``/v1/responses``, ``/v1/chat/completions``) plays the
   supervisor: looks up policies with the tools, then answers; ``supervisor_delay_s`` makes it
   slow for hold-line and deadline tests.
@@ -55,6 +57,18 @@ class Turn(BaseModel):
         description="The tool the simulated responder calls for this (non-chitchat) turn, e.g. "
         'escalate_to_human or end_call (arguments {"reason": …}); falls back to the supervisor '
         "tool when the session does not declare it.",
+    )
+    live_delegates: bool = Field(
+        default=True,
+        description="GPT-Live (simulator.live): the model delegates this factual turn "
+        "(session.delegation.created). False: it does not (a known Live failure, for the "
+        "service's delegation recovery); it goes quiet, or says the filler with "
+        "live_filler_without_delegation, and speaks a later null-id commentary as the answer.",
+    )
+    live_filler_without_delegation: bool = Field(
+        default=False,
+        description="GPT-Live, with live_delegates false: the model still says the turn's filler "
+        "(it only acknowledged, without delegating).",
     )
     tool_arguments: str | None = Field(
         default=None,

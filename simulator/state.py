@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from simulator.live_record import LiveSessionRecord
 from simulator.realtime_faults import SocketDrop
 from simulator.realtime_items import Conversation, new_id
 from simulator.scenario import Scenario
@@ -75,6 +76,20 @@ class SimulatorState:
     sockets_dropped: int = 0
     conversations: list[Conversation] = field(default_factory=list)
     call_actions: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    # GPT-Live primary WebSockets (simulator.live): client events accepted (valid and not
+    # refused; audio appends recorded as ``{"type": "session.input_audio.append"}``), events
+    # that failed validation against openai.types.live, valid events refused by a semantic
+    # error (each with ``_error``), every ``error`` event sent (those two and
+    # ``context_injection_incomplete`` at close), and per session what the model heard and did.
+    live_client_events: list[dict[str, Any]] = field(default_factory=list)
+    live_invalid_events: list[dict[str, Any]] = field(default_factory=list)
+    live_refused_events: list[dict[str, Any]] = field(default_factory=list)
+    live_errors_sent: list[dict[str, Any]] = field(default_factory=list)
+    live_sessions: list[LiveSessionRecord] = field(default_factory=list)
+    # Live output track: silence between utterances (as the real server), and the period of
+    # session.usage.updated in scenario seconds (None: never).
+    live_output_silence: bool = True
+    live_usage_interval_s: float | None = 15.0
 
     def scaled(self, seconds: float) -> float:
         """A scenario duration in wall-clock seconds at the configured speed factor."""

@@ -32,14 +32,17 @@ class EnergyVad:
         silence_ms: int = DEFAULT_SILENCE_MS,
         start_ms: int = SPEECH_START_MS,
         threshold: float = SPEECH_THRESHOLD,
+        frame_bytes: int | None = None,
     ) -> None:
+        """``frame_bytes``: bytes per 10 ms frame when ``fmt``'s rate is not the default one
+        (GPT-Live's 16 kHz PCM16: 320)."""
         self.fmt = fmt
         self.silence_ms = silence_ms
         self.start_ms = start_ms
         self.threshold = threshold
         self.total_ms = 0  # audio time of everything fed so far (session-wide)
         self.speaking = False
-        self._frame_bytes = bytes_per_ms(fmt) * FRAME_MS
+        self._frame_bytes = frame_bytes or bytes_per_ms(fmt) * FRAME_MS
         self._pending = b""
         self._run_start_ms: int | None = None  # start of the current energetic run
         self._silent_ms = 0
