@@ -4,7 +4,9 @@ It plays both Twilio and the person on the phone (a test double of each): posts 
 incoming-call webhook, follows the TwiML ``<Connect><Stream>`` to the service's WebSocket,
 streams paced μ-law frames (silence, or synthetic speech while the caller talks), models
 Twilio's playback buffer (marks echoed only once the audio before them has played; ``clear``
-flushes), and takes its turns from a scenario.
+flushes), and takes its turns from a scenario. Silent media from the service (a GPT-Live
+call's continuous output track, relayed as is) is played but is not the agent speaking: it
+neither delays the caller's turns nor counts towards ``barge_in_after_ms``.
 
 Audio time runs ``speed`` times faster than the wall clock; ``scenario.quiet_ms`` is
 wall-clock (the service's hold delay and deadlines are too).
@@ -57,6 +59,7 @@ FRAME_MS = 20  # one Twilio media frame: 160 μ-law bytes
 TICK_S = 0.01  # wall-clock resolution of the playback clock and of waits
 GREETING_START_S = 5.0  # wall-clock wait for the greeting to start before speaking anyway
 TO_NUMBER = "+15555550100"
+_ULAW_SILENCE = bytes([audio.SILENCE_BYTE_PCMU, 0x7F])  # μ-law +0 and -0
 
 
 class _ServiceHungUp(Exception):
@@ -224,18 +227,18 @@ class _Call:
     async def _script(self) -> None:
         self.phase = "waiting for the greeting"
         give_up = self._now() + GREETING_START_S
-        await self._wait_for(lambda: self.playback.received_ms > 0 or self._now() >= give_up)
-        if self.playback.received_ms == 0:
+        await self._wait_for(lambda: self.playback.voiced_received_ms > 0 or self._now() >= give_up)
+        if self.playback.voiced_received_ms == 0:
             log.warning(
                 "simulator.caller.no_greeting", call_sid=self.report.call_sid, waited_s=GREETING_START_S
             )
         await self._wait_quiet()
-        heard_at_turn_end = self.playback.played_ms
+        heard_at_turn_end = self.playback.voiced_played_ms
         for number, turn in enumerate(self.scenario.turns, start=1):
             self.phase = f"waiting to speak turn {number}"
             if turn.barge_in_after_ms is not None:
                 target = heard_at_turn_end + turn.barge_in_after_ms
-                await self._wait_for(lambda target=target: self.playback.played_ms >= target)
+                await self._wait_for(lambda target=target: self.playback.voiced_played_ms >= target)
             else:
                 await self._wait_quiet()
             self.phase = f"speaking turn {number}"
@@ -248,7 +251,7 @@ class _Call:
                 await self._send(dtmf)
                 await asyncio.sleep(DTMF_GAP_MS / 1000 / self.speed)
             await self._speak(speech_ms_for(turn))
-            heard_at_turn_end = self.playback.played_ms
+            heard_at_turn_end = self.playback.voiced_played_ms
             if number == self.cut_after_turn:
                 self.phase = "cutting the connection"
                 await self._wait_quiet()
@@ -388,8 +391,11 @@ class _Call:
 
     def _on_media(self, frame: dict[str, Any]) -> None:
         payload = base64.b64decode(frame["media"]["payload"], validate=True)
-        self.playback.add_media(audio.duration_ms(len(payload), "pcmu"))
-        self._last_activity = self._now()
+        # Digital silence (GPT-Live's track between replies, if relayed) is not the agent talking.
+        silent = not payload.translate(None, _ULAW_SILENCE)
+        self.playback.add_media(audio.duration_ms(len(payload), "pcmu"), silent=silent)
+        if not silent:
+            self._last_activity = self._now()
 
     def _on_mark(self, frame: dict[str, Any]) -> None:
         name = frame["mark"]["name"]
