@@ -11,6 +11,9 @@ import structlog
 from pydantic import BaseModel, Field
 
 Outcome = Literal["ok", "timeout", "error", "fallback"]
+# What asked for the decision: the Realtime supervisor tool, a GPT-Live delegation, or the
+# service itself for a caller turn GPT-Live transcribed but never delegated.
+Trigger = Literal["tool_call", "delegation", "recovered"]
 OUTCOME_RANK: dict[str, int] = {"ok": 0, "fallback": 1, "timeout": 2, "error": 3}
 
 log = structlog.get_logger("supervisor")
@@ -47,6 +50,7 @@ class Decision(BaseModel):
     call_id: str
     decision_id: str = Field(default_factory=lambda: "dec_" + uuid.uuid4().hex[:16])
     user_item_id: str | None = None
+    trigger: Trigger = "tool_call"
     context: str = ""
     model: str = ""
     api: str = ""
@@ -72,6 +76,7 @@ class Decision(BaseModel):
             call_id=self.call_id,
             decision_id=self.decision_id,
             user_item_id=self.user_item_id,
+            trigger=self.trigger,
             model=self.model,
             api=self.api,
             rounds=self.rounds,

@@ -27,7 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from structlog.typing import FilteringBoundLogger
 
-from callrecord.decisions import Decision, Outcome, PolicyRef, ToolCallRecord
+from callrecord.decisions import Decision, Outcome, PolicyRef, ToolCallRecord, Trigger
 from callrecord.history import CallHistory, HistoryItem
 from supervisor.model import (
     Api,
@@ -115,12 +115,15 @@ class Supervisor:
         if close is not None:
             await close()
 
-    async def decide(self, call_id: str, context: str, *, user_item_id: str | None = None) -> Decision:
+    async def decide(
+        self, call_id: str, context: str, *, user_item_id: str | None = None, trigger: Trigger = "tool_call"
+    ) -> Decision:
         """Answer the caller's latest request; never raises for model, tool or deadline trouble."""
         started = time.perf_counter()
         decision = Decision(
-            call_id=call_id, user_item_id=user_item_id, context=context, model=self.model_name, api=self.api
-        )
+            call_id=call_id, user_item_id=user_item_id, context=context, model=self.model_name, api=self.api,
+            trigger=trigger,
+        )  # fmt: skip
         blog = log.bind(call_id=call_id, decision_id=decision.decision_id)
         deadline = asyncio.timeout(self.deadline_s)
         try:

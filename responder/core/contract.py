@@ -8,7 +8,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from callrecord.decisions import Decision
+from callrecord.decisions import Decision, Trigger
 
 # Tasks that outlive their call (a supervisor run whose caller hung up): referenced here so
 # that they are not garbage-collected mid-flight.
@@ -37,7 +37,7 @@ class CallerLink(Protocol):
 
 class DecideFn(Protocol):
     def __call__(
-        self, call_id: str, context: str, *, user_item_id: str | None = None
+        self, call_id: str, context: str, *, user_item_id: str | None = None, trigger: Trigger = "tool_call"
     ) -> Awaitable[Decision]: ...
 
 

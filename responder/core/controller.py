@@ -382,7 +382,8 @@ class CallController:
         # Not cancelled at hang-up: the decision is still recorded for the audit trail and
         # its late result dropped (deliver_answer). Bounded by the supervisor deadline.
         user_item = self.recorder.last_user_item
-        self._spawn(ask_supervisor(self, handover_id, context, user_item), "supervisor", keep=True)
+        asking = ask_supervisor(self, handover_id, context, user_item, event.trigger)
+        self._spawn(asking, "supervisor", keep=True)
 
     async def deliver_answer(self, handover_id: str, text: str) -> None:
         """A hand-over's answer: spoken when no reply can collide with it; dropped (and

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
+from callrecord.decisions import Trigger
 from callrecord.history import HistoryItem
 
 EngineName = Literal["realtime", "live"]
@@ -152,6 +153,7 @@ class HandoverRequested:
     tool: str | None
     arguments: str
     item_id: str | None = None
+    trigger: Trigger = "tool_call"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from typing import Protocol
 from redis.exceptions import RedisError
 from structlog.typing import FilteringBoundLogger
 
+from callrecord.decisions import Trigger
 from callrecord.history import CallHistory
 from infra import metrics
 from responder.core.contract import ControllerConfig, DecideFn
@@ -46,7 +47,9 @@ class HandoverHost(Protocol):
     async def deliver_answer(self, handover_id: str, text: str) -> None: ...
 
 
-async def ask_supervisor(host: HandoverHost, handover_id: str, context: str, user_item: str | None) -> None:
+async def ask_supervisor(
+    host: HandoverHost, handover_id: str, context: str, user_item: str | None, trigger: Trigger = "tool_call"
+) -> None:
     """Run one supervisor turn to its end; its decision is recorded even if the call ended."""
     if user_item is not None:
         try:
@@ -61,7 +64,7 @@ async def ask_supervisor(host: HandoverHost, handover_id: str, context: str, use
     started = time.monotonic()
     try:
         async with asyncio.timeout(host.config.supervisor_deadline_s + DEADLINE_GRACE_S):
-            decision = await host.decide(host.call_id, context, user_item_id=user_item)
+            decision = await host.decide(host.call_id, context, user_item_id=user_item, trigger=trigger)
         text, outcome = decision.text, decision.outcome
         observe_decision(decision)
         host.recorder.anchor_output(handover_id, decision.decision_id)

@@ -216,7 +216,9 @@ class RecordingCaller:
         self.clears += 1
 
 
-async def quick_decision(call_id: str, context: str, *, user_item_id: str | None = None) -> Decision:
+async def quick_decision(
+    call_id: str, context: str, *, user_item_id: str | None = None, **_: object
+) -> Decision:
     assert isinstance(context, str)
     return Decision(call_id=call_id, user_item_id=user_item_id, context=context, text="Sixty days.")
 

@@ -33,6 +33,7 @@ from typing import Any, Final
 from openai import AsyncOpenAI
 from structlog.typing import FilteringBoundLogger
 
+from callrecord.decisions import Trigger
 from callrecord.history import APPEND, HistoryItem
 from responder.core import engine as ev
 from responder.core.engine import EngineName, Line, Purpose, Restored
@@ -219,11 +220,11 @@ class LiveEngine:
                 return
         self._hand_over(delegation_id)
 
-    def _hand_over(self, handover_id: str) -> None:
+    def _hand_over(self, handover_id: str, trigger: Trigger = "delegation") -> None:
         item = ev.ConversationItem(handover_id, "function_call", "assistant", name=SUPERVISOR_TOOL,
                                    tool_call_id=handover_id)  # fmt: skip
         self._emit(ev.ItemAdded(item, APPEND))
-        self._emit(ev.HandoverRequested(handover_id, SUPERVISOR_TOOL, "", handover_id))
+        self._emit(ev.HandoverRequested(handover_id, SUPERVISOR_TOOL, "", handover_id, trigger))
 
     async def _recover_later(self, turn: _CallerTurn) -> None:
         """The known Live failure: a turn transcribed but never delegated."""
@@ -233,7 +234,7 @@ class LiveEngine:
             return
         self.log.warning("gpt_live.delegation_recovered", item_id=turn.item_id, waited_s=self.recovery_s)
         turn.delegated = True
-        self._hand_over(RECOVERED_PREFIX + turn.item_id)
+        self._hand_over(RECOVERED_PREFIX + turn.item_id, "recovered")
 
     def _on_error(self, raw: Raw) -> None:
         error = raw.get("error") or {}

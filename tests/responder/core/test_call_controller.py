@@ -50,7 +50,11 @@ class Supervisor:
     delay_s: float = 0.0
     asked: list[tuple[str, str | None]] = field(default_factory=list)
 
-    async def __call__(self, call_id: str, context: str, *, user_item_id: str | None = None) -> Decision:
+    async def __call__(
+
+        self, call_id: str, context: str, *, user_item_id: str | None = None, **_: object
+
+    ) -> Decision:
         self.asked.append((context, user_item_id))
         await asyncio.sleep(self.delay_s)
         return Decision(call_id=call_id, user_item_id=user_item_id, context=context, text=self.text)

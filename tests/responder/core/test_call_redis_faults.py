@@ -56,7 +56,7 @@ async def test_supervisor_answer_is_delivered_when_the_turn_cannot_be_read(
     down and the call has nothing buffered: the supervisor is asked anyway and its answer sent."""
     asked: list[str] = []
 
-    async def decide(call_id: str, context: str, *, user_item_id: str | None = None) -> Decision:
+    async def decide(call_id: str, context: str, *, user_item_id: str | None = None, **_: object) -> Decision:
         asked.append(context)
         return Decision(call_id=call_id, user_item_id=user_item_id, context=context, text="Within 60 days.")
 

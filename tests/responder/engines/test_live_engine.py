@@ -71,7 +71,8 @@ async def test_a_delegated_turn_becomes_a_hand_over_after_the_callers_transcript
     assert events[3] == ev.CallerTranscript(user.item.id, "Can I return a used tent?")
     assert events[4] == ev.CallerSpeechStopped()
     assert isinstance(events[5], ev.ItemAdded) and events[5].item.tool_call_id == "dlg_1"
-    assert events[6] == ev.HandoverRequested("dlg_1", "getNextResponseFromSupervisor", "", "dlg_1")
+    handover = ev.HandoverRequested("dlg_1", "getNextResponseFromSupervisor", "", "dlg_1", "delegation")
+    assert events[6] == handover
 
 
 async def test_the_timeline_ends_a_caller_turn_that_nobody_delegated() -> None:
@@ -142,7 +143,11 @@ def test_answers_fit_500_tokens_at_a_sentence_boundary() -> None:
 async def test_the_controller_answers_a_delegation_with_commentary(history: CallHistory) -> None:
     asked: list[str] = []
 
-    async def decide(call_id: str, context: str, *, user_item_id: str | None = None) -> Decision:
+    async def decide(
+
+        call_id: str, context: str, *, user_item_id: str | None = None, **_: object
+
+    ) -> Decision:
         asked.append(context)
         return Decision(call_id=call_id, user_item_id=user_item_id, context=context, text="Within 60 days.")
 

@@ -57,7 +57,13 @@ async def simulator() -> AsyncIterator[TestServer]:
     await server.close()
 
 
-async def never_called(call_id: str, context: str, *, user_item_id: str | None = None) -> Decision:
+async def never_called(
+
+
+    call_id: str, context: str, *, user_item_id: str | None = None, **_: object
+
+
+) -> Decision:
     raise AssertionError("the supervisor must not be asked")
 
 
