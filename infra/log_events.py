@@ -139,7 +139,11 @@ LogEvent = Literal[
     "history.unflushed",
     # the supervisor: its agent loop, model, tools (supervisor/); supervisor.decision is logged
     # by callrecord/decisions.py and read by `responder trace --log`
+    "live.subscribe_failed",
+    "live.subscription_lost",
     "supervisor.citation_unverified",
+    "live.viewer_refused",
+    "live.viewer_too_slow",
     "supervisor.decision",
     "supervisor.decision_not_stored",
     "supervisor.failed",

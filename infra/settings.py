@@ -95,6 +95,14 @@ class Settings(BaseSettings):
         description="Signs per-call live-transcript tokens; set the same value on every instance "
         "(a random one per process when unset).",
     )
+    # live transcript streams (GET /calls/{id}/events), counted per instance
+    transcript_viewers_per_call: int = Field(default=10, ge=1, description="Open streams of one call.")
+    transcript_viewers_per_client: int = Field(
+        default=20, ge=1, description="Open streams of one client (address), all calls together."
+    )
+    transcript_replay_items: int = Field(
+        default=500, ge=1, description="Items (and decisions) a stream replays on connect: the newest."
+    )
 
     # --- Call admission and call control --------------------------------------------------
     max_concurrent_calls: int = Field(default=50, description="Calls this instance serves at once.")

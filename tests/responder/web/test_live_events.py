@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -15,22 +15,7 @@ from callrecord.history import HistoryItem
 from infra.settings import Settings
 from responder.web import live
 from tests.support.service import RunningService
-
-
-async def sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, Any]]:
-    """(event, data) pairs; comment lines come out as ("comment", text)."""
-    event, data = "message", ""
-    async for raw in resp.content:
-        line = raw.decode().rstrip("\n")
-        if line.startswith(":"):
-            yield "comment", line[1:].strip()
-        elif line.startswith("event: "):
-            event = line.removeprefix("event: ")
-        elif line.startswith("data: "):
-            data += line.removeprefix("data: ")
-        elif line == "" and data:
-            yield event, json.loads(data)
-            event, data = "message", ""
+from tests.support.sse import events_url, sse_events
 
 
 def decision_for(call_id: str, user_item: str) -> Decision:
@@ -50,10 +35,6 @@ def decision_for(call_id: str, user_item: str) -> Decision:
         text="Used gear can be returned within 60 days.",
         outcome="ok",
     )
-
-
-def events_url(svc: RunningService, call_id: str) -> str:
-    return svc.url + f"/calls/{call_id}/events?token={svc.services.view_token(call_id)}"
 
 
 async def test_replay_then_live_updates_until_the_call_ends(
