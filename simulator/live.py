@@ -53,15 +53,21 @@ MAX_FIXTURE_MS = 30_000
 FIXTURE_BYTES_PER_MS = 48  # fixtures are PCM16 24 kHz mono whatever the session format
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
+# Server events without an event_id (SDK: OutputAudioDeltaEvent, SessionInputAudioAppend).
+_NO_EVENT_ID = frozenset({"session.output_audio.delta", "session.input_audio.append"})
 
 
 class LiveSession:
     """One primary Live WebSocket: the session config, its timeline, the model and its voice."""
 
-    def __init__(self, ws: web.WebSocketResponse, state: SimulatorState) -> None:
+    SIDEBAND = False  # a sideband (simulator.live_sideband) validates against ConnectClientEvent
+
+    def __init__(
+        self, ws: web.WebSocketResponse, state: SimulatorState, *, session_id: str | None = None
+    ) -> None:
         self.ws = ws
         self.state = state
-        self.record = LiveSessionRecord(id=new_id("live"))
+        self.record = LiveSessionRecord(id=session_id or new_id("live"))
         state.live_sessions.append(self.record)
         self.config: dict[str, Any] | None = None
         self.fmt: LiveFormat | None = None
@@ -72,6 +78,7 @@ class LiveSession:
         self.fixture: LiveUtterance | None = None
         self._fixture_event_id: str | None = None
         self._last_input_at = 0.0
+        self.last_activity = asyncio.get_running_loop().time()  # last client event
         self._tasks: set[asyncio.Task[Any]] = set()
         self._send_lock = asyncio.Lock()
         self._event_prefix = new_id("event")
@@ -97,8 +104,9 @@ class LiveSession:
     # --- connection ----------------------------------------------------------------------
 
     async def run(self) -> None:
-        self._log.info("simulator.live.connected")
+        self._log.info("simulator.live.connected", sideband=self.SIDEBAND)
         try:
+            await self.on_connect()
             async for msg in self.ws:
                 if msg.type == WSMsgType.TEXT:
                     await self._handle_safely(msg.data)
@@ -113,6 +121,9 @@ class LiveSession:
             await self._shutdown()
             self._log.info("simulator.live.closed", reason=self.record.closed_reason)
 
+    async def on_connect(self) -> None:
+        """Before the first client event (a sideband's session is already started)."""
+
     async def _shutdown(self) -> None:
         tasks = {t for t in self._tasks if t is not asyncio.current_task()}
         for task in tasks:
@@ -123,8 +134,8 @@ class LiveSession:
     async def emit(self, event: dict[str, Any]) -> None:
         if self._closed:
             return
-        if event["type"] == "session.output_audio.delta":
-            payload = event  # the one server event without an event_id (SDK: OutputAudioDeltaEvent)
+        if event["type"] in _NO_EVENT_ID:
+            payload = event
         else:
             self._event_seq += 1
             payload = {"event_id": f"{self._event_prefix}{self._event_seq:06d}", **event}
@@ -164,6 +175,7 @@ class LiveSession:
             await self.send_error(LiveError("server_error", "The simulator failed to handle this event."))
 
     async def handle_text(self, text: str) -> None:
+        self.last_activity = asyncio.get_running_loop().time()
         try:
             data = json.loads(text)
         except (ValueError, RecursionError) as exc:
@@ -175,7 +187,7 @@ class LiveSession:
             return
         record = {"type": APPEND, "event_id": data.get("event_id")} if data.get("type") == APPEND else data
         try:
-            validate_client_event(data)
+            validate_client_event(data, sideband=self.SIDEBAND)
         except LiveError as error:
             await self._invalid(record, error)
             return
@@ -219,21 +231,26 @@ class LiveSession:
             raise LiveError(
                 "session_already_started", "The session has already started: send session.start once."
             )
-        config = resolve_session(data["session"], self.record.id)
+        await self.begin(data["session"], echo=self._echo(data))
+
+    async def begin(self, start_config: dict[str, Any], *, echo: dict[str, Any], media: bool = False) -> None:
+        """Start the session: ``session.started``, the model, the output track. ``media``: a
+        WebRTC/SIP session (sideband): no audio.format; caller audio and the reflected output
+        are PCM16 24 kHz, output deltas carry their timeline position."""
+        config = resolve_session(start_config, self.record.id, media=media)
         self.config = self.record.config = config
         self.record.started = True
-        self.fmt = LiveFormat.of(config["audio"]["format"])
+        self.fmt = LiveFormat.of(None if media else config["audio"]["format"])
         self.speaker = Speaker(
             fmt=self.fmt,
             emit=self.emit,
             on_finished=self._utterance_finished,
             silence=self.state.live_output_silence,
+            timestamps=media,
         )
-        self.model = LiveModel(self, data["session"])
-        self._log.info(
-            "simulator.live.session_started", model=config["model"], format=config["audio"]["format"]
-        )
-        await self.emit({"type": "session.started", "session": config, **self._echo(data)})
+        self.model = LiveModel(self, start_config)
+        self._log.info("simulator.live.session_started", model=config["model"], format=self.fmt.encoding)
+        await self.emit({"type": "session.started", "session": config, **echo})
         await self.speaker.advance(0)  # the track starts with the session
         if self.state.live_usage_interval_s:
             self.spawn(self._report_usage(self.state.live_usage_interval_s))
@@ -255,12 +272,16 @@ class LiveSession:
             width = self.fmt.sample_bytes
             message = f"Invalid 'audio': {self.fmt.encoding} audio must be whole {width}-byte samples."
             raise LiveError("invalid_value", message, "audio")
+        await self.feed_input(raw)
+
+    async def feed_input(self, raw: bytes) -> None:
+        """Caller audio in the session format: the model hears it, the timeline advances."""
+        assert self.fmt is not None and self.model is not None and self.speaker is not None
         self._last_input_at = asyncio.get_running_loop().time()
         deaf = self.muted or self.fixture is not None  # muted input reaches the model as silence
         await self.model.hear(self.fmt.for_vad(raw) if not deaf else self.fmt.vad_silence(len(raw)))
         self.record.timeline_ms += self.fmt.duration_ms(len(raw))
         await self.model.timeline_advanced()
-        assert self.speaker is not None
         await self.speaker.advance(self.timeline_ms)
 
     async def _on_mute(self, data: dict[str, Any]) -> None:
@@ -313,14 +334,18 @@ class LiveSession:
             await asyncio.sleep(step_s)
             if loop.time() - self._last_input_at >= step_s:  # no input: the track runs on the wall clock
                 await self.speaker.advance(self.speaker.output_ms)
+        await self.finish("close_requested", self._echo(data))
+
+    async def finish(self, reason: str, echo: dict[str, Any]) -> None:
+        """Report appends never placed, send ``session.closed`` and close the socket."""
         for task in [t for t in self._tasks if t is not asyncio.current_task()]:
-            task.cancel()  # the output track and the usage reports stop here
-        for append in list(self.model.unplaced):
+            task.cancel()  # the usage reports (and a sideband's caller) stop here
+        for append in list(self.model.unplaced if self.model is not None else []):
             message = f"The session closed before this {append.kind} append was placed on the timeline."
             await self.send_error(LiveError("context_injection_incomplete", message), append.client_event_id)
-        self.record.closed_reason = "close_requested"
-        closed = {"reason": "close_requested", "session": self.config, "usage": self._usage()}
-        await self.emit({"type": "session.closed", **closed, **self._echo(data)})
+        self.record.closed_reason = reason
+        closed = {"reason": reason, "session": self.config, "usage": self._usage()}
+        await self.emit({"type": "session.closed", **closed, **echo})
         self._closed = True
         await self.ws.close()
 

@@ -27,7 +27,15 @@ import time
 import typing
 from typing import Any
 
-from openai.types.live import ClientEvent, ClientEventParam, SessionConfig, SessionUpdateConfig
+from openai.types.live import (
+    ClientEvent,
+    ClientEventParam,
+    ConnectClientEvent,
+    ConnectClientEventParam,
+    SessionConfig,
+    SessionResource,
+    SessionUpdateConfig,
+)
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from simulator.live_audio import DEFAULT_FORMAT, RATES
@@ -43,10 +51,22 @@ CHARS_PER_TOKEN = 4
 
 CLIENT_EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(ClientEvent)
 CLIENT_EVENT_PARAM_ADAPTER: TypeAdapter[Any] = TypeAdapter(ClientEventParam)
-CLIENT_EVENT_TYPES: frozenset[str] = frozenset(
-    typing.get_args(model.model_fields["type"].annotation)[0]
-    for model in typing.get_args(typing.get_args(ClientEvent)[0])
-)
+# The sideband of a WebRTC/SIP session (``/v1/live/sessions/{id}/attach``): no session.start,
+# no input audio, transport.dtmf.send (SIP).
+CONNECT_EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(ConnectClientEvent)
+CONNECT_EVENT_PARAM_ADAPTER: TypeAdapter[Any] = TypeAdapter(ConnectClientEventParam)
+
+
+def _types_of(union: Any) -> frozenset[str]:
+    return frozenset(
+        typing.get_args(model.model_fields["type"].annotation)[0]
+        for model in typing.get_args(typing.get_args(union)[0])
+    )
+
+
+CLIENT_EVENT_TYPES = _types_of(ClientEvent)
+CONNECT_EVENT_TYPES = _types_of(ConnectClientEvent)
+RESOURCE_FIELDS = frozenset(SessionResource.model_fields)
 # Settable at session.start only: anything of SessionConfig that SessionUpdateConfig lacks.
 IMMUTABLE_FIELDS: frozenset[str] = frozenset(SessionConfig.model_fields) - frozenset(
     SessionUpdateConfig.model_fields
@@ -77,20 +97,27 @@ def error_event(error: LiveError, client_event_id: str | None) -> dict[str, Any]
 # --- validation ----------------------------------------------------------------------------
 
 
-def validate_client_event(data: dict[str, Any]) -> None:
-    """Check a client event against the SDK's types (see the module doc); raises :class:`LiveError`."""
+def validate_client_event(data: dict[str, Any], *, sideband: bool = False) -> None:
+    """Check a client event against the SDK's types (see the module doc); raises :class:`LiveError`.
+
+    ``sideband``: against the sideband's ``ConnectClientEvent`` union instead."""
     event_type = data.get("type")
     if event_type is None:
         raise LiveError("missing_required_parameter", "Missing required parameter: 'type'.", "type")
-    if not isinstance(event_type, str) or event_type not in CLIENT_EVENT_TYPES:
-        supported = ", ".join(f"'{t}'" for t in sorted(CLIENT_EVENT_TYPES))
+    known = CONNECT_EVENT_TYPES if sideband else CLIENT_EVENT_TYPES
+    if not isinstance(event_type, str) or event_type not in known:
+        supported = ", ".join(f"'{t}'" for t in sorted(known))
         message = f"Invalid value: '{event_type}'. Supported values are: {supported}."
         raise LiveError("invalid_value", message, "type")
     if event_type == APPEND and _plain_append(data):
         return  # the hot path: every 20 ms of caller audio
     try:
-        model = CLIENT_EVENT_ADAPTER.validate_python(data)
-        CLIENT_EVENT_PARAM_ADAPTER.validate_python(data)
+        if sideband:
+            model = CONNECT_EVENT_ADAPTER.validate_python(data)
+            CONNECT_EVENT_PARAM_ADAPTER.validate_python(data)
+        else:
+            model = CLIENT_EVENT_ADAPTER.validate_python(data)
+            CLIENT_EVENT_PARAM_ADAPTER.validate_python(data)
     except ValidationError as exc:
         raise _describe(exc, event_type) from exc
     if event_type == "session.update":
@@ -159,8 +186,9 @@ def check_update_fields(update: dict[str, Any]) -> None:
 # --- sessions ------------------------------------------------------------------------------
 
 
-def resolve_session(config: dict[str, Any], session_id: str) -> dict[str, Any]:
-    """The ``SessionResource`` of ``session.started``: the config with the server's defaults.
+def resolve_session(config: dict[str, Any], session_id: str, *, media: bool = False) -> dict[str, Any]:
+    """The ``SessionResource`` of ``session.started``: the config with the server's defaults
+    (``media``: a WebRTC/SIP session, whose media format is negotiated: no ``audio.format``).
 
     Raises :class:`LiveError` for what the real server refuses beyond the types: a G.711 rate
     other than 8000, instructions over 16,384 tokens, more than 128 ``input`` items."""
@@ -187,8 +215,12 @@ def resolve_session(config: dict[str, Any], session_id: str) -> dict[str, Any]:
         "expires_at": int(time.time()) + SESSION_LIFETIME_S,
         "model": config["model"],
         "status": "active",
-        **{k: v for k, v in config.items() if k not in ("model", "audio", "delegation")},
-        "audio": {"format": fmt, "output": output},
+        **{
+            k: v
+            for k, v in config.items()
+            if k in RESOURCE_FIELDS and k not in ("model", "audio", "delegation")
+        },
+        "audio": {"output": output} if media else {"format": fmt, "output": output},
         "delegation": delegation,
     }
     resource.setdefault("store", False)

@@ -45,9 +45,20 @@ def utterance_ms(text: str) -> int:
 class Speaker:
     """Plays utterances one after another on the session's output track."""
 
-    def __init__(self, *, fmt: LiveFormat, emit: Emit, on_finished: Finished, silence: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        fmt: LiveFormat,
+        emit: Emit,
+        on_finished: Finished,
+        silence: bool = True,
+        timestamps: bool = False,
+    ) -> None:
+        """``timestamps``: deltas carry ``start_ms``/``end_ms`` (a sideband's reflected output)."""
         self.fmt = fmt
         self.silence = silence
+        self.timestamps = timestamps
+        self.voiced_ms = 0  # speech sent so far
         self.queue: deque[LiveUtterance] = deque()
         self.current: LiveUtterance | None = None
         self.output_ms = 0  # the track's position: where the next chunk starts on the timeline
@@ -98,13 +109,15 @@ class Speaker:
             self._begin(self.queue.popleft())
         utterance = self.current
         self.output_ms += CHUNK_MS
+        where = {"start_ms": position, "end_ms": position + CHUNK_MS} if self.timestamps else {}
         if utterance is None:
             if self.silence:
-                await self._emit({"type": "session.output_audio.delta", "delta": self._silent_chunk})
+                await self._emit({"type": "session.output_audio.delta", "delta": self._silent_chunk, **where})
             return
         offset = utterance.said_ms
         data = base64.b64encode(self.fmt.speech(CHUNK_MS, offset_ms=offset)).decode("ascii")
-        await self._emit({"type": "session.output_audio.delta", "delta": data})
+        self.voiced_ms += CHUNK_MS
+        await self._emit({"type": "session.output_audio.delta", "delta": data, **where})
         while self._words and self._words[0][0] < offset + CHUNK_MS:
             start, word = self._words.pop(0)
             end = self._words[0][0] if self._words else utterance.audio_ms

@@ -86,6 +86,8 @@ class SimulatorState:
     live_refused_events: list[dict[str, Any]] = field(default_factory=list)
     live_errors_sent: list[dict[str, Any]] = field(default_factory=list)
     live_sessions: list[LiveSessionRecord] = field(default_factory=list)
+    # Virtual Live WebRTC/SIP sessions by id (``live_…``), see simulator.live_calls.
+    live_calls: dict[str, VirtualCall] = field(default_factory=dict)
     # Live output track: silence between utterances (as the real server), and the period of
     # session.usage.updated in scenario seconds (None: never).
     live_output_silence: bool = True

@@ -21,7 +21,7 @@ import websockets
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from openai import AsyncOpenAI
-from openai.types.live import ServerEvent
+from openai.types.live import ConnectServerEvent, ServerEvent
 from pydantic import TypeAdapter
 
 from simulator.live_audio import LiveFormat
@@ -32,6 +32,7 @@ from simulator.scenario import Scenario
 from simulator.state import STATE_KEY, SimulatorState
 
 SERVER_EVENT: TypeAdapter[Any] = TypeAdapter(ServerEvent)
+SIDEBAND_EVENT: TypeAdapter[Any] = TypeAdapter(ConnectServerEvent)
 PCMU: dict[str, Any] = {"type": "audio/pcmu", "rate": 8000}
 PCM24: dict[str, Any] = {"type": "audio/pcm", "rate": 24000}
 FRAME_MS = 20
@@ -48,19 +49,22 @@ def live_session(fmt: dict[str, Any] = PCMU, **extra: Any) -> dict[str, Any]:
     }
 
 
-def check_server_events(events: list[dict[str, Any]]) -> None:
-    """Every event validates against the SDK's ``ServerEvent`` and declares every key."""
+def check_server_events(events: list[dict[str, Any]], *, sideband: bool = False) -> None:
+    """Every event validates against the SDK's ``ServerEvent`` (``ConnectServerEvent`` on a
+    sideband) and declares every key."""
+    adapter = SIDEBAND_EVENT if sideband else SERVER_EVENT
     for event in events:
-        model = SERVER_EVENT.validate_python(event)
+        model = adapter.validate_python(event)
         assert undeclared_key(model) is None, (event["type"], undeclared_key(model))
 
 
 class LiveClient:
     """One SDK primary Live connection with a background reader and a paced input stream."""
 
-    def __init__(self, conn: Any, *, speed: float) -> None:
+    def __init__(self, conn: Any, *, speed: float, sideband: bool = False) -> None:
         self.conn = conn
         self.speed = speed
+        self.sideband = sideband
         self.events: list[dict[str, Any]] = []
         self.closed = False
         self.sent_ms = 0  # input audio sent so far: the session timeline, once started
@@ -77,6 +81,14 @@ class LiveClient:
         sdk = AsyncOpenAI(base_url=base_url, api_key="test", max_retries=0)
         manager = sdk.live.connect()
         return cls(await manager.__aenter__(), speed=speed), manager
+
+    @classmethod
+    async def attach(cls, base_url: str, session_id: str, *, speed: float) -> tuple[LiveClient, Any]:
+        """A sideband connection to a WebRTC/SIP session (no input stream: the simulator's
+        virtual caller plays the caller)."""
+        sdk = AsyncOpenAI(base_url=base_url, api_key="test", max_retries=0)
+        manager = sdk.live.sideband.connect(session_id=session_id)
+        return cls(await manager.__aenter__(), speed=speed, sideband=True), manager
 
     async def stop_streaming(self) -> None:
         """Stop the input stream: the session timeline stops with it."""
@@ -191,8 +203,18 @@ class LiveSim:
     def base_url(self) -> str:
         return str(self.server.make_url("/v1"))
 
+    @property
+    def sdk(self) -> AsyncOpenAI:
+        return AsyncOpenAI(base_url=self.base_url, api_key="test", max_retries=0)
+
     async def connect(self) -> LiveClient:
         client, manager = await LiveClient.open(self.base_url, speed=self.state.speed)
+        self.clients.append(client)
+        self.managers.append(manager)
+        return client
+
+    async def attach(self, session_id: str) -> LiveClient:
+        client, manager = await LiveClient.attach(self.base_url, session_id, speed=self.state.speed)
         self.clients.append(client)
         self.managers.append(manager)
         return client
@@ -234,4 +256,4 @@ async def live_sims(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Asy
         for manager in sim.managers:
             await manager.__aexit__(None, None, None)
         for client in sim.clients:
-            check_server_events(client.events)
+            check_server_events(client.events, sideband=client.sideband)
