@@ -164,8 +164,9 @@ def scenario_script(scenario: Scenario) -> Callable[[PcmClient], Any]:
 
 
 async def ws_call(
-    svc: RunningService, script: Callable[[PcmClient], Any], caller: str | None = CALLER
+    svc: RunningService, script: Callable[[PcmClient], Any], caller: str | None = CALLER,
+    engine: str | None = None,
 ) -> WsReport:
-    url = svc.url.replace("http", "ws", 1) + "/calls/ws"
+    url = svc.url.replace("http", "ws", 1) + "/calls/ws" + (f"?engine={engine}" if engine else "")
     async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
         return await PcmClient(ws, svc.speed).run(script, caller)

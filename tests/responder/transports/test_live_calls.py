@@ -1,0 +1,118 @@
+"""Calls on the GPT-Live engine through the real service, against the simulator's Live double:
+the Twilio phone path (μ-law passed through) and the PCM16 WebSocket, a delegation answered by
+the supervisor, a turn never delegated (recovered), a slow supervisor and its fallback.
+
+Every client event the service sends is validated by the double against ``openai.types.live``;
+the tests assert that none was invalid and none was refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from callrecord.history import HistoryItem
+from infra.settings import Settings
+from simulator.scenario import Scenario, Turn, load_scenario
+from tests.support.calls import conversation, ended_call_items, run_call
+from tests.support.service import RunningService
+from tests.support.websocket_calls import scenario_script, ws_call
+
+
+def assert_live_clean(svc: RunningService) -> None:
+    state = svc.services.simulator.state
+    assert state.live_invalid_events == [], state.live_invalid_events
+    assert state.live_refused_events == [], state.live_refused_events
+    types = [e["type"] for e in state.live_client_events]
+    assert types[0] == "session.start" and "session.input_audio.append" in types
+    assert state.client_events == []  # nothing went to the Realtime API
+
+
+def live(make_settings: Callable[..., Settings], **overrides: Any) -> Settings:
+    return make_settings(engine="live", **overrides)
+
+
+def handovers(items: list[HistoryItem]) -> list[HistoryItem]:
+    return [i for i in items if i.kind == "function_call"]
+
+
+async def test_a_phone_call_on_live_is_grounded_by_the_supervisor(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    scenario = load_scenario("returns")
+    svc, report, items = await run_call(start_service, live(make_settings), scenario)
+    meta = await svc.services.history.get_meta(report.call_sid)
+    assert meta["engine"] == "live" and meta["status"] == "ended"
+    said = conversation(items)
+    assert said[0] == ("assistant", scenario.greeting)
+    assert ("user", scenario.turns[1].say) in said
+    [delegation] = handovers(items)
+    [decision] = await svc.services.history.get_decisions(report.call_sid)
+    assert decision.trigger == "delegation" and decision.outcome == "ok"
+    assert "returns@3" in decision.policy_labels()
+    [output] = [i for i in items if i.kind == "function_call_output"]
+    assert output.tool_call_id == delegation.tool_call_id and output.output == decision.text
+    assert said[-1] == ("assistant", decision.text)  # the model spoke the commentary
+    [session] = svc.services.simulator.state.live_sessions
+    [answered] = session.delegations.values()
+    assert answered.id == delegation.tool_call_id and answered.commentary == [decision.text]
+    assert_live_clean(svc)
+
+
+async def test_a_turn_the_model_never_delegates_is_recovered(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    scenario = Scenario(name="live_recovery", quiet_ms=2500, turns=[
+        Turn(say="Can I return a tent I already used on a camping trip?", live_delegates=False),
+    ])  # fmt: skip
+    path = tmp_path / "live_recovery.yaml"
+    path.write_text(yaml.safe_dump(scenario.model_dump(exclude_defaults=True)))
+    settings = live(make_settings, live_recovery_s=0.5, simulator_scenario=str(path))
+    svc, report, items = await run_call(start_service, settings, scenario)
+    [decision] = await svc.services.history.get_decisions(report.call_sid)
+    assert decision.trigger == "recovered" and "returns@3" in decision.policy_labels()
+    [session] = svc.services.simulator.state.live_sessions
+    assert session.delegations == {}
+    general = [e for e in svc.services.simulator.state.live_client_events
+               if e["type"] == "session.commentary.append" and e["delegation_id"] is None]  # fmt: skip
+    assert decision.text in [e["content"] for e in general]
+    assert conversation(items)[-1] == ("assistant", decision.text)
+    assert_live_clean(svc)
+
+
+async def test_a_slow_supervisor_gets_one_hold_line_and_a_late_one_the_fallback(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    scenario = load_scenario("supervisor_timeout")
+    settings = live(make_settings, hold_delay_s=0.5, supervisor_deadline_s=1.5,
+                    simulator_scenario="supervisor_timeout")  # fmt: skip
+    svc, report, _ = await run_call(start_service, settings, scenario)
+    [decision] = await svc.services.history.get_decisions(report.call_sid)
+    assert decision.outcome == "timeout" and decision.trigger == "delegation"
+    commentary = [e for e in svc.services.simulator.state.live_client_events
+                  if e["type"] == "session.commentary.append"]  # fmt: skip
+    holds = [e for e in commentary if "still checking" in e["content"]]
+    assert len(holds) == 1  # one hold line, never dead air
+    [answer] = [e for e in commentary if e["delegation_id"] is not None]
+    assert answer["content"] == decision.text  # the fallback, for the delegation
+    assert_live_clean(svc)
+
+
+async def test_a_browser_websocket_call_on_live(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    scenario = load_scenario("returns")
+    svc = await start_service(make_settings(engine="realtime"))  # the call itself asks for Live
+    report = await ws_call(svc, scenario_script(scenario), engine="live")
+    items = await ended_call_items(svc, report.call_id)
+    assert (await svc.services.history.get_meta(report.call_id))["engine"] == "live"
+    [decision] = await svc.services.history.get_decisions(report.call_id)
+    assert decision.trigger == "delegation" and "returns@3" in decision.policy_labels()
+    role, text = conversation(items)[-1]  # the acknowledgement may run into the answer
+    assert role == "assistant" and text.endswith(decision.text)
+    starts = [e for e in svc.services.simulator.state.live_client_events if e["type"] == "session.start"]
+    assert starts[0]["session"]["audio"]["format"] == {"type": "audio/pcm", "rate": 24000}
+    assert_live_clean(svc)
