@@ -54,6 +54,9 @@ CALL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 POLL_S = 1.0  # how often a quiet stream looks up (shutdown, heartbeat, a viewer that left)
 RETRY_AFTER_S = 5
+# Redis reads of connecting viewers at once (the rest wait): a burst of viewers must not take
+# the connection pool that calls write through (redis-py refuses beyond its size, it does not wait)
+REPLAY_READS = 8
 Limit = Literal["per_call", "per_client"]
 
 
@@ -67,6 +70,7 @@ class Viewers:
     per_call: Counter[str] = field(default_factory=Counter)
     per_client: Counter[str] = field(default_factory=Counter)
     hub: LiveHub | None = None
+    reads: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(REPLAY_READS))
 
     def full(self, call_id: str, client: str, services: Services) -> Limit | None:
         settings = services.settings
@@ -128,7 +132,9 @@ async def _stream(
     request: web.Request, services: Services, viewers: Viewers, call_id: str
 ) -> web.StreamResponse:
     history = services.history
-    if not await history.get_meta(call_id):
+    async with viewers.reads:
+        known = bool(await history.get_meta(call_id))
+    if not known:
         raise web.HTTPNotFound(text="no such call")
     if viewers.hub is None:
         viewers.hub = LiveHub(services.redis.client)
@@ -143,7 +149,7 @@ async def _stream(
     try:
         async with viewers.hub.watch(history.channel(call_id)) as feed:
             await response.prepare(request)
-            ended = await _replay(response, services, call_id)
+            ended = await _replay(response, services, viewers, call_id)
             # not ended: the feed was lost, the viewer left or the instance shuts down (the
             # browser reconnects, here or elsewhere, and gets a fresh replay)
             if ended or await _relay(response, request, feed, viewers):
@@ -176,17 +182,20 @@ async def _close_viewers(app: web.Application) -> None:
         await viewers.hub.close()
 
 
-async def _replay(response: web.StreamResponse, services: Services, call_id: str) -> bool:
-    """Send what Redis already holds; True when the call is already over."""
+async def _replay(response: web.StreamResponse, services: Services, viewers: Viewers, call_id: str) -> bool:
+    """Send what Redis already holds (read first, then written: a slow viewer holds no read
+    slot); True when the call is already over."""
     history, shown = services.history, services.settings.transcript_replay_items
-    meta = await history.get_meta(call_id)
+    async with viewers.reads:
+        meta = await history.get_meta(call_id)
+        items = await history.get_items(call_id, limit=shown + 1)
+        decisions = (await history.get_decisions(call_id))[-shown:]
     await response.write(sse("call.meta", _public(meta)))
-    items = await history.get_items(call_id, limit=shown + 1)
     if len(items) > shown:  # older items stay in the trace viewer
         await response.write(sse("replay.truncated", {"type": "replay.truncated", "items_shown": shown}))
     for item in items[-shown:]:
         await response.write(sse("item.added", {"type": "item.added", "item": item.model_dump(mode="json")}))
-    for decision in (await history.get_decisions(call_id))[-shown:]:
+    for decision in decisions:
         await response.write(sse("decision", {"type": "decision", "decision": decision_view(decision)}))
     return meta.get("status") in ENDED_STATUSES
 
