@@ -178,6 +178,11 @@ LogEvent = Literal[
     "policies.watch_invalid",
     "policies.watch_saved",
     "policies.watch_unreadable",
+    # policy test suites: runs, the versioned suites (supervisor/policy_tests/)
+    "policy_tests.finished",
+    "policy_tests.seed_refused",
+    "policy_tests.suite_saved",
+    "policy_tests.suites_seeded",
 ]
 
 LOG_EVENTS: Final[frozenset[str]] = frozenset(get_args(LogEvent))

@@ -14,6 +14,20 @@ It plays the supervisor's text model deterministically, driven by the scenario:
   ``[policy:ID@VERSION]`` citation token (so the supervisor's sanitizer has work to do),
   plus a line each for account and store results.
 
+What a grounded supervisor does beyond that, keyed on words like the tool calls above (so
+policy test suites, ``responder policies test``, can expect it):
+
+* a question on an out-of-scope topic (medical, legal or investment advice, the weather…:
+  ``_OUT_OF_SCOPE``) is declined without tools, and a caller asking for a person or a manager
+  is offered a colleague;
+* asking for an exception adds the offer of a colleague to the policy answer;
+* account details are read out only to a verified caller: the question must hold the
+  account's billing ZIP code (the phone number is already there), else the answer asks for
+  it; ``findNearestStore`` is called for a ZIP code only when the question has no phone
+  number or asks about a store;
+* a judge request (a JSON user message with ``rubric`` and ``answer``) gets a deterministic
+  verdict, see :mod:`simulator.judge`.
+
 Replies are built as the ``openai`` SDK's own types and validated with ``model_validate``
 before they are serialised, so the SDK parses them exactly like real ones.
 """
@@ -31,6 +45,7 @@ from aiohttp import web
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
+from simulator.judge import is_judge_request, judge_reply
 from simulator.state import STATE_KEY, SimulatorState
 
 CONTEXT_LABEL = "relevantContextFromLastUserMessage"
@@ -38,6 +53,27 @@ _PHONE = re.compile(r"(?<!\d)(?:\+?1[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]?\d{4}
 _ZIP = re.compile(r"(?<![\d-])\d{5}(?![\d-])")
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset("a an and are can do for i if in is it my of on or the to what when with you your".split())
+_OUT_OF_SCOPE = re.compile(
+    r"\b(medical|medicine|medication|doctor|diagnos\w*|prescription|legal advice|lawyer|attorney|lawsuit"
+    r"|invest\w*|stock market|crypto\w*|tax advice|weather|forecast|recipe|lottery|horoscope)\b",
+    re.IGNORECASE,
+)
+_PERSON = re.compile(
+    r"\b(speak|talk)\s+(to|with)\s+(a|an|the|your|some)?\s*(real\s+)?"
+    r"(person|human|manager|supervisor|representative|someone)\b|\bmanager\b",
+    re.IGNORECASE,
+)
+_EXCEPTION = re.compile(r"\bexception\b", re.IGNORECASE)
+_STORE_WORDS = re.compile(r"\b(stores?|locations?|nearest|closest|near me|hours|open|address)\b", re.I)
+# a sentence ends at . ! ? before a capital or a digit, but not after "a.m." / "p.m." ("by 1 p.m. Eastern")
+_SENTENCE_END = re.compile(r"(?<=[.!?])(?<![ap]\.m\.)\s+(?=[A-Z0-9\"'])")
+_ORDER_ID = re.compile(r"\bNW-\d+\b", re.IGNORECASE)
+DECLINE_TEXT = (
+    "I'm sorry, I can't help with that: I can only help with Northwind Outfitters gear, orders and "
+    "store policies. Is there anything about your gear or an order I can help with?"
+)
+HANDOVER_TEXT = "Of course. I'll connect you with a colleague who can help."
+EXCEPTION_LINE = "- An exception is a judgement call: I can connect you with a colleague who can review it."
 _ids = itertools.count(1)
 
 
@@ -216,10 +252,17 @@ async def _play(
     state: SimulatorState, question: str, tools: list[Any], outputs: list[tuple[str | None, str]]
 ) -> tuple[list[Call], str]:
     """The double's move: tool calls on the first round, an answer once tool outputs are in."""
+    judged = is_judge_request(question)
+    if judged is not None:
+        return [], judge_reply(judged)
     if not outputs:
         turn = state.scenario.turn_for_text(question) if question else None
         if turn is not None and turn.supervisor_delay_s > 0:
             await asyncio.sleep(turn.supervisor_delay_s)
+        if _OUT_OF_SCOPE.search(question):
+            return [], DECLINE_TEXT
+        if _PERSON.search(question):
+            return [], HANDOVER_TEXT
         calls = _first_round_calls(question, tools)
         if calls:
             return calls, ""
@@ -234,7 +277,8 @@ def _first_round_calls(question: str, tools: list[Any]) -> list[Call]:
     if "getUserAccountInfo" in tools and phone:
         wanted.append(("getUserAccountInfo", {"phone_number": phone.group(0)}))
     zip_code = _ZIP.search(_PHONE.sub(" ", question))
-    if "findNearestStore" in tools and zip_code:
+    wants_store = not phone or _STORE_WORDS.search(question)
+    if "findNearestStore" in tools and zip_code and wants_store:
         wanted.append(("findNearestStore", {"zip_code": zip_code.group(0)}))
     n = next(_ids)
     return [(f"call_sim{n}_{i}", name, json.dumps(args)) for i, (name, args) in enumerate(wanted)]
@@ -242,6 +286,7 @@ def _first_round_calls(question: str, tools: list[Any]) -> list[Call]:
 
 def _compose(question: str, outputs: list[tuple[str | None, str]]) -> str:
     lines: list[str] = []
+    policy_line, overlap = "", 0
     for name, raw in outputs:
         try:
             data = json.loads(raw)
@@ -251,45 +296,65 @@ def _compose(question: str, outputs: list[tuple[str | None, str]]) -> str:
             continue
         if name == "lookupPolicyDocument" and data.get("results"):
             top = data["results"][0]
-            lines.append(
-                f"- **Per our {top['title']} policy:** {_best_sentences(question, top['text'])} "
-                f"[policy:{top['id']}@{top['version']}]"
-            )
+            best = _best_sentences(question, top["text"])
+            overlap = len(_words(question) & _words(best))
+            policy_line = f"- **Per our {top['title']} policy:** {best} [policy:{top['id']}@{top['version']}]"
         elif name == "getUserAccountInfo":
-            lines.append(_account_line(data))
+            lines.append(_account_line(question, data))
         elif name == "findNearestStore" and data.get("stores"):
             store = data["stores"][0]
             lines.append(f"- **Nearest store:** {store['name']}, {store['address']}, open {store['hours']}.")
+    # beside an account or store answer, a policy hit that barely shares a word is left out
+    if policy_line and (not lines or overlap >= 2):
+        lines.insert(0, policy_line)
     if not lines:
         return (
             "I couldn't find anything in our policies that covers that. I can connect you with a colleague."
         )
+    if _EXCEPTION.search(question):
+        lines.append(EXCEPTION_LINE)
     return "\n".join(lines)
 
 
-def _account_line(data: dict[str, Any]) -> str:
+def _account_line(question: str, data: dict[str, Any]) -> str:
+    """The account's details for a verified caller (billing ZIP code in the question), else a question."""
     if not data.get("found"):
         return "- I couldn't find an account with that phone number."
     account = data.get("account") or {}
+    billing_zip = str(account.get("billing_zip") or "")
+    given = _ZIP.findall(_PHONE.sub(" ", question))
+    if billing_zip not in given:
+        if given:
+            return "- That ZIP code does not match the account, so I can't share its details."
+        return "- To verify your identity, could you tell me the billing ZIP code on the account?"
     orders = account.get("orders") or []
     name, tier = account.get("name", "the caller"), account.get("member_tier", "none")
     line = f"- **Account:** {name}, member tier {tier}."
-    if orders:
-        latest = orders[-1]
-        line += f" The latest order, {latest.get('id')}, is {latest.get('status')}."
+    asked = {m.upper() for m in _ORDER_ID.findall(question)}
+    order = next((o for o in orders if str(o.get("id", "")).upper() in asked), orders[-1] if orders else None)
+    if order is not None:
+        line += f" Order {order.get('id')} is {order.get('status')}"
+        if order.get("estimated_delivery"):
+            line += f", expected by {order['estimated_delivery']}"
+        if order.get("hold_until"):
+            line += f", held until {order['hold_until']}"
+        refund = order.get("refund") or {}
+        if refund:
+            line += f", refunded ${refund.get('amount'):.2f} on {refund.get('issued_on')}"
+        line += "."
     return line
 
 
 def _best_sentences(question: str, text: str, limit: int = 2) -> str:
     words = _words(question)
-    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
+    sentences = [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
     ranked = sorted(range(len(sentences)), key=lambda i: (-len(words & _words(sentences[i])), i))
     best = [i for i in ranked[:limit] if words & _words(sentences[i])] or ranked[:1]
     return " ".join(sentences[i] for i in sorted(best))
 
 
 def _words(text: str) -> set[str]:
-    return {w.removesuffix("s") for w in _WORD.findall(text.lower()) if w not in _STOP}
+    return {w.removesuffix("s") for w in _WORD.findall(text.lower()) if w not in _STOP and w != "s"}
 
 
 def _question(user_texts: list[str]) -> str:

@@ -18,6 +18,7 @@ from watchfiles import Change, awatch
 
 from supervisor.policy_format import PolicyError, Problem, check_dir, check_references, check_text
 from supervisor.policy_store import ImportResult, PolicyStore, Which
+from supervisor.suite_record import GateRecord
 
 log = structlog.get_logger("policies.files")
 
@@ -29,13 +30,24 @@ class ImportRefused(PolicyError):
 
 
 async def import_dir(
-    store: PolicyStore, directory: str | Path, *, author: str, message: str = "import"
+    store: PolicyStore,
+    directory: str | Path,
+    *,
+    author: str,
+    message: str = "import",
+    tests: GateRecord | None = None,
 ) -> list[ImportResult]:
+    """``tests``: the policy test gate the import passed, kept with each new published version."""
     stored = await store.ids()  # a directory may hold only the files that changed
     docs, problems = await asyncio.to_thread(check_dir, directory, stored)
     if problems:
         raise ImportRefused(problems)
-    return [await store.import_text(d.content, author=author, message=message) for d in docs]
+    return [
+        await store.import_text(
+            d.content, author=author, message=message, tests=tests if d.status == "published" else None
+        )
+        for d in docs
+    ]
 
 
 async def seed_if_empty(store: PolicyStore, directory: str | Path) -> list[ImportResult]:

@@ -41,6 +41,7 @@ from supervisor.policy_format import (
     with_status,
     with_version,
 )
+from supervisor.suite_record import GateRecord
 
 log = structlog.get_logger("policies.store")
 
@@ -82,6 +83,7 @@ class VersionInfo(BaseModel):
     message: str
     created_at: float
     sha256: str
+    tests: GateRecord | None = None  # the policy test gate this version passed (or was let through)
 
     def label(self) -> str:
         return f"{self.id}@{self.version}"
@@ -213,12 +215,14 @@ class PolicyStore:
         message: str = "",
         base_version: int | None = None,
         policy_id: str | None = None,
+        tests: GateRecord | None = None,
     ) -> VersionRecord:
         """Store ``content`` as a new version of the policy it declares.
 
         ``base_version`` is the version the author edited (0 for a new policy); a stale base
         raises :class:`VersionConflict`. Without it the save goes on top of whatever is latest.
         Invalid content raises :class:`PolicyError`; ``policy_id`` must match the content's id.
+        ``tests``: the policy test gate the version passed, kept with it.
         """
         doc, problems = check_text(content, f"{policy_id or 'policy'}.md")
         if doc is None or problems:
@@ -240,6 +244,7 @@ class PolicyStore:
                 created_at=time.time(),
                 sha256=content_hash(text),
                 content=text,
+                tests=tests,
             )
             keys = [self._latest, self._doc_prefix + doc.id, self._published, self._gen]
             args = [doc.id, latest, version, record.model_dump_json(), doc.status, self.channel]
@@ -254,7 +259,14 @@ class PolicyStore:
         raise VersionConflict(doc.id, latest, await self.latest_version(doc.id))
 
     async def publish(
-        self, policy_id: str, version: int, *, author: str, base_version: int | None = None, message: str = ""
+        self,
+        policy_id: str,
+        version: int,
+        *,
+        author: str,
+        base_version: int | None = None,
+        message: str = "",
+        tests: GateRecord | None = None,
     ) -> VersionRecord:
         """Publish ``version``: a new version with its content and ``status: published``."""
         record = await self.get_version(policy_id, version)
@@ -265,6 +277,7 @@ class PolicyStore:
             message=message or f"publish version {version}",
             base_version=base_version,
             policy_id=policy_id,
+            tests=tests,
         )
 
     async def rollback(
@@ -280,7 +293,9 @@ class PolicyStore:
             policy_id=policy_id,
         )
 
-    async def import_text(self, content: str, *, author: str, message: str) -> ImportResult:
+    async def import_text(
+        self, content: str, *, author: str, message: str, tests: GateRecord | None = None
+    ) -> ImportResult:
         """Save ``content`` unless the latest version already holds exactly this text."""
         doc, problems = check_text(content, "import")
         if doc is None or problems:
@@ -294,8 +309,9 @@ class PolicyStore:
                 return ImportResult(doc.id, None)  # the same text (a file may lag on its version line)
             try:
                 record = await self.save(
-                    content, author=author, message=message, base_version=latest.version if latest else 0
-                )
+                    content, author=author, message=message, base_version=latest.version if latest else 0,
+                    tests=tests,
+                )  # fmt: skip
             except VersionConflict:
                 continue  # someone saved meanwhile (another instance seeding): look again
             return ImportResult(doc.id, record.version)

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from supervisor.policies import PolicyLibrary
 from supervisor.policy_files import seed_if_empty
 from supervisor.policy_store import PolicyStore
+from supervisor.policy_tests.store import SUITE_DIR, SuiteStore
 
 log = structlog.get_logger("policies.sync")
 
@@ -82,9 +83,11 @@ class PolicySync:
 
 
 async def start_policies(redis: Redis, prefix: str, seed_dir: str | Path) -> PolicySync:
-    """Startup: seed an empty store from ``seed_dir``, load the published set, follow changes."""
+    """Startup: seed an empty store from ``seed_dir`` (and its test suites from ``seed_dir/tests``),
+    load the published set, follow changes."""
     store = PolicyStore(redis, prefix)
     await seed_if_empty(store, seed_dir)
+    await SuiteStore(redis, prefix).seed_if_empty(Path(seed_dir) / SUITE_DIR)
     sync = PolicySync(store, PolicyLibrary([]))
     await sync.refresh()
     sync.start()
