@@ -23,7 +23,7 @@ from responder.core.contract import CallerLink, ControllerConfig
 from responder.core.controller import CallController
 from responder.core.engine import Engine, EngineName
 from responder.core.sessions import Opener, run_sessions
-from responder.engines.live.engine import open_live_engine
+from responder.engines.live.engine import open_live_engine, open_live_sideband
 from responder.engines.live.session import build_live_session
 from responder.engines.realtime.engine import open_engine
 from responder.engines.realtime.session import build_session
@@ -48,6 +48,16 @@ def realtime_opener(
     if sideband:
         return lambda: open_engine(client, call_id, session, log, sideband_call_id=call_id)
     return lambda: open_engine(client, call_id, session, log, model=model)
+
+
+def sideband_opener(
+    services: Services, call_id: str, engine: EngineName, session: dict[str, Any], log: FilteringBoundLogger
+) -> Opener:
+    """The sideband of a call OpenAI carries: Realtime (``rtc_…``) or GPT-Live (``live_…``)."""
+    if engine == "live":
+        recovery_s = services.settings.live_recovery_s
+        return lambda: open_live_sideband(services.realtime_client, call_id, log, recovery_s=recovery_s)
+    return realtime_opener(services, call_id, session, log, sideband=True)
 
 
 def stream_opener(

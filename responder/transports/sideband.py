@@ -11,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Any
 
 import structlog
 from openai import NotFoundError
 from structlog.typing import FilteringBoundLogger
 
+from responder.core.engine import EngineName
+from responder.engines.live.session import build_live_session
 from responder.engines.realtime.session import build_session
 from responder.runtime.admission import Ticket
 from responder.runtime.services import Services
 from responder.transports.openai_calls import OpenAICallActions
-from responder.transports.runner import CallRun, realtime_opener, run_call
+from responder.transports.runner import CallRun, run_call, sideband_opener
 
 log = structlog.get_logger("sideband")
 SHUTDOWN_HANGUP_S = 2.0
@@ -41,17 +44,28 @@ def sideband_session(services: Services) -> dict[str, object]:
     return build_session(services.settings, audio_format=None)
 
 
+def live_accept_session(services: Services) -> dict[str, Any]:
+    """GPT-Live: ``client.live.sessions.accept``'s ``session`` (SIP negotiates the codec)."""
+    return {"type": "live", **build_live_session(services.settings, audio_format=None)}
+
+
+def live_media_session(services: Services) -> dict[str, Any]:
+    """GPT-Live: ``client.live.create``'s ``session`` for a browser's WebRTC offer."""
+    return build_live_session(services.settings, audio_format=None)
+
+
 async def run_sideband_call(
-    services: Services, call_id: str, *, transport: str, caller: str, ticket: Ticket, refer_uri: str | None
-) -> None:
+    services: Services, call_id: str, *, transport: str, caller: str, ticket: Ticket, refer_uri: str | None,
+    engine: EngineName = "realtime",
+) -> None:  # fmt: skip
     """Attach to ``call_id`` and serve it until it ends; always releases ``ticket``."""
     clog = log.bind(call_id=call_id, transport=transport)
-    actions = OpenAICallActions(services.realtime_client, call_id, transport, refer_uri)
+    actions = OpenAICallActions(services.realtime_client, call_id, transport, refer_uri, engine)
     run = CallRun(None)
     try:
-        await services.history.start_call(call_id, transport=transport, caller=caller)
-        clog.info("call.started", transport=transport)
-        opener = realtime_opener(services, call_id, sideband_session(services), clog, sideband=True)
+        await services.history.start_call(call_id, transport=transport, caller=caller, engine=engine)
+        clog.info("call.started", transport=transport, engine=engine)
+        opener = sideband_opener(services, call_id, engine, sideband_session(services), clog)
         config = services.controller_config(transport=transport, sideband=True)
         # a dropped sideband is not re-attached (yet): the call ends with it
         run = await run_call(

@@ -1,4 +1,7 @@
-"""OpenAI SIP: the ``realtime.call.incoming`` webhook.
+"""OpenAI SIP: the ``realtime.call.incoming`` and ``live.transport.incoming`` webhooks.
+
+The event type chooses the call's engine: Realtime (``rtc_…`` call ids, ``client.realtime.calls``)
+or GPT-Live (``live_…`` session ids, ``client.live.sessions``); both are served the same way.
 
 OpenAI answers the SIP call and POSTs a signed webhook. The handler verifies it with the
 ``openai`` SDK (``client.webhooks.unwrap``: Standard Webhooks HMAC and a replay window),
@@ -10,14 +13,17 @@ call controller on a sideband WebSocket. At capacity it rejects the call as busy
 
 from __future__ import annotations
 
+from typing import Final
+
 import structlog
 from aiohttp import web
 from openai import InvalidWebhookSignatureError, NotFoundError
 
+from responder.core.engine import EngineName
 from responder.runtime.admission import AdmissionRefused
 from responder.runtime.services import SERVICES, Services
 from responder.transports.openai_calls import OPENAI_CALL_TIMEOUT_S
-from responder.transports.sideband import run_sideband_call, sideband_session
+from responder.transports.sideband import live_accept_session, run_sideband_call, sideband_session
 
 log = structlog.get_logger("sip")
 
@@ -25,6 +31,11 @@ SIP_WEBHOOK_PATH = "/openai/sip"
 BUSY = 486
 CLAIM_TTL_S = 24 * 3600
 SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+# the webhook's event type chooses the call's engine
+INCOMING: Final[dict[str, EngineName]] = {
+    "realtime.call.incoming": "realtime",
+    "live.transport.incoming": "live",
+}
 
 
 def add_sip_routes(app: web.Application) -> None:
@@ -53,18 +64,21 @@ async def incoming_sip_call(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="malformed webhook event") from None
     kind = getattr(event, "type", None)
     data = getattr(event, "data", None)
-    call_id = getattr(data, "call_id", None) if kind == "realtime.call.incoming" else None
-    if kind != "realtime.call.incoming":
+    engine = INCOMING.get(kind) if isinstance(kind, str) else None
+    if engine is None or (engine == "live" and getattr(data, "type", None) != "sip"):
         log.info("sip.webhook_ignored", webhook_type=str(kind)[:60])
         return web.json_response({"status": "ignored"})
-    if not isinstance(call_id, str) or not call_id.startswith("rtc_") or len(call_id) > 128:
+    call_id = getattr(data, "call_id" if engine == "realtime" else "session_id", None)
+    prefix = "rtc_" if engine == "realtime" else "live_"
+    if not isinstance(call_id, str) or not call_id.startswith(prefix) or len(call_id) > 128:
         raise web.HTTPBadRequest(text="call_id missing or malformed")
-    return await _admit(
-        services, call_id, _sip_from(getattr(data, "sip_headers", None)), request.headers["webhook-id"]
-    )
+    caller = _sip_from(getattr(data, "sip_headers", None))
+    return await _admit(services, call_id, caller, request.headers["webhook-id"], engine)
 
 
-async def _admit(services: Services, call_id: str, caller: str, webhook_id: str) -> web.Response:
+async def _admit(
+    services: Services, call_id: str, caller: str, webhook_id: str, engine: EngineName
+) -> web.Response:
     clog = log.bind(call_id=call_id)
     claim = f"{services.settings.redis_prefix}:sip:claimed:{{{call_id}}}"
     if not await services.redis.client.set(claim, webhook_id, nx=True, ex=CLAIM_TTL_S):
@@ -76,7 +90,8 @@ async def _admit(services: Services, call_id: str, caller: str, webhook_id: str)
     except AdmissionRefused as refused:
         clog.warning("sip.call_rejected", reason=refused.reason, status_code=BUSY)
         try:
-            await client.realtime.calls.reject(call_id, status_code=BUSY, timeout=OPENAI_CALL_TIMEOUT_S)
+            calls = client.live.sessions if engine == "live" else client.realtime.calls
+            await calls.reject(call_id, status_code=BUSY, timeout=OPENAI_CALL_TIMEOUT_S)
         except NotFoundError:
             clog.info("sip.caller_gone", stage="reject")
         except Exception as exc:
@@ -85,9 +100,14 @@ async def _admit(services: Services, call_id: str, caller: str, webhook_id: str)
             raise web.HTTPBadGateway(text="could not reject the call") from None
         return web.json_response({"status": "rejected", "reason": refused.reason})
     try:
-        await client.realtime.calls.accept(
-            call_id, **sideband_session(services), timeout=OPENAI_CALL_TIMEOUT_S  # type: ignore[arg-type]
-        )
+        if engine == "live":
+            await client.live.sessions.accept(
+                call_id, session=live_accept_session(services), timeout=OPENAI_CALL_TIMEOUT_S  # type: ignore[arg-type]
+            )
+        else:
+            await client.realtime.calls.accept(
+                call_id, **sideband_session(services), timeout=OPENAI_CALL_TIMEOUT_S  # type: ignore[arg-type]
+            )
     except NotFoundError:
         ticket.release()
         clog.info("sip.caller_gone", stage="accept")  # hung up while ringing: not an error
@@ -101,7 +121,7 @@ async def _admit(services: Services, call_id: str, caller: str, webhook_id: str)
     services.spawn_call(
         run_sideband_call(
             services, call_id, transport="sip", caller=caller, ticket=ticket,
-            refer_uri=services.settings.escalation_sip_uri,
+            refer_uri=services.settings.escalation_sip_uri, engine=engine,
         ),
         name=f"sip:{call_id}",
     )  # fmt: skip

@@ -15,10 +15,11 @@ import structlog
 from aiohttp import web
 from openai import APIError, BadRequestError
 
+from responder.core.engine import engine_named
 from responder.runtime.admission import AdmissionRefused
 from responder.runtime.services import SERVICES, Services
 from responder.transports.openai_calls import OPENAI_CALL_TIMEOUT_S
-from responder.transports.sideband import run_sideband_call, sideband_session
+from responder.transports.sideband import live_media_session, run_sideband_call, sideband_session
 
 log = structlog.get_logger("webrtc")
 
@@ -72,15 +73,25 @@ async def create_webrtc_call(request: web.Request) -> web.Response:
     except AdmissionRefused as refused:
         log.warning("webrtc.call_refused", reason=refused.reason)
         return refused_response(refused)
+    engine = engine_named(request.query.get("engine"), services.settings.engine)  # ?engine=live
     try:
-        raw = await services.realtime_client.realtime.calls.with_raw_response.create(
-            sdp=offer,
-            session=sideband_session(services),  # type: ignore[arg-type]
-            timeout=OPENAI_CALL_TIMEOUT_S,
-        )
-        location = raw.headers.get("Location", "")
-        call_id = location.rstrip("/").rsplit("/", 1)[-1]
-        answer = raw.http_response.text
+        if engine == "live":  # the session id comes in the JSON body, with the answer
+            created = await services.realtime_client.live.create(
+                session=live_media_session(services),  # type: ignore[arg-type]
+                transport={"type": "webrtc", "sdp": offer},
+                timeout=OPENAI_CALL_TIMEOUT_S,
+            )
+            call_id, answer = created.session.id, str(getattr(created.transport, "sdp", ""))
+            location = call_id
+        else:
+            raw = await services.realtime_client.realtime.calls.with_raw_response.create(
+                sdp=offer,
+                session=sideband_session(services),  # type: ignore[arg-type]
+                timeout=OPENAI_CALL_TIMEOUT_S,
+            )
+            location = raw.headers.get("Location", "")
+            call_id = location.rstrip("/").rsplit("/", 1)[-1]
+            answer = raw.http_response.text
     except BadRequestError as exc:  # OpenAI refused this offer: the client's request, not a gateway fault
         ticket.release()
         log.warning("webrtc.offer_refused", code=exc.code, param=exc.param, error=str(exc.message)[:200])
@@ -89,14 +100,15 @@ async def create_webrtc_call(request: web.Request) -> web.Response:
         ticket.release()
         log.error("webrtc.create_failed", status=getattr(exc, "status_code", None), error=type(exc).__name__)
         raise web.HTTPBadGateway(text="the call could not be created") from None
-    if not call_id.startswith("rtc_"):
+    if not call_id.startswith("live_" if engine == "live" else "rtc_") or len(call_id) > 128:
         ticket.release()
         log.error("webrtc.create_failed", reason="no call id in Location", location=location[:200])
         raise web.HTTPBadGateway(text="the call could not be created")
     log.info("webrtc.call_created", call_id=call_id)
     services.spawn_call(
         run_sideband_call(
-            services, call_id, transport="webrtc", caller="browser", ticket=ticket, refer_uri=None
+            services, call_id, transport="webrtc", caller="browser", ticket=ticket, refer_uri=None,
+            engine=engine,
         ),
         name=f"webrtc:{call_id}",
     )

@@ -18,6 +18,11 @@ derives what the controller needs from what the primary WebSocket does send:
 
 Replies are never requested (:attr:`requests_replies` is False): an appended commentary is
 spoken when the model sees fit, and appends never collide with one another.
+
+On a **sideband** (SIP, WebRTC: OpenAI carries the audio) the session is already started
+(accept / create), the output audio (PCM16 24 kHz) only marks the agent's turns and is not
+relayed, the caller's audio comes back reflected (``session.input_audio.append``) and moves the
+timeline, and key presses arrive as ``transport.dtmf.received``.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from responder.engines.live import protocol
 from responder.engines.live.audio import chunk_ms, is_silent
 from responder.engines.realtime.connection import RealtimeConnection, RealtimeSocket
 
+SIDEBAND_BYTES_PER_MS: Final = 48.0  # a sideband's audio is PCM16 24 kHz, whatever the call's codec
 TURN_GAP_MS: Final = 800.0  # timeline ms without a caller fragment that end the caller's turn
 UTTERANCE_GAP_MS: Final = 600.0  # ms of silent output that end an agent utterance
 SUBSTANTIVE_REPLY_CHARS: Final = 40  # a reply longer than this is an answer, not an acknowledgement
@@ -82,13 +88,15 @@ class LiveEngine:
 
     def __init__(
         self, conn: RealtimeSocket, session: dict[str, Any], log: FilteringBoundLogger, *,
-        bytes_per_ms: float, recovery_s: float = 2.0,
+        bytes_per_ms: float, recovery_s: float = 2.0, sideband: bool = False,
     ) -> None:  # fmt: skip
         self.conn = conn
         self.session = session
         self.log = log
-        self.bytes_per_ms = bytes_per_ms
-        self.encoding = str((session.get("audio") or {}).get("format", {}).get("type", "audio/pcm"))
+        self.sideband = sideband
+        self.bytes_per_ms = SIDEBAND_BYTES_PER_MS if sideband else bytes_per_ms
+        fmt = (session.get("audio") or {}).get("format") or {}
+        self.encoding = "audio/pcm" if sideband else str(fmt.get("type", "audio/pcm"))
         self.recovery_s = recovery_s
         self.timeline_ms = 0.0
         self._queue: asyncio.Queue[ev.EngineEvent | None] = asyncio.Queue()
@@ -192,7 +200,8 @@ class LiveEngine:
             return
         utterance = self._open_utterance()
         utterance.silent_ms = 0.0
-        self._emit(ev.AgentAudio(utterance.item_id, utterance.item_id, delta))
+        if not self.sideband:  # on a sideband the caller hears it from OpenAI, not from us
+            self._emit(ev.AgentAudio(utterance.item_id, utterance.item_id, delta))
 
     def _end_utterance(self, utterance: _Utterance) -> None:
         self._agent = None
@@ -248,14 +257,29 @@ class LiveEngine:
 
     # -- commands out ----------------------------------------------------------------------
     async def start(self) -> None:
-        await self.conn.send(protocol.session_start(self.session))
+        if not self.sideband:  # a sideband's session was started by accept / create
+            await self.conn.send(protocol.session_start(self.session))
 
     async def append_audio(self, b64_audio: str) -> None:
         await self.conn.append_audio(b64_audio)
-        self.timeline_ms += chunk_ms(b64_audio, self.bytes_per_ms)
+        self._advance(chunk_ms(b64_audio, self.bytes_per_ms))
+
+    def _advance(self, ms: float) -> None:
+        """The timeline moved on with the caller's audio: a turn with no new words ends."""
+        self.timeline_ms += ms
         turn = self._caller
         if turn is not None and not turn.closed and self.timeline_ms - turn.last_end_ms >= TURN_GAP_MS:
             self._close_caller_turn()
+
+    def _on_reflected_audio(self, raw: Raw) -> None:
+        audio = raw.get("audio")
+        if isinstance(audio, str):
+            self._advance(chunk_ms(audio, SIDEBAND_BYTES_PER_MS))
+
+    def _on_dtmf(self, raw: Raw) -> None:
+        digit = raw.get("event")
+        if isinstance(digit, str) and len(digit) == 1 and digit in "0123456789*#ABCD":
+            self._emit(ev.Dtmf(digit))
 
     def new_request_id(self) -> str:
         return self.conn.new_event_id()
@@ -330,6 +354,8 @@ _TRANSLATE: dict[str, Callable[[LiveEngine, Raw], None]] = {
     "session.output_transcript.delta": LiveEngine._on_output_transcript,
     "session.output_audio.delta": LiveEngine._on_output_audio,
     "session.delegation.created": LiveEngine._on_delegation,
+    "session.input_audio.append": LiveEngine._on_reflected_audio,  # sideband only
+    "transport.dtmf.received": LiveEngine._on_dtmf,  # sideband of a SIP call
     "error": LiveEngine._on_error,
 }
 
@@ -345,3 +371,14 @@ async def open_live_engine(
     async with client.live.connect() as conn:
         socket = RealtimeConnection(conn, call_id, frame_audio=protocol.audio_append)
         yield LiveEngine(socket, session, log, bytes_per_ms=bytes_per_ms, recovery_s=recovery_s)
+
+
+@asynccontextmanager
+async def open_live_sideband(
+    client: AsyncOpenAI, session_id: str, log: FilteringBoundLogger, *, recovery_s: float
+) -> AsyncIterator[LiveEngine]:
+    """The sideband of a Live session OpenAI carries (SIP accepted, WebRTC created)."""
+    async with client.live.sideband.connect(session_id=session_id) as conn:
+        socket = RealtimeConnection(conn, session_id, frame_audio=protocol.audio_append)
+        yield LiveEngine(socket, {}, log, bytes_per_ms=SIDEBAND_BYTES_PER_MS, recovery_s=recovery_s,
+                         sideband=True)  # fmt: skip

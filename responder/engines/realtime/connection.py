@@ -11,13 +11,23 @@ from typing import Any, Protocol
 
 import structlog
 from openai import AsyncOpenAI
-from openai.resources.live.live import AsyncLiveConnection
-from openai.resources.realtime.realtime import AsyncRealtimeConnection
 from websockets.exceptions import ConnectionClosed
 
 from responder.engines.realtime.protocol import audio_append
 
 log = structlog.get_logger("realtime")
+
+
+class SdkConnection(Protocol):
+    """The ``openai`` SDK's WebSocket connections as used here: Realtime
+    (``client.realtime.connect``), GPT-Live (``client.live.connect``) and its sideband
+    (``client.live.sideband.connect``) share this base."""
+
+    async def send_raw(self, data: bytes | str) -> None: ...
+
+    async def recv_bytes(self) -> bytes: ...
+
+    async def close(self) -> None: ...
 
 
 class RealtimeSocket(Protocol):
@@ -41,7 +51,7 @@ class RealtimeConnection:
     """Sends client events (with ids remembered for error reports) and yields server events as dicts."""
 
     def __init__(
-        self, conn: AsyncRealtimeConnection | AsyncLiveConnection, call_id: str,
+        self, conn: SdkConnection, call_id: str,
         frame_audio: Callable[[str], str] = audio_append,
     ) -> None:  # fmt: skip
         """``conn`` is the SDK's Realtime connection, or its Live one (the same WebSocket base:
@@ -117,7 +127,7 @@ class _DirectSender:
         )
 
 
-def _direct_sender(conn: AsyncRealtimeConnection) -> _DirectSender | None:
+def _direct_sender(conn: SdkConnection) -> _DirectSender | None:
     """None when the SDK's internals are not as expected (a newer SDK): ``send_raw`` then."""
     ws, queue = getattr(conn, "_connection", None), getattr(conn, "_send_queue", None)
     send = getattr(ws, "send", None)
