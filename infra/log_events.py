@@ -121,9 +121,13 @@ LogEvent = Literal[
     "webrtc.offer_refused",
     # the web app (responder/web)
     "editor.access",
+    "editor.gate_checked",  # the policy tests run for a publish (responder/web/editor_suites.py)
     "editor.locked",
     "editor.parse_refused",
+    "editor.publish_overridden",  # published in spite of newly failing policy tests, with a reason
+    "editor.publish_refused",  # newly failing policy tests and no reason
     "editor.saved",
+    "editor.suite_saved",
     "editor.try",
     "editor.weak_tokens",
     "live.announcement_invalid",

@@ -26,6 +26,7 @@ from responder.transports.webrtc import add_webrtc_routes
 from responder.transports.websocket import add_websocket_routes
 from responder.web.call import add_call_page_routes
 from responder.web.editor_routes import POLICIES, PolicyServices, add_editor_routes
+from responder.web.editor_suites import add_suite_routes
 from responder.web.live import add_live_routes
 from responder.web.trace_routes import add_trace_routes
 from simulator.entry import SIMULATOR_API_KEY, SimulatorHandle, start_simulator
@@ -43,6 +44,7 @@ def create_app(settings: Settings) -> web.Application:
     add_sip_routes(app)
     add_webrtc_routes(app)
     add_editor_routes(app, settings)
+    add_suite_routes(app)
     add_websocket_routes(app)
     add_live_routes(app)
     add_call_page_routes(app)

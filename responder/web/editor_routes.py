@@ -6,7 +6,10 @@ publishing, rollback and try-it on the draft set need an editor token (see
 :mod:`responder.web.editor_auth`). Nothing changes state on GET. Policy ids are checked
 against the id pattern before they reach Redis; bodies above ``editor_max_body_bytes`` get
 413; a save, publish or rollback states the version it was based on and gets 409 when that
-is no longer the latest.
+is no longer the latest. A publish passes the policy test gate first
+(:mod:`supervisor.policy_tests.gate`): when cases that pass on the live set would fail, it is
+refused (422, with the gate's findings) unless the body carries an ``override_reason``,
+which is kept with the new version; the suites and the gate check: :mod:`.editor_suites`.
 """
 
 from __future__ import annotations
@@ -29,11 +32,20 @@ from supervisor.policies import PolicyLibrary
 from supervisor.policy_format import ID_RE, PolicyError, check_text, with_status, with_version
 from supervisor.policy_store import PolicyStore, UnknownVersion, VersionConflict, VersionRecord, Which
 from supervisor.policy_sync import PolicySync
+from supervisor.policy_tests.gate import MIN_REASON_CHARS, PublishGate
+from supervisor.policy_tests.runner import SuiteRunner
+from supervisor.policy_tests.store import SuiteStore
+from supervisor.suite_record import GateRecord
 
 log = structlog.get_logger("editor")
 
 STATIC_DIR = Path(__file__).resolve().parent / "editor"
-STATIC_FILES = {"index.html": "text/html", "editor.js": "text/javascript", "editor.css": "text/css"}
+STATIC_FILES = {
+    "index.html": "text/html",
+    "editor.js": "text/javascript",
+    "suites.js": "text/javascript",
+    "editor.css": "text/css",
+}
 API = "/editor/api"
 
 
@@ -42,6 +54,7 @@ class PolicyServices:
     sync: PolicySync
     supervisor: Supervisor
     _libraries: dict[str, tuple[int, PolicyLibrary]] = field(default_factory=dict)
+    _gate: PublishGate | None = None
 
     @property
     def store(self) -> PolicyStore:
@@ -60,6 +73,23 @@ class PolicyServices:
 
 
 POLICIES: web.AppKey[PolicyServices] = web.AppKey("policies", PolicyServices)
+
+
+def gate_of(request: web.Request) -> PublishGate:
+    """This instance's publish gate: the suites on the try-it supervisor (same prompt, tools, deadline)."""
+    services = _policies(request)
+    if services._gate is None:
+        simulator = request.app[SERVICES].simulator_url is not None
+        runner = SuiteRunner(services.supervisor, simulator=simulator)
+        suites = SuiteStore(services.store.redis, services.store.prefix)
+        services._gate = PublishGate(services.store, suites, runner)
+    return services._gate
+
+
+def gate_json(record: GateRecord) -> dict[str, Any]:
+    return {**record.model_dump(), "blocked": record.blocked, "summary": record.summary()}
+
+
 _AUTH: web.AppKey[TokenAuth] = web.AppKey("editor_auth", TokenAuth)
 
 
@@ -327,11 +357,31 @@ async def _do_save(store: PolicyStore, who: Principal, policy_id: str, body: dic
 
 
 async def _do_publish(
-    store: PolicyStore, who: Principal, policy_id: str, body: dict[str, Any]
+    gate: PublishGate, store: PolicyStore, who: Principal, policy_id: str, body: dict[str, Any]
 ) -> VersionRecord:
-    version = _int(body.get("version"), "version")
+    version = _int(body.get("version"), "version") or 0  # never None without allow_none
     base = _int(body.get("base_version"), "base_version")
-    return await store.publish(policy_id, version, author=who.name, base_version=base)  # type: ignore[arg-type]
+    latest = await store.latest_version(policy_id)
+    if base is not None and base != latest:  # before the suite runs, not after
+        raise VersionConflict(policy_id, base, latest)
+    tests = await gate.check(policy_id, version)
+    if tests.blocked:
+        reason, label = body.get("override_reason"), f"{policy_id}@{version}"
+        failing = [b.id for b in tests.newly_failing]
+        if not isinstance(reason, str) or len(reason.strip()) < MIN_REASON_CHARS:
+            log.warning("editor.publish_refused", policy=label, author=who.name, newly_failing=failing)
+            raise _fail(
+                web.HTTPUnprocessableEntity,
+                f"{len(failing)} policy test case(s) would newly fail: publish anyway only with a reason "
+                f"(at least {MIN_REASON_CHARS} characters)",
+                gate=gate_json(tests),
+            )
+        tests.override_by, tests.override_reason = who.name, reason.strip()[:500]
+        log.warning(
+            "editor.publish_overridden", policy=label, author=who.name,
+            newly_failing=failing, reason=tests.override_reason,
+        )  # fmt: skip
+    return await store.publish(policy_id, version, author=who.name, base_version=base, tests=tests)
 
 
 async def _do_rollback(
@@ -347,7 +397,10 @@ async def _save(request: web.Request) -> web.Response:
 
 
 async def _publish(request: web.Request) -> web.Response:
-    return await _write(request, "publish", _do_publish)
+    async def run(store: PolicyStore, who: Principal, policy_id: str, body: dict[str, Any]) -> VersionRecord:
+        return await _do_publish(gate_of(request), store, who, policy_id, body)
+
+    return await _write(request, "publish", run)
 
 
 async def _rollback(request: web.Request) -> web.Response:

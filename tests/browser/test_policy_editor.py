@@ -4,7 +4,8 @@ The page talks to the real service (Redis-backed versioned store, the supervisor
 simulator's text model). An editor changes the returns window from 30 to 45 days: the
 preview shows the new text as it is typed, validation problems appear inline, the saved
 draft answers 45 days in try-it on the draft set while the published set still says 30,
-publishing creates a new live version, and the try-it panel's answer on the published set changes
+publishing (past the policy tests' 30-day case, with a reason) creates a new live version, and
+the try-it panel's answer on the published set changes
 from 30 to 45 days and names the version it used; the history compares any two versions,
 and a rollback (confirmed in the page's dialog) brings the 30-day answer back. Driven with
 selenium + the Debian chromedriver; a screenshot goes to test-artifacts/policy_editor.png.
@@ -108,7 +109,12 @@ async def test_edit_preview_publish_and_try_it_in_chromium(
     await run(lambda: Select(find("#try-set")).select_by_value("published"))
     assert "30 days" in await ask() and "returns@3" in text("#try-sections")
 
+    # a longer window fails the suite's 30-day case: the gate stops the publish until a reason is given
     await run(lambda: find("#publish").click())
+    await poll(lambda: "Not published" in text("#status"), "the policy tests did not stop the publish")
+    assert "returns-unused-window" in text("#gate-failing")
+    await run(lambda: find("#override-reason").send_keys("45-day returns from the 1st of next month"))
+    await run(lambda: find("#publish-anyway").click())
     await poll(lambda: "Published returns@5" in text("#status"), "publish did not finish")
     assert "returns@5" in text("#doc-title")
     await poll(lambda: "v5 published" in text("#history") and "v4 draft" in text("#history"), "history")

@@ -4,7 +4,13 @@
 
 const API = "/editor/api";
 const $ = (id) => document.getElementById(id);
-const state = { token: sessionStorage.getItem("policy-editor-token") || "", role: null, current: null, dirty: false };
+const state = {
+  token: sessionStorage.getItem("policy-editor-token") || "",
+  role: null,
+  kind: "policy", // what the edit pane holds: a policy, or a test suite (suites.js)
+  current: null,
+  dirty: false,
+};
 let previewTimer = null;
 let previewSeq = 0;
 
@@ -56,7 +62,7 @@ async function signIn() {
     $("workspace").hidden = false;
     document.body.classList.toggle("viewer", me.role !== "editor");
     say(`Signed in as ${me.name}.`);
-    await loadList();
+    await Promise.all([loadList(), loadSuites()]);
   } catch (err) {
     sessionStorage.removeItem("policy-editor-token");
     say(err.status === 401 ? "That token is not valid." : `Sign-in failed: ${err.message}`, true);
@@ -102,8 +108,10 @@ async function openPolicy(id, version) {
 }
 
 function showRecord(record) {
+  state.kind = "policy";
   state.current = record;
   state.dirty = false;
+  hideGate();
   $("doc-title").textContent = `${record.id}@${record.version}`;
   $("doc-meta").textContent =
     `${record.status} · saved by ${record.author} · ${new Date(record.created_at * 1000).toLocaleString()}` +
@@ -112,15 +120,19 @@ function showRecord(record) {
   $("content").value = record.content;
   $("content").disabled = !editable;
   $("save").disabled = true;
+  $("publish").hidden = $("run-tests").hidden = false;
   $("publish").disabled = !editable || (record.status === "published" && record.published_version === record.version);
+  $("run-tests").disabled = !editable;
   schedulePreview(0);
 }
 
 function newPolicy() {
   if (state.dirty && !confirm("Discard unsaved changes?")) return;
   const today = new Date().toISOString().slice(0, 10);
+  state.kind = "policy";
   state.current = { id: null, version: 0, status: "draft", published_version: 0 };
   state.dirty = true;
+  hideGate();
   $("doc-title").textContent = "New policy";
   $("doc-meta").textContent = "not saved yet";
   $("content").disabled = false;
@@ -141,6 +153,7 @@ function schedulePreview(delay = 250) {
 }
 
 async function renderPreview() {
+  if (state.kind === "suite") return checkSuite(); // suites.js: problems and cases, no Markdown
   const seq = ++previewSeq;
   try {
     const data = await api("POST", "/preview", { content: $("content").value });
@@ -161,6 +174,7 @@ function policyIdOf(text) {
 }
 
 async function saveDraft() {
+  if (state.kind === "suite") return saveSuite(); // suites.js
   const content = $("content").value;
   const id = state.current && state.current.id ? state.current.id : policyIdOf(content);
   if (!id) {
@@ -184,20 +198,37 @@ async function saveDraft() {
   }
 }
 
+// Publishing runs the policy tests first (suites.js): new failures stop it until an editor
+// gives a reason to publish anyway.
 async function publish() {
   let record = state.current;
   if (state.dirty || !record || !record.id) record = await saveDraft();
   if (!record) return;
+  const gate = await runGate(record);
+  if (!gate) return;
+  if (gate.blocked) {
+    say(`Not published: ${gate.newly_failing.length} policy test case(s) would newly fail.`, true);
+    return;
+  }
+  await publishVersion(record, null);
+}
+
+async function publishVersion(record, reason) {
   try {
-    const published = await api("POST", `/policies/${encodeURIComponent(record.id)}/publish`, {
-      version: record.version,
-      base_version: record.version,
-    });
+    const body = { version: record.version, base_version: record.version };
+    if (reason) body.override_reason = reason;
+    const published = await api("POST", `/policies/${encodeURIComponent(record.id)}/publish`, body);
     showRecord(published);
-    say(`Published ${published.id}@${published.version}.`);
+    if (published.tests) showGate(published.tests, false);
+    say(`Published ${published.id}@${published.version}` + (reason ? " despite failing policy tests." : "."));
     await Promise.all([loadList(), loadHistory(published.id)]);
   } catch (err) {
-    reportWriteError(err);
+    if (err.status === 422 && err.body.gate) {
+      showGate(err.body.gate, true);
+      say(`Not published: ${err.body.error}`, true);
+    } else {
+      reportWriteError(err);
+    }
   }
 }
 
@@ -220,6 +251,12 @@ async function loadHistory(id) {
   data.versions.forEach((v, i) => {
     const item = el("li");
     item.append(el("span", `v${v.version} ${v.status} · ${v.author} · ${v.message || ""}`));
+    if (v.tests) {
+      const tests = el("button", testsLabel(v.tests), "tests");
+      tests.type = "button";
+      tests.addEventListener("click", () => showGate(v.tests, false));
+      item.append(tests);
+    }
     const older = data.versions[i + 1];
     if (older) {
       const diff = el("button", "diff", "diff");
@@ -327,6 +364,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("publish").addEventListener("click", publish);
   $("new-policy").addEventListener("click", newPolicy);
   $("try-form").addEventListener("submit", tryIt);
+  wireSuites(); // suites.js
   $("compare-form").addEventListener("submit", compareVersions);
   if (state.token) signIn();
 });
