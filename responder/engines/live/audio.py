@@ -44,3 +44,54 @@ def chunk_ms(b64_audio: str, bytes_per_ms: float) -> float:
     n = len(b64_audio)
     pad = 2 if b64_audio.endswith("==") else 1 if b64_audio.endswith("=") else 0
     return (n * 3 // 4 - pad) / bytes_per_ms if bytes_per_ms else 0.0
+
+
+# The caller is speaking: most bytes above μ-law segment 3 (|sample| over ~480 of 8159, about
+# -25 dBFS), or 16-bit PCM peaking over 2000 (-24 dBFS). Louder than line noise, quieter than
+# any voice; held for CALLER_ONSET_MS before it counts, so a click is not a barge-in.
+_QUIET_ULAW_CALLER: Final = bytes([*range(0x40, 0x80), *range(0xC0, 0x100)])
+_QUIET_ALAW_CALLER: Final = bytes(sorted(b ^ 0x55 for b in [*range(0x00, 0x40), *range(0x80, 0xC0)]))
+CALLER_PCM_PEAK: Final = 2000
+CALLER_ONSET_MS: Final = 60.0
+CALLER_RELEASE_MS: Final = 500.0
+
+
+def caller_voiced(b64_audio: str, encoding: str) -> bool:
+    """Whether a frame of the caller's audio carries speech (a cheap energy gate)."""
+    try:
+        raw = base64.b64decode(b64_audio, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    if not raw:
+        return False
+    if encoding in ("audio/pcmu", "audio/pcma"):
+        loud = raw.translate(None, _QUIET_ALAW_CALLER if encoding == "audio/pcma" else _QUIET_ULAW_CALLER)
+        return len(loud) * 10 >= len(raw) * 3  # 30 % of the samples
+    samples = np.frombuffer(raw[: len(raw) - len(raw) % 2], dtype="<i2")
+    return samples.size > 0 and int(np.abs(samples.astype(np.int32)).max()) >= CALLER_PCM_PEAK
+
+
+class CallerVoice:
+    """Speech onset on the caller's audio: voiced for :data:`CALLER_ONSET_MS` in a row starts
+    it, :data:`CALLER_RELEASE_MS` unvoiced ends it. A small pure state object."""
+
+    def __init__(self) -> None:
+        self.speaking = False
+        self._voiced_ms = 0.0
+        self._quiet_ms = 0.0
+
+    def feed(self, voiced: bool, ms: float) -> bool:
+        """Account for one frame; True exactly when speech starts."""
+        if voiced:
+            self._voiced_ms += ms
+            self._quiet_ms = 0.0
+            if not self.speaking and self._voiced_ms >= CALLER_ONSET_MS:
+                self.speaking = True
+                return True
+            return False
+        self._quiet_ms += ms
+        if self._quiet_ms >= CALLER_RELEASE_MS:
+            self.speaking, self._voiced_ms = False, 0.0
+        elif not self.speaking:
+            self._voiced_ms = 0.0
+        return False

@@ -44,7 +44,7 @@ from responder.core import engine as ev
 from responder.core.engine import EngineName, Line, Purpose, Restored
 from responder.core.tools import SUPERVISOR_TOOL
 from responder.engines.live import protocol
-from responder.engines.live.audio import chunk_ms, is_silent
+from responder.engines.live.audio import CallerVoice, caller_voiced, chunk_ms, is_silent
 from responder.engines.realtime.connection import RealtimeConnection, RealtimeSocket
 
 SIDEBAND_BYTES_PER_MS: Final = 48.0  # a sideband's audio is PCM16 24 kHz, whatever the call's codec
@@ -106,6 +106,7 @@ class LiveEngine:
         self._recovered: dict[str, str] = {}  # caller item id → the answer appended for it
         self._recovery_tasks: set[asyncio.Task[Any]] = set()
         self._failure: Exception | None = None
+        self._voice = CallerVoice()
 
     # -- events in -------------------------------------------------------------------------
     async def events(self) -> AsyncIterator[ev.EngineEvent]:
@@ -157,7 +158,8 @@ class LiveEngine:
         if turn is None or turn.closed:
             turn = self._caller = _CallerTurn(self._new_id("in"), end_ms)
             self._emit(ev.ItemAdded(ev.ConversationItem(turn.item_id, "message", "user"), APPEND))
-            self._emit(ev.CallerSpeechStarted())
+            if not self._voice.speaking:  # not heard on our side (a sideband, a quiet line)
+                self._emit(ev.CallerSpeechStarted())
         turn.parts.append(delta)
         turn.last_end_ms = max(turn.last_end_ms, end_ms)
 
@@ -262,7 +264,15 @@ class LiveEngine:
 
     async def append_audio(self, b64_audio: str) -> None:
         await self.conn.append_audio(b64_audio)
-        self._advance(chunk_ms(b64_audio, self.bytes_per_ms))
+        ms = chunk_ms(b64_audio, self.bytes_per_ms)
+        if self._voice.feed(caller_voiced(b64_audio, self.encoding), ms) and not self._caller_open():
+            # Live says nothing when the caller starts talking (the model stops by itself): the
+            # caller's own audio is the signal, so that what still plays for them is cleared now
+            self._emit(ev.CallerSpeechStarted())
+        self._advance(ms)
+
+    def _caller_open(self) -> bool:
+        return self._caller is not None and not self._caller.closed
 
     def _advance(self, ms: float) -> None:
         """The timeline moved on with the caller's audio: a turn with no new words ends."""

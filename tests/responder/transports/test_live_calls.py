@@ -18,7 +18,7 @@ from callrecord.history import HistoryItem
 from infra.settings import Settings
 from simulator.scenario import Scenario, Turn, load_scenario
 from tests.support.calls import conversation, ended_call_items, run_call
-from tests.support.service import RunningService
+from tests.support.service import TIMING_SPEED, RunningService
 from tests.support.websocket_calls import scenario_script, ws_call
 
 
@@ -115,4 +115,25 @@ async def test_a_browser_websocket_call_on_live(
     assert role == "assistant" and text.endswith(decision.text)
     starts = [e for e in svc.services.simulator.state.live_client_events if e["type"] == "session.start"]
     assert starts[0]["session"]["audio"]["format"] == {"type": "audio/pcm", "rate": 24000}
+    assert_live_clean(svc)
+
+
+async def test_barge_in_on_live_stops_the_agent_for_the_caller_and_keeps_what_was_heard(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """GPT-Live sends no barge-in event: the model stops its own speech. The service sees the
+    caller's words arrive while the agent is speaking, clears Twilio's buffer at once (the
+    caller hears nothing more of that utterance), and records the utterance as interrupted with
+    the part the caller heard (acknowledged marks)."""
+    scenario = load_scenario("barge_in")
+    settings = live(make_settings, simulator_scenario="barge_in")
+    svc, report, items = await run_call(start_service, settings, scenario, speed=TIMING_SPEED)
+    assert report.clears_received >= 1
+    [cut] = [i for i in items if i.status == "interrupted"]
+    assert cut.role == "assistant" and cut.audio_end_ms is not None and cut.audio_end_ms > 0
+    assert cut.full_text and cut.text is not None and cut.full_text.startswith(cut.text)
+    assert len(cut.text) < len(cut.full_text)  # heard: only the start of it
+    [session] = svc.services.simulator.state.live_sessions
+    assert any(turn.barged_in for turn in session.caller_turns)  # the model heard the caller over it
+    assert conversation(items)[-1] == ("assistant", scenario.turns[-1].reply)  # the call went on
     assert_live_clean(svc)
