@@ -131,8 +131,16 @@ LogEvent = Literal[
     "editor.try",
     "editor.weak_tokens",
     "live.announcement_invalid",
+    "live.subscribe_failed",
+    "live.subscription_lost",
     "live.viewer_left",
+    "live.viewer_refused",
+    "live.viewer_too_slow",
+    "trace_viewer.cross_site_refused",
     "trace_viewer.login_failed",
+    "trace_viewer.login_throttled",
+    "trace_viewer.signed_in",
+    "trace_viewer.signed_out",
     # the call record: buffered history writes during a Redis outage (callrecord/history_buffer.py)
     "history.buffer_overflow",
     "history.buffered",
@@ -143,11 +151,7 @@ LogEvent = Literal[
     "history.unflushed",
     # the supervisor: its agent loop, model, tools (supervisor/); supervisor.decision is logged
     # by callrecord/decisions.py and read by `responder trace --log`
-    "live.subscribe_failed",
-    "live.subscription_lost",
     "supervisor.citation_unverified",
-    "live.viewer_refused",
-    "live.viewer_too_slow",
     "supervisor.decision",
     "supervisor.decision_not_stored",
     "supervisor.failed",

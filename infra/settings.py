@@ -195,6 +195,16 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         default=None, description="Bearer token of the trace viewer and its API; unset → they answer 401."
     )
+    admin_session_ttl_s: int = Field(
+        default=12 * 3600, ge=60, description="A trace-viewer sign-in lasts this long (kept in Redis)."
+    )
+    admin_login_failures_per_client: int = Field(
+        default=10, ge=1, description="Wrong admin tokens one client may try within the window before 429."
+    )
+    admin_login_failures_total: int = Field(
+        default=100, ge=1, description="Wrong admin tokens from all clients together within the window."
+    )
+    admin_login_window_s: float = Field(default=300.0, gt=0, description="The sliding window of both.")
     otel: bool = Field(default=False, description="OpenTelemetry spans for supervisor rounds and tools.")
     drain_s: float = Field(
         default=20.0, ge=0, description="On SIGTERM: /readyz answers 503 and calls go on for up to this long."

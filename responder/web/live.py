@@ -109,7 +109,7 @@ async def call_events(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(text="invalid call id")
     services = request.app[SERVICES]
     token = request.query.get("token", "")
-    if not check_view_token(services.view_secret, call_id, token) and not admin_allowed(request):
+    if not check_view_token(services.view_secret, call_id, token) and not await admin_allowed(request):
         raise web.HTTPUnauthorized(text="this call's view token or the admin token is required")
     viewers, client = request.app[VIEWERS], client_address(request, services.settings)
     limit = viewers.full(call_id, client, services)

@@ -17,12 +17,13 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from infra.settings import Settings
 from responder.runtime.services import SERVICES
 from responder.trace import recent_traces, trace_from_redis, valid_call_id
 from responder.web.editor_routes import POLICIES
-from responder.web.trace_auth import AdminAuth
+from responder.web.trace_auth import Access, AdminAuth, same_site
 from supervisor.policy_format import ID_RE
 from supervisor.policy_store import StoreError
 
@@ -39,13 +40,13 @@ _AUTH: web.AppKey[AdminAuth] = web.AppKey("trace_admin_auth", AdminAuth)
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer would make a browser send Origin: null with the forms
     "Cache-Control": "no-store",
 }
 
 
 def add_trace_routes(app: web.Application, settings: Settings) -> None:
-    app[_AUTH] = AdminAuth(settings.admin_token)
+    app[_AUTH] = AdminAuth(settings)
     r = app.router
     r.add_get("/traces", _list_page)
     r.add_post("/traces/login", _login)
@@ -59,25 +60,51 @@ def add_trace_routes(app: web.Application, settings: Settings) -> None:
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def _page(name: str, status: int = 200) -> web.Response:
+def _page(name: str, status: int = 200, retry_after_s: int = 0) -> web.Response:
     body = (STATIC_DIR / name).read_text(encoding="utf-8")
-    return web.Response(text=body, content_type="text/html", status=status, headers=_HEADERS)
+    headers = {**_HEADERS, "Retry-After": str(retry_after_s)} if retry_after_s else _HEADERS
+    return web.Response(text=body, content_type="text/html", status=status, headers=headers)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, headers=_HEADERS)
 
 
-def admin_allowed(request: web.Request) -> bool:
-    """The operator's admin token (bearer header or the viewer's sign-in cookie)."""
+async def admin_allowed(request: web.Request) -> bool:
+    """The operator's admin token (bearer header or the viewer's sign-in session)."""
     auth = request.app.get(_AUTH)
-    return auth is not None and auth.allowed(request)
+    return auth is not None and (await auth.access(request)).allowed
 
 
-def _denied_api(request: web.Request) -> web.Response | None:
-    if request.app[_AUTH].allowed(request):
+_REFUSALS = {"denied": 401, "throttled": 429, "unavailable": 503}
+
+
+def _login_page(access: Access) -> web.Response:
+    return _page("login.html", status=_REFUSALS[access.verdict], retry_after_s=access.retry_after_s)
+
+
+async def _denied_api(request: web.Request) -> web.Response | None:
+    access = await request.app[_AUTH].access(request)
+    if access.allowed:
         return None
-    return _json({"error": "admin token required (Authorization: Bearer …)"}, status=401)
+    message = {
+        "denied": "admin token required (Authorization: Bearer …)",
+        "throttled": "too many wrong admin tokens: try again later",
+        "unavailable": "sign-in sessions are unavailable: try again",
+    }[access.verdict]
+    response = _json({"error": message}, status=_REFUSALS[access.verdict])
+    if access.retry_after_s:
+        response.headers["Retry-After"] = str(access.retry_after_s)
+    return response
+
+
+def _cross_site(request: web.Request) -> web.Response | None:
+    """403 for a sign-in or logout that another site's page sent (CSRF)."""
+    if same_site(request):
+        return None
+    origin = request.headers.get("Origin", "")[:100]
+    log.warning("trace_viewer.cross_site_refused", path=request.path, origin=origin)
+    return web.Response(text="cross-site request refused", status=403, headers=_HEADERS)
 
 
 def _call_id(request: web.Request) -> str:
@@ -96,14 +123,14 @@ def _number(value: str | None) -> float | None:
 
 # -- pages ------------------------------------------------------------------------------------
 async def _list_page(request: web.Request) -> web.Response:
-    if not request.app[_AUTH].allowed(request):
-        return _page("login.html", status=401)
-    return _page("index.html")
+    access = await request.app[_AUTH].access(request)
+    return _page("index.html") if access.allowed else _login_page(access)
 
 
 async def _call_page(request: web.Request) -> web.Response:
-    if not request.app[_AUTH].allowed(request):
-        return _page("login.html", status=401)
+    access = await request.app[_AUTH].access(request)
+    if not access.allowed:
+        return _login_page(access)
     _call_id(request)
     return _page("call.html")
 
@@ -117,28 +144,44 @@ async def _static(request: web.Request) -> web.Response:
 
 
 async def _login(request: web.Request) -> web.Response:
+    """The sign-in form: a same-site POST with the right token starts a session (303)."""
+    refused = _cross_site(request)
+    if refused is not None:
+        return refused
     auth = request.app[_AUTH]
     form = await request.post()
     token = form.get("token")
-    if not isinstance(token, str) or not auth.check_token(token):
-        log.warning("trace_viewer.login_failed", remote=request.remote)
-        return _page("login.html", status=401)
+    access = await auth.try_token(request, token) if isinstance(token, str) and token.strip() else None
+    if access is None or not access.allowed:
+        return _login_page(access or Access("denied"))
     target = form.get("next")
     safe = isinstance(target, str) and target.startswith("/traces") and "//" not in target
     response = web.HTTPSeeOther(target if safe else "/traces")  # type: ignore[arg-type]
-    auth.set_cookie(response, secure=request.secure)
+    try:
+        await auth.start_session(request, response)
+    except RedisError:
+        return _login_page(Access("unavailable", 2))
+    log.info("trace_viewer.signed_in")
     raise response
 
 
 async def _logout(request: web.Request) -> web.Response:
+    """POST only, same-site only: the session is revoked in Redis, the cookie cleared."""
+    refused = _cross_site(request)
+    if refused is not None:
+        return refused
     response = web.HTTPSeeOther("/traces")
-    response.del_cookie("responder_admin", path="/")
+    try:
+        await request.app[_AUTH].end_session(request, response)
+    except RedisError:
+        return web.Response(text="sign-in sessions are unavailable: try again", status=503, headers=_HEADERS)
+    log.info("trace_viewer.signed_out")
     raise response
 
 
 # -- JSON API ---------------------------------------------------------------------------------
 async def _api_list(request: web.Request) -> web.Response:
-    denied = _denied_api(request)
+    denied = await _denied_api(request)
     if denied is not None:
         return denied
     q = request.query
@@ -166,7 +209,7 @@ async def _api_list(request: web.Request) -> web.Response:
 
 
 async def _api_trace(request: web.Request) -> web.Response:
-    denied = _denied_api(request)
+    denied = await _denied_api(request)
     if denied is not None:
         return denied
     call_id = _call_id(request)
@@ -178,7 +221,7 @@ async def _api_trace(request: web.Request) -> web.Response:
 
 async def _policy_version(request: web.Request) -> web.Response:
     """The exact text of ``id@version``: store first, then the policy files; 404 otherwise."""
-    denied = _denied_api(request)
+    denied = await _denied_api(request)
     if denied is not None:
         return denied
     policy_id, version = request.match_info["id"], request.match_info["version"]
