@@ -66,6 +66,7 @@ class _Builder:
     # -- events ----------------------------------------------------------------------------
     def _started(self, e: dict[str, Any], at: float | None) -> None:
         self.trace.transport = e.get("transport")
+        self.trace.engine = e.get("engine")
         self.trace.status = "active"
         self.trace.started_at = at
 

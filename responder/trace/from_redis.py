@@ -116,6 +116,7 @@ async def trace_from_redis(history: CallHistory, call_id: str) -> Trace | None:
         call_id=call_id,
         source="redis",
         transport=meta.get("transport"),
+        engine=meta.get("engine"),
         status=meta.get("status"),
         started_at=_float(meta.get("started_at")),
         ended_at=_float(meta.get("ended_at")),
@@ -146,6 +147,7 @@ async def recent_traces(history: CallHistory, limit: int = 100) -> list[TraceSum
             TraceSummary(
                 call_id=call_id,
                 transport=meta.get("transport"),
+                engine=meta.get("engine"),
                 status=meta.get("status"),
                 started_at=_float(meta.get("started_at")),
                 duration_s=_float(meta.get("duration_s")),

@@ -71,6 +71,7 @@ class Trace(BaseModel):
     call_id: str
     source: Literal["redis", "log"]
     transport: str | None = None
+    engine: str | None = None  # realtime | live (calls recorded before engines: None)
     status: str | None = None
     started_at: float | None = None
     ended_at: float | None = None
@@ -110,6 +111,7 @@ class TraceSummary(BaseModel):
 
     call_id: str
     transport: str | None = None
+    engine: str | None = None
     status: str | None = None
     started_at: float | None = None
     duration_s: float | None = None

@@ -48,11 +48,14 @@ def _assistant(trace: Trace, e: TraceEntry) -> list[str]:
 
 
 def _tool_call(trace: Trace, e: TraceEntry) -> list[str]:
+    if trace.engine == "live":  # a GPT-Live hand-over: a delegation (or one the service recovered)
+        note = " (recovered: never delegated)" if (e.tool_call_id or "").startswith("recovered_") else ""
+        return [_line("delegation", f"{e.tool_call_id}{note}")]
     return [_line("tool call", f"{e.name}({_short(e.arguments or '')})")]
 
 
 def _tool_output(trace: Trace, e: TraceEntry) -> list[str]:
-    return [_line("tool output", _short(e.text or ""))]
+    return [_line("commentary" if trace.engine == "live" else "tool output", _short(e.text or ""))]
 
 
 def _decision(trace: Trace, e: TraceEntry) -> list[str]:
@@ -129,7 +132,8 @@ _RENDERERS: dict[str, Callable[[Trace, TraceEntry], list[str]]] = {
 
 def render_text(trace: Trace) -> str:
     head = (
-        f"Call {trace.call_id}  ({trace.transport or 'unknown transport'}, from {trace.source})\n"
+        f"Call {trace.call_id}  ({trace.transport or 'unknown transport'}, {trace.engine or 'realtime'}, "
+        f"from {trace.source})\n"
         f"started {_clock(trace.started_at)}  status {trace.status or '?'}  outcome {trace.outcome}  "
         f"{len(trace.decisions)} decision(s)  policies {', '.join(trace.policies) or 'none'}\n"
     )

@@ -16,6 +16,7 @@ import yaml
 
 from callrecord.history import HistoryItem
 from infra.settings import Settings
+from responder.trace import render_text, trace_from_redis
 from simulator.scenario import Scenario, Turn, load_scenario
 from tests.support.calls import conversation, ended_call_items, run_call
 from tests.support.service import TIMING_SPEED, RunningService
@@ -59,6 +60,10 @@ async def test_a_phone_call_on_live_is_grounded_by_the_supervisor(
     [session] = svc.services.simulator.state.live_sessions
     [answered] = session.delegations.values()
     assert answered.id == delegation.tool_call_id and answered.commentary == [decision.text]
+    trace = await trace_from_redis(svc.services.history, report.call_sid)
+    assert trace is not None and trace.engine == "live"
+    shown = render_text(trace)  # the trace shows the delegation and the commentary as such
+    assert f"delegation   {delegation.tool_call_id}" in shown and "commentary" in shown
     assert_live_clean(svc)
 
 
