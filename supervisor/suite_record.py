@@ -17,6 +17,7 @@ import time
 from pydantic import BaseModel, Field
 
 MAX_ANSWER_CHARS = 600  # a failing answer as stored: enough to read what went wrong
+MIN_REASON_CHARS = 10  # publishing over new failures needs a reason someone can read later
 
 
 class CaseBrief(BaseModel):

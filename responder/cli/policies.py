@@ -28,12 +28,12 @@ from supervisor.policy_files import ImportRefused, export_dir, import_dir, watch
 from supervisor.policy_format import Problem, check_dir, with_version
 from supervisor.policy_store import PolicyStore, StoreError, UnknownVersion
 from supervisor.policy_tests.cases import SuiteCase, check_suite_dir, read_suite_dir
-from supervisor.policy_tests.gate import MIN_REASON_CHARS, publish_candidate, run_gate, with_changes
 from supervisor.policy_tests.report import FORMATS, gate_text, render
-from supervisor.policy_tests.runner import searchable
-from supervisor.policy_tests.setup import runner_from_settings
 from supervisor.policy_tests.store import SUITE_DIR, SuiteRefused, SuiteStore
-from supervisor.suite_record import GateRecord
+from supervisor.suite_record import MIN_REASON_CHARS, GateRecord
+
+# Running cases needs the supervisor, the SDK and the simulator: imported by the commands that
+# run them (test, import, publish), so that every other command starts as fast as before.
 
 
 def add_policies_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -205,6 +205,9 @@ async def _run_and_report(
     if not cases:
         print("no test cases to run", file=sys.stderr)
         return 1
+    from supervisor.policy_tests.runner import searchable
+    from supervisor.policy_tests.setup import runner_from_settings
+
     progress = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
     async with runner_from_settings(settings, judge=args.judge, concurrency=args.concurrency) as runner:
         report = await runner.run(
@@ -279,6 +282,8 @@ async def _import(store: PolicyStore, args: argparse.Namespace, settings: Settin
     if unreadable or suite_problems:
         _print_problems(args.dir, [], unreadable + suite_problems)
         return 1
+    from supervisor.policy_tests.gate import with_changes
+
     live = await store.documents("published")
     changed = [d for d in docs if d.status == "published" and not await _holds(store, d)]
     gate = None
@@ -321,6 +326,9 @@ async def _gate(
     candidate: list[PolicyDocument],
     suite: dict[str, int],
 ) -> GateRecord | None:
+    from supervisor.policy_tests.gate import run_gate
+    from supervisor.policy_tests.setup import runner_from_settings
+
     if not cases:
         print("no policy test suites stored: not gated", file=sys.stderr)
         return None
@@ -394,6 +402,8 @@ async def _diff(store: PolicyStore, args: argparse.Namespace) -> int:
 
 async def _publish(store: PolicyStore, args: argparse.Namespace, settings: Settings) -> int:
     """Publish behind the gate: the latest suites on the set this publish makes live."""
+    from supervisor.policy_tests.gate import publish_candidate
+
     author = _author(args.author)
     live, candidate = await publish_candidate(store, args.id, args.version)
     suites = SuiteStore(store.redis, store.prefix)

@@ -26,10 +26,11 @@ from supervisor.policy_store import PolicyStore
 from supervisor.policy_tests.cases import SuiteCase
 from supervisor.policy_tests.runner import SuiteReport, SuiteRunner, searchable
 from supervisor.policy_tests.store import SuiteStore
-from supervisor.suite_record import GateRecord
+from supervisor.suite_record import MIN_REASON_CHARS, GateRecord
+
+__all__ = ["MIN_REASON_CHARS", "PublishGate", "compare", "publish_candidate", "run_gate", "with_changes"]
 
 _V = TypeVar("_V")
-MIN_REASON_CHARS = 10  # an override needs a reason someone can read later
 
 
 def with_changes(live: Sequence[PolicyDocument], changed: Sequence[PolicyDocument]) -> list[PolicyDocument]:

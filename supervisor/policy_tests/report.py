@@ -13,10 +13,12 @@ import textwrap
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from datetime import UTC, datetime
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
-from supervisor.policy_tests.runner import CaseResult, SuiteReport
 from supervisor.suite_record import GateRecord
+
+if TYPE_CHECKING:  # the runner pulls in the agent and the SDK: not needed to parse the command line
+    from supervisor.policy_tests.runner import CaseResult, SuiteReport
 
 Format = Literal["table", "json", "junit"]
 FORMATS: Final[tuple[Format, ...]] = ("table", "json", "junit")

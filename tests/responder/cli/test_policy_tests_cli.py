@@ -4,6 +4,7 @@ case file refused with file:line, the Trail Tested regression refused until --fo
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import xml.etree.ElementTree as ET
@@ -14,6 +15,7 @@ import pytest
 import structlog
 
 from responder.cli.main import main
+from responder.cli.policies import ProgressBar
 from tests.support.paths import POLICIES_DIR
 
 TRAIL_TESTED_60 = "can be returned within 60 days of purchase under the Trail Tested"
@@ -141,6 +143,15 @@ def test_publish_and_import_are_gated_and_an_override_records_its_reason(
     assert main(["policies", "import", str(drafts), "--author", "ana"]) == 0
     assert "returns@4 saved" in capsys.readouterr().out
 
+    # the store's sets can be tested as they are: the draft set fails the Trail Tested cases
+    assert main(["policies", "test", "--set", "draft", "--case", "returns-*", "--format", "json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert (report["target"], report["failed"], report["suite"]) == (
+        "the draft set", 6, {"gift-cards.yaml": 1, "returns.yaml": 1}
+    )  # fmt: skip
+    assert main(["policies", "test", "--set", "published", "--case", "returns-*"]) == 0
+    assert "15 cases, 15 passed, 0 failed" in capsys.readouterr().out
+
     assert main(["policies", "publish", "returns", "4", "--author", "cy"]) == 1
     err = capsys.readouterr().err
     assert "policy tests: 12/18 pass with the change, 18/18 on the live set (6 newly failing" in err
@@ -190,3 +201,12 @@ def test_publish_and_import_are_gated_and_an_override_records_its_reason(
     assert "2 test suites written to" in capsys.readouterr().out
     exported = (tmp_path / "out" / "tests" / "returns.yaml").read_bytes()
     assert exported == (POLICIES_DIR / "tests" / "returns.yaml").read_bytes()
+
+
+def test_the_progress_bar_draws_one_line() -> None:
+    stream = io.StringIO()
+    bar = ProgressBar(stream, width=10)
+    bar(3, 10, 1)
+    bar(10, 10, 1)
+    bar.close()
+    assert stream.getvalue() == "\r[###-------] 3/10 runs, 1 failed\r[##########] 10/10 runs, 1 failed\n"
