@@ -23,9 +23,14 @@ from simulator.caller import place_call
 from simulator.caller_playback import PlaybackBuffer
 from simulator.scenario import Scenario, Turn
 from tests.support.live import OpenLive, live_session, live_sims
+from tests.support.waits import wait_until
 
 SPEED = 10.0
-ANSWER = "Yes, you can return it within sixty days."
+# long, so that the barge-in lands in it even when a loaded machine delays the caller's playback
+ANSWER = (
+    "Yes, you can return it within sixty days, even used, under our Trail Tested guarantee, "
+    "at any store or by mail."
+)
 SCENARIO = Scenario(
     name="live-caller",
     greeting="Hi, Robin here.",
@@ -140,4 +145,7 @@ async def test_caller_takes_its_turns_and_barges_in_over_the_continuous_track(
     assert report.audio_ms_received > sum(u.said_ms for u in record.utterances)  # silence relayed too
     assert not report.hung_up_by_service and report.malformed_frames == 0
     assert not sim.state.live_errors_sent and not sim.state.live_invalid_events
+    await wait_until(
+        lambda: record.closed_reason, 3, what="the bridge's session.close"
+    )  # after the caller's stop
     assert record.closed_reason == "close_requested"

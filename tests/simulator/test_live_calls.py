@@ -112,13 +112,13 @@ async def test_delegated_turn_acknowledged_then_answered_by_commentary(open_live
 
 
 async def test_thinking_within_the_delay_cancels_the_acknowledgement(open_live: OpenLive) -> None:
-    sim, client = await call(open_live, TENT, delegation={"type": "client", "acknowledgement_delay_ms": 1500})
+    sim, client = await call(open_live, TENT, delegation={"type": "client", "acknowledgement_delay_ms": 3000})
     await client.speak(TENT.speech_ms or 0)
     created = await client.until("session.delegation.created")
     dlg = created["delegation"]["id"]
     await client.conn.session.thinking.append(content="Checking the returns policy.", delegation_id=dlg)
     await client.until("session.thinking.appended")
-    await client.stream_for(1600)  # past the acknowledgement delay: nothing was said
+    await client.stream_for(3100)  # past the acknowledgement delay: nothing was said
     assert sim.session.utterances == [] and sim.session.delegations[dlg].acknowledgement == "cancelled"
     assert sim.session.delegations[dlg].thinking == ["Checking the returns policy."]
     await client.conn.session.commentary.append(content=ANSWER, delegation_id=dlg)
@@ -162,7 +162,10 @@ async def test_greeting_and_say_exactly(open_live: OpenLive) -> None:
 
 
 async def test_barge_in_cuts_the_utterance(open_live: OpenLive) -> None:
-    long_reply = "Sure, let me tell you all about our tents, our stores and our opening hours today."
+    long_reply = (
+        "Sure, let me tell you all about our tents, our sleeping bags, our stores in town "
+        "and our opening hours today and over the holidays."
+    )
     sim, client = await call(open_live, HELLO.model_copy(update={"reply": long_reply}), THANKS)
     await client.speak(HELLO.speech_ms or 0)
     for _ in range(4):
