@@ -27,7 +27,8 @@ class LiveUtterance:
     audio_ms: int = 0  # its full length
     start_ms: int | None = None  # timeline position of its first audio
     end_ms: int | None = None  # … and of the end of what was said
-    said: str = ""  # the words sent as output transcript deltas
+    said: str = ""  # the words whose audio was sent (started)
+    transcribed: str = ""  # the words sent as output transcript deltas (a little ahead of the audio)
     said_ms: int = 0  # the audio sent
     cut: bool = False  # stopped early (barge-in, fixture)
     done: bool = False

@@ -9,8 +9,9 @@ The track runs on the session timeline, like everything the model does: the delt
 ``[T, T + 100 ms)`` goes out once the input audio reaches ``T`` (:meth:`Speaker.advance`), so
 a client streaming in real time ÷ speed gets the output paced the same way, and the output's
 position always matches the input's (under load too). While an utterance plays, its words go
-out as ``session.output_transcript.delta`` with ``start_ms``/``end_ms`` on the timeline, each
-with the chunk in which it starts.
+out as ``session.output_transcript.delta`` with ``start_ms``/``end_ms`` on the timeline (where
+its audio is), each :data:`TRANSCRIPT_LEAD_MS` ahead of its audio. Consecutive utterances are
+:data:`GAP_MS` of silence apart.
 
 No event tells the client that the model started, stopped or was interrupted. A barge-in
 (:meth:`Speaker.barge_in`, at the caller's speech onset ``S``) ends the current utterance at
@@ -32,6 +33,10 @@ from simulator.realtime_response import speech_ms, word_schedule
 
 CHUNK_MS = 100  # audio per session.output_audio.delta
 BARGE_IN_STOP_MS = 150  # the model's speech ends this long after the caller's speech onset
+# A word's transcript delta goes out with the chunk this long before its audio: the text runs a
+# little ahead of the speech, so at a barge-in the model has transcribed more than was heard.
+TRANSCRIPT_LEAD_MS = 300
+GAP_MS = 200  # silence between two utterances that follow each other
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 Finished = Callable[[LiveUtterance], Awaitable[None]]
@@ -65,7 +70,9 @@ class Speaker:
         self._emit = emit
         self._on_finished = on_finished
         self._held = False
-        self._words: list[tuple[float, str]] = []
+        self._words: list[tuple[float, str]] = []  # (start, word) not yet transcribed
+        self._unsaid: list[tuple[float, str]] = []  # … not yet voiced
+        self._gap_until = 0  # no utterance starts before this position
         self._stop_at: int | None = None  # timeline position at which the current utterance ends
         self._silent_chunk = base64.b64encode(fmt.silence(CHUNK_MS)).decode("ascii")
 
@@ -105,7 +112,7 @@ class Speaker:
         position = self.output_ms
         if self.current is not None and self._stop_at is not None and position >= self._stop_at:
             await self._finish(self.current)  # cut off: barge-in or fixture
-        if self.current is None and self.queue and not self._held:
+        if self.current is None and self.queue and not self._held and position >= self._gap_until:
             self._begin(self.queue.popleft())
         utterance = self.current
         self.output_ms += CHUNK_MS
@@ -118,10 +125,12 @@ class Speaker:
         data = base64.b64encode(self.fmt.speech(CHUNK_MS, offset_ms=offset)).decode("ascii")
         self.voiced_ms += CHUNK_MS
         await self._emit({"type": "session.output_audio.delta", "delta": data, **where})
-        while self._words and self._words[0][0] < offset + CHUNK_MS:
+        while self._unsaid and self._unsaid[0][0] < offset + CHUNK_MS:
+            utterance.said += self._unsaid.pop(0)[1]
+        while self._words and self._words[0][0] < offset + CHUNK_MS + TRANSCRIPT_LEAD_MS:
             start, word = self._words.pop(0)
             end = self._words[0][0] if self._words else utterance.audio_ms
-            utterance.said += word
+            utterance.transcribed += word
             delta = {
                 "delta": word,
                 "start_ms": position - offset + int(start),
@@ -135,6 +144,7 @@ class Speaker:
     def _begin(self, utterance: LiveUtterance) -> None:
         utterance.start_ms = self.output_ms
         self._words = word_schedule(utterance.text, utterance.audio_ms) if utterance.text else []
+        self._unsaid = list(self._words)
         self._stop_at = None
         self.current = utterance
 
@@ -143,6 +153,7 @@ class Speaker:
         utterance.done = True
         utterance.end_ms = (utterance.start_ms or 0) + utterance.said_ms
         self.current = None
-        self._words = []
+        self._words, self._unsaid = [], []
         self._stop_at = None
+        self._gap_until = self.output_ms + GAP_MS
         await self._on_finished(utterance)
