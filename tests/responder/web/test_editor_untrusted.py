@@ -86,7 +86,7 @@ async def test_a_burst_of_previews_is_bounded_and_healthz_answers(service: Runni
     """Eight heavy previews at once: a few are rendered, the rest refused at once (503 with
     Retry-After), and /healthz answers quickly all the while."""
     url = service.url + "/editor/api/preview"
-    heavy = {"content": HEAD + "---\n# Demo\n\n" + "![" * 12000 + "\n"}
+    heavy = {"content": HEAD + "---\n# Demo\n\n" + "![" * 8000 + "\n"}
     spent: list[float] = []
     health: list[float] = []
     async with aiohttp.ClientSession() as http:
