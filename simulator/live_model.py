@@ -18,9 +18,10 @@ timeline advances, and the three context appends.
   when the previous one ends) spans ``start_ms … end_ms`` = ``PLACE_BASE_MS +
   PLACE_MS_PER_TOKEN × tokens`` of timeline, and ``session.<kind>.appended`` comes when the
   timeline reaches ``end_ms``; a commentary is then spoken, thinking and instructions are
-  silent. Spoken commentary text: the quoted text of ``Say exactly: "…"``; for a null-id
-  commentary asking to greet (``greet…``) before any greeting, the scenario's greeting;
-  otherwise the content as is.
+  silent. Spoken commentary text: the quoted text of ``Say exactly: "…"``, or of an instruction
+  (first word say/tell/let/ask/inform/repeat/read) that quotes its words (``Tell the caller you
+  are still checking: "Still checking on that."``); for a null-id commentary asking to greet
+  (``greet…``) before any greeting, the scenario's greeting; otherwise the content as is.
 * **Delegation ids**: commentary/thinking/instructions with an id this session did not create
   are refused (``invalid_value``, ``delegation_id``), and so are those for an *answered*
   delegation: one of whose commentary was spoken (fully or cut off) and the caller has since
@@ -55,6 +56,9 @@ PLACE_MS_PER_TOKEN = 2
 WORDS_PER_DELTA = 3  # caller transcript words per session.input_transcript.delta
 _WORD = re.compile(r"\S+\s*")
 _SAY_EXACTLY = re.compile(r"Say exactly:\s*[\"“](.+?)[\"”]", re.DOTALL)
+# An instruction to say something (imperative first word) with the words in quotes.
+_INSTRUCTION = re.compile(r"^\s*(say|tell|let|ask|inform|repeat|read)\b", re.IGNORECASE)
+_QUOTED = re.compile(r"[\"“]([^\"”]+)[\"”]")
 _GREET = re.compile(r"\bgreet", re.IGNORECASE)
 
 Alarm = Callable[[], Awaitable[None]]
@@ -264,7 +268,8 @@ class LiveModel:
 
     def _speech_for(self, append: LiveAppend) -> LiveUtterance:
         content = append.content.strip()
-        if match := _SAY_EXACTLY.search(content):
+        match = _SAY_EXACTLY.search(content) or (_INSTRUCTION.match(content) and _QUOTED.search(content))
+        if match:
             return LiveUtterance("commentary", match.group(1).strip(), append.delegation_id)
         if append.delegation_id is None and not self.greeted and _GREET.search(content):
             self.greeted = True

@@ -152,13 +152,15 @@ async def test_turn_not_delegated_is_answered_by_null_commentary(open_live: Open
     assert sim.session.spoken("commentary") == [ANSWER]
 
 
-async def test_greeting_and_say_exactly(open_live: OpenLive) -> None:
+async def test_greeting_and_quoted_instructions(open_live: OpenLive) -> None:
     sim, client = await call(open_live, HELLO)
     await client.conn.session.commentary.append(content="Greet the caller warmly.", delegation_id=None)
     await client.conn.session.commentary.append(content='Say exactly: "Please hold."', delegation_id=None)
-    await wait_spoken(sim, 2, within_s=4)
-    assert sim.session.spoken() == [sim.state.scenario.greeting, "Please hold."]
-    assert [u.kind for u in sim.session.utterances] == ["greeting", "commentary"]
+    hold = 'Tell the caller, in a few words, that you are still checking: "Still checking."'
+    await client.conn.session.commentary.append(content=hold, delegation_id=None)
+    await wait_spoken(sim, 3, within_s=4)
+    assert sim.session.spoken() == [sim.state.scenario.greeting, "Please hold.", "Still checking."]
+    assert [u.kind for u in sim.session.utterances] == ["greeting", "commentary", "commentary"]
 
 
 async def test_barge_in_cuts_the_utterance(open_live: OpenLive) -> None:
