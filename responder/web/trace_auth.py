@@ -65,6 +65,7 @@ class AdminAuth:
         token = settings.admin_token
         secret = token.get_secret_value().encode() if token is not None else b""
         self._token = secret
+        self._token_digest = hashlib.sha256(secret).digest()
         self._fingerprint = hmac.new(secret, _FINGERPRINT_CONTEXT, hashlib.sha256).hexdigest().encode()
         self.session_ttl_s = settings.admin_session_ttl_s
         self.throttle = LoginThrottle(
@@ -78,7 +79,9 @@ class AdminAuth:
         return bool(self._token)
 
     def check_token(self, offered: str) -> bool:
-        return self.configured and hmac.compare_digest(self._token, offered.strip().encode())
+        """Constant-time, over SHA-256 digests: not even the token's length shows."""
+        digest = hashlib.sha256(offered.strip().encode("utf-8", "surrogateescape")).digest()
+        return self.configured and hmac.compare_digest(self._token_digest, digest)
 
     async def access(self, request: web.Request) -> Access:
         """The bearer token when one is offered (throttled like a sign-in), else the session."""
