@@ -92,13 +92,20 @@ def _add_test_parser(cmds: argparse._SubParsersAction) -> None:  # type: ignore[
     test.add_argument("--format", choices=FORMATS, default="table")
     test.add_argument("--output", type=Path, help="write the report here instead of stdout")
     test.add_argument("--concurrency", type=_positive, default=8, help="cases in flight at once")
-    test.add_argument("--min-pass-rate", type=float, default=1.0, help="a case passes at this share of runs")
+    test.add_argument("--min-pass-rate", type=_rate, default=1.0, help="a case passes at this share of runs")
     test.add_argument("--case", action="append", default=[], help="only case ids matching this glob")
 
 
 def _add_gate_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--force", action="store_true", help="publish even if policy tests newly fail")
     cmd.add_argument("--reason", default=None, help="why (required with --force; kept with the version)")
+
+
+def _rate(value: str) -> float:
+    rate = float(value)
+    if not 0.0 < rate <= 1.0:
+        raise argparse.ArgumentTypeError("must be above 0 and at most 1")
+    return rate
 
 
 def _positive(value: str) -> int:
