@@ -35,7 +35,7 @@ from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from callrecord.decisions import Decision
+from callrecord.decisions import Decision, Trigger
 from callrecord.history import CallHistory
 from infra.health import healthz, not_ready, readiness
 from infra.metrics import REGISTRY, metrics_handler
@@ -67,6 +67,7 @@ class DecideRequest(BaseModel):
     call_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
     context: str = Field(max_length=16_000)
     user_item_id: str | None = Field(default=None, max_length=128)
+    trigger: Trigger = "tool_call"
     request_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
     deadline_s: float | None = Field(default=None, gt=0, le=600)
 
@@ -218,7 +219,9 @@ async def decide(request: web.Request) -> web.Response:
                 )  # fmt: skip
                 return web.json_response(text=earlier.model_dump_json())
         try:
-            decision = await supervisor.decide(body.call_id, body.context, user_item_id=body.user_item_id)
+            decision = await supervisor.decide(
+                body.call_id, body.context, user_item_id=body.user_item_id, trigger=body.trigger
+            )
         except BaseException:  # cancelled (the client hung up): a retry may run it afresh
             if once is not None and key is not None:
                 await once.release(key)

@@ -31,7 +31,7 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 from yarl import URL
 
-from callrecord.decisions import Decision, Outcome
+from callrecord.decisions import Decision, Outcome, Trigger
 from callrecord.history import CallHistory
 from infra.metrics import REGISTRY
 from infra.settings import Settings
@@ -121,7 +121,9 @@ class RemoteSupervisor:
             await self._session.close()
             self._session = None
 
-    async def decide(self, call_id: str, context: str, *, user_item_id: str | None = None) -> Decision:
+    async def decide(
+        self, call_id: str, context: str, *, user_item_id: str | None = None, trigger: Trigger = "tool_call"
+    ) -> Decision:
         """The service's decision, or a recorded fallback by the deadline; never raises."""
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
@@ -136,6 +138,7 @@ class RemoteSupervisor:
                 "call_id": call_id,
                 "context": context,
                 "user_item_id": user_item_id,
+                "trigger": trigger,
                 "request_id": request_id,
                 "deadline_s": round(min(max(left - SERVICE_SLACK_S, 0.1), MAX_SERVICE_DEADLINE_S), 3),
             }
@@ -167,7 +170,7 @@ class RemoteSupervisor:
             "supervisor_client.failed", status=result.status, attempts=attempt, error=result.error,
             retryable=result.retry,
         )  # fmt: skip
-        return await self._fallback(call_id, context, user_item_id, result, attempt, started)
+        return await self._fallback(call_id, context, user_item_id, result, attempt, started, trigger)
 
     async def _post(self, payload: dict[str, object]) -> Decision | _Try:
         try:
@@ -198,10 +201,12 @@ class RemoteSupervisor:
         failure: _Try,
         attempts: int,
         started: float,
+        trigger: Trigger = "tool_call",
     ) -> Decision:
         decision = Decision(
             call_id=call_id,
             user_item_id=user_item_id,
+            trigger=trigger,
             context=context,
             model=self.model_name,
             api="remote",

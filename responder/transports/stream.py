@@ -27,9 +27,9 @@ from redis.exceptions import RedisError
 from responder.core.actions import CallActions
 from responder.core.controller import CallController, CallerLink, ControllerConfig
 from responder.core.end_reason import caller_gone_reason
-from responder.engines.realtime.session import build_session
+from responder.core.engine import EngineName
 from responder.runtime.services import Services
-from responder.transports.runner import realtime_opener, run_call
+from responder.transports.runner import run_call, stream_opener
 
 START_TIMEOUT_S = 10.0
 MAX_FRAME_BYTES = 64 * 1024
@@ -73,6 +73,7 @@ class StreamCall:
         self.call_id = UNKNOWN_CALL
         self.log = structlog.get_logger(self.transport)
         self.handlers: dict[str, FrameHandler] = {}
+        self.engine: EngineName = services.settings.engine  # a transport may choose per call
         self._run_task: asyncio.Task[None] | None = None
 
     # -- the frame loop ------------------------------------------------------------------
@@ -137,8 +138,8 @@ class StreamCall:
         """The socket carries ``call_id``: record the call and run it."""
         self.call_id = call_id
         self.log = self.log.bind(call_id=call_id)
-        await self.services.history.start_call(call_id, transport=self.transport, **meta)
-        self.log.info("call.started", transport=self.transport)
+        await self.services.history.start_call(call_id, transport=self.transport, engine=self.engine, **meta)
+        self.log.info("call.started", transport=self.transport, engine=self.engine)
         self._run_task = asyncio.create_task(self._run_call(link))
 
     def controller_config(self) -> ControllerConfig:
@@ -153,11 +154,13 @@ class StreamCall:
 
     async def _run_call(self, caller: CallerLink) -> None:
         services = self.services
-        session = build_session(services.settings, audio_format=self.audio_format)
+        config = self.controller_config()
+        opener = stream_opener(
+            services, self.call_id, self.engine, self.audio_format, config.bytes_per_ms, self.log
+        )
         try:  # a dropped engine session is replaced while the caller is there (core/sessions.py)
             run = await run_call(
-                services, self.call_id, realtime_opener(services, self.call_id, session, self.log),
-                caller, self.controller_config(), actions=self.call_actions(), log=self.log,
+                services, self.call_id, opener, caller, config, actions=self.call_actions(), log=self.log,
                 caller_connected=lambda: not self.ws.closed, reconnect=True, on_attach=self._attached,
             )  # fmt: skip
             if run.error is not None:

@@ -44,6 +44,7 @@ from aiohttp import web
 
 from responder.core.controller import ControllerConfig
 from responder.core.end_reason import STOP_RECEIVED
+from responder.core.engine import engine_named
 from responder.engines.realtime.session import PCM24K
 from responder.runtime.admission import AdmissionRefused
 from responder.runtime.services import SERVICES, Services
@@ -224,7 +225,9 @@ async def call_socket(request: web.Request) -> web.StreamResponse:
     try:
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30)
         await ws.prepare(request)
-        await WebSocketSession(ws, services).serve()
+        session = WebSocketSession(ws, services)
+        session.engine = engine_named(request.query.get("engine"), session.engine)  # ?engine=live
+        await session.serve()
         return ws
     finally:
         ticket.release()

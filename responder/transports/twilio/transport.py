@@ -19,6 +19,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from responder.core.end_reason import STOP_RECEIVED
+from responder.core.engine import engine_named
 from responder.engines.realtime.session import PCMU
 from responder.runtime.services import SERVICES, Services
 from responder.transports.stream import MAX_FRAME_BYTES, LogNames, StreamCall
@@ -119,6 +120,8 @@ async def incoming_call(request: web.Request) -> web.Response:
         return web.Response(text=twiml_busy(message), content_type="application/xml")
     expires = int(time.time()) + STREAM_TOKEN_TTL_S
     ws_url = _ws_url(settings.external_url()) + MEDIA_PATH
+    # the webhook URL may choose the call's engine (?engine=live), else RESPONDER_ENGINE
+    engine = engine_named(request.query.get("engine"), settings.engine)
     twiml = twiml_connect(
         ws_url,
         {
@@ -126,6 +129,7 @@ async def incoming_call(request: web.Request) -> web.Response:
             "caller": _NOT_XML.sub("", params.get("From", ""))[:128],
             "expires": str(expires),
             "token": stream_token(token.get_secret_value(), call_sid, expires),
+            "engine": engine,
         },
     )
     log.info("twilio.call_incoming", call_id=call_sid, stream_url=ws_url)
@@ -218,6 +222,7 @@ class MediaSession(StreamCall):
             await self.ws.close(code=1008, message=b"invalid stream token")
             return
         caller = TwilioCaller(self.ws, stream_sid)
+        self.engine = engine_named(params.get("engine"), self.engine)
         await self.begin(call_sid, caller, caller=str(params.get("caller", "")), stream_sid=stream_sid)
 
     async def _on_media(self, frame: dict[str, Any]) -> None:
