@@ -32,6 +32,10 @@ LogEvent = Literal[
     "app.warm_up_failed",
     "simulator.ready",  # `responder simulate`
     "redis.connected",  # infra/redis_server.py
+    # HTTP requests of both services (infra/http.py)
+    "http.client_disconnected",
+    "http.header_undecodable",
+    "http.slow_client",
     # one call (responder/core, responder/engines, responder/transports); the ones
     # `responder trace --log` reads: started, item_added, user_turn, user_transcript_failed,
     # assistant_turn, barge_in, tool_call, hold_line, dtmf, action, ended

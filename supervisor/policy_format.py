@@ -285,7 +285,7 @@ def check_text(text: str, file: str = "policy") -> tuple[PolicyDocument | None, 
         last = split.body_first_line - 1 + len(split.body_lines)  # the closing fence when empty
         problems.append(Problem(file, max(last, split.body_first_line - 1), "document has no content"))
     for rid, line in _references(split, meta) if meta else []:
-        if not ID_RE.match(rid):
+        if not ID_RE.fullmatch(rid):
             problems.append(Problem(file, line, f"reference {rid!r} is not a valid policy id"))
     if meta is None or not sections:
         return None, problems
@@ -307,7 +307,7 @@ def check_references(docs: list[PolicyDocument], known: set[str]) -> list[Proble
         if split is None:
             continue
         for rid, line in _references(split, doc):
-            if ID_RE.match(rid) and rid not in known:
+            if ID_RE.fullmatch(rid) and rid not in known:
                 problems.append(Problem(doc.source, line, f"reference to unknown policy id {rid!r}"))
     return problems
 

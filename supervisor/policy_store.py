@@ -319,7 +319,7 @@ class PolicyStore:
 
 
 def _check_id(policy_id: str) -> None:
-    if not ID_RE.match(policy_id):
+    if not ID_RE.fullmatch(policy_id):
         raise UnknownVersion(f"{policy_id!r} is not a valid policy id")
 
 

@@ -7,9 +7,11 @@ same policy set kept current by PolicySync, same settings) and answers the
 as in-process. ``deadline_s`` (what is left of the caller's deadline) can only shorten the
 configured ``supervisor_deadline_s``.
 
-* Auth: ``Authorization: Bearer <RESPONDER_SUPERVISOR_TOKEN>``, compared in constant time;
-  missing or wrong → 401 on every path but the three probes below. Without a token the
-  service only starts on a loopback address.
+* Auth: ``Authorization: Bearer <RESPONDER_SUPERVISOR_TOKEN>`` (the scheme in any case, as
+  everywhere: :func:`infra.http.bearer_token`), compared in constant time; missing or wrong →
+  401 on every path but the three probes below. Without a token the service only starts on a
+  loopback address. Header bytes that are not UTF-8 → 400; slow clients are cut off
+  (:mod:`infra.http`).
 * ``request_id`` (optional; the client sends one per decision, the same on every retry): a
   retried request is answered with the first try's decision instead of deciding (and
   recording) again, see :mod:`supervisor.idempotency`.
@@ -38,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from callrecord.decisions import Decision, Trigger
 from callrecord.history import CallHistory
 from infra.health import healthz, not_ready, readiness
+from infra.http import bearer_token, http_guard, server_options
 from infra.metrics import REGISTRY, metrics_handler
 from infra.redis_server import RedisHandle, connect_redis
 from infra.settings import Settings
@@ -117,7 +120,11 @@ def check_token(settings: Settings, host: str) -> str | None:
 def create_service_app(settings: Settings, host: str | None = None) -> web.Application:
     """The supervisor service; ``host``: the address it will bind (loopback may run tokenless)."""
     token = check_token(settings, host or settings.host)
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_auth(token)])
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[http_guard(settings.http_read_timeout_s), _auth(token)],
+        handler_args=server_options(settings.http_read_timeout_s),
+    )
     app.cleanup_ctx.append(_lifecycle(settings))
     app.router.add_post(DECIDE_PATH, decide)
     app.router.add_get("/healthz", healthz)
@@ -133,14 +140,15 @@ def _error(status: int, code: str, message: str, **headers: str) -> web.Response
 
 
 def _auth(token: str | None) -> Middleware:
-    expected = f"Bearer {token}".encode() if token else None
+    expected = token.encode() if token else None
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if expected is not None and request.path not in OPEN_PATHS:
-            given = request.headers.get("Authorization", "").encode()
+            given = (bearer_token(request.headers) or "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(given, expected):
-                log.warning("supervisor_service.unauthorized", path=request.path, has_auth=bool(given))
+                has_auth = "Authorization" in request.headers
+                log.warning("supervisor_service.unauthorized", path=request.path[:200], has_auth=has_auth)
                 return _error(
                     401, "unauthorized", "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"}
                 )

@@ -112,7 +112,9 @@ class RemoteSupervisor:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=100, keepalive_timeout=30)
+            # idle connections are dropped before the service's own limit (RESPONDER_HTTP_READ_TIMEOUT_S,
+            # 15 s) closes them, so that a pooled one is not reused just as the service closes it
+            connector = aiohttp.TCPConnector(limit=100, keepalive_timeout=10)
             self._session = aiohttp.ClientSession(connector=connector, headers=self._headers)
         return self._session
 

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from callrecord.history_buffer import BufferedCallHistory
 from infra.health import healthz, not_ready, readiness
+from infra.http import http_guard, server_options
 from infra.metrics import HISTORY_BUFFERED, metrics_handler
 from infra.redis_server import connect_redis
 from infra.settings import Settings
@@ -37,7 +38,11 @@ log = structlog.get_logger("app")
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[http_guard(settings.http_read_timeout_s)],  # undecodable headers, slow bodies
+        handler_args=server_options(settings.http_read_timeout_s),  # slow headers, for every runner
+    )
     app.cleanup_ctx.append(_lifecycle(settings))
     app.on_shutdown.append(_mark_stopping)
     add_twilio_routes(app)

@@ -21,6 +21,8 @@ import structlog
 from aiohttp import web
 from pydantic import SecretStr
 
+from infra.http import bearer_token
+
 Role = Literal["editor", "viewer"]
 MIN_TOKEN = 16  # shorter tokens still work, with a warning at startup
 
@@ -61,11 +63,10 @@ class TokenAuth:
             log.info("editor.access", editors=sorted(editors), viewers=sorted(viewers))
 
     def identify(self, request: web.Request) -> Principal | None:
-        header = request.headers.get("Authorization", "")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
+        token = bearer_token(request.headers)
+        if token is None:
             return None
-        offered = _digest(value.strip())
+        offered = _digest(token)
         found: Principal | None = None
         for token, principal in self._tokens:
             if hmac.compare_digest(token, offered) and found is None:

@@ -145,7 +145,7 @@ def _too_large(limit: int, size: int) -> web.HTTPException:
 
 def _policy_id(request: web.Request) -> str:
     policy_id = request.match_info["id"]
-    if not ID_RE.match(policy_id):
+    if not ID_RE.fullmatch(policy_id):
         raise _fail(web.HTTPBadRequest, "invalid policy id")
     return policy_id
 

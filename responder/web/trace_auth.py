@@ -34,6 +34,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from infra.http import bearer_token
 from infra.settings import Settings
 from responder.runtime.client_address import client_address
 from responder.runtime.services import SERVICES
@@ -87,7 +88,7 @@ class AdminAuth:
         """The bearer token when one is offered (throttled like a sign-in), else the session."""
         if not self.configured:
             return DENIED
-        offered = _bearer(request)
+        offered = bearer_token(request.headers)
         if offered is not None:
             return await self.try_token(request, offered)
         session = request.cookies.get(COOKIE, "")
@@ -170,8 +171,3 @@ def _session_key(prefix: str, session: str) -> str:
 def _redis(request: web.Request) -> tuple[Redis, str]:
     services = request.app[SERVICES]
     return services.redis.client, services.settings.redis_prefix
-
-
-def _bearer(request: web.Request) -> str | None:
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return (value.strip() or None) if scheme.lower() == "bearer" else None
