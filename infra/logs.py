@@ -2,9 +2,10 @@
 
 Every event goes through the same chain: context variables (``call_id``, ``decision_id``),
 level, UTC ISO timestamp, secret redaction (always: the configured secret values and
-anything shaped like a credential), PII redaction (by setting), then the
-renderer. With ``log_file`` set, each event is also appended to that file as one JSON line —
-whatever the console format — which is what ``responder trace CALL_ID --log FILE`` reads.
+anything shaped like a credential; ids that do not look like ids), PII redaction (by
+setting), a length cap on every string (see redact.py), then the renderer. With ``log_file``
+set, each event is also appended to that file as one JSON line — whatever the console format
+— which is what ``responder trace CALL_ID --log FILE`` reads.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Iterable, MutableMapping
+import time
+from collections.abc import Callable, Iterable, MutableMapping
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
 import structlog
 
-from infra.redact import KnownSecrets, redact_pii, redact_secrets
+from infra.redact import KnownSecrets, cap_lengths, redact_pii, redact_secrets
 
 
 class JsonFileSink:
@@ -43,6 +45,38 @@ class JsonFileSink:
     def close(self) -> None:
         with self._lock:
             self._file.close()
+
+
+class LogBudget:
+    """How much of one repeated event is logged: the first ``burst`` occurrences, then ``per_s``
+    a second; the rest are only counted (:meth:`take_suppressed`), for one summary line. What
+    an outside party can repeat at will (junk frames, refused sockets) is logged through one, so
+    that it cannot turn every packet into a log line."""
+
+    def __init__(
+        self, burst: int = 10, per_s: float = 0.1, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.burst = float(burst)
+        self.per_s = per_s
+        self._clock = clock
+        self._tokens = float(burst)
+        self._updated = clock()
+        self.suppressed = 0
+
+    def allow(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.per_s)
+        self._updated = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        self.suppressed += 1
+        return False
+
+    def take_suppressed(self) -> int:
+        """How many were not logged since the last call (and start counting again)."""
+        count, self.suppressed = self.suppressed, 0
+        return count
 
 
 _sink: JsonFileSink | None = None
@@ -77,6 +111,7 @@ def configure_logging(
             KnownSecrets(secrets),
             redact_secrets,
             *([redact_pii] if redact else []),
+            cap_lengths,
             *([_sink] if _sink is not None else []),
             renderer,
         ],

@@ -10,9 +10,13 @@ Two structlog processors:
   whatever their shape.
 - :func:`redact_pii` (``RESPONDER_LOG_REDACT_PII``, on by default) masks phone numbers,
   e-mail addresses, card numbers and key presses.
+- :func:`cap_lengths` (last) cuts any string longer than :data:`MAX_FIELD_CHARS`.
 
-Identifiers (call, item, decision ids), the event name, level and timestamp pass untouched;
-every other string, nested ones included, is scrubbed.
+Identifiers (call, item, decision ids …), the event name, level and timestamp are not scrubbed;
+every other string, nested ones included, is. Ids come from outside too (a media stream's
+``callSid``, a webhook's ``CallSid``), so an id is logged as it is only when it has an id's
+shape and nothing in it looks like a secret or personal data; otherwise it is replaced by
+``[redacted id, N chars]`` (:func:`safe_id`).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ _PHONE = re.compile(r"(?<![\w])(?:\+|\()?\d(?:[\s().-]*\d){6,14}(?![\w])")
 _SECRETS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\b(authorization\s*[:=]\s*)(?:(?:bearer|basic)\s+)?[^\s,;\"']+"), r"\1[secret]"),
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 [secret]"),
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), "[secret]"),
+    # OpenAI keys: sk-…, sk-proj-…, sk-svcacct-… (also right after an "_" or a digit)
+    (re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_-]{8,}"), "[secret]"),
     (re.compile(r"\bwhsec_[A-Za-z0-9+/=_-]{8,}"), "[secret]"),
     (re.compile(r"(?i)([?&](?:token|access_token|key|secret)=)[^&\s\"']+"), r"\1[secret]"),  # URL query
     # Twilio auth tokens (32 hex digits), live-view tokens (40), hex HMACs and keys (64); not a
@@ -53,6 +58,10 @@ _KEEP = frozenset(
 _PII_KEEP = _KEEP | {"target"}
 _DIGIT_FIELDS = frozenset({"digit", "digits"})
 SECRET = "[secret]"
+# what an identifier looks like (Twilio SIDs, ws_/rtc_ call ids, item_…, id@version labels, "^")
+_ID = re.compile(r"[A-Za-z0-9_.:@/+=^-]{0,128}")
+MAX_FIELD_CHARS = 16_384  # one logged string (a decision's context is at most 16,000 characters)
+_UNCAPPED = frozenset({"event", "level", "timestamp"})
 
 
 def scrub(text: str) -> str:
@@ -84,11 +93,23 @@ def _walk(value: Any, fn: Callable[[str], str]) -> Any:
     return value
 
 
+def safe_id(value: Any) -> Any:
+    """An identifier as it may be logged: itself if it has an id's shape and holds nothing
+    shaped like a secret or personal data, else ``[redacted id, N chars]``."""
+    if isinstance(value, list | tuple):
+        return [safe_id(v) for v in value]
+    if not isinstance(value, str) or (_ID.fullmatch(value) and scrub(scrub_secrets(value)) == value):
+        return value
+    return f"[redacted id, {len(value)} chars]"
+
+
 def redact_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     for key, value in event_dict.items():
         if key in _KEEP:
+            if key not in _UNCAPPED:
+                event_dict[key] = safe_id(value)
             continue
         event_dict[key] = SECRET if is_secret_field(key) else _walk(value, scrub_secrets)
     return event_dict
@@ -99,6 +120,22 @@ def redact_pii(_logger: Any, _method: str, event_dict: MutableMapping[str, Any])
         if key in _PII_KEEP:
             continue
         event_dict[key] = "*" if key in _DIGIT_FIELDS else _walk(value, scrub)
+    return event_dict
+
+
+def _cap(text: str) -> str:
+    if len(text) <= MAX_FIELD_CHARS:
+        return text
+    return f"{text[:MAX_FIELD_CHARS]}…[{len(text) - MAX_FIELD_CHARS} more chars]"
+
+
+def cap_lengths(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """No logged string is longer than :data:`MAX_FIELD_CHARS` (plus a note of what was cut)."""
+    for key, value in event_dict.items():
+        if key not in _UNCAPPED:
+            event_dict[key] = _walk(value, _cap)
     return event_dict
 
 

@@ -4,7 +4,8 @@ Twilio Media Streams (:mod:`responder.transports.twilio.transport`) and our own 
 (:mod:`responder.transports.websocket`) differ only in how frames look. Both:
 
 * read frames in one loop and hand each to a handler from a dispatch table; a bad frame is
-  logged (``<transport>.frame_invalid``) and skipped, never fatal;
+  logged (``<transport>.frame_invalid``) and skipped, never fatal; repeated ones are logged
+  within a per-connection budget, the rest counted in one ``stream.invalid_frames_suppressed``;
 * close a socket that does not identify its call within :data:`START_TIMEOUT_S`;
 * once the call is identified, record it in the history and run it
   (:func:`responder.transports.runner.run_call`) on engine sessions in their audio format;
@@ -24,6 +25,7 @@ import structlog
 from aiohttp import WSMsgType, web
 from redis.exceptions import RedisError
 
+from infra.logs import LogBudget
 from responder.core.actions import CallActions
 from responder.core.controller import CallController, CallerLink, ControllerConfig
 from responder.core.end_reason import caller_gone_reason
@@ -73,6 +75,7 @@ class StreamCall:
         self.call_id = UNKNOWN_CALL
         self.log = structlog.get_logger(self.transport)
         self.handlers: dict[str, FrameHandler] = {}
+        self.invalid_frames = LogBudget()  # what this connection's bad frames may log
         self.engine: EngineName = services.settings.engine  # a transport may choose per call
         self._run_task: asyncio.Task[None] | None = None
 
@@ -91,10 +94,15 @@ class StreamCall:
                     break
         finally:
             watchdog.cancel()
+            if suppressed := self.invalid_frames.take_suppressed():
+                self.log.warning(
+                    "stream.invalid_frames_suppressed", transport=self.transport, count=suppressed
+                )
             await self._finish()
 
     async def on_binary(self, data: bytes) -> None:
-        self.log.warning(self.names.frame_invalid, reason="non-text frame")
+        if self.invalid_frames.allow():
+            self.log.warning(self.names.frame_invalid, reason="non-text frame")
 
     async def on_text(self, data: str) -> None:
         try:
@@ -103,19 +111,22 @@ class StreamCall:
             if not isinstance(kind, str):
                 raise TypeError("frame type is not a string")
         except (ValueError, KeyError, TypeError, RecursionError):
-            self.log.warning(self.names.frame_invalid, reason="not a control frame", sample=data[:80])
+            if self.invalid_frames.allow():
+                self.log.warning(self.names.frame_invalid, reason="not a control frame", sample=data[:80])
             return
         await self.dispatch(kind, frame)
 
     async def dispatch(self, kind: str, frame: dict[str, Any]) -> None:
         handler = self.handlers.get(kind)
         if handler is None:
-            self.log.info(self.names.event_ignored, frame_type=kind[:40])
+            if self.invalid_frames.allow():
+                self.log.info(self.names.event_ignored, frame_type=kind[:40])
             return
         try:
             await handler(frame)
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            self.log.warning(self.names.frame_invalid, frame_type=kind, reason=repr(exc))
+            if self.invalid_frames.allow():
+                self.log.warning(self.names.frame_invalid, frame_type=kind, reason=repr(exc)[:200])
         except Exception as exc:  # a Redis or socket hiccup must not end the caller's call
             self.log.error(self.names.frame_failed, frame_type=kind, error=repr(exc))
 

@@ -128,7 +128,8 @@ class WebSocketSession(StreamCall):
         if not self.started:
             await self._begin_call("")
         if not data or len(data) % 2:
-            self.log.warning(self.names.frame_invalid, reason="audio frame of odd or zero length")
+            if self.invalid_frames.allow():
+                self.log.warning(self.names.frame_invalid, reason="audio frame of odd or zero length")
             return
         if self.controller is not None:
             await self.controller.caller_audio(base64.b64encode(data).decode("ascii"))
