@@ -59,6 +59,17 @@ REALTIME_RECONNECTS = Counter(
 TOKENS = Counter(
     "responder_tokens", "Model tokens used (supervisor and Realtime)", ["model", "kind"], registry=REGISTRY
 )
+UNAUTHENTICATED_SOCKETS = Gauge(
+    "responder_unauthenticated_sockets",
+    "WebSockets open that have not shown their credential yet (a Twilio media stream before its start)",
+    ["transport"], registry=REGISTRY,
+)  # fmt: skip
+SOCKETS_REFUSED = Counter(
+    "responder_sockets_refused",
+    "WebSockets refused or closed before authenticating, by reason (origin, client_cap, total_cap, "
+    "no_start, bad_token, token_used, unavailable)",
+    ["transport", "reason"], registry=REGISTRY,
+)  # fmt: skip
 
 
 def observe_realtime_usage(model: str, usage: Mapping[str, Any] | None) -> None:

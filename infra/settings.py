@@ -117,10 +117,11 @@ class Settings(BaseSettings):
         default=3.0, gt=0, description="A Twilio media socket must show its stream token (start) this soon."
     )
     pending_sockets_per_client: int = Field(
-        default=8, ge=1, description="Media sockets one client may hold open before showing a stream token."
+        default=8, ge=1, description="Media sockets one client may keep open without a stream token past "
+        "a 0.5 s grace (a burst of new ones: 4 times as many)."
     )
     pending_sockets_max: int = Field(
-        default=64, ge=1, description="Media sockets not yet authenticated, all clients together."
+        default=256, ge=1, description="Media sockets not yet authenticated, all clients together."
     )
     escalation_phone_number: str | None = Field(
         default=None, description="E.164 number a Twilio call is transferred to by escalate_to_human."

@@ -16,6 +16,7 @@ from infra.redis_server import RedisHandle
 from infra.settings import Settings
 from responder.core.controller import CallController, ControllerConfig, DecideFn
 from responder.runtime.admission import CallAdmission
+from responder.runtime.handshake import PendingSockets, Reservations
 from responder.runtime.view_token import view_token
 from simulator.entry import SimulatorHandle
 
@@ -35,6 +36,9 @@ class Services:
     # every call controller of this instance (what a drain says goodbye through)
     live_controllers: weakref.WeakSet[CallController] = field(default_factory=weakref.WeakSet)
     view_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    # media sockets before their stream token, and calls admitted at their webhook until then
+    pending_sockets: PendingSockets = field(default_factory=lambda: PendingSockets(8, 256))
+    reservations: Reservations = field(default_factory=Reservations)
 
     def view_token(self, call_id: str) -> str:
         """What lets the browser that started ``call_id`` watch its live transcript."""

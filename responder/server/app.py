@@ -17,6 +17,7 @@ from infra.settings import Settings
 from responder.core.controller import finish_kept_tasks
 from responder.engines.realtime.connection import make_client
 from responder.runtime.admission import CallAdmission
+from responder.runtime.handshake import PendingSockets
 from responder.runtime.services import SERVICES, Services
 from responder.runtime.supervisor_client import RemoteSupervisor
 from responder.server.warmup import warm_up_sdk, warm_up_text_model
@@ -106,6 +107,7 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
                 settings.max_concurrent_calls, settings.call_rate_per_minute, settings.call_rate_burst
             ),
             twilio_client=twilio_client,
+            pending_sockets=PendingSockets(settings.pending_sockets_per_client, settings.pending_sockets_max),
             **_view_secret(settings),
         )
         external = settings.external_url()
@@ -132,6 +134,7 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
             yield
         finally:
             await _finish_calls(app[SERVICES])
+            app[SERVICES].reservations.release_all()
             await finish_kept_tasks(settings.supervisor_deadline_s + 2.0)
             await close_twilio_client(twilio_client)
             await client.close()

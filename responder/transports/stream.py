@@ -35,6 +35,7 @@ from responder.transports.runner import run_call, stream_opener
 
 START_TIMEOUT_S = 10.0
 MAX_FRAME_BYTES = 64 * 1024
+MAX_MSG_SIZE = MAX_FRAME_BYTES + 1  # aiohttp closes (1009) on a message of max_msg_size bytes or more
 UNKNOWN_CALL = "unknown"
 
 FrameHandler = Callable[[dict[str, Any]], Awaitable[None]]

@@ -48,7 +48,7 @@ from responder.core.engine import engine_named
 from responder.engines.realtime.session import PCM24K
 from responder.runtime.admission import AdmissionRefused
 from responder.runtime.services import SERVICES, Services
-from responder.transports.stream import MAX_FRAME_BYTES, LogNames, StreamCall
+from responder.transports.stream import MAX_MSG_SIZE, LogNames, StreamCall
 from responder.transports.webrtc import client_key, refused_response
 
 log = structlog.get_logger("websocket")
@@ -224,7 +224,7 @@ async def call_socket(request: web.Request) -> web.StreamResponse:
         log.warning("websocket.call_refused", reason=refused.reason)
         return refused_response(refused)
     try:
-        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30)
+        ws = web.WebSocketResponse(max_msg_size=MAX_MSG_SIZE, heartbeat=30)  # ≤ 64 KiB a frame
         await ws.prepare(request)
         session = WebSocketSession(ws, services)
         session.engine = engine_named(request.query.get("engine"), session.engine)  # ?engine=live

@@ -2,6 +2,12 @@
 
 caller ⇄ Twilio ⇄ this WebSocket ⇄ Realtime WS. μ-law 8 kHz is passed through untouched in
 both directions (``audio/pcmu``): payloads stay base64 strings, never decoded or resampled.
+
+A call takes capacity only once it is authenticated: the signed webhook claims its CallSid
+(once: :mod:`.claims`) and admits the call, holding the admission for its stream; the media
+stream claims it with the one-time stream token of its ``start``. Until then a media socket
+holds no call capacity, only one of a few places per client (``pending_sockets``), for at most
+``RESPONDER_STREAM_HANDSHAKE_S``; a browser ``Origin`` is refused (Twilio sends none).
 """
 
 from __future__ import annotations
@@ -15,14 +21,30 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from redis.exceptions import RedisError
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
+from infra.logs import LogBudget
 from responder.core.end_reason import STOP_RECEIVED
 from responder.core.engine import engine_named
 from responder.engines.realtime.session import PCMU
+from responder.runtime.admission import AdmissionRefused, Ticket
+from responder.runtime.client_address import client_address
+from responder.runtime.handshake import (
+    BAD_TOKEN,
+    NO_START,
+    ORIGIN,
+    TOKEN_USED,
+    UNAVAILABLE,
+    Pending,
+    PendingRefused,
+    SocketRefusal,
+    socket_refused,
+)
 from responder.runtime.services import SERVICES, Services
-from responder.transports.stream import MAX_FRAME_BYTES, LogNames, StreamCall
+from responder.transports.stream import MAX_MSG_SIZE, LogNames, StreamCall
+from responder.transports.twilio.claims import claim_call, claim_stream
 from responder.transports.twilio.control import TwilioCallActions
 from responder.transports.twilio.frames import media_payload
 
@@ -30,7 +52,7 @@ log = structlog.get_logger("twilio")
 
 VOICE_PATH = "/twilio/voice"
 MEDIA_PATH = "/twilio/media"
-STREAM_TOKEN_TTL_S = 120
+STREAM_TOKEN_TTL_S = 30  # Twilio opens the stream at once; the call's admission is held this long
 BUSY_MESSAGE = "Sorry, all of our lines are busy right now. Please call again in a few minutes."
 DRAINING_MESSAGE = (
     "Sorry, we can't take your call on this line right now. Please call again in a minute."
@@ -40,6 +62,7 @@ _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")  # not allowed in XML 1.0
 _DIGITS = frozenset("0123456789*#ABCD")
+_REFUSALS_LOGGED = LogBudget(burst=20, per_s=1.0)  # refused upgrades: anyone can repeat them
 
 
 def add_twilio_routes(app: web.Application) -> None:
@@ -72,6 +95,17 @@ def twiml_connect(stream_url: str, parameters: dict[str, str]) -> str:
         stream.parameter(name=name, value=value)
     response.append(connect)
     return str(response)
+
+
+def twiml_hangup() -> str:
+    """The answer to a replayed webhook: nothing to connect, hang up."""
+    response = VoiceResponse()
+    response.hangup()
+    return str(response)
+
+
+def _twiml(text: str) -> web.Response:
+    return web.Response(text=text, content_type="application/xml")
 
 
 def twiml_busy(message: str = BUSY_MESSAGE) -> str:
@@ -113,11 +147,17 @@ async def incoming_call(request: web.Request) -> web.Response:
     call_sid = params.get("CallSid", "")
     if not _SID.fullmatch(call_sid):  # it goes into TwiML and Redis keys: a SID or nothing
         raise web.HTTPBadRequest(text="CallSid missing or malformed")
-    if services.draining or not services.admission.has_room():
+    replayed = await _claim_call(services, call_sid)
+    if replayed is not None:
+        return replayed
+    try:
+        ticket = services.admission.admit("twilio", draining=services.draining)
+    except AdmissionRefused:
         reason = "draining" if services.draining else "capacity"
         log.warning("twilio.call_refused", call_id=call_sid, reason=reason)
-        message = DRAINING_MESSAGE if services.draining else BUSY_MESSAGE
-        return web.Response(text=twiml_busy(message), content_type="application/xml")
+        return _twiml(twiml_busy(DRAINING_MESSAGE if services.draining else BUSY_MESSAGE))
+    # the call counts from now on; its stream takes the admission over with the token, or it lapses
+    services.reservations.hold(call_sid, ticket, STREAM_TOKEN_TTL_S)
     expires = int(time.time()) + STREAM_TOKEN_TTL_S
     ws_url = _ws_url(settings.external_url()) + MEDIA_PATH
     # the webhook URL may choose the call's engine (?engine=live), else RESPONDER_ENGINE
@@ -134,6 +174,22 @@ async def incoming_call(request: web.Request) -> web.Response:
     )
     log.info("twilio.call_incoming", call_id=call_sid, stream_url=ws_url)
     return web.Response(text=twiml, content_type="application/xml")
+
+
+async def _claim_call(services: Services, call_sid: str) -> web.Response | None:
+    """None for a CallSid seen for the first time; else what a replay (or retry) is answered."""
+    settings = services.settings
+    try:
+        first = await claim_call(
+            services.redis.client, settings.redis_prefix, call_sid, settings.history_ttl_s
+        )
+    except RedisError as exc:  # cannot tell a replay from a new call: take none
+        log.error("twilio.claim_failed", call_id=call_sid, stage="webhook", error=repr(exc))
+        return _twiml(twiml_busy(DRAINING_MESSAGE))
+    if first:
+        return None
+    log.warning("twilio.webhook_replayed", call_id=call_sid)
+    return _twiml(twiml_hangup())
 
 
 def _ws_url(http_url: str) -> str:
@@ -171,8 +227,11 @@ class MediaSession(StreamCall):
     audio_format = PCMU
     names = LogNames.of("twilio")
 
-    def __init__(self, ws: web.WebSocketResponse, services: Services) -> None:
+    def __init__(self, ws: web.WebSocketResponse, services: Services, pending: Pending | None = None) -> None:
         super().__init__(ws, services)
+        self.pending = pending  # this socket's place among the unauthenticated ones, until start
+        self.ticket: Ticket | None = None  # the call's admission, once the stream token is claimed
+        self.refused: SocketRefusal | None = None
         self.handlers = {
             "connected": self._on_connected,
             "start": self._on_start,
@@ -194,6 +253,17 @@ class MediaSession(StreamCall):
             except Exception as exc:  # as in dispatch(): a socket hiccup must not end the call
                 self.log.error(self.names.frame_failed, frame_type="media", error=repr(exc))
 
+    def start_timeout_s(self) -> float:
+        """Unauthenticated until ``start``: a short deadline (never longer than the generic one)."""
+        return min(super().start_timeout_s(), self.services.settings.stream_handshake_s)
+
+    def finish_admission(self) -> None:
+        """The socket is gone: free its call's admission, count it if it never authenticated."""
+        if self.ticket is not None:
+            self.ticket.release()
+        if not self.started:
+            socket_refused("twilio", self.refused or NO_START)
+
     def call_actions(self) -> TwilioCallActions:
         number = self.services.settings.escalation_phone_number
         return TwilioCallActions(self.services.twilio_client, self.call_id, number)
@@ -203,7 +273,8 @@ class MediaSession(StreamCall):
 
     async def _on_start(self, frame: dict[str, Any]) -> None:
         if self.controller is not None or self.started:
-            self.log.warning("twilio.frame_invalid", reason="duplicate start")
+            if self.invalid_frames.allow():
+                self.log.warning("twilio.frame_invalid", reason="duplicate start")
             return
         start = frame["start"]
         stream_sid = start["streamSid"]
@@ -215,15 +286,41 @@ class MediaSession(StreamCall):
         params = start.get("customParameters") or {}
         settings = self.services.settings
         secret = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
-        if not secret or not verify_stream_token(
-            secret, call_sid, str(params.get("expires", "")), str(params.get("token", ""))
-        ):
+        expires = str(params.get("expires", ""))
+        if not secret or not verify_stream_token(secret, call_sid, expires, str(params.get("token", ""))):
+            self.refused = BAD_TOKEN
             self.log.warning("twilio.stream_rejected", call_id=call_sid, reason="bad stream token")
             await self.ws.close(code=1008, message=b"invalid stream token")
             return
+        if not await self._claim_stream(call_sid, stream_sid, int(expires)):
+            return
+        # authenticated: the admission its webhook took (on this instance) is the call's now
+        self.ticket = self.services.reservations.claim(call_sid) or self.services.admission.admit(
+            "twilio", promised=True
+        )
+        if self.pending is not None:
+            self.pending.release()
         caller = TwilioCaller(self.ws, stream_sid)
         self.engine = engine_named(params.get("engine"), self.engine)
         await self.begin(call_sid, caller, caller=str(params.get("caller", "")), stream_sid=stream_sid)
+
+    async def _claim_stream(self, call_sid: str, stream_sid: str, expires: int) -> bool:
+        """The stream token works once: the first stream to show it claims it."""
+        settings = self.services.settings
+        ttl_s = expires - int(time.time()) + 60
+        try:
+            redis = self.services.redis.client
+            first = await claim_stream(redis, settings.redis_prefix, call_sid, stream_sid, ttl_s)
+        except RedisError as exc:
+            self.refused = UNAVAILABLE
+            self.log.error("twilio.claim_failed", call_id=call_sid, stage="stream", error=repr(exc))
+            await self.ws.close(code=1011, message=b"stream token could not be checked")
+            return False
+        if not first:
+            self.refused = TOKEN_USED
+            self.log.warning("twilio.stream_rejected", call_id=call_sid, reason="stream token already used")
+            await self.ws.close(code=1008, message=b"stream token already used")
+        return first
 
     async def _on_media(self, frame: dict[str, Any]) -> None:
         payload = frame["media"]["payload"]
@@ -251,12 +348,32 @@ class MediaSession(StreamCall):
 
 async def media_stream(request: web.Request) -> web.WebSocketResponse:
     services = request.app[SERVICES]
-    # the webhook checked for room already: this stream's call counts until it ends
-    ticket = services.admission.admit("twilio", promised=True)
+    origin = request.headers.get("Origin")
+    if origin is not None:  # Twilio sends none; a web page's socket always does
+        _refused(ORIGIN, origin=origin[:100])
+        raise web.HTTPForbidden(text="media streams are opened by Twilio, not by web pages")
+    try:  # no call capacity before the stream token: one of a few places per client instead
+        pending = services.pending_sockets.enter("twilio", client_address(request, services.settings))
+    except PendingRefused as refused:
+        _refused(refused.reason)
+        raise web.HTTPTooManyRequests(
+            text="too many media streams waiting for their start", headers={"Retry-After": "1"}
+        ) from None
+    session: MediaSession | None = None
     try:
-        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30)
+        ws = web.WebSocketResponse(max_msg_size=MAX_MSG_SIZE, heartbeat=30)
         await ws.prepare(request)
-        await MediaSession(ws, services).serve()
+        session = MediaSession(ws, services, pending)
+        await session.serve()
         return ws
     finally:
-        ticket.release()
+        pending.release()
+        if session is not None:
+            session.finish_admission()
+
+
+def _refused(reason: SocketRefusal, **fields: str) -> None:
+    socket_refused("twilio", reason)
+    if _REFUSALS_LOGGED.allow():
+        suppressed = _REFUSALS_LOGGED.take_suppressed()
+        log.warning("twilio.stream_refused", reason=reason, suppressed=suppressed, **fields)

@@ -1,0 +1,124 @@
+"""Who may hold a line (issue 14, items 1 and 2): a Twilio call takes capacity only once it is
+authenticated, a captured webhook cannot be replayed into a new call, and a stream token opens
+one stream. Against the real service and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from infra.settings import Settings
+from responder.runtime.handshake import BURST_FACTOR, GRACE_S
+from tests.support.calls import wait_for_status
+from tests.support.twilio import (
+    closed_with,
+    hang_up,
+    media_url,
+    one_refused,
+    pending,
+    post_webhook,
+    refused,
+    signature,
+    start_frame,
+    stream_parameters,
+    webhook_params,
+)
+from tests.support.waits import wait_until
+
+
+async def test_silent_media_sockets_take_no_line(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """Was: every upgrade of /twilio/media took an admission slot before its token was checked,
+    so a few silent sockets filled every line for 10 s each (busy message, 429s, SIP rejects)."""
+    settings = make_settings(max_concurrent_calls=1, pending_sockets_per_client=3, stream_handshake_s=1.5)
+    svc = await start_service(settings)
+    before = {r: refused(r) for r in ("origin", "client_cap", "no_start")}
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as browser:  # Twilio sends no Origin
+            await http.ws_connect(media_url(svc), headers={"Origin": "http://evil.example"})
+        assert browser.value.status == 403
+        silent = [await http.ws_connect(media_url(svc)) for _ in range(3)]  # upgraded, nothing sent
+        await asyncio.sleep(GRACE_S + 0.1)  # Twilio would have sent its start by now
+        with pytest.raises(aiohttp.WSServerHandshakeError) as over:
+            await http.ws_connect(media_url(svc))
+        assert over.value.status == 429  # this client's share of unauthenticated sockets is taken
+        assert pending() >= 3 and svc.services.admission.active_total == 0
+        # the one line is free: a correctly signed webhook gets its stream, and holds the line
+        twiml = await post_webhook(http, svc, webhook_params())
+        assert stream_parameters(twiml) is not None, "the caller got the busy message"
+        assert svc.services.admission.active_total == 1
+        # the handshake deadline closes the silent ones (not the generic 10 s)
+        codes = await asyncio.gather(*(closed_with(ws, 3.0) for ws in silent))
+        assert codes == [1008, 1008, 1008]
+    await wait_until(lambda: pending() == 0, 2.0, what="no unauthenticated sockets left")
+    assert refused("origin") - before["origin"] == 1
+    assert refused("client_cap") - before["client_cap"] == 1
+    assert refused("no_start") - before["no_start"] == 3
+    async with aiohttp.ClientSession() as http, http.get(svc.url + "/metrics") as resp:
+        text = await resp.text()
+    assert 'responder_unauthenticated_sockets{transport="twilio"}' in text
+    assert 'responder_sockets_refused_total{reason="client_cap",transport="twilio"}' in text
+
+
+async def test_a_stream_token_opens_one_stream_and_a_replayed_webhook_starts_nothing(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """Was: one token opened two streams at once, and replaying the signed webhook byte for byte
+    gave new tokens, new streams and model sessions, and reopened the ended call's record."""
+    svc = await start_service(make_settings())
+    history = svc.services.history
+    params = webhook_params()
+    call_sid, captured = params["CallSid"], signature(svc, params)
+    async with aiohttp.ClientSession() as http:
+        stream = stream_parameters(await post_webhook(http, svc, params, captured))
+        assert stream is not None
+        a, b = [await http.ws_connect(media_url(svc), autoclose=False) for _ in range(2)]
+        frames = [start_frame(call_sid, stream) for _ in (a, b)]  # two streams, one token
+        await asyncio.gather(a.send_str(frames[0]), b.send_str(frames[1]))
+        code, winner = await one_refused([a, b])
+        assert code == 1008
+        meta = await wait_for_status(svc, call_sid, {"active"})
+        await wait_until(lambda: svc.services.live_controllers, 5.0, what="the call's controller")
+        live = a if a.close_code is None else b
+        await hang_up(live, winner)
+        ended = await wait_for_status(svc, call_sid, {"ended"})
+        await live.close()
+        items = await history.get_items(call_sid)
+        # the captured webhook once more: no stream, the caller is hung up on
+        replay = await post_webhook(http, svc, params, captured)
+        assert stream_parameters(replay) is None and replay.find("./Hangup") is not None
+        # and the token of the ended call once more: refused before anything is recorded
+        again = await http.ws_connect(media_url(svc))
+        await again.send_str(start_frame(call_sid, stream))
+        assert await closed_with(again) == 1008
+    after = await history.get_meta(call_sid)
+    assert after["status"] == "ended" and after["started_at"] == meta["started_at"] == ended["started_at"]
+    assert len(await history.get_items(call_sid)) == len(items)
+    await wait_until(lambda: svc.services.admission.active_total == 0, 5.0, what="the line is free again")
+    assert len(svc.services.reservations) == 0
+
+
+async def test_a_burst_of_real_streams_from_one_address_is_not_refused(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """Twilio opens the streams of calls arriving together from one address; each shows its
+    token within milliseconds, so a burst up to the burst allowance is taken in full."""
+    per_client = 2
+    svc = await start_service(make_settings(pending_sockets_per_client=per_client))
+    burst = per_client * BURST_FACTOR
+    async with aiohttp.ClientSession() as http:
+        calls = [webhook_params() for _ in range(burst)]
+        streams = [stream_parameters(await post_webhook(http, svc, params)) for params in calls]
+        sockets = await asyncio.gather(*(http.ws_connect(media_url(svc)) for _ in calls))  # all at once
+        for ws, params, stream in zip(sockets, calls, streams, strict=True):
+            assert stream is not None
+            await ws.send_str(start_frame(params["CallSid"], stream))
+        await asyncio.gather(*(wait_for_status(svc, p["CallSid"], {"active"}) for p in calls))
+        for ws in sockets:
+            await ws.close()
+    await wait_until(lambda: svc.services.admission.active_total == 0, 10.0, what="the calls ended")
