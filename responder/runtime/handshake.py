@@ -8,7 +8,7 @@ so the per-client cap counts the sockets that have stayed unauthenticated past a
 a burst of real calls from one Twilio address passes (up to :data:`BURST_FACTOR` times the
 cap), a client holding silent sockets does not. The call's capacity was taken when its signed webhook was
 answered: that admission is kept as a :class:`Reservations` entry until the stream with the
-valid token claims it, or until the token expires.
+valid token claims it, or for a few seconds (a stream arriving later is admitted anyway).
 """
 
 from __future__ import annotations

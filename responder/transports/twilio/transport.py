@@ -52,7 +52,10 @@ log = structlog.get_logger("twilio")
 
 VOICE_PATH = "/twilio/voice"
 MEDIA_PATH = "/twilio/media"
-STREAM_TOKEN_TTL_S = 30  # Twilio opens the stream at once; the call's admission is held this long
+STREAM_TOKEN_TTL_S = 30
+# Twilio opens the stream at once: the admission is held for it this long (a later stream is
+# admitted anyway), so that a caller gone while ringing holds no line, nor a drain, for long
+STREAM_HOLD_S = 10
 BUSY_MESSAGE = "Sorry, all of our lines are busy right now. Please call again in a few minutes."
 DRAINING_MESSAGE = (
     "Sorry, we can't take your call on this line right now. Please call again in a minute."
@@ -157,7 +160,7 @@ async def incoming_call(request: web.Request) -> web.Response:
         log.warning("twilio.call_refused", call_id=call_sid, reason=reason)
         return _twiml(twiml_busy(DRAINING_MESSAGE if services.draining else BUSY_MESSAGE))
     # the call counts from now on; its stream takes the admission over with the token, or it lapses
-    services.reservations.hold(call_sid, ticket, STREAM_TOKEN_TTL_S)
+    services.reservations.hold(call_sid, ticket, STREAM_HOLD_S)
     expires = int(time.time()) + STREAM_TOKEN_TTL_S
     ws_url = _ws_url(settings.external_url()) + MEDIA_PATH
     # the webhook URL may choose the call's engine (?engine=live), else RESPONDER_ENGINE
