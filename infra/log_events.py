@@ -43,6 +43,7 @@ LogEvent = Literal[
     "call.action_not_recorded",
     "call.action_requested",
     "call.answer_not_requeued",
+    "call.answer_not_sent",
     "call.answer_not_spoken",
     "call.answer_requeued",
     "call.assistant_turn",
@@ -89,7 +90,10 @@ LogEvent = Literal[
     "realtime.event_invalid",
     # the GPT-Live engine (responder/engines/live)
     "gpt_live.delegation_recovered",
+    "gpt_live.delegation_repeated",
     "gpt_live.event_invalid",
+    "gpt_live.task_failed",
+    "gpt_live.transcript_capped",
     "realtime.frame_invalid",
     # transports: Twilio Media Streams and the PCM16 WebSocket (responder/transports); the
     # frame_invalid, frame_failed, event_ignored and stream_rejected of both are built by

@@ -381,7 +381,7 @@ class CallController:
             context = ""
         # Not cancelled at hang-up: the decision is still recorded for the audit trail and
         # its late result dropped (deliver_answer). Bounded by the supervisor deadline.
-        user_item = self.recorder.last_user_item
+        user_item = event.user_item_id or self.recorder.last_user_item
         asking = ask_supervisor(self, handover_id, context, user_item, event.trigger)
         self._spawn(asking, "supervisor", keep=True)
 

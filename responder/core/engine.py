@@ -154,6 +154,7 @@ class HandoverRequested:
     arguments: str
     item_id: str | None = None
     trigger: Trigger = "tool_call"
+    user_item_id: str | None = None  # the caller turn it answers, when the engine knows (else the last)
 
 
 @dataclass(frozen=True, slots=True)

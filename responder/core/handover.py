@@ -79,7 +79,10 @@ async def ask_supervisor(
     if outcome != "ok":
         host.log.warning("call.fallback", tool_call_id=handover_id, outcome=outcome)
         metrics.FALLBACKS.labels(outcome=outcome).inc()
-    await host.deliver_answer(handover_id, text)
+    try:
+        await host.deliver_answer(handover_id, text)
+    except Exception as exc:  # sent into a socket that just dropped: a resume gives it again
+        host.log.warning("call.answer_not_sent", tool_call_id=handover_id, error=repr(exc)[:200])
 
 
 async def _caller_words(host: HandoverHost, user_item: str) -> str:

@@ -30,9 +30,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 from openai import AsyncOpenAI
@@ -45,12 +45,18 @@ from responder.core.engine import EngineName, Line, Purpose, Restored
 from responder.core.tools import SUPERVISOR_TOOL
 from responder.engines.live import protocol
 from responder.engines.live.audio import CallerVoice, caller_voiced, chunk_ms, is_silent
+from responder.engines.live.protocol import MAX_APPEND_TOKENS
+from responder.engines.live.turns import CallerTurn, Raw, Utterance, ms_of, ms_or, spoken_chars, text_of
 from responder.engines.realtime.connection import RealtimeConnection, RealtimeSocket
 
 SIDEBAND_BYTES_PER_MS: Final = 48.0  # a sideband's audio is PCM16 24 kHz, whatever the call's codec
 TURN_GAP_MS: Final = 800.0  # timeline ms without a caller fragment that end the caller's turn
 UTTERANCE_GAP_MS: Final = 600.0  # ms of silent output that end an agent utterance
 SUBSTANTIVE_REPLY_CHARS: Final = 40  # a reply longer than this is an answer, not an acknowledgement
+MAX_TURN_CHARS: Final = 8000  # transcript kept of one caller turn or agent utterance (~10 min of talk)
+FUTURE_SLACK_MS: Final = 2000.0  # how far past the timeline a fragment's end_ms is believed
+QUEUE_HIGH: Final = 256  # events waiting for the controller before the reader stops reading
+HELD_AUDIO_FRAMES: Final = 500  # caller audio kept for a session not started yet (10 s of frames)
 RECOVERED_PREFIX: Final = "recovered_"
 GREETING_COMMENTARY: Final = (
     "The caller has just been connected: greet them now, as your instructions say."
@@ -58,28 +64,13 @@ GREETING_COMMENTARY: Final = (
 HOLD_COMMENTARY: Final = 'Tell the caller, in a few words, that you are still checking: "{text}"'
 RESTORE_INTRO: Final = "The connection was restored. The conversation so far, for context:"
 
-Raw = dict[str, Any]
+
+class SessionRefused(Exception):
+    """An ``error`` before ``session.started``: the session did not start (the session loop
+    treats it as a drop; a call whose sessions are all refused ends as ``realtime_failed``)."""
 
 
-@dataclass
-class _CallerTurn:
-    item_id: str
-    last_end_ms: float
-    parts: list[str] = field(default_factory=list)
-    closed: bool = False
-    delegated: bool = False
-    agent_chars_after: int = 0  # what the agent said after the turn ended
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts).strip()
-
-
-@dataclass
-class _Utterance:
-    item_id: str
-    parts: list[str] = field(default_factory=list)
-    silent_ms: float = 0.0
+_SENTENCE_JOIN = re.compile(r"[.!?][A-Z]")  # a sentence's end glued to the next one's start
 
 
 class LiveEngine:
@@ -100,13 +91,23 @@ class LiveEngine:
         self.recovery_s = recovery_s
         self.timeline_ms = 0.0
         self._queue: asyncio.Queue[ev.EngineEvent | None] = asyncio.Queue()
+        self._room = asyncio.Event()  # set when the controller has caught up with the queue
         self._ids = itertools.count(1)
-        self._caller: _CallerTurn | None = None
-        self._agent: _Utterance | None = None
+        self._caller: CallerTurn | None = None
+        self._previous: CallerTurn | None = None  # the turn before self._caller
+        self._agent: Utterance | None = None
+        self._delegations: set[str] = set()  # created on this session: the only ids it accepts
         self._recovered: dict[str, str] = {}  # caller item id → the answer appended for it
+        self._recovering: dict[str, CallerTurn] = {}  # caller item id → turn, until answered
         self._recovery_tasks: set[asyncio.Task[Any]] = set()
         self._failure: Exception | None = None
         self._voice = CallerVoice()
+        self._onset = False  # a speech start from the caller's audio that no turn took over
+        # a primary session takes commands only once started (docs/protocol-live.md §1): what
+        # is sent before session.started is held, then sent in order
+        self._started = sideband
+        self._held: list[Raw | str] = []
+        self._session_started = sideband  # session.started seen (a sideband's was, before us)
 
     # -- events in -------------------------------------------------------------------------
     async def events(self) -> AsyncIterator[ev.EngineEvent]:
@@ -114,6 +115,8 @@ class LiveEngine:
         try:
             while True:
                 event = await self._queue.get()
+                if self._queue.qsize() < QUEUE_HIGH // 2:
+                    self._room.set()
                 if event is None:
                     if self._failure is not None:
                         raise self._failure  # the socket failed: the session loop sees a drop
@@ -144,6 +147,9 @@ class LiveEngine:
                 translate(self, raw)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 self.log.warning("gpt_live.event_invalid", event_type=kind, problem=repr(exc)[:200])
+            if self._queue.qsize() >= QUEUE_HIGH:  # the controller is behind: hold the socket back
+                self._room.clear()
+                await self._room.wait()
 
     def _emit(self, *events: ev.EngineEvent) -> None:
         for event in events:
@@ -152,38 +158,93 @@ class LiveEngine:
     def _new_id(self, kind: str) -> str:
         return f"live_{kind}_{next(self._ids)}"
 
+    def _on_started(self, raw: Raw) -> None:
+        self._session_started = True
+        if not self._started:
+            if self._held:
+                self._spawn(self._release_held())
+            else:
+                self._started = True
+        self._emit(ev.SessionReady())
+
+    async def _release_held(self) -> None:
+        while self._held:  # sends made meanwhile join the queue: the order is kept
+            held = self._held.pop(0)
+            await (self.conn.append_audio(held) if isinstance(held, str) else self.conn.send(held))
+        self._started = True
+
+    async def _send(self, event: Raw) -> None:
+        if self._started:
+            await self.conn.send(event)
+        else:
+            self._held.append(event)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._recovery_tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._recovery_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # a send into a dropped socket
+            self.log.warning("gpt_live.task_failed", error=repr(task.exception())[:200])
+
     def _on_input_transcript(self, raw: Raw) -> None:
-        delta, end_ms = _text(raw, "delta"), _ms(raw, "end_ms")
+        delta, end_ms = text_of(raw, "delta"), ms_of(raw, "end_ms")
+        end_ms = min(end_ms, self.timeline_ms + FUTURE_SLACK_MS)  # a timeline in µs is not a turn for ever
+        start_ms = min(ms_or(raw, "start_ms", end_ms), end_ms)
         turn = self._caller
+        if turn is not None and turn.closed and turn.offset_ms is not None and start_ms < turn.offset_ms:
+            # the tail of a turn the model has delegated, arriving after it: the same turn
+            self._add_words(turn, delta, end_ms)
+            self._emit(ev.CallerTranscript(turn.item_id, turn.text))
+            return
         if turn is None or turn.closed:
-            turn = self._caller = _CallerTurn(self._new_id("in"), end_ms)
+            self._previous = turn
+            turn = self._caller = CallerTurn(self._new_id("in"), start_ms, end_ms)
             self._emit(ev.ItemAdded(ev.ConversationItem(turn.item_id, "message", "user"), APPEND))
             if not self._voice.speaking:  # not heard on our side (a sideband, a quiet line)
                 self._emit(ev.CallerSpeechStarted())
-        turn.parts.append(delta)
-        turn.last_end_ms = max(turn.last_end_ms, end_ms)
+            self._onset = False  # the turn ends what the caller's audio started
+        self._add_words(turn, delta, end_ms)
 
-    def _close_caller_turn(self) -> _CallerTurn | None:
+    def _add_words(self, turn: CallerTurn, delta: str, end_ms: float) -> None:
+        turn.last_end_ms = max(turn.last_end_ms, end_ms)
+        if turn.chars + len(delta) > MAX_TURN_CHARS:
+            if turn.chars <= MAX_TURN_CHARS:
+                turn.chars = MAX_TURN_CHARS + 1  # logged once
+                self.log.warning("gpt_live.transcript_capped", item_id=turn.item_id, role="user")
+            return
+        turn.parts.append(delta)
+        turn.chars += len(delta)
+
+    def _close_caller_turn(self) -> CallerTurn | None:
         turn = self._caller
         if turn is None or turn.closed:
             return turn
         turn.closed = True
         self._emit(ev.CallerTranscript(turn.item_id, turn.text), ev.CallerSpeechStopped())
         if turn.text:
-            task = asyncio.ensure_future(self._recover_later(turn))
-            self._recovery_tasks.add(task)
-            task.add_done_callback(self._recovery_tasks.discard)
+            self._spawn(self._recover_later(turn))
         return turn
 
     def _on_output_transcript(self, raw: Raw) -> None:
         utterance = self._open_utterance()
-        delta = _text(raw, "delta")
+        delta = text_of(raw, "delta")
+        if utterance.chars + len(delta) > MAX_TURN_CHARS:
+            if utterance.chars <= MAX_TURN_CHARS:
+                utterance.chars = MAX_TURN_CHARS + 1  # logged once
+                self.log.warning("gpt_live.transcript_capped", item_id=utterance.item_id, role="assistant")
+            return
+        if utterance.parts and _SENTENCE_JOIN.search(utterance.parts[-1][-1:] + delta[:1]):
+            delta = " " + delta  # two lines said back to back ("One moment." then the answer)
         utterance.parts.append(delta)
+        utterance.chars += len(delta)
         self._emit(ev.AgentTranscriptDelta(utterance.item_id, delta))
 
-    def _open_utterance(self) -> _Utterance:
+    def _open_utterance(self) -> Utterance:
         if self._agent is None:
-            self._agent = _Utterance(self._new_id("out"))
+            self._agent = Utterance(self._new_id("out"))
             item = ev.ConversationItem(self._agent.item_id, "message", "assistant")
             self._emit(ev.ItemAdded(item, APPEND), ev.ReplyStarted(self._agent.item_id, None))
         return self._agent
@@ -205,7 +266,7 @@ class LiveEngine:
         if not self.sideband:  # on a sideband the caller hears it from OpenAI, not from us
             self._emit(ev.AgentAudio(utterance.item_id, utterance.item_id, delta))
 
-    def _end_utterance(self, utterance: _Utterance) -> None:
+    def _end_utterance(self, utterance: Utterance) -> None:
         self._agent = None
         text = "".join(utterance.parts).strip()
         turn = self._caller
@@ -219,33 +280,49 @@ class LiveEngine:
         delegation_id = delegation["id"]
         if not isinstance(delegation_id, str) or not delegation_id:
             raise ValueError("delegation.id is not a string")
-        turn = self._close_caller_turn()
+        offset = ms_or(raw, "offset_ms", None)
+        if delegation_id in self._delegations:  # delivered again: one hand-over, one answer
+            self.log.warning("gpt_live.delegation_repeated", tool_call_id=delegation_id)
+            return
+        self._delegations.add(delegation_id)
+        turn = self._turn_at(offset)
         if turn is not None:
             turn.delegated = True
+            turn.offset_ms = offset if turn.offset_ms is None else turn.offset_ms
             answered = self._recovered.get(turn.item_id)
             if answered is not None:  # recovered already: the same answer, never a second run
-                resend = self.conn.send(protocol.commentary_append(answered, delegation_id))
-                task = asyncio.ensure_future(resend)
-                self._recovery_tasks.add(task)
-                task.add_done_callback(self._recovery_tasks.discard)
+                self._spawn(self._send(protocol.commentary_append(answered, delegation_id)))
                 return
-        self._hand_over(delegation_id)
+            if turn.recovering:  # recovered, the supervisor still at it: its answer, when it comes
+                turn.waiting.append(delegation_id)
+                return
+        self._hand_over(delegation_id, "delegation", turn)
 
-    def _hand_over(self, handover_id: str, trigger: Trigger = "delegation") -> None:
+    def _turn_at(self, offset: float | None) -> CallerTurn | None:
+        """The caller turn a delegation created at ``offset`` is about: the latest one (which
+        it ends), or the one before when the latest began after ``offset`` (and goes on)."""
+        turn = self._caller
+        if turn is not None and offset is not None and offset < turn.start_ms:
+            return self._previous
+        return self._close_caller_turn()
+
+    def _hand_over(self, handover_id: str, trigger: Trigger, turn: CallerTurn | None) -> None:
         item = ev.ConversationItem(handover_id, "function_call", "assistant", name=SUPERVISOR_TOOL,
                                    tool_call_id=handover_id)  # fmt: skip
         self._emit(ev.ItemAdded(item, APPEND))
-        self._emit(ev.HandoverRequested(handover_id, SUPERVISOR_TOOL, "", handover_id, trigger))
+        user_item = turn.item_id if turn is not None else None
+        self._emit(ev.HandoverRequested(handover_id, SUPERVISOR_TOOL, "", handover_id, trigger, user_item))
 
-    async def _recover_later(self, turn: _CallerTurn) -> None:
+    async def _recover_later(self, turn: CallerTurn) -> None:
         """The known Live failure: a turn transcribed but never delegated."""
         await asyncio.sleep(self.recovery_s)
-        said = turn.agent_chars_after + _chars(self._agent)  # an acknowledgement is not an answer
+        said = turn.agent_chars_after + spoken_chars(self._agent)  # an acknowledgement is not an answer
         if turn.delegated or self._caller is not turn or said > SUBSTANTIVE_REPLY_CHARS:
             return
         self.log.warning("gpt_live.delegation_recovered", item_id=turn.item_id, waited_s=self.recovery_s)
-        turn.delegated = True
-        self._hand_over(RECOVERED_PREFIX + turn.item_id, "recovered")
+        turn.delegated = turn.recovering = True
+        self._recovering[turn.item_id] = turn
+        self._hand_over(RECOVERED_PREFIX + turn.item_id, "recovered", turn)
 
     def _on_error(self, raw: Raw) -> None:
         error = raw.get("error") or {}
@@ -256,6 +333,8 @@ class LiveEngine:
             param=error.get("param"), client_event_id=client_event_id,
             client_event_type=self.conn.sent_type(client_event_id),
         ))  # fmt: skip
+        if not self._session_started:  # session.start refused: no session will come on this socket
+            raise SessionRefused(f"session.start refused: {str(error.get('code'))[:64]}")
 
     # -- commands out ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -263,12 +342,19 @@ class LiveEngine:
             await self.conn.send(protocol.session_start(self.session))
 
     async def append_audio(self, b64_audio: str) -> None:
-        await self.conn.append_audio(b64_audio)
+        if self._started:
+            await self.conn.append_audio(b64_audio)
+        elif len(self._held) < HELD_AUDIO_FRAMES:
+            self._held.append(b64_audio)
         ms = chunk_ms(b64_audio, self.bytes_per_ms)
         if self._voice.feed(caller_voiced(b64_audio, self.encoding), ms) and not self._caller_open():
             # Live says nothing when the caller starts talking (the model stops by itself): the
             # caller's own audio is the signal, so that what still plays for them is cleared now
+            self._onset = True
             self._emit(ev.CallerSpeechStarted())
+        elif self._onset and not self._voice.speaking:  # a noise, no words: the caller is quiet again
+            self._onset = False
+            self._emit(ev.CallerSpeechStopped())
         self._advance(ms)
 
     def _caller_open(self) -> bool:
@@ -304,14 +390,22 @@ class LiveEngine:
             content = f'Say exactly: "{line.text}" Nothing else.'
         else:
             return  # an answer: its commentary is already in, and will be spoken
-        await self.conn.send({**protocol.commentary_append(content, None), "event_id": request_id})
+        await self._send({**protocol.commentary_append(content, None), "event_id": request_id})
 
     async def answer_handover(self, handover_id: str, text: str) -> None:
-        recovered = handover_id.startswith(RECOVERED_PREFIX)
-        if recovered:
-            self._recovered[handover_id.removeprefix(RECOVERED_PREFIX)] = text
-        event = protocol.commentary_append(text, None if recovered else handover_id)
-        await self.conn.send(event)
+        """The answer as commentary for its delegation; general commentary for a recovered turn
+        or a delegation of an earlier session (an id is valid only where it was created)."""
+        waiting: list[str] = []
+        if handover_id.startswith(RECOVERED_PREFIX):
+            item_id = handover_id.removeprefix(RECOVERED_PREFIX)
+            self._recovered[item_id] = text
+            turn = self._recovering.pop(item_id, None)
+            if turn is not None:
+                turn.recovering, waiting = False, turn.waiting
+        event = protocol.commentary_append(text, handover_id if handover_id in self._delegations else None)
+        await self._send(event)
+        for delegation_id in waiting:  # delegated while recovered: the same answer, for each
+            await self._send(protocol.commentary_append(text, delegation_id))
         item = ev.ConversationItem(self._new_id("answer"), "function_call_output", "system",
                                    tool_call_id=handover_id, output=event["content"])  # fmt: skip
         self._emit(ev.ItemAdded(item, APPEND))
@@ -324,13 +418,25 @@ class LiveEngine:
         """No client event cancels Live speech."""
 
     async def restore(self, items: Sequence[HistoryItem]) -> Restored:
-        """A new session after a drop: the conversation so far as silent context."""
+        """A new session after a drop: the conversation so far as silent context. Hand-overs
+        are reported with those answered, so that an answer the dead socket never took is
+        given again (as general commentary: the delegation died with its session)."""
         lines = [f"{'Caller' if i.role == 'user' else 'Agent'}: {i.text}" for i in items
                  if i.kind == "message" and i.text and i.role in ("user", "assistant")]  # fmt: skip
+        handovers = frozenset(i.tool_call_id for i in items if i.kind == "function_call" and i.tool_call_id)
+        answered = frozenset(
+            i.tool_call_id for i in items if i.kind == "function_call_output" and i.tool_call_id
+        )
         if not lines:
-            return Restored()
-        await self.conn.send(protocol.thinking_append("\n".join([RESTORE_INTRO, *lines[-20:]]), None))
-        return Restored(item_ids=frozenset(i.id for i in items if i.kind == "message" and i.text))
+            return Restored(handovers=handovers, answered=answered)
+        kept = [lines[-1]]  # the newest turns that fit (the last one at least, shortened)
+        for line in reversed(lines[-20:-1]):
+            if protocol.estimated_tokens("\n".join([RESTORE_INTRO, line, *kept])) > MAX_APPEND_TOKENS:
+                break
+            kept.insert(0, line)
+        await self._send(protocol.thinking_append("\n".join([RESTORE_INTRO, *kept]), None))
+        item_ids = frozenset(i.id for i in items if i.kind == "message" and i.text)
+        return Restored(item_ids=item_ids, handovers=handovers, answered=answered)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -338,28 +444,8 @@ class LiveEngine:
         await self.conn.close()
 
 
-def _text(raw: Raw, key: str) -> str:
-    value = raw.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise TypeError(f"{key} is not a string")
-    return value
-
-
-def _ms(raw: Raw, key: str) -> float:
-    value = raw.get(key, 0)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value or value < 0:
-        raise ValueError(f"{key} is not a non-negative number")
-    return float(value)
-
-
-def _chars(utterance: _Utterance | None) -> int:
-    return 0 if utterance is None else len("".join(utterance.parts).strip())
-
-
 _TRANSLATE: dict[str, Callable[[LiveEngine, Raw], None]] = {
-    "session.started": lambda engine, raw: engine._emit(ev.SessionReady()),
+    "session.started": LiveEngine._on_started,
     "session.input_transcript.delta": LiveEngine._on_input_transcript,
     "session.output_transcript.delta": LiveEngine._on_output_transcript,
     "session.output_audio.delta": LiveEngine._on_output_audio,

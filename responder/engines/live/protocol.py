@@ -15,7 +15,8 @@ AUDIO_APPEND_PREFIX: Final = '{"type":"session.input_audio.append","audio":"'
 AUDIO_APPEND_SUFFIX: Final = '"}'
 MAX_APPEND_TOKENS: Final = 500  # commentary, thinking and instructions appends (server limit)
 # A conservative estimate of tokens in English speech text: ~4 characters a token on average,
-# counted at 3 so that numbers, names and punctuation-heavy text still fit.
+# counted at 3 so that numbers, names and punctuation-heavy text still fit (other scripts:
+# estimated_tokens).
 CHARS_PER_TOKEN: Final = 3
 
 LiveClientEventType = Literal[
@@ -64,11 +65,24 @@ def audio_append(b64_audio: str) -> str:
 
 
 def estimated_tokens(text: str) -> int:
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
+    """A conservative estimate of the server's token count (:func:`_units` ÷ 3)."""
+    return math.ceil(_units(text) / CHARS_PER_TOKEN)
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_CLAUSE_END = re.compile(r"[,;:](?=\s)")
+def _units(text: str) -> int:
+    """Thirds of a token: an ASCII character is one, any other three (a Chinese, Japanese or
+    Korean character costs OpenAI's tokenizers 0.7-1.5 tokens), one outside the BMP (emoji)
+    six."""
+    non_ascii = len(text) - len(text.encode("ascii", "ignore"))
+    if not non_ascii:
+        return len(text)
+    astral = len(text.encode("utf-16-le", "surrogatepass")) // 2 - len(text)
+    return len(text) + 2 * non_ascii + 3 * astral
+
+
+# where a sentence ends: . ! ? before whitespace, or a full-width 。！？ (no space follows those)
+_SENTENCE_END = re.compile(r"[.!?](?=\s)|[。！？]")
+_CLAUSE_END = re.compile(r"[,;:](?=\s)|[，；：、]")
 
 
 def fit_tokens(text: str, limit: int = MAX_APPEND_TOKENS) -> str:
@@ -76,16 +90,21 @@ def fit_tokens(text: str, limit: int = MAX_APPEND_TOKENS) -> str:
     a first sentence longer than the whole budget is cut at its last clause that fits."""
     text = text.strip()
     budget = limit * CHARS_PER_TOKEN
-    if len(text) <= budget:
+    if _units(text) <= budget:
         return text
-    kept = ""
-    for sentence in _SENTENCE_END.split(text):
-        candidate = f"{kept} {sentence}".strip()
-        if len(candidate) > budget:
+    cut, used, previous = 0, 0, 0
+    for match in _SENTENCE_END.finditer(text):  # linear: each stretch is counted once
+        used += _units(text[previous : match.end()])
+        previous = match.end()
+        if used > budget:
             break
-        kept = candidate
-    if kept:
-        return kept
-    head = text[:budget]
+        cut = previous
+    if cut:
+        return text[:cut].rstrip()
+    room = budget - 1  # for the full stop added
+    head = text[:room]
+    while _units(head) > room:  # shrinks at every step: the text is not all ASCII
+        head = head[: len(head) * room // _units(head)]
     cuts = [m.start() for m in _CLAUSE_END.finditer(head)]
-    return (head[: cuts[-1]] if cuts else head.rsplit(" ", 1)[0]).rstrip() + "."
+    words = head.rsplit(" ", 1)[0] if " " in head else head
+    return (head[: cuts[-1]] if cuts else words).rstrip() + "."

@@ -30,7 +30,10 @@ FRAME = base64.b64encode(b"\xff" * 160).decode()  # 20 ms of caller audio
 
 
 def engine_on(socket: ScriptedSocket, recovery_s: float = 5.0) -> LiveEngine:
-    return LiveEngine(socket, SESSION, LOG, bytes_per_ms=8.0, recovery_s=recovery_s)
+    """An engine whose session has started (before that, what it sends is held)."""
+    engine = LiveEngine(socket, SESSION, LOG, bytes_per_ms=8.0, recovery_s=recovery_s)
+    engine._started = True
+    return engine
 
 
 async def collect(engine: LiveEngine, count: int) -> list[ev.EngineEvent]:
@@ -71,7 +74,8 @@ async def test_a_delegated_turn_becomes_a_hand_over_after_the_callers_transcript
     assert events[3] == ev.CallerTranscript(user.item.id, "Can I return a used tent?")
     assert events[4] == ev.CallerSpeechStopped()
     assert isinstance(events[5], ev.ItemAdded) and events[5].item.tool_call_id == "dlg_1"
-    handover = ev.HandoverRequested("dlg_1", "getNextResponseFromSupervisor", "", "dlg_1", "delegation")
+    handover = ev.HandoverRequested("dlg_1", "getNextResponseFromSupervisor", "", "dlg_1", "delegation",
+                                    user.item.id)  # fmt: skip
     assert events[6] == handover
 
 
