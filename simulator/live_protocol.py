@@ -39,6 +39,7 @@ from openai.types.live import (
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from simulator.live_audio import DEFAULT_FORMAT, RATES
+from simulator.protocol_error import ProtocolError
 
 APPEND = "session.input_audio.append"
 DEFAULT_VOICE = "marin"
@@ -74,14 +75,7 @@ IMMUTABLE_FIELDS: frozenset[str] = frozenset(SessionConfig.model_fields) - froze
 _APPEND_KEYS = frozenset({"type", "audio", "event_id"})
 
 
-class LiveError(Exception):
-    """A client event the real server would refuse; becomes an ``error`` server event."""
-
-    def __init__(self, code: str, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.param = param
+LiveError = ProtocolError  # the refusals of this API
 
 
 def estimate_tokens(text: str) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 from openai.types.realtime import RealtimeClientEvent, RealtimeSessionCreateRequest
 from pydantic import TypeAdapter, ValidationError
 
+from simulator.protocol_error import ProtocolError
 from simulator.realtime_items import new_id
 from simulator.vad import DEFAULT_SILENCE_MS
 
@@ -32,14 +33,7 @@ CLIENT_EVENT_TYPES: frozenset[str] = frozenset(
 _NESTED_SESSION_KEYS = frozenset({"audio", "input", "output"})
 
 
-class ClientEventError(Exception):
-    """A client event the real API would reject; becomes an ``error`` server event."""
-
-    def __init__(self, code: str, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.param = param
+ClientEventError = ProtocolError  # the refusals of this API
 
 
 def default_session(model: str) -> dict[str, Any]:

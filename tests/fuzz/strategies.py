@@ -56,3 +56,19 @@ def maybe_drop(draw: Any, frame: dict[str, Any], keys: list[str]) -> dict[str, A
         elif how == "garbage":
             frame[key] = draw(json_values)
     return frame
+
+
+def broken(draw: st.DrawFn, event: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+    """``event`` broken a little: up to two of ``fields`` (or a key of an object among them)
+    dropped or replaced by any JSON value. Shared by the engines' server-event fuzzers."""
+    for _ in range(draw(st.integers(0, 2))):
+        key = draw(st.sampled_from(fields))
+        target = event
+        nested = event.get(key)
+        if isinstance(nested, dict) and nested and draw(st.booleans()):
+            target, key = nested, draw(st.sampled_from(sorted(nested)))
+        if draw(st.booleans()):
+            target.pop(key, None)
+        else:
+            target[key] = draw(json_values)
+    return event

@@ -33,7 +33,7 @@ from responder.core.controller import CallController, ControllerConfig, finish_k
 from responder.core.sessions import run_sessions
 from responder.engines.live.engine import LiveEngine
 from responder.engines.live.protocol import MAX_APPEND_TOKENS, estimated_tokens
-from tests.fuzz.strategies import json_values, text
+from tests.fuzz.strategies import broken, json_values, text
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -107,18 +107,7 @@ FIELDS = ["type", "delta", "start_ms", "end_ms", "offset_ms", "delegation", "aud
 @st.composite
 def server_event(draw: st.DrawFn) -> dict[str, Any]:
     kind = draw(st.sampled_from(KNOWN_TYPES + UNKNOWN_TYPES))
-    event = draw(plausible_event(kind))
-    for _ in range(draw(st.integers(0, 2))):  # then break it a little
-        key = draw(st.sampled_from(FIELDS))
-        target = event
-        nested = event.get(key)
-        if isinstance(nested, dict) and nested and draw(st.booleans()):
-            target, key = nested, draw(st.sampled_from(sorted(nested)))
-        if draw(st.booleans()):
-            target.pop(key, None)
-        else:
-            target[key] = draw(json_values)
-    return event
+    return broken(draw, draw(plausible_event(kind)), FIELDS)  # then break it a little
 
 
 # a step of the call: a server event, or the caller's audio (frames, loud or not)

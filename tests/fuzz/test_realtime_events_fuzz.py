@@ -33,7 +33,7 @@ from responder.core.tools import SUPERVISOR_TOOL
 from responder.engines.realtime.connection import RealtimeConnection
 from responder.engines.realtime.engine import RealtimeEngine
 from responder.engines.realtime.protocol import ClientEvent
-from tests.fuzz.strategies import huge_text, json_values, not_objects, text
+from tests.fuzz.strategies import broken, huge_text, json_values, not_objects, text
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -151,18 +151,7 @@ FIELDS = ["type", "item_id", "response_id", "call_id", "delta", "transcript", "n
 @st.composite
 def server_event(draw: st.DrawFn) -> dict[str, Any]:
     kind = draw(st.sampled_from(KNOWN_TYPES + UNKNOWN_TYPES))
-    event = draw(plausible_event(kind))
-    for _ in range(draw(st.integers(0, 2))):  # then break it a little
-        key = draw(st.sampled_from(FIELDS))
-        target = event
-        nested = event.get(key)
-        if isinstance(nested, dict) and nested and draw(st.booleans()):
-            target, key = nested, draw(st.sampled_from(sorted(nested)))
-        if draw(st.booleans()):
-            target.pop(key, None)
-        else:
-            target[key] = draw(json_values)
-    return event
+    return broken(draw, draw(plausible_event(kind)), FIELDS)  # then break it a little
 
 
 class FakeRealtime:
