@@ -9,7 +9,7 @@ where it likes. This module is shared infrastructure: it knows no call, decision
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 from prometheus_client import (
@@ -87,8 +87,23 @@ def call_ended(transport: str, outcome: str) -> None:
     CALLS.labels(transport=transport, outcome=outcome).inc()
 
 
+# The error codes the speech servers (Realtime, GPT-Live) document or are seen to send; any
+# other code is counted as "other", so that a server sending new codes each time cannot grow
+# the registry (the code itself is in the log event of the error).
+SERVER_ERROR_CODES: Final = frozenset({
+    "conversation_already_has_active_response", "response_cancel_not_active",
+    "input_audio_buffer_commit_empty", "invalid_value", "invalid_type", "invalid_json",
+    "unknown_parameter", "missing_required_parameter", "invalid_api_key", "insufficient_quota",
+    "rate_limit_exceeded", "server_error", "session_expired", "session_not_active",
+    "session_not_started", "session_already_started", "session_closing", "item_truncate_invalid_item_id",
+    "decimal_below_min_value", "decimal_above_max_value", "string_above_max_length", "model_not_found",
+})  # fmt: skip
+
+
 def realtime_error(code: object) -> None:
-    REALTIME_ERRORS.labels(code=str(code or "unknown")[:64]).inc()
+    known = isinstance(code, str) and code in SERVER_ERROR_CODES
+    label = "unknown" if not code else str(code) if known else "other"
+    REALTIME_ERRORS.labels(code=label).inc()
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

@@ -2,9 +2,11 @@
 
 Server events arrive as plain dicts (no pydantic on the hot path). The handlers read a few
 fields each and assume their JSON types: ids and texts are strings, ``response``/``item``/
-``error`` are objects, ``audio_end_ms`` is a number. A server (or a proxy, or a bug) that
-sends something else must not make a handler raise; :func:`shape_problem` names the first
-field of the wrong type so that the event is logged and skipped instead.
+``error`` are objects, ``audio_end_ms`` is a number of milliseconds within a day (a JSON
+integer may have any number of digits: compared, never converted to a float). A server (or
+a proxy, or a bug) that sends something else must not make a handler raise;
+:func:`shape_problem` names the first field of the wrong type so that the event is logged
+and skipped instead.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ _REQUIRED_STRINGS: dict[str, tuple[str, ...]] = {
     "conversation.item.input_audio_transcription.failed": ("item_id",),
     "response.function_call_arguments.done": ("call_id",),
 }
+MAX_AUDIO_END_MS = 24 * 3600 * 1000  # no call plays a day of audio in one item
 
 
 def shape_problem(event: Mapping[str, Any]) -> str | None:
@@ -62,11 +65,17 @@ def shape_problem(event: Mapping[str, Any]) -> str | None:
     if not _optional(content, list) or not all(_content_part(p) for p in content or ()):
         return "item.content is not a list of content parts"
     end = event.get("audio_end_ms")
-    if end is not None and (
-        isinstance(end, bool) or not isinstance(end, int | float) or not math.isfinite(end) or end < 0
-    ):
-        return "audio_end_ms is not a non-negative number"
+    if end is not None and not _audio_position(end):
+        return "audio_end_ms is not a number of milliseconds within a day"
     return None
+
+
+def _audio_position(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return 0 <= value <= MAX_AUDIO_END_MS  # an int of any size compares without overflow
 
 
 def _optional(value: object, kind: type) -> bool:
