@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     transcript_wait_s: float = 1.0
     hold_delay_s: float = 3.0
     max_hold_lines: int = 1
+    # a Twilio/WebSocket mark after this much agent audio (and after each item's first chunk
+    # and its tail); the heard position in between runs on the mark clock. 0: every chunk
+    mark_interval_ms: float = Field(default=100.0, ge=0.0, le=1000.0)
 
     # --- Supervisor -------------------------------------------------------------------
     supervisor_deadline_s: float = 10.0

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from callrecord.decisions import Decision, Trigger
+from responder.core.playback import MARK_INTERVAL_MS
 
 # Tasks that outlive their call (a supervisor run whose caller hung up): referenced here so
 # that they are not garbage-collected mid-flight.
@@ -30,7 +31,11 @@ async def finish_kept_tasks(timeout_s: float) -> None:
 class CallerLink(Protocol):
     """The caller side of a call, as the controller sees it. Implemented by each transport."""
 
-    async def send_audio(self, b64_audio: str, mark: str) -> None: ...
+    async def send_audio(self, b64_audio: str, mark: str | None) -> None:
+        """Relay a chunk of agent audio, then the mark named ``mark`` if there is one."""
+
+    async def send_mark(self, mark: str) -> None:
+        """A mark on its own, after the audio already sent (the end of a reply)."""
 
     async def clear_audio(self) -> None: ...
 
@@ -49,6 +54,7 @@ class ControllerConfig:
     supervisor_deadline_s: float = 10.0
     greeting: bool = True
     bytes_per_ms: float = 8.0  # audio/pcmu 8 kHz
+    mark_interval_ms: float = MARK_INTERVAL_MS  # see responder.core.playback
     transport: str = "twilio"
     realtime_model: str = "gpt-realtime"
     sideband: bool = False  # SIP/WebRTC: audio flows between caller and OpenAI, not through us

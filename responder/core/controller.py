@@ -83,7 +83,7 @@ class CallController:
         self.decide = decide
         self.config = config
         self.log = structlog.get_logger("call").bind(call_id=call_id)
-        self.playback = PlaybackTracker(config.bytes_per_ms)
+        self.playback = PlaybackTracker(config.bytes_per_ms, config.mark_interval_ms)
         self.responses = ResponseTracker()
         self.recorder = TranscriptRecorder(call_id, history, self.log)
         self.closed = False
@@ -310,6 +310,8 @@ class CallController:
         metrics.observe_realtime_usage(self.config.realtime_model, event.usage)
         status = event.status
         finished = self.responses.done(event.reply_id)
+        if (tail := self.playback.flush()) is not None:  # when the reply's last audio has played
+            await self.caller.send_mark(tail)
         self._notify()
         if status != "completed":
             self.log.info("call.response_ended", status=status, reason=event.reason)
@@ -334,8 +336,7 @@ class CallController:
         if self._speech_stopped_at is not None:
             metrics.RESPONSE_LATENCY.observe(time.monotonic() - self._speech_stopped_at)
             self._speech_stopped_at = None
-        mark = self.playback.sent(item_id, event.audio)
-        await self.caller.send_audio(event.audio, mark)
+        await self.caller.send_audio(event.audio, self.playback.sent(item_id, event.audio))
 
     async def _on_transcript_delta(self, event: ev.AgentTranscriptDelta) -> None:
         self.playback.note_transcript(event.item_id, event.delta)

@@ -63,6 +63,7 @@ class Services:
             transcript_wait_s=s.transcript_wait_s,
             hold_delay_s=s.hold_delay_s,
             max_hold_lines=s.max_hold_lines,
+            mark_interval_ms=s.mark_interval_ms,
             supervisor_deadline_s=s.supervisor_deadline_s,
             greeting=s.greeting,
             realtime_model=s.realtime_model,

@@ -32,7 +32,10 @@ SHUTDOWN_HANGUP_S = 2.0
 class NoAudioLink:
     """The caller link of a sideband call: OpenAI plays audio to the caller and handles barge-in."""
 
-    async def send_audio(self, b64_audio: str, mark: str) -> None:
+    async def send_audio(self, b64_audio: str, mark: str | None) -> None:
+        return None
+
+    async def send_mark(self, mark: str) -> None:
         return None
 
     async def clear_audio(self) -> None:

@@ -76,11 +76,15 @@ class WebSocketCaller:
         self.ws = ws
         self.ended = False  # ``ended`` was sent: it is the last frame, nothing may follow it
 
-    async def send_audio(self, b64_audio: str, mark: str) -> None:
+    async def send_audio(self, b64_audio: str, mark: str | None) -> None:
         if self.ws.closed or self.ended:
             return
         await self.ws.send_bytes(base64.b64decode(b64_audio))
-        if not self.ended:  # the call may have ended while the audio was being written
+        if mark is not None:
+            await self.send_mark(mark)
+
+    async def send_mark(self, mark: str) -> None:
+        if not self.ws.closed and not self.ended:  # the call may have ended meanwhile
             await self.ws.send_str('{"type":"mark","name":"' + mark + '"}')
 
     async def clear_audio(self) -> None:

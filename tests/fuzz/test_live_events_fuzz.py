@@ -181,8 +181,11 @@ class Supervisor:
 
 
 class Caller:
-    async def send_audio(self, b64_audio: str, mark: str) -> None:
-        assert isinstance(b64_audio, str) and isinstance(mark, str)
+    async def send_audio(self, b64_audio: str, mark: str | None) -> None:
+        assert isinstance(b64_audio, str) and isinstance(mark, str | None)
+
+    async def send_mark(self, mark: str) -> None:
+        return None
 
     async def clear_audio(self) -> None:
         return None

@@ -194,12 +194,15 @@ class FakeRealtime:
 
 class RecordingCaller:
     def __init__(self) -> None:
-        self.audio: list[tuple[str, str]] = []
+        self.audio: list[tuple[str, str | None]] = []
         self.clears = 0
 
-    async def send_audio(self, b64_audio: str, mark: str) -> None:
-        assert isinstance(b64_audio, str) and isinstance(mark, str)
+    async def send_audio(self, b64_audio: str, mark: str | None) -> None:
+        assert isinstance(b64_audio, str) and isinstance(mark, str | None)
         self.audio.append((b64_audio, mark))
+
+    async def send_mark(self, mark: str) -> None:
+        return None
 
     async def clear_audio(self) -> None:
         self.clears += 1

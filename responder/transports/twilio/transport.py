@@ -211,11 +211,16 @@ class TwilioCaller:
         self._mark_prefix = '{"event":"mark","streamSid":"' + stream_sid + '","mark":{"name":"'
         self._clear = json.dumps({"event": "clear", "streamSid": stream_sid})
 
-    async def send_audio(self, b64_audio: str, mark: str) -> None:
+    async def send_audio(self, b64_audio: str, mark: str | None) -> None:
         if self.ws.closed:
             return
         await self.ws.send_str(self._media_prefix + b64_audio + '"}}')
-        await self.ws.send_str(self._mark_prefix + mark + '"}}')
+        if mark is not None:
+            await self.ws.send_str(self._mark_prefix + mark + '"}}')
+
+    async def send_mark(self, mark: str) -> None:
+        if not self.ws.closed:
+            await self.ws.send_str(self._mark_prefix + mark + '"}}')
 
     async def clear_audio(self) -> None:
         if not self.ws.closed:

@@ -32,11 +32,14 @@ ASK = '{"relevantContextFromLastUserMessage": "return window for a tent"}'
 
 @dataclass
 class RecordingCaller:
-    audio: list[tuple[str, str]] = field(default_factory=list)
+    audio: list[tuple[str, str | None]] = field(default_factory=list)
     clears: int = 0
 
-    async def send_audio(self, b64_audio: str, mark: str) -> None:
+    async def send_audio(self, b64_audio: str, mark: str | None) -> None:
         self.audio.append((b64_audio, mark))
+
+    async def send_mark(self, mark: str) -> None:
+        return None
 
     async def clear_audio(self) -> None:
         self.clears += 1

@@ -30,7 +30,10 @@ CALL = "CAcallfaults"
 
 
 class SilentCaller:
-    async def send_audio(self, b64_audio: str, mark: str) -> None:
+    async def send_audio(self, b64_audio: str, mark: str | None) -> None:
+        return None
+
+    async def send_mark(self, mark: str) -> None:
         return None
 
     async def clear_audio(self) -> None:

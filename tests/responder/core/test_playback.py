@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import base64
 
-from responder.core.playback import PlaybackTracker, b64_decoded_len
+from responder.core.playback import MAX_PENDING_MARKS, PlaybackTracker, b64_decoded_len
 
 
 def chunk(ms: int) -> str:
@@ -37,3 +37,89 @@ def test_heard_is_clamped_to_audio_sent_and_unknown_items_are_zero() -> None:
     p.on_mark(m)
     assert p.heard_ms("b") == 40
     assert p.heard_ms("nope") == 0 and p.heard_text("nope") == ""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, ms: float) -> None:
+        self.now += ms / 1000.0
+
+
+def test_marks_go_at_a_coarse_grain_first_chunk_then_every_interval_then_the_tail() -> None:
+    p = PlaybackTracker(bytes_per_ms=8, mark_interval_ms=100, clock=Clock())
+    marks = [p.sent("a", chunk(20)) for _ in range(12)]  # 240 ms in 20 ms chunks
+    named = [i for i, m in enumerate(marks) if m is not None]
+    assert named == [0, 5, 10]  # after 20 ms (the anchor), 120 ms, 220 ms
+    assert p.is_playing()
+    tail = p.flush()
+    assert tail is not None and p.flush() is None  # nothing unmarked left
+    for m in (*[m for m in marks if m], tail):
+        assert p.on_mark(m)
+    assert not p.is_playing() and p.heard_ms("a") == 240
+
+
+def test_without_a_tail_mark_the_reply_still_counts_as_playing() -> None:
+    p = PlaybackTracker(bytes_per_ms=8, mark_interval_ms=100, clock=Clock())
+    first = p.sent("a", chunk(20))
+    assert first is not None and p.sent("a", chunk(20)) is None
+    assert p.on_mark(first)
+    assert p.is_playing()  # 20 ms sent after the last mark: not known to have played
+
+
+def test_heard_position_is_interpolated_on_the_mark_clock_and_clamped_to_audio_sent() -> None:
+    clock = Clock()
+    p = PlaybackTracker(bytes_per_ms=8, mark_interval_ms=100, clock=clock)
+    marks = [p.sent("a", chunk(20)) for _ in range(25)]  # 500 ms queued at the caller
+    assert p.heard_ms("a") == 0  # nothing acknowledged: no clock to go by
+    clock.advance(35)  # 20 ms played, plus the echo's way back
+    assert marks[0] is not None and p.on_mark(marks[0])
+    assert p.heard_ms("a") == 20
+    clock.advance(47)
+    assert p.heard_ms("a") == 67  # 20 + 47 ms of real-time playback since the echo
+    clock.advance(10_000)
+    assert p.heard_ms("a") == 500  # never past what was sent
+
+
+def test_a_clear_freezes_the_heard_position_where_it_was() -> None:
+    clock = Clock()
+    p = PlaybackTracker(bytes_per_ms=8, mark_interval_ms=100, clock=clock)
+    p.note_transcript("a", "Used ")
+    first = p.sent("a", chunk(20))
+    for _ in range(9):
+        p.sent("a", chunk(20))
+    p.note_transcript("a", "tents ")
+    for _ in range(10):
+        p.sent("a", chunk(20))
+    assert first is not None and p.on_mark(first)
+    clock.advance(150)
+    assert p.heard_ms("a") == 170 and p.heard_text("a") == "Used"
+    p.clear()
+    clock.advance(1000)
+    assert p.heard_ms("a") == 170 and not p.is_playing()
+
+
+def test_a_new_items_first_mark_covers_the_previous_items_unmarked_tail() -> None:
+    p = PlaybackTracker(bytes_per_ms=8, mark_interval_ms=100, clock=Clock())
+    p.sent("a", chunk(20))
+    p.sent("a", chunk(20))  # unmarked tail of a
+    b = p.sent("b", chunk(20))
+    assert b is not None and p.on_mark(b)
+    assert p.heard_ms("a") == 40 and p.heard_ms("b") == 20 and not p.is_playing()
+
+
+def test_interval_zero_marks_every_chunk() -> None:
+    p = PlaybackTracker(bytes_per_ms=8, mark_interval_ms=0, clock=Clock())
+    assert all(p.sent("a", chunk(20)) is not None for _ in range(5))
+    assert p.flush() is None
+
+
+def test_a_caller_that_never_echoes_does_not_grow_the_pending_marks_without_bound() -> None:
+    p = PlaybackTracker(bytes_per_ms=8, mark_interval_ms=0, clock=Clock())
+    for _ in range(MAX_PENDING_MARKS + 100):
+        p.sent("a", chunk(20))
+    assert len(p._pending) == MAX_PENDING_MARKS

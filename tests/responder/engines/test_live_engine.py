@@ -183,7 +183,10 @@ async def test_the_controller_answers_a_delegation_with_commentary(history: Call
 
 
 class _NoAudio:
-    async def send_audio(self, b64_audio: str, mark: str) -> None:
+    async def send_audio(self, b64_audio: str, mark: str | None) -> None:
+        return None
+
+    async def send_mark(self, mark: str) -> None:
         return None
 
     async def clear_audio(self) -> None:

@@ -72,7 +72,10 @@ class _NoAudio:
     def __init__(self) -> None:
         self.clears = 0
 
-    async def send_audio(self, b64_audio: str, mark: str) -> None:
+    async def send_audio(self, b64_audio: str, mark: str | None) -> None:
+        return None
+
+    async def send_mark(self, mark: str) -> None:
         return None
 
     async def clear_audio(self) -> None:
