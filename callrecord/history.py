@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -36,11 +36,22 @@ ItemKind = Literal[
 ]
 ItemStatus = Literal["in_progress", "completed", "interrupted", "failed"]
 
+DEFAULT_MAX_ITEMS: Final = 2000  # RESPONDER_MAX_ITEMS_PER_CALL; a long call has a few hundred
+CONVERSATION_RESERVE: Final = 0.1  # of the limit, kept for the conversation: key presses stop sooner
+CALLER_SIDE_KINDS: Final[frozenset[ItemKind]] = frozenset({"dtmf"})  # items a caller makes at will
+
 # The placement rule inside Redis (one atomic round trip). Its twin in Python is
 # callrecord.placement.ConversationOrder.place (the buffered history's local view, the trace
 # from a log): change both together; tests/callrecord/test_placement.py checks they agree.
-# KEYS: order, items, meta, decisions, side. ARGV: id, body, prev, ttl, channel, announcement
-_ADD_SCRIPT = """
+# KEYS: order, items, meta, decisions, side. ARGV: id, body, prev, ttl, channel, announcement,
+# limit (a new item is refused, 0 returned, when the call already has that many; 0: no limit)
+_CAPACITY_CHECK = """
+local limit = tonumber(ARGV[7])
+if limit > 0 and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 and redis.call('LLEN', KEYS[1]) >= limit then
+  return 0
+end
+"""
+_PLACE = """
 local order, items, side = KEYS[1], KEYS[2], KEYS[5]
 local id, body, prev, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 if redis.call('HEXISTS', items, id) == 0 then
@@ -77,16 +88,19 @@ redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
 """
 
+_ADD_SCRIPT = _CAPACITY_CHECK + _PLACE
+
 # A decision: pushed on the decision list (once: a write replayed after a Redis outage, see
-# history_buffer.py, must not record it twice; ARGV[7] is its JSON), then added as an item,
-# in one round trip like any item.
+# history_buffer.py, must not record it twice; ARGV[8] is its JSON), then added as an item,
+# in one round trip like any item; neither when the call's items are at their limit.
 _ADD_DECISION_SCRIPT = (
-    """
-if not redis.call('LPOS', KEYS[4], ARGV[7]) then
-  redis.call('RPUSH', KEYS[4], ARGV[7])
+    _CAPACITY_CHECK
+    + """
+if not redis.call('LPOS', KEYS[4], ARGV[8]) then
+  redis.call('RPUSH', KEYS[4], ARGV[8])
 end
 """
-    + _ADD_SCRIPT
+    + _PLACE
 )
 
 _GET_SCRIPT = """
@@ -141,10 +155,18 @@ _ITEMS: TypeAdapter[list[HistoryItem]] = TypeAdapter(list[HistoryItem])
 
 
 class CallHistory:
-    def __init__(self, redis: Redis, prefix: str = "rt", ttl_s: int = 7 * 24 * 3600) -> None:
+    """A call's record. ``max_items`` bounds how many items one call keeps (0: no bound):
+    past it, new items are refused (:meth:`add_item` answers False) and the call goes on.
+    Key presses are refused :data:`CONVERSATION_RESERVE` of it earlier, so that a caller
+    pressing keys without end cannot crowd the conversation out of its own record."""
+
+    def __init__(
+        self, redis: Redis, prefix: str = "rt", ttl_s: int = 7 * 24 * 3600, max_items: int = DEFAULT_MAX_ITEMS
+    ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.ttl_s = ttl_s
+        self.max_items = max_items
         self._add = redis.register_script(_ADD_SCRIPT)
         self._get = redis.register_script(_GET_SCRIPT)
         self._add_decision = redis.register_script(_ADD_DECISION_SCRIPT)
@@ -189,12 +211,21 @@ class CallHistory:
         return [_s(i) for i in ids]
 
     # -- items ---------------------------------------------------------------------------
-    async def add_item(self, call_id: str, item: HistoryItem, previous_item_id: str | None = APPEND) -> None:
-        """Record ``item`` after ``previous_item_id`` (``APPEND``: at the end, ``HEAD``: first)."""
+    def item_limit(self, kind: ItemKind) -> int:
+        """How many items a call may have for a new item of ``kind`` to be recorded (0: any)."""
+        if kind in CALLER_SIDE_KINDS:
+            return max(1, self.max_items - int(self.max_items * CONVERSATION_RESERVE))
+        return self.max_items
+
+    async def add_item(
+        self, call_id: str, item: HistoryItem, previous_item_id: str | None = APPEND
+    ) -> bool | None:
+        """Record ``item`` after ``previous_item_id`` (``APPEND``: at the end, ``HEAD``: first);
+        False when the call is at its item limit (:meth:`item_limit`) and it was refused."""
         body = item.model_dump_json()
         where = previous_item_id or APPEND
         args = [item.id, body, where, self.ttl_s, self.channel(call_id), _announcement(body)]
-        await self._add(keys=self._keys(call_id), args=args)
+        return bool(await self._add(keys=self._keys(call_id), args=[*args, self.item_limit(item.kind)]))
 
     async def update_item(self, call_id: str, item_id: str, **fields: Any) -> HistoryItem | None:
         """Update fields of an item in place; returns the new item, or None if it is unknown."""
@@ -236,7 +267,8 @@ class CallHistory:
         item = decision_item(decision)
         body = item.model_dump_json()
         args = [item.id, body, APPEND, self.ttl_s, self.channel(call_id), _announcement(body)]
-        await self._add_decision(keys=self._keys(call_id), args=[*args, decision.model_dump_json()])
+        limit = self.item_limit(item.kind)
+        await self._add_decision(keys=self._keys(call_id), args=[*args, limit, decision.model_dump_json()])
 
     async def get_decisions(self, call_id: str) -> list[Decision]:
         raws = await self.redis.lrange(self.key(call_id, "decisions"), 0, -1)

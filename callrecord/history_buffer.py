@@ -50,7 +50,7 @@ from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from callrecord.decisions import Decision
-from callrecord.history import CallHistory, HistoryItem, decision_item
+from callrecord.history import DEFAULT_MAX_ITEMS, CallHistory, HistoryItem, decision_item
 from callrecord.placement import APPEND, ConversationOrder
 
 log = structlog.get_logger("history")
@@ -95,8 +95,9 @@ class BufferedCallHistory(CallHistory):
         limit: int = DEFAULT_LIMIT,
         on_buffered: Callable[[int], None] | None = None,
         max_backoff_s: float = MAX_BACKOFF_S,
+        max_items: int = DEFAULT_MAX_ITEMS,
     ) -> None:
-        super().__init__(redis, prefix, ttl_s)
+        super().__init__(redis, prefix, ttl_s, max_items)
         self.limit = limit
         self.max_backoff_s = max_backoff_s
         self._on_buffered = on_buffered
@@ -134,8 +135,13 @@ class BufferedCallHistory(CallHistory):
     async def set_meta(self, call_id: str, **fields: str | float | int) -> None:
         await self._write(call_id, "set_meta", fields=fields)
 
-    async def add_item(self, call_id: str, item: HistoryItem, previous_item_id: str | None = APPEND) -> None:
-        await self._write(call_id, "add_item", (item, previous_item_id or APPEND))
+    async def add_item(
+        self, call_id: str, item: HistoryItem, previous_item_id: str | None = APPEND
+    ) -> bool | None:
+        """As :meth:`CallHistory.add_item`; None when the write is buffered (a replayed write
+        past the call's item limit is refused then, as it would have been)."""
+        result: bool | None = await self._write(call_id, "add_item", (item, previous_item_id or APPEND))
+        return result
 
     async def update_item(self, call_id: str, item_id: str, **fields: Any) -> HistoryItem | None:
         """As :meth:`CallHistory.update_item`; None also when the update is buffered."""

@@ -47,6 +47,14 @@ FALLBACKS = Counter("responder_fallbacks", "Fallback answers, by outcome", ["out
 REALTIME_ERRORS = Counter(
     "responder_realtime_errors", "Error events from the Realtime server", ["code"], registry=REGISTRY
 )
+DTMF_REFUSED = Counter(
+    "responder_dtmf_refused", "Key presses not recorded: over the call's key rate, or too many before "
+    "its session came up (reason: rate, early_overflow)", ["reason"], registry=REGISTRY,
+)  # fmt: skip
+CALL_ITEMS_REFUSED = Counter(
+    "responder_call_items_refused", "History items refused at the per-call item limit, by kind", ["kind"],
+    registry=REGISTRY,
+)  # fmt: skip
 REDIS_ERRORS = Counter("responder_redis_errors", "Failed Redis operations", ["operation"], registry=REGISTRY)
 HISTORY_BUFFERED = Gauge(
     "responder_history_buffered_writes", "History writes waiting for Redis to come back", registry=REGISTRY

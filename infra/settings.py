@@ -103,6 +103,15 @@ class Settings(BaseSettings):
     transcript_replay_items: int = Field(
         default=500, ge=1, description="Items (and decisions) a stream replays on connect: the newest."
     )
+    # one call's record: bounded, whatever the caller sends (the call itself goes on)
+    max_items_per_call: int = Field(
+        default=2000, ge=50, description="History items one call keeps; past it new items are refused "
+        "(counted, logged once). Key presses stop 10 % sooner: they cannot crowd out the conversation.",
+    )
+    dtmf_rate_per_s: float = Field(
+        default=10.0, gt=0, description="Key presses one call records a second, sustained (more are refused)."
+    )
+    dtmf_burst: int = Field(default=20, ge=1, description="Key presses one call may record at once.")
 
     # --- Call admission and call control --------------------------------------------------
     max_concurrent_calls: int = Field(default=50, description="Calls this instance serves at once.")

@@ -167,7 +167,10 @@ def _lifecycle(settings: Settings) -> Callable[[web.Application], AsyncIterator[
             api_key, base_url = SIMULATOR_API_KEY, simulator.api_base_url
             log.warning("supervisor_service.simulator_mode", simulator_url=simulator.url)
         redis = await connect_redis(settings.redis_url, settings.redis_data_dir)
-        history = CallHistory(redis.client, prefix=settings.redis_prefix, ttl_s=settings.history_ttl_s)
+        history = CallHistory(
+            redis.client, prefix=settings.redis_prefix, ttl_s=settings.history_ttl_s,
+            max_items=settings.max_items_per_call,
+        )  # fmt: skip
         policy_sync = await start_policies(redis.client, settings.redis_prefix, settings.policies_dir)
         supervisor = supervisor_from_settings(
             settings, history, policy_sync.library, base_url=base_url, api_key=api_key

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from callrecord.decisions import Decision, Trigger
+from responder.core.keypad import DTMF_BURST, DTMF_RATE_PER_S
 from responder.core.playback import MARK_INTERVAL_MS
 
 # Tasks that outlive their call (a supervisor run whose caller hung up): referenced here so
@@ -59,3 +60,5 @@ class ControllerConfig:
     realtime_model: str = "gpt-realtime"
     sideband: bool = False  # SIP/WebRTC: audio flows between caller and OpenAI, not through us
     remote_ms_per_char: float = 75.0  # sideband: how long a spoken line takes, to let it play out
+    dtmf_rate_per_s: float = DTMF_RATE_PER_S  # key presses recorded (see responder.core.keypad)
+    dtmf_burst: int = DTMF_BURST

@@ -85,7 +85,9 @@ class CallController:
         self.log = structlog.get_logger("call").bind(call_id=call_id)
         self.playback = PlaybackTracker(config.bytes_per_ms, config.mark_interval_ms)
         self.responses = ResponseTracker()
-        self.recorder = TranscriptRecorder(call_id, history, self.log)
+        self.recorder = TranscriptRecorder(
+            call_id, history, self.log, config.dtmf_rate_per_s, config.dtmf_burst
+        )
         self.closed = False
         self.started_at = time.monotonic()
         self.outcomes: list[str] = []  # supervisor outcomes, for the call's metric outcome

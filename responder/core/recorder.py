@@ -6,6 +6,10 @@ arrive later and are filled in place. Assistant text is completed when its trans
 done; an interrupted item keeps what the caller heard. Items the engine does not know about
 (hold lines, DTMF, decisions) are appended.
 
+A call's record is bounded (:class:`~callrecord.history.CallHistory` ``max_items``): an item
+refused at the limit is counted (``responder_call_items_refused_total``) and logged once per
+kind, and the call goes on. Key presses are also held to a rate (:mod:`responder.core.keypad`).
+
 The writes go through the call's :class:`~responder.core.write_lane.WriteLane`: in order,
 without holding up the event pump. State the controller reads (the last user item, interrupted and
 out-of-band items) is updated at once; a transcript counts as ready once it is in Redis.
@@ -15,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Literal
 
 from structlog.typing import FilteringBoundLogger
 
-from callrecord.history import APPEND, CallHistory, HistoryItem
+from callrecord.history import APPEND, CallHistory, HistoryItem, ItemKind
+from infra import metrics
+from infra.logs import LogBudget
 from responder.core.actions import ActionRecord
 from responder.core.engine import (
     HOLD_LINE,
@@ -29,13 +35,17 @@ from responder.core.engine import (
     ConversationItem,
     ItemAdded,
 )
+from responder.core.keypad import DTMF_BURST, DTMF_RATE_PER_S, KeyRate
 from responder.core.write_lane import WriteLane
 
 ACTION_WRITE_WAIT_S = 5.0
 
 
 class TranscriptRecorder:
-    def __init__(self, call_id: str, history: CallHistory, log: FilteringBoundLogger) -> None:
+    def __init__(
+        self, call_id: str, history: CallHistory, log: FilteringBoundLogger,
+        dtmf_rate_per_s: float = DTMF_RATE_PER_S, dtmf_burst: int = DTMF_BURST,
+    ) -> None:  # fmt: skip
         self.call_id = call_id
         self.history = history
         self.log = log
@@ -46,6 +56,10 @@ class TranscriptRecorder:
         self._transcripts: dict[str, asyncio.Event] = {}
         self._output_anchor: dict[str, str] = {}  # tool call id → decision id to place the output after
         self.lane = WriteLane(call_id, log)
+        self.keys = KeyRate(dtmf_rate_per_s, dtmf_burst)
+        self._keys_log = LogBudget(burst=1, per_s=0.1)  # refused presses: one warning each 10 s
+        self._keys_unlogged = 0  # refused since the last warning
+        self.refused: dict[ItemKind, int] = {}  # items refused at the call's item limit, by kind
 
     async def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every write made so far is in Redis (or buffered for it)."""
@@ -76,9 +90,23 @@ class TranscriptRecorder:
         self.log.info("call.item_added", **_item_fields(record), where=where)
 
     async def _add(self, record: HistoryItem, where: str, ready: bool) -> None:
-        await self.history.add_item(self.call_id, record, where)
+        await self._add_bounded(record, where)
         if ready:
             self.transcript_ready(record.id).set()
+
+    async def _add_bounded(self, record: HistoryItem, where: str = APPEND) -> None:
+        """Add ``record``; past the call's item limit it is refused: counted, logged once per kind."""
+        if await self.history.add_item(self.call_id, record, where) is not False:
+            return
+        if record.id in self._transcripts:  # a caller turn: its transcript will never be stored
+            self.transcript_ready(record.id).set()
+        metrics.CALL_ITEMS_REFUSED.labels(kind=record.kind).inc()
+        refused = self.refused[record.kind] = self.refused.get(record.kind, 0) + 1
+        if refused == 1:
+            self.log.warning(
+                "call.items_capped", kind=record.kind, item_id=record.id,
+                limit=self.history.item_limit(record.kind),
+            )  # fmt: skip
 
     def _record_for(self, item: ConversationItem) -> HistoryItem | None:
         if item.kind == "message" and item.role in ("user", "assistant"):
@@ -131,7 +159,7 @@ class TranscriptRecorder:
         if purpose == HOLD_LINE or item_id in self.out_of_band:
             self.out_of_band.add(item_id)
             hold = HistoryItem(id=item_id, kind="hold_line", role="assistant", text=text)
-            self.lane.submit("add_item", lambda: self.history.add_item(self.call_id, hold, APPEND))
+            self.lane.submit("add_item", lambda: self._add_bounded(hold))
             self.log.info("call.hold_line", item_id=item_id, text=text)
             return
         if item_id in self.server_truncated:  # what exactly was heard is not known here
@@ -174,7 +202,7 @@ class TranscriptRecorder:
             id=record.action_id, kind="action", role="system", name=record.action, text=record.line,
             tool_call_id=record.tool_call_id, meta=record.model_dump(mode="json"),
         )  # fmt: skip
-        self.lane.submit("add_item", lambda: self.history.add_item(self.call_id, item, APPEND))
+        self.lane.submit("add_item", lambda: self._add_bounded(item))
         await self.flush(ACTION_WRITE_WAIT_S)  # the record is in before the call is acted on further
         self.log.info(
             "call.action", action_id=record.action_id, action=record.action, reason=record.reason,
@@ -183,9 +211,29 @@ class TranscriptRecorder:
         )  # fmt: skip
 
     async def dtmf(self, digit: str) -> None:
+        self.key_press(digit)
+
+    def key_press(self, digit: str, at: float | None = None) -> bool:
+        """Record a key press that arrived at ``at`` (monotonic; now when None), unless it is
+        over the call's key rate (:mod:`responder.core.keypad`); False when refused."""
+        if not self.keys.allow(at):
+            self.keys_refused(1)
+            return False
         item = HistoryItem(id=f"dtmf_{time.time_ns()}", kind="dtmf", role="user", text=digit)
-        self.lane.submit("add_item", lambda: self.history.add_item(self.call_id, item, APPEND))
+        self.lane.submit("add_item", lambda: self._add_bounded(item))
         self.log.info("call.dtmf", digit=digit, item_id=item.id)
+        return True
+
+    def keys_refused(self, count: int, reason: Literal["rate", "early_overflow"] = "rate") -> None:
+        """``count`` key presses were not recorded: counted; a warning now and then."""
+        metrics.DTMF_REFUSED.labels(reason=reason).inc(count)
+        self._keys_unlogged += count
+        if self._keys_log.allow():
+            self.log.warning(
+                "call.dtmf_rate_limited", reason=reason, refused=self._keys_unlogged,
+                rate_per_s=self.keys.rate_per_s, burst=int(self.keys.burst),
+            )  # fmt: skip
+            self._keys_unlogged = 0
 
 
 def _item_fields(record: HistoryItem) -> dict[str, Any]:

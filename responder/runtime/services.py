@@ -67,6 +67,8 @@ class Services:
             supervisor_deadline_s=s.supervisor_deadline_s,
             greeting=s.greeting,
             realtime_model=s.realtime_model,
+            dtmf_rate_per_s=s.dtmf_rate_per_s,
+            dtmf_burst=s.dtmf_burst,
         )
         return replace(config, **overrides)
 

@@ -80,7 +80,7 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
         redis = await connect_redis(settings.redis_url, settings.redis_data_dir)
         history = BufferedCallHistory(  # a Redis outage mid-call: writes buffered, then flushed
             redis.client, prefix=settings.redis_prefix, ttl_s=settings.history_ttl_s,
-            on_buffered=HISTORY_BUFFERED.set,
+            on_buffered=HISTORY_BUFFERED.set, max_items=settings.max_items_per_call,
         )  # fmt: skip
         policy_sync = await start_policies(redis.client, settings.redis_prefix, settings.policies_dir)
         # in-process: calls' supervisor unless RESPONDER_SUPERVISOR_URL is set; always the

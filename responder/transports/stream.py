@@ -9,6 +9,8 @@ Twilio Media Streams (:mod:`responder.transports.twilio.transport`) and our own 
 * close a socket that does not identify its call within :data:`START_TIMEOUT_S`;
 * once the call is identified, record it in the history and run it
   (:func:`responder.transports.runner.run_call`) on engine sessions in their audio format;
+* keep the key presses that come while the call's first session is being set up, and hand
+  them to its recorder, in order and with their arrival times, once it is attached;
 * end the call, whatever state its setup is in, when the caller side goes away.
 """
 
@@ -30,6 +32,7 @@ from responder.core.actions import CallActions
 from responder.core.controller import CallController, CallerLink, ControllerConfig
 from responder.core.end_reason import caller_gone_reason
 from responder.core.engine import EngineName
+from responder.core.keypad import EARLY_KEYS_MAX
 from responder.runtime.services import Services
 from responder.transports.runner import run_call, stream_opener
 
@@ -79,6 +82,8 @@ class StreamCall:
         self.invalid_frames = LogBudget()  # what this connection's bad frames may log
         self.engine: EngineName = services.settings.engine  # a transport may choose per call
         self._run_task: asyncio.Task[None] | None = None
+        self._early_keys: list[tuple[str, float]] = []  # (digit, arrival) before the controller
+        self._early_overflow = 0  # presses past EARLY_KEYS_MAX before it
 
     # -- the frame loop ------------------------------------------------------------------
     async def serve(self) -> None:
@@ -161,8 +166,23 @@ class StreamCall:
         """How ``escalate_to_human``/``end_call`` act on this transport; None: closing the call."""
         return None
 
+    async def caller_dtmf(self, digit: str) -> None:
+        """A key press of the caller: to the call's recorder, or kept until it exists."""
+        if self.controller is not None:
+            await self.controller.caller_dtmf(digit)
+        elif len(self._early_keys) < EARLY_KEYS_MAX:
+            self._early_keys.append((digit, time.monotonic()))
+        else:
+            self._early_overflow += 1
+
     def _attached(self, controller: CallController) -> None:
         self.controller = controller
+        early, self._early_keys = self._early_keys, []
+        for digit, arrived in early:  # before the session's first event: in order, first
+            controller.recorder.key_press(digit, arrived)
+        if self._early_overflow:
+            controller.recorder.keys_refused(self._early_overflow, "early_overflow")
+            self._early_overflow = 0
 
     async def _run_call(self, caller: CallerLink) -> None:
         services = self.services
@@ -210,7 +230,10 @@ class StreamCall:
             self._run_task.cancel()
         if self.controller is not None:
             await self.controller.close(reason)  # idempotent; covers a controller created meanwhile
-        elif await self._record_open():
+            return
+        if self._early_keys or self._early_overflow:  # the session never came: said, not recorded
+            self.log.warning("call.dtmf_unrecorded", count=len(self._early_keys) + self._early_overflow)
+        if await self._record_open():
             await self.services.history.set_meta(
                 self.call_id, status="ended", ended_at=time.time(), end_reason=reason
             )

@@ -167,8 +167,7 @@ class WebSocketSession(StreamCall):
         digit = frame["digit"]
         if not isinstance(digit, str) or digit not in _DIGITS:
             raise ValueError("dtmf digit must be one of 0-9 * # A-D")
-        if self.controller is not None:
-            await self.controller.caller_dtmf(digit)
+        await self.caller_dtmf(digit)
 
     async def _on_stop(self, frame: dict[str, Any]) -> None:
         self.log.info("websocket.caller_stopped")

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 
+from redis.asyncio import Redis
+
 from callrecord.decisions import Decision, PolicyRef
 from callrecord.history import HEAD, CallHistory, HistoryItem
 
@@ -118,3 +120,29 @@ async def test_a_tool_call_id_is_stored_and_announced_as_call_id(history: CallHi
     [stored] = await history.get_items("c10")
     assert stored.tool_call_id == "call_1"
     assert HistoryItem(id="o1", kind="function_call_output", call_id="call_1").tool_call_id == "call_1"
+
+
+async def test_a_call_keeps_at_most_max_items_and_key_presses_stop_sooner(
+    redis: Redis, key_prefix: str
+) -> None:
+    """Issue 14, item 5: one call's record is bounded. Past the limit a new item is refused
+    (False); an item already there is still updated; key presses stop
+    10 % sooner, so that a caller pressing keys cannot crowd the conversation out."""
+    history = CallHistory(redis, prefix=key_prefix, ttl_s=600, max_items=50)
+    assert history.item_limit("dtmf") == 45 and history.item_limit("message") == 50
+    key_presses = [
+        await history.add_item("cap", HistoryItem(id=f"k{n}", kind="dtmf", text="5")) for n in range(60)
+    ]
+    assert key_presses == [True] * 45 + [False] * 15
+    said = [
+        await history.add_item("cap", HistoryItem(id=f"u{n}", kind="message", role="user", text="hi"))
+        for n in range(8)
+    ]
+    assert said == [True] * 5 + [False] * 3  # the conversation's reserve, then the hard limit
+    decision = Decision(call_id="cap", user_item_id="u0", text="No.", policies=[])
+    await history.add_decision("cap", decision)
+    assert await history.get_decisions("cap") == []  # refused with its item, not half recorded
+    assert await history.add_item("cap", HistoryItem(id="u0", kind="message", role="user", text="hello"))
+    items = await history.get_items("cap")
+    assert len(items) == 50 and items[45].text == "hello"
+    assert await history.redis.llen(history.key("cap", "order")) == 50

@@ -6,9 +6,11 @@ import asyncio
 
 import structlog
 import structlog.testing
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from callrecord.history import HEAD, CallHistory
+from infra.metrics import REGISTRY
 from responder.core.engine import AgentTruncated, CallerTranscript, ConversationItem, ItemAdded
 from responder.core.recorder import TranscriptRecorder
 
@@ -80,3 +82,48 @@ async def test_a_failed_write_is_logged_and_the_next_ones_still_land(history: Ca
     assert [e["operation"] for e in logs if e["event"] == "call.history_write_failed"] == ["add_item"]
     [dtmf] = await history.get_items("CArec4")
     assert dtmf.kind == "dtmf" and dtmf.text == "5"
+
+
+async def test_key_presses_past_the_rate_are_refused_with_one_warning(history: CallHistory) -> None:
+    """Issue 14, item 5: 2,000 key presses in a moment gave 2,000 items and 2,000 log lines.
+    Now the burst is recorded, the rest refused: counted, and one warning says so."""
+    rec = TranscriptRecorder(
+        "CAkeys", history, structlog.get_logger("test"), dtmf_rate_per_s=10, dtmf_burst=20
+    )
+    await history.start_call("CAkeys", transport="twilio")
+    before = REGISTRY.get_sample_value("responder_dtmf_refused_total", {"reason": "rate"}) or 0.0
+    with structlog.testing.capture_logs() as logs:
+        recorded = [rec.key_press("7", at=100.0 + n / 10_000) for n in range(2000)]  # 0.2 s of presses
+        assert rec.key_press("8", at=101.0)  # a second later: ten more tokens
+    assert recorded.count(True) == 20 + 1  # the burst, and the one token 0.1 s of the rate gives
+    assert await rec.flush(5.0)
+    items = await history.get_items("CAkeys")
+    assert len(items) == 22 and items[-1].text == "8"
+    refused = REGISTRY.get_sample_value("responder_dtmf_refused_total", {"reason": "rate"})
+    assert refused == before + 1979
+    events = [e["event"] for e in logs]
+    assert events.count("call.dtmf") == 22 and events.count("call.dtmf_rate_limited") == 1
+
+
+async def test_items_past_the_call_limit_are_refused_counted_and_logged_once(
+    redis: Redis, key_prefix: str
+) -> None:
+    history = CallHistory(redis, prefix=key_prefix, ttl_s=600, max_items=50)
+    rec = TranscriptRecorder(
+        "CAfull", history, structlog.get_logger("test"), dtmf_rate_per_s=1e6, dtmf_burst=10**6
+    )
+    await history.start_call("CAfull", transport="twilio")
+    before = REGISTRY.get_sample_value("responder_call_items_refused_total", {"kind": "dtmf"}) or 0.0
+    with structlog.testing.capture_logs() as logs:
+        for n in range(100):
+            assert rec.key_press("1", at=float(n))
+        user = ConversationItem("item_u", "message", "user")
+        await rec.item_added(ItemAdded(user, HEAD))
+        await rec.item_added(assistant_added("item_a", "item_u"))
+        assert await rec.flush(5.0)
+    assert rec.refused == {"dtmf": 55}
+    assert REGISTRY.get_sample_value("responder_call_items_refused_total", {"kind": "dtmf"}) == before + 55
+    assert [e["event"] for e in logs].count("call.items_capped") == 1
+    items = await history.get_items("CAfull")
+    assert len(items) == 47  # 45 key presses; the conversation has its reserve
+    assert [i.id for i in items if i.kind == "message"] == ["item_u", "item_a"]

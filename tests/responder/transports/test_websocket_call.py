@@ -193,3 +193,26 @@ async def test_another_sites_page_cannot_open_a_call(
             assert call["type"] == "call"
             await own_page.send_json({"type": "stop"})
     assert await svc.services.history.recent_calls() == [call["call_id"]]  # the refused one left no trace
+
+
+async def test_key_presses_right_after_start_are_recorded_in_order(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """Issue 14, item 6: key presses sent right after ``start``, while the call's session was
+    still being set up, were neither recorded nor logged. Now they are kept and recorded, in
+    order, before the presses that come later."""
+    svc: RunningService = await start_service(make_settings())
+
+    async def script(client: PcmClient) -> None:
+        for digit in "123":  # at once: the session is not up yet
+            await client.send_json({"type": "dtmf", "digit": digit})
+        await wait_until(lambda: client.playback.received_ms > 0, 10, what="the greeting")
+        await client.send_json({"type": "dtmf", "digit": "4"})
+        await client.send_json({"type": "stop"})
+        await wait_until(client.closed.is_set, 10)
+
+    with capture_logs() as logs:
+        report = await ws_call(svc, script)
+    items = await ended_call_items(svc, report.call_id)
+    assert [i.text for i in items if i.kind == "dtmf"] == ["1", "2", "3", "4"]
+    assert [e["digit"] for e in logs if e["event"] == "call.dtmf"] == ["1", "2", "3", "4"]
