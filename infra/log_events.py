@@ -151,6 +151,8 @@ LogEvent = Literal[
     "live.viewer_left",
     "live.viewer_refused",
     "live.viewer_too_slow",
+    # the log itself (infra/log_writer.py)
+    "log.lines_dropped",  # the writer's queue was full (stderr or the log file stalled)
     "trace_viewer.cross_site_refused",
     "trace_viewer.login_failed",
     "trace_viewer.login_throttled",

@@ -5,7 +5,8 @@ level, UTC ISO timestamp, secret redaction (always: the configured secret values
 anything shaped like a credential; ids that do not look like ids), PII redaction (by
 setting), a length cap on every string (see redact.py), then the renderer. With ``log_file``
 set, each event is also appended to that file as one JSON line — whatever the console format
-— which is what ``responder trace CALL_ID --log FILE`` reads.
+— which is what ``responder trace CALL_ID --log FILE`` reads. Lines are written by a thread
+(:mod:`infra.log_writer`), not by the event loop.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, MutableMapping
 from pathlib import Path
@@ -21,30 +21,28 @@ from typing import Any, Literal, TextIO
 
 import structlog
 
+from infra.log_writer import LogWriter, QueuedLoggerFactory, flush_writer, start_writer, stop_writer
 from infra.redact import KnownSecrets, cap_lengths, redact_pii, redact_secrets
 
 
 class JsonFileSink:
-    """A structlog processor that appends the event as one JSON line to a file."""
+    """A structlog processor that queues the event as one JSON line for the log file."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: TextIO = self.path.open("a", encoding="utf-8")
-        self._lock = threading.Lock()
+        self.file: TextIO = self.path.open("a", encoding="utf-8")
+        self.writer: LogWriter | None = None
 
     def __call__(
         self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        line = json.dumps(dict(event_dict), default=str)
-        with self._lock:
-            self._file.write(line + "\n")
-            self._file.flush()
+        if self.writer is not None:
+            self.writer.write("file", json.dumps(dict(event_dict), default=str))
         return event_dict
 
     def close(self) -> None:
-        with self._lock:
-            self._file.close()
+        self.file.close()
 
 
 class LogBudget:
@@ -92,6 +90,7 @@ def configure_logging(
 ) -> None:
     """``secrets``: the configured secret values, masked wherever they appear (see redact.py)."""
     global _sink
+    stop_writer()  # what the previous configuration queued is written first
     if _sink is not None:
         _sink.close()
         _sink = None
@@ -102,6 +101,9 @@ def configure_logging(
     )
     if log_file:
         _sink = JsonFileSink(log_file)
+    writer = start_writer(sys.stderr, _sink.file if _sink is not None else None)
+    if _sink is not None:
+        _sink.writer = writer
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -116,6 +118,11 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=QueuedLoggerFactory(writer),  # written off the event loop: log_writer.py
         cache_logger_on_first_use=False,
     )
+
+
+def flush_logs(timeout_s: float = 2.0) -> bool:
+    """Wait until every event logged so far is on stderr and in the log file."""
+    return flush_writer(timeout_s)

@@ -5,7 +5,6 @@ the real service writing its JSON log."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import structlog
 from infra.logs import LogBudget, configure_logging
 from infra.redact import MAX_FIELD_CHARS, cap_lengths, redact_pii, redact_secrets, safe_id
 from infra.settings import Settings
+from tests.support.logs import read_log
 from tests.support.twilio import closed_with, media_url, start_frame
 from tests.support.waits import wait_until
 
@@ -89,7 +89,7 @@ async def test_unauthenticated_frames_reach_the_log_scrubbed_capped_and_few(
             await ws.close()
 
     async def logged() -> list[str] | None:  # the connection's summary is logged as it closes
-        text = await asyncio.to_thread(json_log.read_text, encoding="utf-8")
+        text = await read_log(json_log)
         return text.splitlines() if "stream.invalid_frames_suppressed" in text else None
 
     lines: list[str] = await wait_until(logged, 5.0, 0.05, what="the junk frames' summary line")

@@ -22,6 +22,7 @@ from responder.runtime.handshake import BURST_FACTOR, GRACE_S
 from simulator.sip import incoming_call_event, sign
 from supervisor.service import create_service_app
 from tests.support.calls import wait_for_status
+from tests.support.logs import read_log
 from tests.support.raw_http import dribble_headers, raw_request, status_and_json
 from tests.support.sideband import SIP_SECRET
 from tests.support.twilio import (
@@ -149,7 +150,7 @@ async def test_junk_from_outside_reaches_the_log_scrubbed_capped_and_rate_limite
             await ws.close()
 
     async def lines() -> list[str] | None:
-        text = await asyncio.to_thread(json_log.read_text, encoding="utf-8")
+        text = await read_log(json_log)
         return text.splitlines() if "stream.invalid_frames_suppressed" in text else None
 
     logged: list[str] = await wait_until(lines, 5.0, 0.05, what="the junk frames' summary")

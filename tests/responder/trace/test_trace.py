@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from responder.trace import render_text, trace_from_log, trace_from_redis, valid
 from responder.trace.model import Trace
 from simulator.scenario import load_scenario
 from tests.support.calls import run_call, wait_for_status
+from tests.support.logs import read_log
 from tests.support.service import FAST_SPEED, TIMING_SPEED
 from tests.support.sideband import SIP_SECRET
 from tests.support.waits import wait_until
@@ -38,7 +38,7 @@ def json_log(tmp_path: Path) -> Iterator[Path]:
 
 async def _traces(svc: Any, call_id: str, log_path: Path) -> tuple[Trace, Trace]:
     from_redis = await trace_from_redis(svc.services.history, call_id)
-    text = await asyncio.to_thread(log_path.read_text, encoding="utf-8")
+    text = await read_log(log_path)
     from_log = trace_from_log(text.splitlines(), call_id)
     assert from_redis is not None and from_log is not None
     return from_redis, from_log
@@ -199,7 +199,7 @@ async def test_server_side_truncation_traces_agree(history: CallHistory, json_lo
     assert await rec.flush(5.0)
 
     redis_trace = await trace_from_redis(history, call_id)
-    text = await asyncio.to_thread(json_log.read_text, encoding="utf-8")
+    text = await read_log(json_log)
     log_trace = trace_from_log(text.splitlines(), call_id)
     assert redis_trace is not None and log_trace is not None
     assert redis_trace.comparable() == log_trace.comparable()
