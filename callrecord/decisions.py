@@ -14,6 +14,8 @@ Outcome = Literal["ok", "timeout", "error", "fallback"]
 # What asked for the decision: the Realtime supervisor tool, a GPT-Live delegation, or the
 # service itself for a caller turn GPT-Live transcribed but never delegated.
 Trigger = Literal["tool_call", "delegation", "recovered"]
+# call control the supervisor asked for (GPT-Live: a delegated turn; supervisor/call_control.py)
+CallAction = Literal["escalate_to_human", "end_call"]
 OUTCOME_RANK: dict[str, int] = {"ok": 0, "fallback": 1, "timeout": 2, "error": 3}
 
 log = structlog.get_logger("supervisor")
@@ -62,6 +64,8 @@ class Decision(BaseModel):
     citations: list[str] = Field(default_factory=list)
     outcome: Outcome = "ok"
     error: str | None = None
+    action: CallAction | None = None
+    action_reason: str = ""
     latency_ms: float = 0.0
     usage: Usage = Field(default_factory=Usage)
     created_at: float = Field(default_factory=time.time)

@@ -54,6 +54,16 @@ class Settings(BaseSettings):
         description="GPT-Live: a caller turn not delegated this long after it ended, with the model quiet "
         "or only acknowledging, is answered by the supervisor anyway (delegation recovery).",
     )
+    live_session_start_timeout_s: float = Field(
+        default=10.0, gt=0, le=120,
+        description="GPT-Live: a session.start not confirmed by session.started this long fails the "
+        "session (the call's normal failure path: reconnect attempts, then realtime_failed).",
+    )
+    live_max_running_handovers: int = Field(
+        default=2, ge=1, le=16,
+        description="GPT-Live: supervisor runs one call may have at once; a further delegation for "
+        "another caller turn waits for a place (only the newest waits), one for the same turn joins it.",
+    )
     supervisor_model: str = "gpt-4.1"
     supervisor_base_url: str | None = Field(
         default=None, description="Base URL of the supervisor's text model; openai_base_url when unset."

@@ -231,6 +231,10 @@ class LiveSession:
             raise LiveError(
                 "session_already_started", "The session has already started: send session.start once."
             )
+        if self.state.live_unconfirmed_starts > 0:  # the fault a test asked for: silence
+            self.state.live_unconfirmed_starts -= 1
+            self._log.warning("simulator.live.start_unconfirmed")
+            return
         await self.begin(data["session"], echo=self._echo(data))
 
     async def begin(self, start_config: dict[str, Any], *, echo: dict[str, Any], media: bool = False) -> None:

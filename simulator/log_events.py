@@ -25,6 +25,7 @@ SimulatorLogEvent = Literal[
     "simulator.live.handler_failed",
     "simulator.live.session_started",
     "simulator.live.sideband_refused",
+    "simulator.live.start_unconfirmed",
     "simulator.live.upgrade_refused",
     "simulator.live_calls.action",
     "simulator.live_calls.action_refused",

@@ -92,6 +92,9 @@ class SimulatorState:
     # session.usage.updated in scenario seconds (None: never).
     live_output_silence: bool = True
     live_usage_interval_s: float | None = 15.0
+    # a fault: this many primary sessions take session.start and never confirm it (no
+    # session.started, nothing else either), as a server that hangs at startup
+    live_unconfirmed_starts: int = 0
 
     def scaled(self, seconds: float) -> float:
         """A scenario duration in wall-clock seconds at the configured speed factor."""

@@ -14,6 +14,10 @@ It plays the supervisor's text model deterministically, driven by the scenario:
   ``[policy:ID@VERSION]`` citation token (so the supervisor's sanitizer has work to do),
   plus a line each for account and store results.
 
+A scenario turn whose ``tool`` is ``escalate_to_human`` or ``end_call``, when the request
+offers that tool (the supervisor does on GPT-Live's delegated turns), gets that call on the
+first round and a one-line answer after it.
+
 What a grounded supervisor does beyond that, keyed on words like the tool calls above (so
 policy test suites, ``responder policies test``, can expect it):
 
@@ -74,6 +78,9 @@ DECLINE_TEXT = (
 )
 HANDOVER_TEXT = "Of course. I'll connect you with a colleague who can help."
 EXCEPTION_LINE = "- An exception is a judgement call: I can connect you with a colleague who can review it."
+# the supervisor's call-control tools (offered on GPT-Live's delegated turns): called for a
+# scenario turn whose ``tool`` names one, then a short answer (the responder says its own line)
+_CALL_CONTROL = {"escalate_to_human": HANDOVER_TEXT, "end_call": "Thanks for calling. Goodbye!"}
 _ids = itertools.count(1)
 
 
@@ -261,11 +268,16 @@ async def _play(
             await asyncio.sleep(turn.supervisor_delay_s)
         if _OUT_OF_SCOPE.search(question):
             return [], DECLINE_TEXT
+        if turn is not None and turn.tool in _CALL_CONTROL and turn.tool in tools:  # a delegated turn
+            return [(f"call_sim{next(_ids)}_0", turn.tool, json.dumps({"reason": question[:200]}))], ""
         if _PERSON.search(question):
             return [], HANDOVER_TEXT
         calls = _first_round_calls(question, tools)
         if calls:
             return calls, ""
+    acted = [name for name, _ in outputs if name in _CALL_CONTROL]
+    if acted:
+        return [], _CALL_CONTROL[acted[0]]
     return [], _compose(question, outputs)
 
 

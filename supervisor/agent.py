@@ -29,6 +29,7 @@ from structlog.typing import FilteringBoundLogger
 
 from callrecord.decisions import Decision, Outcome, PolicyRef, ToolCallRecord, Trigger
 from callrecord.history import CallHistory, HistoryItem
+from supervisor.call_control import as_action, call_control_tools, offered
 from supervisor.model import (
     Api,
     Item,
@@ -165,7 +166,7 @@ class Supervisor:
             *build_transcript(items, self.history_tokens),
             Message("user", f"{CONTEXT_LABEL}: {decision.context}"),
         ]
-        specs = self.tools.specs()
+        specs = [s for s in self.tools.specs() if offered(decision.trigger, s.name)]
         instructions, inlined = self._prompt()
         policies: dict[str, PolicyRef] = {}
         for round_no in range(1, self.max_rounds + 1):
@@ -196,6 +197,9 @@ class Supervisor:
     async def _call_tool(self, call: ToolCall, decision: Decision, blog: FilteringBoundLogger) -> ToolResult:
         with self.spans("supervisor.tool", tool=call.name, decision_id=decision.decision_id):
             result = await self.tools.call(call.name, call.arguments)
+        action = as_action(call.name) if offered(decision.trigger, call.name) else None
+        if action is not None and result.ok and isinstance(result.arguments, dict):
+            decision.action, decision.action_reason = action, str(result.arguments.get("reason", ""))[:300]
         decision.tool_calls.append(
             ToolCallRecord(
                 name=call.name,
@@ -316,6 +320,8 @@ def build_supervisor(
         library = library if library is not None else PolicyLibrary.from_dir(policies_dir)
         data = Path(data_dir) if data_dir is not None else Path(policies_dir) / "data"
         tools = default_registry(library, data_dir=data if data.is_dir() else DEFAULT_DATA_DIR)
+        for tool in call_control_tools():  # offered on delegated turns only (GPT-Live)
+            tools.register(tool)
     supervisor = Supervisor(
         client,
         tools,

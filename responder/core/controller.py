@@ -18,6 +18,7 @@ import json
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -429,6 +430,15 @@ class CallController:
         self._answer_purpose = (ACTION_LINE, line)
         self._spawn(self.action_runner.perform_later(self), "action-watchdog", keep=True)
         await self._flush_outputs()
+
+    async def request_action(self, name: ActionName, handover_id: str, reason: str) -> None:
+        """The supervisor asked for it (GPT-Live has no tools): on Live the line answers the delegation."""
+        arguments = json.dumps({"reason": reason})
+        if self.engine.requests_replies:
+            return await self._on_action_tool(name, handover_id, arguments)
+        if (requested := self.action_runner.request(name, handover_id, arguments)) is not None:
+            self._spawn(self.action_runner.perform_later(self), "action-watchdog", keep=True)
+            await self._request_reply(ACTION_LINE, replace(requested[1], handover_id=handover_id))
 
     async def end_with_line(self, reason: str, line: str, within_s: float) -> None:
         """The service ends the call itself (drain): what is being said may finish, then

@@ -194,6 +194,7 @@ class Line:
     text: str
     out_of_band: bool = False
     guidance: str = ""  # what else the engine is told about saying it
+    handover_id: str | None = None  # the hand-over it answers (GPT-Live: said as that delegation's answer)
 
 
 # -- commands out ------------------------------------------------------------------------------

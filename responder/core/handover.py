@@ -17,7 +17,7 @@ from typing import Protocol
 from redis.exceptions import RedisError
 from structlog.typing import FilteringBoundLogger
 
-from callrecord.decisions import Trigger
+from callrecord.decisions import CallAction, Trigger
 from callrecord.history import CallHistory
 from infra import metrics
 from responder.core.contract import ControllerConfig, DecideFn
@@ -46,6 +46,8 @@ class HandoverHost(Protocol):
 
     async def deliver_answer(self, handover_id: str, text: str) -> None: ...
 
+    async def request_action(self, name: CallAction, handover_id: str, reason: str) -> None: ...
+
 
 async def ask_supervisor(
     host: HandoverHost, handover_id: str, context: str, user_item: str | None, trigger: Trigger = "tool_call"
@@ -66,10 +68,11 @@ async def ask_supervisor(
         async with asyncio.timeout(host.config.supervisor_deadline_s + DEADLINE_GRACE_S):
             decision = await host.decide(host.call_id, context, user_item_id=user_item, trigger=trigger)
         text, outcome = decision.text, decision.outcome
+        decision_action, action_reason = decision.action, decision.action_reason
         observe_decision(decision)
         host.recorder.anchor_output(handover_id, decision.decision_id)
     except Exception as exc:  # the supervisor records its own failures; this is the last net
-        text, outcome = FALLBACK_TEXT, "error"
+        text, outcome, decision_action, action_reason = FALLBACK_TEXT, "error", None, ""
         host.log.error("call.supervisor_failed", error=repr(exc))
     finally:
         hold.cancel()
@@ -79,6 +82,13 @@ async def ask_supervisor(
     if outcome != "ok":
         host.log.warning("call.fallback", tool_call_id=handover_id, outcome=outcome)
         metrics.FALLBACKS.labels(outcome=outcome).inc()
+    if decision_action is not None and outcome == "ok":  # the supervisor asked for a transfer / hang-up
+        if host.closed:
+            host.log.info("call.late_result_dropped", tool_call_id=handover_id, reason="call ended")
+            return
+        host.log.info("call.supervisor_action", tool_call_id=handover_id, action=decision_action)
+        await host.request_action(decision_action, handover_id, action_reason)
+        return
     try:
         await host.deliver_answer(handover_id, text)
     except Exception as exc:  # sent into a socket that just dropped: a resume gives it again

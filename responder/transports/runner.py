@@ -23,7 +23,7 @@ from responder.core.contract import CallerLink, ControllerConfig
 from responder.core.controller import CallController
 from responder.core.engine import Engine, EngineName
 from responder.core.sessions import Opener, run_sessions
-from responder.engines.live.engine import open_live_engine, open_live_sideband
+from responder.engines.live.connect import open_live_engine, open_live_sideband
 from responder.engines.live.session import build_live_session
 from responder.engines.realtime.engine import open_engine
 from responder.engines.realtime.session import build_session
@@ -56,7 +56,9 @@ def sideband_opener(
     """The sideband of a call OpenAI carries: Realtime (``rtc_…``) or GPT-Live (``live_…``)."""
     if engine == "live":
         recovery_s = services.settings.live_recovery_s
-        return lambda: open_live_sideband(services.realtime_client, call_id, log, recovery_s=recovery_s)
+        running = services.settings.live_max_running_handovers
+        return lambda: open_live_sideband(services.realtime_client, call_id, log, recovery_s=recovery_s,
+                                          max_running=running)  # fmt: skip
     return realtime_opener(services, call_id, session, log, sideband=True)
 
 
@@ -70,7 +72,8 @@ def stream_opener(
         session = build_live_session(settings, audio_format=audio_format)
         return lambda: open_live_engine(
             services.realtime_client, call_id, session, log, bytes_per_ms=bytes_per_ms,
-            recovery_s=settings.live_recovery_s,
+            recovery_s=settings.live_recovery_s, start_timeout_s=settings.live_session_start_timeout_s,
+            max_running=settings.live_max_running_handovers,
         )  # fmt: skip
     return realtime_opener(services, call_id, build_session(settings, audio_format=audio_format), log)
 

@@ -32,10 +32,8 @@ import contextlib
 import itertools
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
 from typing import Any, Final
 
-from openai import AsyncOpenAI
 from structlog.typing import FilteringBoundLogger
 
 from callrecord.decisions import Trigger
@@ -45,9 +43,10 @@ from responder.core.engine import EngineName, Line, Purpose, Restored
 from responder.core.tools import SUPERVISOR_TOOL
 from responder.engines.live import protocol
 from responder.engines.live.audio import CallerVoice, caller_voiced, chunk_ms, is_silent
-from responder.engines.live.protocol import MAX_APPEND_TOKENS
+from responder.engines.live.delegations import MAX_RUNNING_DEFAULT, DelegationBook
+from responder.engines.live.restore import restored_context
 from responder.engines.live.turns import CallerTurn, Raw, Utterance, ms_of, ms_or, spoken_chars, text_of
-from responder.engines.realtime.connection import RealtimeConnection, RealtimeSocket
+from responder.engines.realtime.connection import RealtimeSocket
 
 SIDEBAND_BYTES_PER_MS: Final = 48.0  # a sideband's audio is PCM16 24 kHz, whatever the call's codec
 TURN_GAP_MS: Final = 800.0  # timeline ms without a caller fragment that end the caller's turn
@@ -61,13 +60,18 @@ RECOVERED_PREFIX: Final = "recovered_"
 GREETING_COMMENTARY: Final = (
     "The caller has just been connected: greet them now, as your instructions say."
 )
-HOLD_COMMENTARY: Final = 'Tell the caller, in a few words, that you are still checking: "{text}"'
-RESTORE_INTRO: Final = "The connection was restored. The conversation so far, for context:"
+HOLD_THINKING: Final = (
+    "The lookup for the caller's request is still running; its answer will follow. If the caller "
+    'is waiting in silence, tell them in a few words that you are still checking ("{text}"). '
+    "Do not answer the question yet."
+)
+START_TIMEOUT_S: Final = 10.0  # session.start unconfirmed this long: the session failed
 
 
 class SessionRefused(Exception):
-    """An ``error`` before ``session.started``: the session did not start (the session loop
-    treats it as a drop; a call whose sessions are all refused ends as ``realtime_failed``)."""
+    """An ``error`` before ``session.started``, or no ``session.started`` within the start
+    timeout: the session did not start (the session loop treats it as a drop; a call whose
+    sessions all fail to start ends as ``realtime_failed``)."""
 
 
 _SENTENCE_JOIN = re.compile(r"[.!?][A-Z]")  # a sentence's end glued to the next one's start
@@ -80,6 +84,7 @@ class LiveEngine:
     def __init__(
         self, conn: RealtimeSocket, session: dict[str, Any], log: FilteringBoundLogger, *,
         bytes_per_ms: float, recovery_s: float = 2.0, sideband: bool = False,
+        start_timeout_s: float = START_TIMEOUT_S, max_running: int = MAX_RUNNING_DEFAULT,
     ) -> None:  # fmt: skip
         self.conn = conn
         self.session = session
@@ -108,6 +113,10 @@ class LiveEngine:
         self._started = sideband
         self._held: list[Raw | str] = []
         self._session_started = sideband  # session.started seen (a sideband's was, before us)
+        self.start_timeout_s = start_timeout_s
+        self.book = DelegationBook(log, max_running)  # hand-overs running, waiting, stale
+        self._tagged: dict[str, Purpose] = {}  # commentary event id → the purpose of its speech
+        self._next_purpose: Purpose | None = None  # … once placed: the next utterance's
 
     # -- events in -------------------------------------------------------------------------
     async def events(self) -> AsyncIterator[ev.EngineEvent]:
@@ -246,7 +255,8 @@ class LiveEngine:
         if self._agent is None:
             self._agent = Utterance(self._new_id("out"))
             item = ev.ConversationItem(self._agent.item_id, "message", "assistant")
-            self._emit(ev.ItemAdded(item, APPEND), ev.ReplyStarted(self._agent.item_id, None))
+            purpose, self._next_purpose = self._next_purpose, None
+            self._emit(ev.ItemAdded(item, APPEND), ev.ReplyStarted(self._agent.item_id, purpose))
         return self._agent
 
     def _on_output_audio(self, raw: Raw) -> None:
@@ -307,10 +317,14 @@ class LiveEngine:
         return self._close_caller_turn()
 
     def _hand_over(self, handover_id: str, trigger: Trigger, turn: CallerTurn | None) -> None:
+        user_item = turn.item_id if turn is not None else None
+        if self.book.admit(handover_id, user_item, trigger) == "start":
+            self._start_hand_over(handover_id, trigger, user_item)
+
+    def _start_hand_over(self, handover_id: str, trigger: Trigger, user_item: str | None) -> None:
         item = ev.ConversationItem(handover_id, "function_call", "assistant", name=SUPERVISOR_TOOL,
                                    tool_call_id=handover_id)  # fmt: skip
         self._emit(ev.ItemAdded(item, APPEND))
-        user_item = turn.item_id if turn is not None else None
         self._emit(ev.HandoverRequested(handover_id, SUPERVISOR_TOOL, "", handover_id, trigger, user_item))
 
     async def _recover_later(self, turn: CallerTurn) -> None:
@@ -340,6 +354,15 @@ class LiveEngine:
     async def start(self) -> None:
         if not self.sideband:  # a sideband's session was started by accept / create
             await self.conn.send(protocol.session_start(self.session))
+            self._spawn(self._unconfirmed_start())
+
+    async def _unconfirmed_start(self) -> None:
+        """A session.start the server never confirms fails the session (a drop), not the call's wait."""
+        await asyncio.sleep(self.start_timeout_s)
+        if not self._session_started and self._failure is None:
+            self.log.error("gpt_live.session_start_timeout", waited_s=self.start_timeout_s)
+            self._failure = SessionRefused(f"no session.started within {self.start_timeout_s:g}s")
+            self._queue.put_nowait(None)
 
     async def append_audio(self, b64_audio: str) -> None:
         if self._started:
@@ -381,34 +404,65 @@ class LiveEngine:
         return self.conn.new_event_id()
 
     async def request_reply(self, request_id: str, purpose: Purpose, line: Line | None = None) -> None:
-        """Live speaks by itself; what the controller asks for becomes general commentary."""
+        """Live speaks by itself: a greeting or a line becomes commentary (a line that answers a
+        hand-over, the one before an action, is that delegation's answer; its speech is tagged
+        with its purpose once placed), a hold line a silent progress note for the newest
+        delegation still with the supervisor (docs/protocol-live.md §3)."""
+        if purpose == ev.HOLD_LINE and line is not None:
+            note = HOLD_THINKING.format(text=line.text)
+            await self._send({**protocol.thinking_append(note, self._live_id(self.book.newest_running())),
+                              "event_id": request_id})  # fmt: skip
+            return
+        if line is not None and line.handover_id is not None:  # the answer, said as it is
+            self._tagged[request_id] = purpose
+            await self.answer_handover(line.handover_id, line.text, event_id=request_id)
+            return
         if purpose == ev.GREETING:
             content = GREETING_COMMENTARY
-        elif purpose == ev.HOLD_LINE and line is not None:
-            content = HOLD_COMMENTARY.format(text=line.text)
         elif line is not None:
             content = f'Say exactly: "{line.text}" Nothing else.'
+            self._tagged[request_id] = purpose
         else:
             return  # an answer: its commentary is already in, and will be spoken
         await self._send({**protocol.commentary_append(content, None), "event_id": request_id})
 
-    async def answer_handover(self, handover_id: str, text: str) -> None:
-        """The answer as commentary for its delegation; general commentary for a recovered turn
-        or a delegation of an earlier session (an id is valid only where it was created)."""
-        waiting: list[str] = []
+    def _live_id(self, handover_id: str | None) -> str | None:
+        """The delegation id an append may carry (an id is valid only where it was created)."""
+        return handover_id if handover_id in self._delegations else None
+
+    async def answer_handover(self, handover_id: str, text: str, event_id: str | None = None) -> None:
+        """The answer as commentary for its delegation (and those that joined it); general
+        commentary for a recovered turn or a delegation of an earlier session. A stale answer
+        (the caller has moved on to a newer hand-over's turn) is dropped and logged."""
+        joined, stale = self.book.finish(handover_id)
+        if (waiting := self.book.next_waiting()) is not None:  # a place is free
+            self._start_hand_over(waiting.handover_id, waiting.trigger, waiting.turn)
+        if stale:
+            self.log.info("call.late_result_dropped", tool_call_id=handover_id, reason="superseded")
+            return
         if handover_id.startswith(RECOVERED_PREFIX):
             item_id = handover_id.removeprefix(RECOVERED_PREFIX)
             self._recovered[item_id] = text
             turn = self._recovering.pop(item_id, None)
             if turn is not None:
-                turn.recovering, waiting = False, turn.waiting
-        event = protocol.commentary_append(text, handover_id if handover_id in self._delegations else None)
-        await self._send(event)
-        for delegation_id in waiting:  # delegated while recovered: the same answer, for each
+                turn.recovering, joined = False, [*joined, *turn.waiting]
+        event = protocol.commentary_append(text, self._live_id(handover_id))
+        await self._send({**event, "event_id": event_id} if event_id else event)
+        for delegation_id in joined:  # the same turn delegated again: the same answer, for each
             await self._send(protocol.commentary_append(text, delegation_id))
         item = ev.ConversationItem(self._new_id("answer"), "function_call_output", "system",
                                    tool_call_id=handover_id, output=event["content"])  # fmt: skip
         self._emit(ev.ItemAdded(item, APPEND))
+
+    def _on_commentary_appended(self, raw: Raw) -> None:
+        """A tagged line is placed: the speech that follows is that line (the utterance still
+        going, an acknowledgement, ends here)."""
+        purpose = self._tagged.pop(str(raw.get("client_event_id")), None)
+        if purpose is None:
+            return
+        if self._agent is not None:
+            self._end_utterance(self._agent)
+        self._next_purpose = purpose
 
     async def stop_speaking(self, item_id: str, heard_ms: int) -> None:
         """The model owns barge-in on Live (nothing to send); the caller's buffer is cleared by
@@ -418,25 +472,12 @@ class LiveEngine:
         """No client event cancels Live speech."""
 
     async def restore(self, items: Sequence[HistoryItem]) -> Restored:
-        """A new session after a drop: the conversation so far as silent context. Hand-overs
-        are reported with those answered, so that an answer the dead socket never took is
-        given again (as general commentary: the delegation died with its session)."""
-        lines = [f"{'Caller' if i.role == 'user' else 'Agent'}: {i.text}" for i in items
-                 if i.kind == "message" and i.text and i.role in ("user", "assistant")]  # fmt: skip
-        handovers = frozenset(i.tool_call_id for i in items if i.kind == "function_call" and i.tool_call_id)
-        answered = frozenset(
-            i.tool_call_id for i in items if i.kind == "function_call_output" and i.tool_call_id
-        )
-        if not lines:
-            return Restored(handovers=handovers, answered=answered)
-        kept = [lines[-1]]  # the newest turns that fit (the last one at least, shortened)
-        for line in reversed(lines[-20:-1]):
-            if protocol.estimated_tokens("\n".join([RESTORE_INTRO, line, *kept])) > MAX_APPEND_TOKENS:
-                break
-            kept.insert(0, line)
-        await self._send(protocol.thinking_append("\n".join([RESTORE_INTRO, *kept]), None))
-        item_ids = frozenset(i.id for i in items if i.kind == "message" and i.text)
-        return Restored(item_ids=item_ids, handovers=handovers, answered=answered)
+        """A new session after a drop: the conversation so far as silent context (see
+        :func:`~responder.engines.live.restore.restored_context`)."""
+        note, restored = restored_context(items)
+        if note is not None:
+            await self._send(protocol.thinking_append(note, None))
+        return restored
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -452,29 +493,6 @@ _TRANSLATE: dict[str, Callable[[LiveEngine, Raw], None]] = {
     "session.delegation.created": LiveEngine._on_delegation,
     "session.input_audio.append": LiveEngine._on_reflected_audio,  # sideband only
     "transport.dtmf.received": LiveEngine._on_dtmf,  # sideband of a SIP call
+    "session.commentary.appended": LiveEngine._on_commentary_appended,
     "error": LiveEngine._on_error,
 }
-
-
-@asynccontextmanager
-async def open_live_engine(
-    client: AsyncOpenAI, call_id: str, session: dict[str, Any], log: FilteringBoundLogger, *,
-    bytes_per_ms: float, recovery_s: float,
-) -> AsyncIterator[LiveEngine]:  # fmt: skip
-    """A new GPT-Live session on the primary WebSocket (``session.start`` on :meth:`start`).
-    The SDK's own reconnect stays off: a new socket is a new session, which the controller
-    resumes itself."""
-    async with client.live.connect() as conn:
-        socket = RealtimeConnection(conn, call_id, frame_audio=protocol.audio_append)
-        yield LiveEngine(socket, session, log, bytes_per_ms=bytes_per_ms, recovery_s=recovery_s)
-
-
-@asynccontextmanager
-async def open_live_sideband(
-    client: AsyncOpenAI, session_id: str, log: FilteringBoundLogger, *, recovery_s: float
-) -> AsyncIterator[LiveEngine]:
-    """The sideband of a Live session OpenAI carries (SIP accepted, WebRTC created)."""
-    async with client.live.sideband.connect(session_id=session_id) as conn:
-        socket = RealtimeConnection(conn, session_id, frame_audio=protocol.audio_append)
-        yield LiveEngine(socket, {}, log, bytes_per_ms=SIDEBAND_BYTES_PER_MS, recovery_s=recovery_s,
-                         sideband=True)  # fmt: skip

@@ -16,11 +16,13 @@ import yaml
 
 from callrecord.history import HistoryItem
 from infra.settings import Settings
+from responder.core.sessions import MAX_DROPS_PER_CALL
 from responder.trace import render_text, trace_from_redis
 from simulator.scenario import Scenario, Turn, load_scenario
 from tests.support.calls import conversation, ended_call_items, run_call
 from tests.support.service import TIMING_SPEED, RunningService
-from tests.support.websocket_calls import scenario_script, ws_call
+from tests.support.waits import wait_until
+from tests.support.websocket_calls import PcmClient, scenario_script, ws_call
 
 
 def assert_live_clean(svc: RunningService) -> None:
@@ -95,15 +97,24 @@ async def test_a_slow_supervisor_gets_one_hold_line_and_a_late_one_the_fallback(
     scenario = load_scenario("supervisor_timeout")
     settings = live(make_settings, hold_delay_s=0.5, supervisor_deadline_s=1.5,
                     simulator_scenario="supervisor_timeout")  # fmt: skip
-    svc, report, _ = await run_call(start_service, settings, scenario)
+    svc, report, items = await run_call(start_service, settings, scenario)
     [decision] = await svc.services.history.get_decisions(report.call_sid)
     assert decision.outcome == "timeout" and decision.trigger == "delegation"
-    commentary = [e for e in svc.services.simulator.state.live_client_events
-                  if e["type"] == "session.commentary.append"]  # fmt: skip
-    holds = [e for e in commentary if "still checking" in e["content"]]
-    assert len(holds) == 1  # one hold line, never dead air
+    [delegation] = handovers(items)
+    events = svc.services.simulator.state.live_client_events
+    commentary = [e for e in events if e["type"] == "session.commentary.append"]
+    # progress is one silent note for the delegation (the model may say a hold line itself);
+    # a commentary would be taken for the answer
+    thinking = [e for e in events if e["type"] == "session.thinking.append"]
+    [hold] = [e for e in thinking if "still checking" in e["content"]]
+    assert hold["delegation_id"] == delegation.tool_call_id
+    assert not [e for e in commentary if "still checking" in e["content"]]
     [answer] = [e for e in commentary if e["delegation_id"] is not None]
     assert answer["content"] == decision.text  # the fallback, for the delegation
+    said = [text for role, text in conversation(items) if role == "assistant"]
+    after_greeting = " ".join(said[1:])  # never dead air: the acknowledgement first, then the fallback
+    assert 0 <= after_greeting.index(scenario.turns[0].filler) < after_greeting.index(decision.text)
+    assert said[-1].endswith(decision.text)  # past the deadline, the fallback is spoken
     assert_live_clean(svc)
 
 
@@ -143,3 +154,42 @@ async def test_barge_in_on_live_stops_the_agent_for_the_caller_and_keeps_what_wa
     assert any(turn.barged_in for turn in session.caller_turns)  # the model heard the caller over it
     assert conversation(items)[-1] == ("assistant", scenario.turns[-1].reply)  # the call went on
     assert_live_clean(svc)
+
+
+async def test_a_session_start_never_confirmed_fails_the_call_through_its_normal_path(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    svc = await start_service(make_settings(engine="live", live_session_start_timeout_s=0.3))
+    state = svc.services.simulator.state
+    state.live_unconfirmed_starts = 100  # the server takes session.start and never answers
+
+    async def script(client: PcmClient) -> None:
+        await wait_until(client.closed.is_set, 20, what="the call's end")
+
+    report = await ws_call(svc, script, engine="live")
+    assert report.ended == {"type": "ended", "reason": "realtime_failed"}
+    meta = await svc.services.history.get_meta(report.call_id)
+    assert meta["status"] == "ended" and meta["end_reason"] == "realtime_failed"
+    # each new session is a drop of its own: the first and one per drop allowed, then the end
+    assert len(state.live_sessions) == 1 + MAX_DROPS_PER_CALL
+    assert not any(s.started for s in state.live_sessions)
+    assert state.live_invalid_events == []
+    # nothing but the goodbye was sent to a session that never started (audio was held)
+    assert {e["type"] for e in state.live_refused_events} <= {"session.close"}
+
+
+async def test_a_call_whose_first_session_never_starts_goes_on_on_the_next(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    scenario = load_scenario("returns")
+    svc = await start_service(make_settings(engine="live", live_session_start_timeout_s=0.3))
+    state = svc.services.simulator.state
+    state.live_unconfirmed_starts = 1
+    report = await ws_call(svc, scenario_script(scenario), engine="live")
+    await ended_call_items(svc, report.call_id)
+    [decision] = await svc.services.history.get_decisions(report.call_id)
+    assert decision.trigger == "delegation" and "returns@3" in decision.policy_labels()
+    first, second = state.live_sessions
+    assert not first.started and second.started
+    assert state.live_invalid_events == []
+    assert {e["type"] for e in state.live_refused_events} <= {"session.close"}
