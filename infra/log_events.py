@@ -23,6 +23,7 @@ LogEvent = Literal[
     "app.drained",
     "app.draining",
     "app.event_loop",
+    "app.event_loop_stalled",  # a timer ran late by more than 100 ms (responder/server/loop_monitor.py)
     "app.heap_frozen",
     "app.no_api_key",
     "app.public_url_missing",

@@ -20,6 +20,7 @@ from responder.runtime.admission import CallAdmission
 from responder.runtime.handshake import PendingSockets
 from responder.runtime.services import SERVICES, Services
 from responder.runtime.supervisor_client import RemoteSupervisor
+from responder.server.loop_monitor import loop_monitor
 from responder.server.warmup import warm_up_sdk, warm_up_text_model
 from responder.transports.sip import SIP_WEBHOOK_PATH, add_sip_routes
 from responder.transports.twilio.control import close_twilio_client, make_twilio_client
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> web.Application:
         handler_args=server_options(settings.http_read_timeout_s),  # slow headers, for every runner
     )
     app.cleanup_ctx.append(_lifecycle(settings))
+    app.cleanup_ctx.append(loop_monitor)  # responder_event_loop_lag_seconds
     app.on_shutdown.append(_mark_stopping)
     add_twilio_routes(app)
     add_sip_routes(app)
