@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     from responder.server.app import create_app
-    from responder.server.drain import drain_on_sigterm
+    from responder.server.drain import HANDLERS_AT_EXIT_S, drain_on_sigterm
 
     updates: dict[str, Any] = {}
     if host:
@@ -92,7 +92,10 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     drain_on_sigterm(app, settings.drain_s, settings.drain_goodbye_s)
     app.on_startup.append(_freeze_heap)  # after the lifecycle's startup: services are built
     # no access log: request lines carry live-transcript tokens (?token=); events are logged instead
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None, loop=_event_loop())
+    web.run_app(
+        app, host=settings.host, port=settings.port, print=None, access_log=None, loop=_event_loop(),
+        shutdown_timeout=HANDLERS_AT_EXIT_S,  # after a drain no call is left: nothing to wait for
+    )  # fmt: skip
     return 0
 
 

@@ -61,7 +61,7 @@ class ActionRunner:
         self.record: ActionRecord | None = None
         self._started = False
         self._wake = asyncio.Event()  # the line was heard or the call ended: act now
-        self._line_wait_s = ACTION_LINE_WAIT_S  # how long the line may take to be heard
+        self._act_by: float | None = None  # loop time the action happens by (perform_later)
 
     def request(
         self, name: ActionName, tool_call_id: str, arguments: str
@@ -97,13 +97,19 @@ class ActionRunner:
     async def perform_later(self, host: ActionHost, wait_s: float = ACTION_LINE_WAIT_S) -> None:
         """The action happens even if its line is never spoken (refused, lost) or the call
         ends first (the realtime side failed: a transfer still gets the caller to a person).
-        All within ``wait_s`` of the request: the line's wait is not granted a second time."""
-        self._line_wait_s = min(self._line_wait_s, wait_s)
-        try:
-            await asyncio.wait_for(self._wake.wait(), wait_s)
-        except TimeoutError:
-            self._line_wait_s = 0.0  # the line had its time: act now
+        All within ``wait_s`` of the request: however the line's playing is reported (mark
+        echoes that may never come), the wait for it ends with this budget, not after it."""
+        act_by = asyncio.get_running_loop().time() + wait_s
+        self._act_by = act_by if self._act_by is None else min(self._act_by, act_by)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self._time_left())
         await self.perform(host)
+
+    def _time_left(self) -> float:
+        """What is left of the action's budget for its line to be heard."""
+        if self._act_by is None:
+            return ACTION_LINE_WAIT_S
+        return max(0.0, self._act_by - asyncio.get_running_loop().time())
 
     def call_closed(self) -> None:
         """The controller closed: a requested action that has not run yet runs now."""
@@ -153,7 +159,7 @@ class ActionRunner:
 
     async def _until_line_heard(self, host: ActionHost, line: str) -> None:
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._line_wait_s):
+            async with asyncio.timeout(self._time_left()):
                 if self.remote_ms_per_char is not None:
                     await asyncio.sleep(len(line) * self.remote_ms_per_char / 1000)
                 await host.until_silent()

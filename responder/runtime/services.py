@@ -45,6 +45,15 @@ class Services:
         return view_token(self.view_secret, call_id)
     draining: bool = False  # set on SIGTERM: /readyz answers 503 so that no new calls arrive
     stopping: bool = False  # set at shutdown, before live connections are cut: their end reason
+    exit_by: float | None = None  # loop time a drain's shutdown must be over by (server/drain.py)
+
+    def shutdown_wait_s(self, usual_s: float, floor_s: float = 0.0) -> float:
+        """How long one step of the shutdown may wait: ``usual_s``, or what is left before
+        :attr:`exit_by` (at least ``floor_s``) once a drain has set it."""
+        if self.exit_by is None:
+            return usual_s
+        left = self.exit_by - asyncio.get_running_loop().time()
+        return max(floor_s, min(usual_s, left))
 
     def spawn_call(self, coro: Any, name: str) -> asyncio.Task[Any]:
         """Run a call that no request owns (SIP, WebRTC sideband); shutdown waits for it."""

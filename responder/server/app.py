@@ -135,16 +135,18 @@ def _lifecycle(settings: Settings):  # type: ignore[no-untyped-def]
         try:
             yield
         finally:
-            await _finish_calls(app[SERVICES])
-            app[SERVICES].reservations.release_all()
-            await finish_kept_tasks(settings.supervisor_deadline_s + 2.0)
+            services = app[SERVICES]  # after a drain, each wait is bounded by its exit deadline
+            await _finish_calls(services, services.shutdown_wait_s(5.0))
+            services.reservations.release_all()
+            await finish_kept_tasks(services.shutdown_wait_s(settings.supervisor_deadline_s + 2.0))
             await close_twilio_client(twilio_client)
             await client.close()
             await supervisor.aclose()
             if remote is not None:
                 await remote.aclose()
             await policy_sync.stop()
-            await history.aclose(timeout_s=3.0)  # a last flush of writes an outage buffered
+            # a last flush of writes an outage buffered
+            await history.aclose(timeout_s=services.shutdown_wait_s(3.0, floor_s=0.2))
             await redis.close()
             if simulator is not None:
                 await simulator.close()

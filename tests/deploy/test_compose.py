@@ -11,6 +11,7 @@ import pytest
 import yaml
 from compose_spec import PyCompose, parse_duration
 
+from responder.server.drain import SHUTDOWN_MARGIN_S
 from tests.support.deploy import DEPLOY, REPO, SECRET_NAMES, known_env_names
 
 COMPOSE = DEPLOY / "compose.yaml"
@@ -56,7 +57,9 @@ def test_responder_builds_the_image_and_drains_within_the_grace_period(compose: 
     assert (context / responder["build"]["dockerfile"]).is_file()
     assert "profiles" not in responder
     drain_s = float(responder["environment"]["RESPONDER_DRAIN_S"])
-    assert parse_duration(responder["stop_grace_period"]) > drain_s
+    # the process is gone SHUTDOWN_MARGIN_S after the drain limit (test_drain_sigterm.py): the
+    # grace period covers both with room to spare (issue 14, item 11: 30.5 s against 30 s once)
+    assert parse_duration(responder["stop_grace_period"]) >= drain_s + SHUTDOWN_MARGIN_S + 5
     assert responder.get("stop_signal", "SIGTERM") == "SIGTERM"
     assert responder["depends_on"]["redis"]["condition"] == "service_healthy"
     redis_url = urlsplit(responder["environment"]["REDIS_URL"])

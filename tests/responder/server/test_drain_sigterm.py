@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp.test_utils import unused_port
 
 from responder.core.actions import DRAIN_LINE
+from responder.server.drain import SHUTDOWN_MARGIN_S
 from simulator.caller import place_call
 from simulator.scenario import load_scenario
 from tests.support.paths import REPO
@@ -72,3 +73,66 @@ async def test_sigterm_drains_a_live_call_and_exits_zero(
     assert action["reason"] == "service_draining"
     [drained] = [e for e in events if e["event"] == "app.drained"]
     assert drained["active_calls"] == 0 and drained["said_goodbye"] == 1
+
+
+async def _silent_browser_call(url: str, ended: asyncio.Future[float]) -> None:
+    """A /calls/ws caller that takes the audio and never echoes a mark (its player is stuck):
+    the goodbye line is never heard as played. Resolves ``ended`` when the service says so."""
+    loop = asyncio.get_running_loop()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(url.replace("http", "ws", 1) + "/calls/ws") as ws,
+    ):
+        await ws.send_json({"type": "start", "caller": "+15555550123"})
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.TEXT and json.loads(msg.data).get("type") == "ended":
+                ended.set_result(loop.time())
+        if not ended.done():
+            ended.set_result(loop.time())
+
+
+async def test_a_drain_ends_inside_its_limit_when_the_caller_never_echoes_marks(
+    redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    """Issue 14, item 11: with RESPONDER_DRAIN_S=20 a client that does not echo marks was ended at
+    24.5 s and the process exited 30.5 s after SIGTERM, past compose's 30 s grace period. The
+    goodbye's wait for the line is bounded by what is left of the drain, not by mark echoes;
+    the call ends inside the limit and the process exits within DRAIN_S + SHUTDOWN_MARGIN_S."""
+    port = unused_port()
+    log_file = tmp_path / "serve.jsonl"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RESPONDER_"))},
+        "REDIS_URL": redis_url, "RESPONDER_REDIS_PREFIX": key_prefix, "TWILIO_AUTH_TOKEN": AUTH,
+        "RESPONDER_DRAIN_S": str(DRAIN_S), "RESPONDER_DRAIN_GOODBYE_S": str(GOODBYE_S),
+        "RESPONDER_SIMULATOR_SPEED": str(SPEED), "RESPONDER_LOG_FILE": str(log_file),
+    }  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "responder.cli.main", "serve", "--port", str(port),
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[float] = loop.create_future()
+    try:
+        async with aiohttp.ClientSession() as http:
+            await wait_ready(http, url, proc)
+        call = asyncio.create_task(_silent_browser_call(url, ended))
+        await asyncio.sleep(1.5)  # the greeting is being sent, never acknowledged
+        assert not ended.done()
+        sent = loop.time()
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 40)
+        exited_after = loop.time() - sent
+        await asyncio.wait_for(call, 5)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert code == 0
+    assert ended.result() - sent <= DRAIN_S  # the call ended inside the drain
+    assert exited_after < DRAIN_S + SHUTDOWN_MARGIN_S, exited_after
+    events = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines()]
+    [drained] = [e for e in events if e["event"] == "app.drained"]
+    assert drained["said_goodbye"] == 1
+    [action] = [e for e in events if e["event"] == "call.action"]
+    assert action["reason"] == "service_draining"
