@@ -149,7 +149,13 @@ async def test_barge_in_on_live_stops_the_agent_for_the_caller_and_keeps_what_wa
     [cut] = [i for i in items if i.status == "interrupted"]
     assert cut.role == "assistant" and cut.audio_end_ms is not None and cut.audio_end_ms > 0
     assert cut.full_text and cut.text is not None and cut.full_text.startswith(cut.text)
-    assert len(cut.text) < len(cut.full_text)  # heard: only the start of it
+    # heard: only the start of the answer. Measured against the answer, not against the
+    # transcript known at the barge-in: that depends on where the model's fragments (a few
+    # words each, ahead of their audio) fall against the moment the caller spoke, which is
+    # not what this test is about
+    [decision] = await svc.services.history.get_decisions(report.call_sid)
+    heard = cut.text.removeprefix(scenario.turns[0].filler or "").strip()
+    assert heard and decision.text.startswith(heard) and len(heard) < len(decision.text)
     [session] = svc.services.simulator.state.live_sessions
     assert any(turn.barged_in for turn in session.caller_turns)  # the model heard the caller over it
     assert conversation(items)[-1] == ("assistant", scenario.turns[-1].reply)  # the call went on
