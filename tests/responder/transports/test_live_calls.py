@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from structlog.testing import capture_logs
 
 from callrecord.history import HistoryItem
 from infra.settings import Settings
@@ -199,3 +200,26 @@ async def test_a_call_whose_first_session_never_starts_goes_on_on_the_next(
     assert not first.started and second.started
     assert state.live_invalid_events == []
     assert {e["type"] for e in state.live_refused_events} <= {"session.close"}
+
+
+async def test_an_answer_after_the_caller_hung_up_is_dropped_and_logged_on_live(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    scenario = load_scenario("slow_supervisor").model_copy(update={"quiet_ms": 300})
+    settings = live(make_settings, simulator_scenario="slow_supervisor", hold_delay_s=10)
+    with capture_logs() as logs:
+        svc, report, _ = await run_call(start_service, settings, scenario)
+        history = svc.services.history
+        await wait_until(lambda: history.get_decisions(report.call_sid), 10, 0.1, what="the decision")
+        await wait_until(lambda: [e for e in logs if e["event"] == "call.late_result_dropped"], 10, 0.05,
+                         what="the dropped answer")  # fmt: skip
+    [dropped] = [e for e in logs if e["event"] == "call.late_result_dropped"]
+    assert dropped["reason"] == "call ended"
+    [decision] = await history.get_decisions(report.call_sid)  # kept for the audit trail
+    assert decision.outcome == "ok" and decision.trigger == "delegation"
+    items = await history.get_items(report.call_sid)
+    assert not [i for i in items if i.kind == "function_call_output"]
+    answers = [e for e in svc.services.simulator.state.live_client_events
+               if e["type"] == "session.commentary.append" and e["delegation_id"] is not None]  # fmt: skip
+    assert answers == []
+    assert_live_clean(svc)
