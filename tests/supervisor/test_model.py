@@ -143,3 +143,31 @@ async def test_double_rejects_missing_auth_and_bad_json(start_text_model: StartT
 def test_unknown_api_mode_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown api mode"):
         OpenAIModelClient.create(model="m", api_key="k", api="completions")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("api", ["responses", "chat"])
+async def test_request_bodies_are_what_the_sdks_own_transform_would_send(
+    api: str, library: PolicyLibrary
+) -> None:
+    """The client posts its bodies as built (supervisor/model.py docstring); the SDK's
+    ``*.create`` would first run them through its param transform. For these bodies that walk
+    must change nothing, or posting them directly would send something else."""
+    from openai._utils import async_maybe_transform
+    from openai.types.chat import completion_create_params
+    from openai.types.responses import response_create_params
+
+    client = OpenAIModelClient(
+        AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9"), "gpt-4.1", api,  # type: ignore[arg-type]
+        max_output_tokens=300, temperature=0.2,
+    )  # fmt: skip
+    turn = ModelTurn(text="Checking.", tool_calls=[ToolCall("c1", "lookupPolicyDocument", '{"topic":"x"}')])
+    history = [Message("user", "hi é ☃"), turn, ToolOutput("c1", "{}"), Message("assistant", "ok")]
+    body = client.request_body("Be brief.", history, default_registry(library).specs())
+    params = (
+        completion_create_params.CompletionCreateParamsNonStreaming
+        if api == "chat"
+        else response_create_params.ResponseCreateParamsNonStreaming
+    )
+    assert await async_maybe_transform(body, params) == body
+    assert body["tools"] and (body["messages"] if api == "chat" else body["input"])
+    await client.aclose()
