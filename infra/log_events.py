@@ -53,7 +53,6 @@ LogEvent = Literal[
     "call.cut_off_item_not_recorded",
     "call.dtmf",
     "call.dtmf_rate_limited",
-    "call.dtmf_unrecorded",
     "call.end_not_recorded",
     "call.ended",
     "call.event_handler_failed",

@@ -33,6 +33,7 @@ from responder.core.controller import CallController, CallerLink, ControllerConf
 from responder.core.end_reason import caller_gone_reason
 from responder.core.engine import EngineName
 from responder.core.keypad import EARLY_KEYS_MAX
+from responder.core.recorder import TranscriptRecorder
 from responder.runtime.services import Services
 from responder.transports.runner import run_call, stream_opener
 
@@ -40,6 +41,7 @@ START_TIMEOUT_S = 10.0
 MAX_FRAME_BYTES = 64 * 1024
 MAX_MSG_SIZE = MAX_FRAME_BYTES + 1  # aiohttp closes (1009) on a message of max_msg_size bytes or more
 UNKNOWN_CALL = "unknown"
+EARLY_KEYS_WRITE_S = 2.0  # a call whose session never came: its key presses are written still
 
 FrameHandler = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -206,6 +208,18 @@ class StreamCall:
         """The call is over on the service side (first reason wins); tell the caller if the
         protocol has a way to. Twilio has none: closing the socket says it."""
 
+    async def _record_early_keys(self) -> None:
+        config = self.controller_config()
+        recorder = TranscriptRecorder(
+            self.call_id, self.services.history, self.log, config.dtmf_rate_per_s, config.dtmf_burst
+        )
+        for digit, arrived in self._early_keys:
+            recorder.key_press(digit, arrived)
+        if self._early_overflow:
+            recorder.keys_refused(self._early_overflow, "early_overflow")
+        self._early_keys, self._early_overflow = [], 0
+        await recorder.lane.aclose(EARLY_KEYS_WRITE_S)
+
     async def _record_open(self) -> bool:
         """Whether the call's record still says active; unreadable (Redis down and nothing of
         the call buffered) counts as open, so that its end is written (buffered) anyway."""
@@ -231,8 +245,8 @@ class StreamCall:
         if self.controller is not None:
             await self.controller.close(reason)  # idempotent; covers a controller created meanwhile
             return
-        if self._early_keys or self._early_overflow:  # the session never came: said, not recorded
-            self.log.warning("call.dtmf_unrecorded", count=len(self._early_keys) + self._early_overflow)
+        if self._early_keys or self._early_overflow:  # the session never came: record them now
+            await self._record_early_keys()
         if await self._record_open():
             await self.services.history.set_meta(
                 self.call_id, status="ended", ended_at=time.time(), end_reason=reason

@@ -1,4 +1,4 @@
-"""Issue 14's reproductions of items 1, 2, 7, 8, 12 and 13, replayed as an attacker would run
+"""Issue 14's reproductions of items 1, 2, 5, 6, 7, 8, 11, 12 and 13, replayed as an attacker would run
 them against a running service on loopback. Every loop is bounded and stops by itself; each
 test states what the attack got before the fix and checks what it gets now."""
 
@@ -19,11 +19,13 @@ from aiohttp.test_utils import TestServer
 from infra.logs import configure_logging
 from infra.settings import Settings
 from responder.runtime.handshake import BURST_FACTOR, GRACE_S
+from responder.server.drain import drain
 from simulator.sip import incoming_call_event, sign
 from supervisor.service import create_service_app
 from tests.support.calls import wait_for_status
 from tests.support.logs import read_log
 from tests.support.raw_http import dribble_headers, raw_request, status_and_json
+from tests.support.service import RunningService
 from tests.support.sideband import SIP_SECRET
 from tests.support.twilio import (
     closed_with,
@@ -41,6 +43,7 @@ from tests.support.twilio import (
 from tests.support.waits import wait_until
 
 ATTEMPTS = 50
+KEY_FLOOD = 2000  # DTMF frames on one call (the issue's reproduction sent 20,000)
 ADMIN = "admin-token-0123456789abcdef"
 EDITOR = "editor-token-0123456789abcdef"
 SUPERVISOR = "supervisor-token-0123456789abcdef"
@@ -207,3 +210,88 @@ async def test_malformed_and_slow_requests_get_clean_refusals(
             assert ws.close_code != 1009
     finally:
         await supervisor.close()
+
+
+async def _browser_call(svc: RunningService, frames: list[str]) -> str:
+    """A /calls/ws call that sends ``frames`` right after its start, then stops; its id."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(svc.url.replace("http", "ws") + "/calls/ws") as ws,
+    ):
+        await ws.send_json({"type": "start", "caller": "+15555550123"})
+        await wait_until(lambda: svc.services.live_controllers, 5.0, what="the call's controller")
+        for frame in frames:
+            await ws.send_str(frame)
+        await ws.send_str('{"type": "stop"}')
+        call_id = ""
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.TEXT and (message := json.loads(msg.data)).get("type") == "call":
+                call_id = message["call_id"]
+    await wait_for_status(svc, call_id, {"ended"})
+    return call_id
+
+
+async def test_key_press_floods_stay_bounded_and_early_key_presses_are_kept(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings], json_log: Path
+) -> None:
+    """Issue 14, items 5 and 6. Before: 20,000 DTMF frames on one /calls/ws call stored 15,355
+    items (7-day TTL) and wrote 20,000 log lines; a Twilio caller's presses right after start,
+    before the model session was attached, were neither recorded nor logged. Here: 2,000 frames."""
+    svc: RunningService = await start_service(make_settings(greeting=False))
+    flood = await _browser_call(svc, ['{"type":"dtmf","digit":"9"}'] * KEY_FLOOD)
+    items = await svc.services.history.get_items(flood)
+    pressed = [i for i in items if i.kind == "dtmf"]
+    assert 20 <= len(pressed) < 200, len(pressed)  # the burst, then 10/s for as long as it lasted
+    async with aiohttp.ClientSession() as http:
+        params = webhook_params()
+        stream = stream_parameters(await post_webhook(http, svc, params))
+        assert stream is not None
+        async with http.ws_connect(media_url(svc)) as ws:
+            await ws.send_str(start_frame(params["CallSid"], stream, stream_sid="MZ" + "e" * 32))
+            for digit in "4711":
+                await ws.send_str(
+                    json.dumps({"event": "dtmf", "streamSid": "MZ" + "e" * 32, "dtmf": {"digit": digit}})
+                )
+            await wait_until(lambda: svc.services.live_controllers, 5.0, what="the call's controller")
+            await ws.send_str(json.dumps({"event": "stop", "streamSid": "MZ" + "e" * 32}))
+    await wait_for_status(svc, params["CallSid"], {"ended"})
+    early = await svc.services.history.get_items(params["CallSid"])
+    assert [i.text for i in early if i.kind == "dtmf"] == list("4711")
+
+    capped: RunningService = await start_service(
+        make_settings(greeting=False, max_items_per_call=60, dtmf_rate_per_s=1e6, dtmf_burst=10**6)
+    )
+    full = await _browser_call(capped, ['{"type":"dtmf","digit":"3"}'] * KEY_FLOOD)
+    assert len(await capped.services.history.get_items(full)) == 54  # 90 % of 60: the rest refused
+    assert await capped.services.redis.client.llen(capped.services.history.key(full, "order")) == 54
+
+    text = await asyncio.to_thread(json_log.read_text, encoding="utf-8")
+    lines = text.splitlines()
+    assert sum('"call.dtmf"' in line and flood in line for line in lines) == len(pressed)  # not 2,000
+    assert sum('"call.dtmf_rate_limited"' in line for line in lines) <= 3  # one, then one each 10 s
+    assert sum('"call.items_capped"' in line for line in lines) == 1
+
+
+async def test_a_drain_ends_a_call_that_never_echoes_marks_inside_its_limit(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """Issue 14, item 11. Before: with RESPONDER_DRAIN_S=20 a client that does not echo marks was
+    ended at 24.5 s (the goodbye line waited for echoes past the limit). Here: a 4 s drain."""
+    svc: RunningService = await start_service(make_settings())
+    loop = asyncio.get_running_loop()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(svc.url.replace("http", "ws") + "/calls/ws") as ws,
+    ):
+        await ws.send_json({"type": "start", "caller": "+15555550123"})
+        await wait_until(lambda: svc.services.live_controllers, 5.0, what="the call's controller")
+        started = loop.time()
+        drained = asyncio.create_task(drain(svc.services, drain_s=4.0, goodbye_s=3.0))
+        ended_at = None
+        async for msg in ws:  # audio and marks come; no mark is ever echoed
+            if msg.type == aiohttp.WSMsgType.TEXT and json.loads(msg.data).get("type") == "ended":
+                ended_at = loop.time() - started
+        said_goodbye = await drained
+    assert said_goodbye == 1
+    assert ended_at is not None and ended_at <= 4.0, ended_at
+    assert svc.services.admission.active_total == 0

@@ -216,3 +216,22 @@ async def test_key_presses_right_after_start_are_recorded_in_order(
     items = await ended_call_items(svc, report.call_id)
     assert [i.text for i in items if i.kind == "dtmf"] == ["1", "2", "3", "4"]
     assert [e["digit"] for e in logs if e["event"] == "call.dtmf"] == ["1", "2", "3", "4"]
+
+
+async def test_key_presses_of_a_call_stopped_before_its_session_came_up_are_recorded(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """Issue 14, item 6: a caller who presses keys and stops at once, before the session is up."""
+    svc: RunningService = await start_service(make_settings())
+    url = svc.url.replace("http", "ws", 1) + "/calls/ws"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        await ws.send_json({"type": "start", "caller": CALLER})
+        for digit in "0815":
+            await ws.send_json({"type": "dtmf", "digit": digit})
+        await ws.send_json({"type": "stop"})
+        call_id = ""
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.TEXT and (frame := msg.json()).get("type") == "call":
+                call_id = frame["call_id"]
+    items = await ended_call_items(svc, call_id)
+    assert [i.text for i in items if i.kind == "dtmf"] == list("0815")
