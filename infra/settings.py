@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     stream_handshake_s: float = Field(
         default=3.0, gt=0, description="A Twilio media socket must show its stream token (start) this soon."
     )
+    stream_idle_s: float = Field(
+        default=10.0, gt=0, le=300, description="A Twilio media stream that sends no frame this long "
+        "(Twilio sends one every 20 ms for the whole call) is closed: its caller is gone.",
+    )
     pending_sockets_per_client: int = Field(
         default=8, ge=1, description="Media sockets one client may keep open without a stream token past "
         "a 0.5 s grace (a burst of new ones: 4 times as many)."

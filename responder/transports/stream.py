@@ -84,14 +84,18 @@ class StreamCall:
         self.invalid_frames = LogBudget()  # what this connection's bad frames may log
         self.engine: EngineName = services.settings.engine  # a transport may choose per call
         self._run_task: asyncio.Task[None] | None = None
+        self.frames = 0  # frames received (the idle watchdog's clock)
         self._early_keys: list[tuple[str, float]] = []  # (digit, arrival) before the controller
         self._early_overflow = 0  # presses past EARLY_KEYS_MAX before it
 
     # -- the frame loop ------------------------------------------------------------------
     async def serve(self) -> None:
         watchdog = asyncio.create_task(self._require_start())
+        idle_s = self.idle_timeout_s()
+        idle = asyncio.create_task(self._close_when_idle(idle_s)) if idle_s is not None else None
         try:
             async for msg in self.ws:
+                self.frames += 1
                 if msg.type == WSMsgType.TEXT:
                     await self.on_text(msg.data)
                 elif msg.type == WSMsgType.BINARY:
@@ -102,6 +106,8 @@ class StreamCall:
                     break
         finally:
             watchdog.cancel()
+            if idle is not None:
+                idle.cancel()
             if suppressed := self.invalid_frames.take_suppressed():
                 self.log.warning(
                     "stream.invalid_frames_suppressed", transport=self.transport, count=suppressed
@@ -144,6 +150,20 @@ class StreamCall:
 
     def start_timeout_s(self) -> float:
         return START_TIMEOUT_S
+
+    def idle_timeout_s(self) -> float | None:
+        """A socket with no frame for this long is closed (None: the WebSocket ping decides)."""
+        return None
+
+    async def _close_when_idle(self, idle_s: float) -> None:
+        seen = -1
+        while not self.ws.closed:
+            await asyncio.sleep(idle_s)
+            if self.frames == seen and not self.ws.closed:
+                self.log.warning("stream.idle_closed", transport=self.transport, idle_s=idle_s)
+                await self.ws.close(code=1001, message=b"no frames")
+                return
+            seen = self.frames
 
     async def _require_start(self) -> None:
         """A socket that never identifies its call is closed instead of being kept alive."""

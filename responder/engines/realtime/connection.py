@@ -13,6 +13,13 @@ import structlog
 from openai import AsyncOpenAI
 from websockets.exceptions import ConnectionClosed
 
+try:
+    from websockets.protocol import State
+
+    _OPEN: Any = State.OPEN
+except ImportError:  # pragma: no cover - websockets without the Sans-I/O layer
+    _OPEN = None
+
 from responder.engines.realtime.protocol import audio_append
 
 log = structlog.get_logger("realtime")
@@ -84,10 +91,10 @@ class RealtimeConnection:
         queued (messages held back during its reconnect go first), else through ``send_raw``."""
         text = self._frame_audio(b64_audio)
         direct = self._direct
-        if direct is not None and direct.idle():
-            await direct.send(text)
-        else:
+        if direct is None or not direct.idle():
             await self._conn.send_raw(text)
+        elif not direct.write_now(text):
+            await direct.send(text)
 
     def sent_type(self, event_id: str | None) -> str | None:
         """The type of a client event we sent, by id (for logging server errors)."""
@@ -119,12 +126,35 @@ class _DirectSender:
         self._conn = conn
         self._queue = conn._send_queue
         self.send = send
+        self._ws = _writable_now(conn._connection)
 
     def idle(self) -> bool:
         conn = self._conn
         return not (
             conn._is_reconnecting or conn._intentionally_closed or self._queue.has_pending_or_flushing
         )
+
+    def write_now(self, text: str) -> bool:
+        """Write one text frame without a coroutine, when that is all ``send`` would do: the
+        socket open, nothing fragmented in flight, its buffer not over the high-water mark
+        (``send`` would wait for it to drain). False: use :meth:`send`."""
+        ws = self._ws
+        if ws is None or ws.fragmented_send_waiter is not None or ws.paused or ws.protocol.state is not _OPEN:
+            return False
+        if ws.transport.is_closing():
+            return False
+        ws.protocol.send_text(text.encode())
+        ws.send_data()
+        return True
+
+
+def _writable_now(ws: Any) -> Any:
+    """The ``websockets`` asyncio connection if it has what :meth:`_DirectSender.write_now`
+    uses (a newer release may not): None otherwise."""
+    names = ("fragmented_send_waiter", "paused", "protocol", "transport", "send_data")
+    if _OPEN is None or not all(hasattr(ws, name) for name in names):
+        return None
+    return ws if hasattr(ws.protocol, "send_text") and hasattr(ws.protocol, "state") else None
 
 
 def _direct_sender(conn: SdkConnection) -> _DirectSender | None:

@@ -265,6 +265,10 @@ class MediaSession(StreamCall):
         """Unauthenticated until ``start``: a short deadline (never longer than the generic one)."""
         return min(super().start_timeout_s(), self.services.settings.stream_handshake_s)
 
+    def idle_timeout_s(self) -> float:
+        """Twilio sends a frame every 20 ms while the call is up: silence means it is gone."""
+        return self.services.settings.stream_idle_s
+
     def finish_admission(self) -> None:
         """The socket is gone: free its call's admission, count it if it never authenticated."""
         if self.ticket is not None:
@@ -368,7 +372,8 @@ async def media_stream(request: web.Request) -> web.WebSocketResponse:
         ) from None
     session: MediaSession | None = None
     try:
-        ws = web.WebSocketResponse(max_msg_size=MAX_MSG_SIZE, heartbeat=30)
+        # no ping: a timer reset per received frame costs more than the idle check (stream.py)
+        ws = web.WebSocketResponse(max_msg_size=MAX_MSG_SIZE)
         await ws.prepare(request)
         session = MediaSession(ws, services, pending)
         await session.serve()

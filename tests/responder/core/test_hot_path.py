@@ -15,6 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from responder.engines.realtime.connection import make_client, open_realtime
+from responder.engines.realtime.engine import _audio, _audio_fast
+from responder.engines.realtime.event_shape import shape_problem
 from responder.server.warmup import freeze_heap, warm_up_sdk, warm_up_text_model
 from responder.transports.twilio.frames import media_payload
 from simulator.app import create_simulator_app
@@ -99,7 +101,12 @@ async def test_audio_appends_bypass_the_sdk_queue_only_while_it_is_idle() -> Non
             direct = rt._direct
             assert direct is not None, "the SDK's connection internals changed: appends use send_raw"
             assert direct.idle()
+            assert direct._ws is not None, "websockets' internals changed: appends await send()"
             await rt.append_audio(base64.b64encode(b"\xff" * 160).decode())
+            direct._ws.paused = True  # its buffer over the high-water mark: send() waits for it
+            assert not direct.write_now("{}")
+            direct._ws.paused = False
+            assert direct.write_now('{"type":"input_audio_buffer.append","audio":"AAAA"}')
             rt._conn._send_queue.enqueue("{}")  # what the SDK holds back while it reconnects
             assert not direct.idle()
             rt._conn._send_queue.drain()
@@ -109,7 +116,7 @@ async def test_audio_appends_bypass_the_sdk_queue_only_while_it_is_idle() -> Non
                 if event.get("type") in ("input_audio_buffer.cleared", "error"):
                     break
         state = sim.app[STATE_KEY]
-        assert {"type": "input_audio_buffer.append"} in state.client_events
+        assert state.client_events.count({"type": "input_audio_buffer.append"}) == 2
         assert state.invalid_events == []  # the direct append is a valid client event
     finally:
         await client.close()
@@ -157,3 +164,30 @@ def test_probe_stamp_round_trip_and_window() -> None:
     report = recorder.report(1.5, 3.0)
     assert report["calls"]["7"] == {"in_received": 2, "out_sent": 2, "barge_ins": [2.2]}
     assert report["in_latency_ms"]["n"] == 2 and report["in_latency_ms"]["max"] == 9.0
+
+
+# -- model audio deltas without the general shape check --------------------------------------------
+_field: st.SearchStrategy[Any] = st.one_of(
+    st.none(), st.sampled_from(["", "item_1", "resp_1", PAYLOAD]), st.integers(), st.booleans(),
+    st.lists(st.integers(), max_size=2), st.dictionaries(st.sampled_from(["a"]), st.integers(), max_size=1),
+)  # fmt: skip
+
+
+_omit = st.sets(st.sampled_from(["response_id", "delta"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(delta=_field, item_id=_field, response_id=_field, omit=_omit)
+def test_audio_fast_path_gives_what_the_general_path_gives(
+    delta: Any, item_id: Any, response_id: Any, omit: set[str]
+) -> None:
+    raw = {"type": "response.output_audio.delta", "delta": delta, "item_id": item_id}
+    raw["response_id"] = response_id
+    for key in omit:
+        raw.pop(key)
+    fast = _audio_fast(raw)
+    if fast is not None:  # taken only where the general path accepts the event and says the same
+        assert shape_problem(raw) is None
+        assert fast == _audio(None, raw)  # type: ignore[arg-type]
+    elif shape_problem(raw) is None:
+        assert _audio(None, raw) is None  # type: ignore[arg-type]  # nothing to relay either way

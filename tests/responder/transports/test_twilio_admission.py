@@ -122,3 +122,32 @@ async def test_a_burst_of_real_streams_from_one_address_is_not_refused(
         for ws in sockets:
             await ws.close()
     await wait_until(lambda: svc.services.admission.active_total == 0, 10.0, what="the calls ended")
+
+
+async def test_a_stream_that_goes_silent_is_closed_and_its_call_ended(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """No WebSocket ping on a media stream (a timer reset per frame): a stream that stops
+    sending frames, as a half-open connection does, is closed after RESPONDER_STREAM_IDLE_S
+    instead, and its call ends; a stream that keeps sending is left alone."""
+    svc = await start_service(make_settings(stream_idle_s=0.6))
+    quiet, busy = webhook_params(), webhook_params()
+    async with aiohttp.ClientSession() as http:
+        sockets = []
+        for params in (quiet, busy):
+            stream = stream_parameters(await post_webhook(http, svc, params))
+            assert stream is not None
+            ws = await http.ws_connect(media_url(svc), autoclose=False)
+            await ws.send_str(start_frame(params["CallSid"], stream))
+            sockets.append(ws)
+        quiet_ws, busy_ws = sockets
+        reader = asyncio.create_task(closed_with(quiet_ws, 10.0))
+        for _ in range(100):  # 2 s of frames on one of them only
+            await busy_ws.send_str('{"event":"mark","streamSid":"MZ1","mark":{"name":"nope"}}')
+            await asyncio.sleep(0.02)
+        assert await reader == 1001
+        assert busy_ws.close_code is None and not busy_ws.closed
+        ended = await wait_for_status(svc, quiet["CallSid"], {"ended"})
+        assert ended["status"] == "ended"
+        await busy_ws.close()
+        await quiet_ws.close()
