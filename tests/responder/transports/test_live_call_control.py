@@ -1,7 +1,8 @@
 """Transfer and hang-up on the GPT-Live engine: Live has no tools, so the supervisor asks for
 them on a delegated turn (supervisor/call_control.py); the action's line is spoken as that
 delegation's answer (commentary), and once it has been said the call is transferred or hung
-up — Twilio through its REST API, SIP through ``client.live.sessions.refer`` / ``hangup``.
+up — Twilio through its REST API, SIP through ``client.live.sessions.refer`` / ``hangup``,
+WebRTC through ``hangup``, the browser WebSocket by closing it.
 
 Every client event the service sends is validated by the simulator's Live double against
 ``openai.types.live``; none may be invalid and none refused.
@@ -9,8 +10,11 @@ Every client event the service sends is validated by the simulator's Live double
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
+
+import aiohttp
 
 from callrecord.history import HistoryItem
 from infra.settings import Settings
@@ -22,6 +26,8 @@ from simulator.twilio_rest import TwilioRestStandIn
 from tests.support.calls import QUIET_MS, conversation, ended_call_items
 from tests.support.service import AUTH_TOKEN, FAST_SPEED, RunningService
 from tests.support.sideband import SIP_SECRET
+from tests.support.simulator import OFFER
+from tests.support.websocket_calls import PcmClient, scenario_script, ws_call
 
 ACCOUNT = "AC" + "0" * 32
 AGENT = "+15555550199"
@@ -134,4 +140,47 @@ async def test_a_live_sip_call_is_hung_up_after_the_goodbye(
     assert action.name == "end_call" and action.meta["outcome"] == "done"
     assert [a for a, _ in state.actions_for(delivery.call_id)][-1] == "hangup"
     await assert_line_answered_the_delegation(svc, delivery.call_id, GOODBYE_LINE)
+    assert_live_clean(svc)
+
+
+async def test_a_live_webrtc_call_is_hung_up_after_the_goodbye(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    svc = await start_service(make_settings(simulator_scenario="hangup", simulator_speed=FAST_SPEED))
+    state = svc.services.simulator.state
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(svc.url + "/calls/webrtc?engine=live", data=OFFER,
+                  headers={"Content-Type": "application/sdp"}) as resp,  # fmt: skip
+    ):
+        assert resp.status == 200, await resp.text()
+        call_id = resp.headers["X-Call-Id"]
+    items = await ended_call_items(svc, call_id)
+    action = the_action(items)
+    assert action.name == "end_call" and action.meta["outcome"] == "done"
+    assert action.meta["transport"] == "webrtc"
+    assert [a for a, _ in state.actions_for(call_id)][-1] == "hangup"
+    await assert_line_answered_the_delegation(svc, call_id, GOODBYE_LINE)
+    assert_live_clean(svc)
+
+
+async def test_a_live_browser_websocket_call_is_closed_after_the_goodbye(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    scenario = load_scenario("hangup")
+    svc = await start_service(make_settings(simulator_scenario="hangup", simulator_speed=FAST_SPEED))
+    speak = scenario_script(scenario)
+
+    async def script(client: PcmClient) -> None:
+        with contextlib.suppress(aiohttp.ClientConnectionResetError):  # the service hung up on it
+            await speak(client)
+
+    report = await ws_call(svc, script, engine="live")
+    items = await ended_call_items(svc, report.call_id)
+    action = the_action(items)
+    assert action.name == "end_call" and action.meta["outcome"] == "done"
+    assert action.meta["transport"] == "websocket"
+    said = [text for role, text in conversation(items) if role == "assistant"]
+    assert said[-1].endswith(GOODBYE_LINE)
+    await assert_line_answered_the_delegation(svc, report.call_id, GOODBYE_LINE)
     assert_live_clean(svc)
