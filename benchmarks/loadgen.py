@@ -1,13 +1,18 @@
 """Load generator: N concurrent simulated Twilio calls against one service process.
 
-    .venv/bin/python -m benchmarks.loadgen --calls 40 --window 60 [--supervisor-history 200] [--json]
+    .venv/bin/python -m benchmarks.loadgen --calls 40 --window 60 --delta-ms 20 \
+        --supervisor-every 3 [--barge-in-every 2] [--supervisor-history 200] [--json]
 
-Starts the OpenAI simulator in probe mode (``responder simulate --probe``) and the service
-(``responder serve``, pointed at that simulator, Redis from ``REDIS_URL``) as their own
-processes, then places the calls from this process: signed webhook, media stream, 20 ms
-μ-law frames in real time, mark echoes. Reports calls sustained, the service's CPU seconds
-per call-minute and RSS growth per call, relay latency per direction, lost frames,
-speech_started → ``clear`` latency, load average; with ``--supervisor-history`` also the
+Starts the OpenAI simulator in probe mode (``responder simulate --probe``, talking in
+``--delta-ms`` deltas, handing every ``--supervisor-every``-th caller turn to the supervisor
+tool, talked over every ``--barge-in-every``-th response), then — unless ``--no-baseline`` —
+the minimal relay (``benchmarks/minimal_relay.py``) and, after it, the service (``responder
+serve``, pointed at that simulator, Redis from ``REDIS_URL``, JSON logs at ``--log-level``
+unless ``--no-production-logs``) as their own processes, and places the calls from this
+process: signed webhook, media stream, 20 ms μ-law frames in real time, mark echoes. Reports
+calls sustained, CPU seconds per call-minute and RSS growth per call, relay latency per
+direction, lost frames, speech_started → ``clear`` latency, hand-over → answer, load average,
+for the service and the relay, with their ratio; with ``--supervisor-history`` also the
 supervisor's overhead beyond model time. See BENCHMARKS.md for the targets and results.
 """
 
@@ -23,6 +28,7 @@ from typing import Any
 
 import structlog
 
+from benchmarks.load.compare import format_comparison
 from benchmarks.load.run import LoadConfig, run_load
 
 TARGETS = {  # issue 6, item 6
@@ -64,6 +70,8 @@ def format_report(r: dict[str, Any]) -> str:
             f"{lost['caller_to_model']} of {lost['caller_frames_sent']}  (target 0)",
         ),
         ("lost frames model→caller", f"{lost['model_to_caller']} of {lost['model_deltas_sent']}  (target 0)"),
+        ("hand-overs asked / answered", _handovers(r["supervisor_turns"])),
+        ("hand-over → answer asked (ms)", _lat(r["supervisor_turns"]["answer_ms"])),
         (
             "speech_started → clear (ms)",
             _lat(r["speech_started_to_clear_ms"])
@@ -88,8 +96,21 @@ def format_report(r: dict[str, Any]) -> str:
         rows.append(("call errors", "; ".join(r["calls"]["errors"][:5])))
     if r.get("service_log"):
         rows.append(("service log warnings/errors", json.dumps(r["service_log"])))
+    if "service_log_lines" in r:
+        rows.append(("service log lines (whole run)", str(r["service_log_lines"])))
+    if "options" in r:
+        rows.insert(0, ("options", json.dumps(r["options"])))
     width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    text = "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    comparison = format_comparison(r)
+    return text + ("\n\nservice against the minimal relay, same run:\n" + comparison if comparison else "")
+
+
+def _handovers(h: dict[str, Any]) -> str:
+    text = f"{h['asked']} / {h['answered']}"
+    if h["unanswered"] or h["pending"]:
+        text += f"  (unanswered {h['unanswered']}, pending {h['pending']})"
+    return text + f"  (hold lines {h['hold_lines']})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,8 +126,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cprofile", type=Path, default=None, help="cProfile stats file of the service")
     parser.add_argument("--log-dir", type=Path, default=None, help="keep the processes' logs here")
     parser.add_argument("--nice", type=int, default=None, help="priority of the 3 processes (<0: root)")
+    parser.add_argument("--delta-ms", type=int, choices=(20, 100), default=100, help="model audio per delta")
+    parser.add_argument(
+        "--supervisor-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="every Nth caller turn via the supervisor",
+    )
+    parser.add_argument(
+        "--barge-in-every", type=int, default=2, metavar="N", help="talk over every Nth response"
+    )
+    parser.add_argument(
+        "--production-logs", action=argparse.BooleanOptionalAction, default=True,
+        help="the service's JSON logs at --log-level to its stdout (a file); off: warnings only",
+    )  # fmt: skip
+    parser.add_argument("--log-level", default="INFO", help="the service's, with production logs")
+    parser.add_argument(
+        "--baseline", action=argparse.BooleanOptionalAction, default=True,
+        help="measure the minimal relay first (same options) and report ratios to it",
+    )  # fmt: skip
+    parser.add_argument(
+        "--service-env", action="append", default=[], metavar="NAME=VALUE",
+        help="a setting for the service process, e.g. RESPONDER_MARK_INTERVAL_MS=0 (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    service_env = dict(pair.split("=", 1) for pair in args.service_env if "=" in pair)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     cfg = LoadConfig(
         calls=args.calls,
@@ -119,12 +165,20 @@ def main(argv: list[str] | None = None) -> int:
         cprofile=args.cprofile,
         log_dir=args.log_dir,
         nice=args.nice,
+        delta_ms=args.delta_ms,
+        supervisor_every=args.supervisor_every,
+        barge_in_every=args.barge_in_every,
+        production_logs=args.production_logs,
+        log_level=args.log_level,
+        baseline=args.baseline,
+        service_env=service_env,
     )
     if args.redis_url:
         cfg.redis_url = args.redis_url
     result = asyncio.run(run_load(cfg))
     print(json.dumps(result, indent=2) if args.json else format_report(result))
-    return 0 if result["calls"]["sustained"] == result["calls"]["attempted"] else 1
+    targets = [result, result["baseline"]] if result["baseline"] else [result]
+    return 0 if all(t["calls"]["sustained"] == t["calls"]["attempted"] for t in targets) else 1
 
 
 if __name__ == "__main__":

@@ -20,19 +20,22 @@ from aiohttp import web
 
 from simulator.calls import add_call_routes
 from simulator.live_routes import add_live_routes
-from simulator.probe import add_probe_routes
+from simulator.probe import ProbeConfig, add_probe_routes
 from simulator.realtime_routes import add_realtime_routes
 from simulator.scenario import Scenario
 from simulator.state import STATE_KEY, SimulatorState
 from simulator.textmodel import add_text_model_routes
 
 
-def create_simulator_app(scenario: Scenario, speed: float = 1.0, *, probe: bool = False) -> web.Application:
-    """``probe``: realtime sessions are timed load-test models (:mod:`simulator.probe`)."""
+def create_simulator_app(
+    scenario: Scenario, speed: float = 1.0, *, probe: bool | ProbeConfig = False
+) -> web.Application:
+    """``probe``: realtime sessions are timed load-test models (:mod:`simulator.probe`), talking
+    as the :class:`ProbeConfig` given (``True``: the default one)."""
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app[STATE_KEY] = SimulatorState(scenario=scenario, speed=speed)
-    if probe:
-        add_probe_routes(app)
+    if probe is not False:
+        add_probe_routes(app, probe if isinstance(probe, ProbeConfig) else None)
     add_realtime_routes(app)
     add_call_routes(app)
     add_live_routes(app)

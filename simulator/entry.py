@@ -13,6 +13,7 @@ from aiohttp import web
 from simulator.app import create_simulator_app
 from simulator.caller import place_call
 from simulator.caller_types import CallerReport
+from simulator.probe import ProbeConfig
 from simulator.scenario import Scenario, load_scenario
 from simulator.state import STATE_KEY, SimulatorState
 
@@ -21,6 +22,7 @@ SIMULATOR_API_KEY = "sk-simulator-test-double"  # what clients send it; it check
 __all__ = [
     "SIMULATOR_API_KEY",
     "CallerReport",
+    "ProbeConfig",
     "Scenario",
     "SimulatorHandle",
     "SimulatorState",
@@ -70,7 +72,9 @@ async def start_simulator(
     return SimulatorHandle(runner, f"http://{host}:{bound}")
 
 
-def serve_simulator(scenario: str, host: str, port: int, speed: float, *, probe: bool = False) -> None:
+def serve_simulator(
+    scenario: str, host: str, port: int, speed: float, *, probe: bool | ProbeConfig = False
+) -> None:
     """Serve the simulator in the foreground until interrupted (``responder simulate``)."""
     app = create_simulator_app(load_scenario(scenario), speed=speed, probe=probe)
     web.run_app(app, host=host, port=port, print=None, handler_cancellation=True)

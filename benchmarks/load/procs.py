@@ -70,14 +70,15 @@ class Proc:
 
 
 def start(
-    name: str, args: list[str], env: dict[str, str], url: str, log_dir: Path, python: Sequence[str] = ()
-) -> Proc:
-    """``python -m responder ARGS`` with ``env`` added; ``python``: interpreter options first
+    name: str, args: list[str], env: dict[str, str], url: str, log_dir: Path, python: Sequence[str] = (),
+    module: str = "responder",
+) -> Proc:  # fmt: skip
+    """``python -m MODULE ARGS`` with ``env`` added; ``python``: interpreter options first
     (``-m cProfile -o FILE`` profiles the process until it exits)."""
     log_path = log_dir / f"{name}.log"
     with log_path.open("wb") as out:
         popen = subprocess.Popen(
-            [sys.executable, *python, "-m", "responder", *args],
+            [sys.executable, *python, "-m", module, *args],
             env={**os.environ, **env},
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -1,9 +1,14 @@
 """One load run: simulator and service as their own processes, N paced Twilio calls from here.
 
-Timeline: start both processes → one warm-up call → idle (RSS baseline) → N calls started,
+Timeline: start the simulator (probe mode, talking as the run's options say) → with a
+baseline, the minimal relay (:mod:`benchmarks.minimal_relay`) is measured first, then stopped
+→ the service; each target: one warm-up call → idle (RSS baseline) → N calls started,
 staggered → all connected, a short settle → the **steady window** (CPU, RSS, latencies,
-losses are counted for frames stamped inside it) → a drain second → calls hang up →
-optional supervisor measurement → processes stopped, the run's Redis keys deleted.
+losses are counted for frames stamped inside it) → a drain second → calls hang up → the
+target stopped (the service's Redis keys deleted) → optional supervisor measurement.
+
+The result is the service's figures at the top level, the baseline's under ``baseline``,
+and ``ratio`` (service / baseline) for each figure both have.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +30,14 @@ import aiohttp
 from redis.asyncio import Redis
 
 from benchmarks.load.caller import CallStats, LoadCall
+from benchmarks.load.compare import ratios
 from benchmarks.load.procs import Proc, cpu_seconds, cpu_split, free_port, rss_mib, start, wait_ready
 from benchmarks.load.supervisor_bench import supervisor_overhead
-from simulator.probe import percentiles
+from simulator.probe import LEAD_MS, ProbeConfig, percentiles
 
 REDIS_PREFIX = "loadgen"
 CLEAR_MATCH_S = 1.0  # a clear more than this after a barge-in does not belong to it
 RESPONSE_GAP_S = 0.15  # deltas further apart than this belong to different responses
-HEAD_DELTAS = 3  # the probe model's lead: its first 300 ms go out at once
 
 
 @dataclass
@@ -51,9 +56,30 @@ class LoadConfig:
     log_dir: Path | None = None
     connect_timeout_s: float = 30.0
     nice: int | None = None  # scheduling priority of this process and the two it starts
+    delta_ms: int = 100  # the probe model's audio per output delta (20 or 100)
+    supervisor_every: int = 0  # every Nth caller turn through the supervisor tool; 0: never
+    barge_in_every: int = 2  # every Nth response talked over; 0: never
+    production_logs: bool = True  # the service's JSON logs at log_level to its stdout (a file)
+    log_level: str = "INFO"
+    baseline: bool = True  # measure the minimal relay first, same options
+    service_env: dict[str, str] = field(default_factory=dict)  # extra RESPONDER_* settings
+
+    def probe(self) -> ProbeConfig:
+        return ProbeConfig(self.delta_ms, self.barge_in_every, self.supervisor_every)
+
+    def options(self) -> dict[str, Any]:
+        """What the run measured, as reported with its figures."""
+        return {
+            "calls": self.calls, "window_s": self.window_s, "delta_ms": self.delta_ms,
+            "supervisor_every": self.supervisor_every, "barge_in_every": self.barge_in_every,
+            "production_logs": self.production_logs,
+            "log_level": self.log_level if self.production_logs else "WARNING",
+            "baseline": self.baseline, "service_env": dict(self.service_env),
+        }  # fmt: skip
 
 
 async def run_load(cfg: LoadConfig) -> dict[str, Any]:
+    cfg.probe()  # options out of range fail here, not in the simulator process
     if cfg.nice is not None:  # other jobs on the machine: keep their scheduling out of latencies
         os.setpriority(os.PRIO_PROCESS, 0, cfg.nice)  # inherited by the processes started below
     with contextlib.ExitStack() as stack:
@@ -62,38 +88,34 @@ async def run_load(cfg: LoadConfig) -> dict[str, Any]:
         else:
             log_dir = cfg.log_dir
             log_dir.mkdir(parents=True, exist_ok=True)
-        sim_port, svc_port = free_port(), free_port()
+        sim_port = free_port()
+        probe_args = [
+            "--probe", "--probe-delta-ms", str(cfg.delta_ms),
+            "--probe-barge-in-every", str(cfg.barge_in_every),
+            "--probe-supervisor-every", str(cfg.supervisor_every),
+        ]  # fmt: skip
         sim = start(
             "simulator",
-            ["simulate", "--scenario", "returns", "--port", str(sim_port), "--probe"],
+            ["simulate", "--scenario", "returns", "--port", str(sim_port), *probe_args],
             {"RESPONDER_LOG_LEVEL": "WARNING"},
             f"http://127.0.0.1:{sim_port}",
             log_dir,
         )
         stack.callback(sim.stop)
+        await wait_ready(sim, "/_probe")
         token = secrets.token_hex(16)
-        svc = start(
-            "service",
-            ["serve", "--port", str(svc_port)],
-            {
-                "OPENAI_API_KEY": "sk-loadgen-not-a-real-key",
-                "OPENAI_BASE_URL": sim.url + "/v1",
-                "REDIS_URL": cfg.redis_url,
-                "TWILIO_AUTH_TOKEN": token,
-                "TWILIO_ACCOUNT_SID": "",
-                "RESPONDER_HOST": "127.0.0.1",
-                "RESPONDER_PUBLIC_URL": f"http://127.0.0.1:{svc_port}",
-                "RESPONDER_REDIS_PREFIX": REDIS_PREFIX,
-                "RESPONDER_MAX_CONCURRENT_CALLS": str(cfg.calls + 10),
-                "RESPONDER_LOG_FORMAT": "json",
-            },
-            f"http://127.0.0.1:{svc_port}",
-            log_dir,
-            python=["-m", "cProfile", "-o", str(cfg.cprofile)] if cfg.cprofile else (),
-        )
+        baseline = None
+        if cfg.baseline:
+            relay = _start_relay(sim, log_dir)
+            stack.callback(relay.stop)
+            await wait_ready(relay, "/readyz")
+            try:
+                baseline = await _measure(cfg, sim, relay, token, profile=False)
+            finally:
+                relay.stop()
+        svc = _start_service(cfg, sim, token, log_dir)
         stack.callback(svc.stop)
-        # the service does not reach the simulator before its first call: both start at once
-        await asyncio.gather(wait_ready(sim, "/_probe"), wait_ready(svc, "/readyz"))
+        await wait_ready(svc, "/readyz")
         try:
             result = await _measure(cfg, sim, svc, token)
         finally:
@@ -104,12 +126,53 @@ async def run_load(cfg: LoadConfig) -> dict[str, Any]:
                 cfg.redis_url, sim.url + "/v1", items=cfg.supervisor_history, runs=cfg.supervisor_runs
             )
         result["service_log"] = _log_levels(svc.log_path)
+        result["service_log_lines"] = _line_count(svc.log_path)
         result["log_dir"] = str(log_dir) if cfg.log_dir is not None else None
+        result["options"] = cfg.options()
+        result["baseline"] = baseline
+        result["ratio"] = ratios(result, baseline) if baseline is not None else None
         return result
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
 
 
-async def _measure(cfg: LoadConfig, sim: Proc, svc: Proc, token: str) -> dict[str, Any]:
+def _start_relay(sim: Proc, log_dir: Path) -> Proc:
+    port = free_port()
+    ws_url = "ws" + sim.url.removeprefix("http") + "/v1/realtime"
+    args = ["--port", str(port), "--realtime-url", ws_url]
+    return start("relay", args, {}, f"http://127.0.0.1:{port}", log_dir, module="benchmarks.minimal_relay")
+
+
+def _start_service(cfg: LoadConfig, sim: Proc, token: str, log_dir: Path) -> Proc:
+    port = free_port()
+    env = {
+        "OPENAI_API_KEY": "sk-loadgen-not-a-real-key",
+        "OPENAI_BASE_URL": sim.url + "/v1",
+        "REDIS_URL": cfg.redis_url,
+        "TWILIO_AUTH_TOKEN": token,
+        "TWILIO_ACCOUNT_SID": "",
+        "RESPONDER_HOST": "127.0.0.1",
+        "RESPONDER_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "RESPONDER_REDIS_PREFIX": REDIS_PREFIX,
+        "RESPONDER_MAX_CONCURRENT_CALLS": str(cfg.calls + 10),
+        # production: JSON lines on stdout (here a file), INFO; off: warnings and errors only
+        "RESPONDER_LOG_FORMAT": "json",
+        "RESPONDER_LOG_LEVEL": cfg.log_level if cfg.production_logs else "WARNING",
+        **cfg.service_env,
+    }
+    return start(
+        "service",
+        ["serve", "--port", str(port)],
+        env,
+        f"http://127.0.0.1:{port}",
+        log_dir,
+        python=["-m", "cProfile", "-o", str(cfg.cprofile)] if cfg.cprofile else (),
+    )
+
+
+async def _measure(
+    cfg: LoadConfig, sim: Proc, svc: Proc, token: str, *, profile: bool = True
+) -> dict[str, Any]:
+    """One target (``svc``: the service or the relay) under N calls; its figures."""
     n = cfg.calls
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         warm = LoadCall(0, svc.url, token)
@@ -142,7 +205,7 @@ async def _measure(cfg: LoadConfig, sim: Proc, svc: Proc, token: str) -> dict[st
             "generator": cpu_seconds(),
         }
         split0 = cpu_split(svc.pid)
-        profiler = _start_profiler(cfg, svc.pid)
+        profiler = _start_profiler(cfg, svc.pid) if profile else None
         rss_peak = rss_mib(svc.pid)
         while time.monotonic() < t0 + cfg.window_s:
             await asyncio.sleep(min(1.0, max(0.0, t0 + cfg.window_s - time.monotonic())))
@@ -190,10 +253,11 @@ async def _measure(cfg: LoadConfig, sim: Proc, svc: Proc, token: str) -> dict[st
         "relay_latency_ms": {
             "caller_to_model": probe["in_latency_ms"],
             "model_to_caller": percentiles(_window_latencies(stats, t0, t1)),
-            "model_to_caller_split": _split_out_latencies(stats, t0, t1),
+            "model_to_caller_split": _split_out_latencies(stats, t0, t1, LEAD_MS // cfg.delta_ms),
         },
         "lost_frames": _losses(stats, probe, t0, t1),
         "speech_started_to_clear_ms": _clear_latency(stats, probe),
+        "supervisor_turns": probe["handovers"],
         "load_average": {
             "before": [round(x, 2) for x in load_before],
             "after": [round(x, 2) for x in load_after],
@@ -229,8 +293,8 @@ def _window_latencies(stats: list[CallStats], t0: float, t1: float) -> list[floa
     ]
 
 
-def _split_out_latencies(stats: list[CallStats], t0: float, t1: float) -> dict[str, Any]:
-    """Model→caller latency of each response's head (its first :data:`HEAD_DELTAS` deltas, sent
+def _split_out_latencies(stats: list[CallStats], t0: float, t1: float, head_deltas: int) -> dict[str, Any]:
+    """Model→caller latency of each response's head (its first ``head_deltas`` deltas, sent
     together right after ``response.created`` and ``conversation.item.added``) and of the rest
     (paced): the head waits behind whatever the service does for the events before it."""
     head: list[float] = []
@@ -241,7 +305,7 @@ def _split_out_latencies(stats: list[CallStats], t0: float, t1: float) -> dict[s
             position = 0 if sent - previous > RESPONSE_GAP_S else position + 1
             previous = sent
             if t0 <= sent <= t1:
-                (head if position < HEAD_DELTAS else paced).append(ms)
+                (head if position < head_deltas else paced).append(ms)
     return {"response_head": percentiles(head), "paced": percentiles(paced)}
 
 
@@ -299,6 +363,11 @@ def _log_levels(path: Path) -> dict[str, int]:
             if f'"level": "{level}"' in line or f'"level":"{level}"' in line:
                 counts[level] = counts.get(level, 0) + 1
     return counts
+
+
+def _line_count(path: Path) -> int:
+    with path.open("rb") as f:
+        return sum(1 for _ in f)
 
 
 async def _delete_keys(redis_url: str, prefix: str) -> None:

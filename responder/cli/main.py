@@ -39,9 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8090)
     sim.add_argument("--speed", type=float, default=1.0)
+    sim.add_argument("--probe", action="store_true", help="timed load-test model (see simulator/probe.py)")
     sim.add_argument(
-        "--probe", action="store_true", help="timed load-test model (see simulator/probe.py)"
+        "--probe-delta-ms", type=int, default=100, choices=(20, 100), help="probe: audio per delta, ms"
     )
+    sim.add_argument(
+        "--probe-barge-in-every", type=int, default=2, metavar="N",
+        help="probe: talk over every Nth response (0: never)",
+    )  # fmt: skip
+    sim.add_argument(
+        "--probe-supervisor-every", type=int, default=0, metavar="N",
+        help="probe: hand every Nth caller turn to the supervisor tool (0: never)",
+    )  # fmt: skip
 
     call = sub.add_parser("call", help="place a simulated phone call through the real service")
     call.add_argument("--scenario", default="returns", help="scenario file or built-in name")
@@ -70,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(settings, args.host, args.port)
     if args.command == "simulate":
-        return _simulate(args.scenario, args.host, args.port, args.speed, args.probe)
+        return _simulate(args.scenario, args.host, args.port, args.speed, _probe_config(args))
     if args.engine:
         settings = settings.model_copy(update={"engine": args.engine})
     return asyncio.run(_call(settings, args.scenario, args.speed, args.json))
@@ -116,10 +125,24 @@ async def _freeze_heap(app: web.Application) -> None:
     log.info("app.heap_frozen", objects=freeze_heap())
 
 
-def _simulate(scenario: str, host: str, port: int, speed: float, probe: bool = False) -> int:
+def _probe_config(args: argparse.Namespace) -> Any:
+    """The probe model's :class:`simulator.entry.ProbeConfig`, or False without ``--probe``."""
+    if not args.probe:
+        return False
+    from simulator.entry import ProbeConfig
+
+    return ProbeConfig(
+        delta_ms=args.probe_delta_ms,
+        barge_in_every=args.probe_barge_in_every,
+        supervisor_every=args.probe_supervisor_every,
+    )
+
+
+def _simulate(scenario: str, host: str, port: int, speed: float, probe: Any = False) -> int:
     from simulator.entry import serve_simulator
 
-    log.info("simulator.ready", url=f"http://{host}:{port}/v1", scenario=scenario, speed=speed, probe=probe)
+    url = f"http://{host}:{port}/v1"
+    log.info("simulator.ready", url=url, scenario=scenario, speed=speed, probe=bool(probe))
     serve_simulator(scenario, host, port, speed, probe=probe)
     return 0
 

@@ -1,22 +1,57 @@
-"""Smoke load (issue 6): three paced Twilio calls through a real service process and the
-probe simulator, a real Redis; the full benchmark is ``python -m benchmarks.loadgen``.
+"""Smoke load (issues 6 and 15): three paced Twilio calls through a real service process and,
+before it, through the minimal relay (the baseline), both against the probe simulator in
+20 ms deltas with a supervisor turn and a barge-in on every response, a real Redis and the
+service's production logs; the full benchmark is ``python -m benchmarks.loadgen``.
 
-Asserts what must hold on any machine, loaded or not: every call sustained, no frame lost in
-either direction, every barge-in answered with a ``clear``, and every figure present and
-plausible. No latency bound: a loaded 2-core CI machine can delay any frame.
+Asserts what must hold on any machine, loaded or not: every call sustained on both targets,
+no frame lost in either direction, every barge-in answered with a ``clear``, every hand-over
+answered through the real supervisor (the relay: its fixed output), and every figure present
+and plausible, with the ratios. No latency bound: a loaded 2-core CI machine can delay any frame.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
+from benchmarks.load.compare import FIGURES
 from benchmarks.load.run import LoadConfig, run_load
 from benchmarks.loadgen import format_report
 
+CALLS = 3
 
-async def test_three_calls_sustained_without_loss(redis_url: str) -> None:
+
+def _check_target(result: dict[str, Any], report: str) -> None:
+    assert result["calls"] == {"attempted": CALLS, "sustained": CALLS, "errors": []}, report
+    lost = result["lost_frames"]
+    # 5 s of 20 ms frames from 3 callers
+    assert lost["caller_frames_sent"] >= CALLS * 200, report
+    # 20 ms deltas: the probe talks 1.8 s of every ~3 s cycle, 50 deltas a second (100 ms: 10)
+    assert lost["model_deltas_sent"] >= CALLS * 100, report
+    assert lost["caller_to_model"] == 0 and lost["model_to_caller"] == 0, report
+
+    for direction in ("caller_to_model", "model_to_caller"):
+        latency = result["relay_latency_ms"][direction]
+        assert latency["n"] > 0 and 0 < latency["p50"] <= latency["p99"] <= latency["max"], report
+    clear = result["speech_started_to_clear_ms"]  # every response is barged in on after 1.5 s
+    assert clear["n"] >= CALLS and clear["barge_ins_without_clear"] == 0, report
+    assert 0 < clear["p50"] <= clear["p99"] <= clear["max"], report
+
+    turns = result["supervisor_turns"]  # every caller turn is handed over
+    assert turns["asked"] >= CALLS and turns["unanswered"] == 0, report
+    assert turns["answered"] == turns["asked"] - turns["pending"] and turns["answered"] >= CALLS, report
+    assert 0 < turns["answer_ms"]["p50"] <= turns["answer_ms"]["max"], report
+
+    cpu, rss = result["cpu"], result["rss_mib"]
+    assert cpu["service_s"] > 0 and cpu["service_per_call_minute_s"] > 0, report
+    assert cpu["simulator_cores"] > 0 and cpu["generator_cores"] > 0, report
+    assert rss["idle"] > 10 and rss["loaded"] > 10, report  # a Python process is never smaller
+    assert isinstance(rss["growth_per_call"], float), report
+
+
+async def test_service_and_baseline_sustained_without_loss(redis_url: str) -> None:
     cfg = LoadConfig(
-        calls=3,
+        calls=CALLS,
         window_s=5.0,
         ramp_s=0.3,
         settle_s=1.0,
@@ -25,36 +60,27 @@ async def test_three_calls_sustained_without_loss(redis_url: str) -> None:
         redis_url=redis_url,
         supervisor_history=200,
         supervisor_runs=2,
+        delta_ms=20,
+        supervisor_every=1,
+        barge_in_every=1,
     )
     started = time.monotonic()
     result = await run_load(cfg)
     wall = time.monotonic() - started
     report = format_report(result)  # the text table renders from the same dict
 
-    assert result["calls"] == {"attempted": 3, "sustained": 3, "errors": []}, report
-    lost = result["lost_frames"]
-    # 5 s of 20 ms frames from 3 callers; the probe model talks ~60 % of the time
-    assert lost["caller_frames_sent"] >= 3 * 200, report
-    assert lost["model_deltas_sent"] >= 3 * 10, report
-    assert lost["caller_to_model"] == 0 and lost["model_to_caller"] == 0, report
-
-    for direction in ("caller_to_model", "model_to_caller"):
-        latency = result["relay_latency_ms"][direction]
-        assert latency["n"] > 0 and 0 < latency["p50"] <= latency["p99"] <= latency["max"], report
-    clear = result["speech_started_to_clear_ms"]
-    assert clear["barge_ins_without_clear"] == 0, report
-    if clear["n"]:  # a 5 s window may or may not hold a barge-in (every second response)
-        assert 0 < clear["p50"] <= clear["max"], report
-
-    cpu, rss = result["cpu"], result["rss_mib"]
-    assert cpu["service_s"] > 0 and cpu["service_per_call_minute_s"] > 0, report
-    assert cpu["simulator_cores"] > 0 and cpu["generator_cores"] > 0, report
-    assert rss["idle"] > 20 and rss["loaded"] > 20, report  # a Python service is never smaller
-    assert isinstance(rss["growth_per_call"], float), report
+    assert result["options"]["delta_ms"] == 20 and result["options"]["baseline"] is True, report
+    _check_target(result, report)
+    _check_target(result["baseline"], report)
+    assert set(result["ratio"]) == {label for label, _ in FIGURES}, report
+    assert all(isinstance(r, float) and r > 0 for r in result["ratio"].values()), report
+    assert "minimal relay" in report and "ratio" in report, report
 
     supervisor = result["supervisor"]
     assert supervisor["history_items"] == 200, report
     assert supervisor["outcomes"] == {"ok": 2}, report
     assert 0 < supervisor["overhead_ms"]["p50"] < supervisor["total_ms"]["p50"], report
     assert result["service_log"].get("error", 0) == 0, report
+    # production logging: the service's INFO lines (calls, tool calls, decisions) were written
+    assert result["service_log_lines"] > 20 * CALLS, report
     print(f"\nsmoke load: {wall:.1f} s wall\n{report}")
