@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 
 from responder.core.playback import MAX_PENDING_MARKS, PlaybackTracker, b64_decoded_len
+from tests.support.clock import Clock
 
 
 def chunk(ms: int) -> str:
@@ -39,17 +40,6 @@ def test_heard_is_clamped_to_audio_sent_and_unknown_items_are_zero() -> None:
     assert p.heard_ms("nope") == 0 and p.heard_text("nope") == ""
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, ms: float) -> None:
-        self.now += ms / 1000.0
-
-
 def test_marks_go_at_a_coarse_grain_first_chunk_then_every_interval_then_the_tail() -> None:
     p = PlaybackTracker(bytes_per_ms=8, mark_interval_ms=100, clock=Clock())
     marks = [p.sent("a", chunk(20)) for _ in range(12)]  # 240 ms in 20 ms chunks
@@ -76,12 +66,12 @@ def test_heard_position_is_interpolated_on_the_mark_clock_and_clamped_to_audio_s
     p = PlaybackTracker(bytes_per_ms=8, mark_interval_ms=100, clock=clock)
     marks = [p.sent("a", chunk(20)) for _ in range(25)]  # 500 ms queued at the caller
     assert p.heard_ms("a") == 0  # nothing acknowledged: no clock to go by
-    clock.advance(35)  # 20 ms played, plus the echo's way back
+    clock.now += 35 / 1000  # 20 ms played, plus the echo's way back
     assert marks[0] is not None and p.on_mark(marks[0])
     assert p.heard_ms("a") == 20
-    clock.advance(47)
+    clock.now += 47 / 1000
     assert p.heard_ms("a") == 67  # 20 + 47 ms of real-time playback since the echo
-    clock.advance(10_000)
+    clock.now += 10_000 / 1000
     assert p.heard_ms("a") == 500  # never past what was sent
 
 
@@ -96,10 +86,10 @@ def test_a_clear_freezes_the_heard_position_where_it_was() -> None:
     for _ in range(10):
         p.sent("a", chunk(20))
     assert first is not None and p.on_mark(first)
-    clock.advance(150)
+    clock.now += 150 / 1000
     assert p.heard_ms("a") == 170 and p.heard_text("a") == "Used"
     p.clear()
-    clock.advance(1000)
+    clock.now += 1000 / 1000
     assert p.heard_ms("a") == 170 and not p.is_playing()
 
 
