@@ -3,7 +3,7 @@
 * ``GET /v1/live/sessions`` — the primary WebSocket (``client.live.connect()``): no query
   parameters (the model goes in ``session.start``; any parameter → ``400``
   ``unknown_parameter``), ``Authorization: Bearer …`` (``401`` otherwise). Played by
-  :class:`simulator.live.LiveSession`.
+  :class:`simulator.live.LiveSession` (in probe mode: :class:`simulator.live_probe.LiveProbeSession`).
 * ``GET /v1/live/sessions/{session_id}/attach`` — the sideband of a virtual WebRTC/SIP session
   (``client.live.sideband.connect(session_id=…)``; ``?graceful_close=`` only), played by
   :class:`simulator.live_sideband.LiveSideband`. An unknown session, or one not active (still
@@ -21,8 +21,10 @@ from simulator.http_common import has_bearer, openai_error, unauthorized
 from simulator.live import LiveSession
 from simulator.live_audio import warm as warm_audio
 from simulator.live_calls import add_live_call_routes
+from simulator.live_probe import LIVE_PROBE_KEY, LiveProbeConfig, LiveProbeSession
 from simulator.live_protocol import warm as warm_protocol
 from simulator.live_sideband import LiveSideband
+from simulator.probe import PROBE_KEY
 from simulator.state import STATE_KEY
 
 log = structlog.get_logger("simulator.live")
@@ -41,6 +43,11 @@ async def live_websocket(request: web.Request) -> web.StreamResponse:
         return openai_error(400, message, "unknown_parameter", param=name)
     ws = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024)
     await ws.prepare(request)
+    probe = request.app.get(PROBE_KEY)
+    if probe is not None:  # probe mode (load tests): a cheap, timed model
+        config = request.app.get(LIVE_PROBE_KEY) or LiveProbeConfig.following(probe.config)
+        await LiveProbeSession(ws, probe, config).run()
+        return ws
     await LiveSession(ws, request.app[STATE_KEY]).run()
     return ws
 
