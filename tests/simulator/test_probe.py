@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -52,7 +51,6 @@ async def test_hand_over_is_a_streamed_function_call_whose_answer_is_spoken(
     app = create_simulator_app(Scenario(name="probe", greeting="Hi.", turns=[]), probe=config)
     server = await aiohttp_server(app)
     sdk = AsyncOpenAI(base_url=str(server.make_url("/v1")), api_key="test")
-    started = time.monotonic()
     async with sdk.realtime.connect(model="gpt-realtime") as conn:
         client = Events(conn)
         await client.until("session.created")
