@@ -157,6 +157,8 @@ LogEvent = Literal[
     "live.viewer_left",
     "live.viewer_refused",
     "live.viewer_too_slow",
+    # records of the standard logging module (aiohttp, asyncio, warnings: infra/logs.py)
+    "lib.logged",
     # the log itself (infra/log_writer.py)
     "log.lines_dropped",  # the writer's queue was full (stderr or the log file stalled)
     "trace_viewer.cross_site_refused",

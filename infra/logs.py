@@ -7,6 +7,13 @@ setting), a length cap on every string (see redact.py), then the renderer. With 
 set, each event is also appended to that file as one JSON line — whatever the console format
 — which is what ``responder trace CALL_ID --log FILE`` reads. Lines are written by a thread
 (:mod:`infra.log_writer`), not by the event loop.
+
+Records of the standard ``logging`` module (aiohttp, asyncio, warnings) take the same way as
+``lib.logged`` events (:class:`StdlibHandler`). Left to Python's last-resort handler, each was
+written, traceback and all, straight to stderr by the thread that logged it — the event loop —
+and anyone can make aiohttp log one (a request with a malformed header line): a stalled stderr
+pipe froze the service after about a hundred such requests, and what the client sent reached
+the log unredacted and without a bound.
 """
 
 from __future__ import annotations
@@ -77,6 +84,50 @@ class LogBudget:
         return count
 
 
+STDLIB_MESSAGE_CHARS = 300
+
+
+class StdlibHandler(logging.Handler):
+    """The root logger's handler: each ``logging`` record (WARNING and up) is logged as a
+    ``lib.logged`` structlog event, within a budget, with how many were left out before it."""
+
+    def __init__(self, budget: LogBudget | None = None) -> None:
+        super().__init__(logging.WARNING)
+        self.budget = budget if budget is not None else LogBudget(burst=20, per_s=1.0)
+        self._log = structlog.get_logger("lib")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if not self.budget.allow():
+                return
+            try:
+                message = record.getMessage()
+            except (TypeError, ValueError):  # arguments that do not fit the format
+                message = str(record.msg)
+            fields: dict[str, object] = {
+                "logger": record.name[:80],
+                "record_level": record.levelname.lower(),
+                "message": message[:STDLIB_MESSAGE_CHARS],
+                "suppressed": self.budget.take_suppressed(),
+            }
+            if record.exc_info and record.exc_info[1] is not None:
+                fields["error"] = repr(record.exc_info[1])[:STDLIB_MESSAGE_CHARS]
+            self._log.warning("lib.logged", **fields)
+        except Exception:  # a handler never raises into, nor writes past, the log
+            pass
+
+
+def route_stdlib_logging() -> StdlibHandler:
+    """Put a :class:`StdlibHandler` on the root logger (replacing an earlier one), warnings too."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, StdlibHandler)]:
+        root.removeHandler(old)
+    handler = StdlibHandler()
+    root.addHandler(handler)
+    logging.captureWarnings(True)
+    return handler
+
+
 _sink: JsonFileSink | None = None
 
 
@@ -121,6 +172,7 @@ def configure_logging(
         logger_factory=QueuedLoggerFactory(writer),  # written off the event loop: log_writer.py
         cache_logger_on_first_use=False,
     )
+    route_stdlib_logging()
 
 
 def flush_logs(timeout_s: float = 2.0) -> bool:
