@@ -10,6 +10,13 @@ Between two acknowledged marks the heard position is interpolated from the *mark
 last acknowledged position plus the time since its echo came back, as audio plays in real
 time, clamped to the audio actually sent — never wall-clock time since the first delta. With a
 mark on every 20 ms chunk (interval 0) the heard position is the last acknowledged one.
+
+The mark clock only holds while the caller has audio to play. When audio comes slower than it
+plays (the model paused mid-reply, a slow link), the caller's buffer runs dry and its playback
+waits for the next chunk: a chunk sent once the mark clock says everything before it has played
+(by more than :data:`UNDERRUN_SLACK_MS`) starts the item's clock again, as its first chunk did —
+the position is held at what was sent before it, and the chunk gets a mark whose echo anchors
+the clock anew. Without it, the time the caller spent waiting counted as heard.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Final
 
 MARK_INTERVAL_MS: Final = 100.0
 MAX_PENDING_MARKS: Final = 4096  # a caller that never echoes: the oldest are forgotten
+UNDERRUN_SLACK_MS: Final = 20.0  # how long the mark clock may run past the audio sent (one chunk)
 
 
 def b64_decoded_len(b64: str) -> int:
@@ -74,13 +82,24 @@ class PlaybackTracker:
         """Account for a chunk sent to the caller; returns the name of the mark to send after
         it, or None when no mark is due yet."""
         item = self._item(item_id)
-        first = item.sent_ms == 0.0
+        first = item.sent_ms == 0.0 or self._ran_dry(item)
         item.sent_ms += b64_decoded_len(b64_audio) / self.bytes_per_ms
         self.current_item = item_id
         if first or item.sent_ms - item.marked_ms >= self.mark_interval_ms:
             return self._mark(item_id)
         self._unmarked = item_id
         return None
+
+    def _ran_dry(self, item: _ItemPlayback) -> bool:
+        """Whether the caller, on the mark clock, played all of the item sent so far a while
+        ago; if so its position is held there and its clock stopped until the next echo."""
+        if item.acked_at is None:
+            return False
+        played = item.heard_ms + (self._clock() - item.acked_at) * 1000.0
+        if played < item.sent_ms + UNDERRUN_SLACK_MS:
+            return False
+        item.heard_ms, item.acked_at = item.sent_ms, None
+        return True
 
     def flush(self) -> str | None:
         """A reply ended: the mark for audio sent since the last one, if any."""

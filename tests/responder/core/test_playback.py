@@ -113,3 +113,49 @@ def test_a_caller_that_never_echoes_does_not_grow_the_pending_marks_without_boun
     for _ in range(MAX_PENDING_MARKS + 100):
         p.sent("a", chunk(20))
     assert len(p._pending) == MAX_PENDING_MARKS
+
+
+def _echo_as_played(
+    p: PlaybackTracker, clock: Clock, marks: list[tuple[float, str]], until_ms: float
+) -> None:
+    """The caller echoes each (position played at, mark) once its playback gets there."""
+    for at_ms, mark in [m for m in marks if m[0] <= until_ms]:
+        clock.now = at_ms / 1000
+        assert p.on_mark(mark)
+        marks.remove((at_ms, mark))
+
+
+def test_the_time_a_caller_waited_for_audio_is_not_counted_as_heard() -> None:
+    """The model paused mid-reply: 500 ms sent at once, nothing for a second, then 1 s at once.
+    The caller played the first 500 ms, waited, and 50 ms into the rest it speaks over it."""
+    clock = Clock(0.0)
+    p = PlaybackTracker(bytes_per_ms=8, mark_interval_ms=100, clock=clock)
+    pending: list[tuple[float, str]] = []  # (when the caller has played up to it, mark)
+    for n in range(25):  # played from t=0 as it arrives: position = time
+        if (mark := p.sent("a", chunk(20))) is not None:
+            pending.append((20.0 * (n + 1), mark))
+    _echo_as_played(p, clock, pending, until_ms=1500)
+    clock.now = 1.5  # the caller has been silent for a second
+    resumed = [p.sent("a", chunk(20)) for _ in range(50)]
+    assert resumed[0] is not None  # the clock is anchored anew, as at an item's first chunk
+    clock.now = 1.51
+    assert 500 <= p.heard_ms("a") <= 510  # 510 played; was 1500 (the wait counted as playback)
+    _echo_as_played(p, clock, [(1520.0, resumed[0])], until_ms=1520)
+    clock.now = 1.55
+    assert abs(p.heard_ms("a") - 550) <= 20  # played: 500 + 50 ms since it resumed
+
+
+def test_audio_a_little_ahead_of_real_time_keeps_the_coarse_marks() -> None:
+    """Played as it is sent (each echo when its position plays): no buffer ran dry, so marks
+    stay one per 100 ms, and the heard position follows playback."""
+    clock = Clock(0.0)
+    p = PlaybackTracker(bytes_per_ms=8, mark_interval_ms=100, clock=clock)
+    pending: list[tuple[float, str]] = []
+    named = 0
+    for n in range(50):  # a chunk every 19 ms: 20 ms of audio each
+        _echo_as_played(p, clock, pending, until_ms=19.0 * n)
+        clock.now = 19.0 * n / 1000
+        if (mark := p.sent("a", chunk(20))) is not None:
+            named += 1
+            pending.append((20.0 * (n + 1), mark))  # plays from t=0 without a pause
+    assert named == 10  # the first, then one per 100 ms of audio
