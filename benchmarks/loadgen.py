@@ -100,8 +100,12 @@ def format_report(r: dict[str, Any]) -> str:
         rows.append(("service log lines (whole run)", str(r["service_log_lines"])))
     if "options" in r:
         rows.insert(0, ("options", json.dumps(r["options"])))
+    if "engine" in r:
+        rows.insert(0, ("service engine", r["engine"]))
     width = max(len(k) for k, _ in rows)
     text = "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    for other in (r.get("other_engines") or {}).values():  # the next engine, same run and options
+        text += "\n\n" + format_report(other)
     comparison = format_comparison(r)
     return text + ("\n\nservice against the minimal relay, same run:\n" + comparison if comparison else "")
 
@@ -150,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         "--service-env", action="append", default=[], metavar="NAME=VALUE",
         help="a setting for the service process, e.g. RESPONDER_MARK_INTERVAL_MS=0 (repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--engine", choices=("realtime", "live", "both"), default="realtime",
+        help="the service's engine; both: Realtime, then GPT-Live, against the same probe",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     service_env = dict(pair.split("=", 1) for pair in args.service_env if "=" in pair)
@@ -172,12 +180,15 @@ def main(argv: list[str] | None = None) -> int:
         log_level=args.log_level,
         baseline=args.baseline,
         service_env=service_env,
+        engines=("realtime", "live") if args.engine == "both" else (args.engine,),
     )
     if args.redis_url:
         cfg.redis_url = args.redis_url
     result = asyncio.run(run_load(cfg))
     print(json.dumps(result, indent=2) if args.json else format_report(result))
-    targets = [result, result["baseline"]] if result["baseline"] else [result]
+    targets = [result, *result["other_engines"].values()] + (
+        [result["baseline"]] if result["baseline"] else []
+    )
     return 0 if all(t["calls"]["sustained"] == t["calls"]["attempted"] for t in targets) else 1
 
 

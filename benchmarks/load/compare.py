@@ -43,24 +43,27 @@ def ratios(service: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float
 
 
 def format_comparison(result: dict[str, Any]) -> str:
+    """Both targets' figures side by side (every engine measured), and service / relay."""
     baseline = result.get("baseline")
     if not baseline:
         return ""
-    rows = [("", "service", "minimal relay", "ratio")]
+    services = [result, *(result.get("other_engines") or {}).values()]
+    names = [str(s.get("engine", "realtime")) for s in services]
+    head = [*(f"service ({n})" for n in names), "minimal relay", *(f"ratio ({n})" for n in names)]
+    rows = [("", *head)]
     for label, path in FIGURES:
-        ours, theirs = figure(result, path), figure(baseline, path)
-        ratio = (result.get("ratio") or {}).get(label)
-        rows.append((label, _num(ours), _num(theirs), "—" if ratio is None else f"{ratio:.2f}×"))
-    calls = (
-        f"{result['calls']['sustained']} / {result['calls']['attempted']}",
-        f"{baseline['calls']['sustained']} / {baseline['calls']['attempted']}",
-    )
-    rows.append(("calls sustained", *calls, ""))
-    lost = result["lost_frames"], baseline["lost_frames"]
+        ratios_ = [(s.get("ratio") or {}).get(label) for s in services]
+        cells = [_num(figure(s, path)) for s in services] + [_num(figure(baseline, path))]
+        rows.append((label, *cells, *("—" if r is None else f"{r:.2f}×" for r in ratios_)))
+    targets = [*services, baseline]
     rows.append(
-        ("lost frames in / out", *(f"{x['caller_to_model']} / {x['model_to_caller']}" for x in lost), "")
+        ("calls sustained", *(f"{t['calls']['sustained']} / {t['calls']['attempted']}" for t in targets))
     )
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lost = [t["lost_frames"] for t in targets]
+    rows.append(("lost frames in / out", *(f"{x['caller_to_model']} / {x['model_to_caller']}" for x in lost)))
+    columns = max(len(r) for r in rows)
+    rows = [(*r, *([""] * (columns - len(r)))) for r in rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(columns)]
     return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows)
 
 

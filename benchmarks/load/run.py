@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 from redis.asyncio import Redis
@@ -37,6 +37,7 @@ from simulator.probe import LEAD_MS, ProbeConfig, percentiles
 
 REDIS_PREFIX = "loadgen"
 CLEAR_MATCH_S = 1.0  # a clear more than this after a barge-in does not belong to it
+Engine = Literal["realtime", "live"]
 RESPONSE_GAP_S = 0.15  # deltas further apart than this belong to different responses
 
 
@@ -63,6 +64,9 @@ class LoadConfig:
     log_level: str = "INFO"
     baseline: bool = True  # measure the minimal relay first, same options
     service_env: dict[str, str] = field(default_factory=dict)  # extra RESPONDER_* settings
+    # the service's engine(s), each measured in turn (the first's figures at the top level); the
+    # probe speaks both the Realtime and the GPT-Live primary WebSocket, the relay Realtime only
+    engines: tuple[Engine, ...] = ("realtime",)
 
     def probe(self) -> ProbeConfig:
         return ProbeConfig(self.delta_ms, self.barge_in_every, self.supervisor_every)
@@ -75,11 +79,14 @@ class LoadConfig:
             "production_logs": self.production_logs,
             "log_level": self.log_level if self.production_logs else "WARNING",
             "baseline": self.baseline, "service_env": dict(self.service_env),
+            "engines": list(self.engines),
         }  # fmt: skip
 
 
 async def run_load(cfg: LoadConfig) -> dict[str, Any]:
     cfg.probe()  # options out of range fail here, not in the simulator process
+    if not cfg.engines or len(set(cfg.engines)) != len(cfg.engines):
+        raise ValueError(f"engines: one or more distinct, not {cfg.engines}")
     if cfg.nice is not None:  # other jobs on the machine: keep their scheduling out of latencies
         os.setpriority(os.PRIO_PROCESS, 0, cfg.nice)  # inherited by the processes started below
     with contextlib.ExitStack() as stack:
@@ -113,24 +120,32 @@ async def run_load(cfg: LoadConfig) -> dict[str, Any]:
                 baseline = await _measure(cfg, sim, relay, token, profile=False)
             finally:
                 relay.stop()
-        svc = _start_service(cfg, sim, token, log_dir)
-        stack.callback(svc.stop)
-        await wait_ready(svc, "/readyz")
-        try:
-            result = await _measure(cfg, sim, svc, token)
-        finally:
-            svc.stop()
-            await _delete_keys(cfg.redis_url, REDIS_PREFIX)
+        by_engine: dict[str, dict[str, Any]] = {}
+        for n, engine in enumerate(cfg.engines):  # one service process per engine, in turn
+            svc = _start_service(
+                cfg, sim, token, log_dir, engine, "service" if n == 0 else f"service-{engine}"
+            )
+            stack.callback(svc.stop)
+            await wait_ready(svc, "/readyz")
+            try:
+                figures = await _measure(cfg, sim, svc, token, profile=n == 0)
+            finally:
+                svc.stop()
+                await _delete_keys(cfg.redis_url, REDIS_PREFIX)
+            figures["engine"] = engine
+            figures["service_log"] = _log_levels(svc.log_path)
+            figures["service_log_lines"] = _line_count(svc.log_path)
+            figures["ratio"] = ratios(figures, baseline) if baseline is not None else None
+            by_engine[engine] = figures
+        result = by_engine.pop(cfg.engines[0])
+        result["other_engines"] = by_engine  # measured after the first, same options
         if cfg.supervisor_history > 0:
             result["supervisor"] = await supervisor_overhead(
                 cfg.redis_url, sim.url + "/v1", items=cfg.supervisor_history, runs=cfg.supervisor_runs
             )
-        result["service_log"] = _log_levels(svc.log_path)
-        result["service_log_lines"] = _line_count(svc.log_path)
         result["log_dir"] = str(log_dir) if cfg.log_dir is not None else None
         result["options"] = cfg.options()
         result["baseline"] = baseline
-        result["ratio"] = ratios(result, baseline) if baseline is not None else None
         return result
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
 
@@ -142,7 +157,7 @@ def _start_relay(sim: Proc, log_dir: Path) -> Proc:
     return start("relay", args, {}, f"http://127.0.0.1:{port}", log_dir, module="benchmarks.minimal_relay")
 
 
-def _start_service(cfg: LoadConfig, sim: Proc, token: str, log_dir: Path) -> Proc:
+def _start_service(cfg: LoadConfig, sim: Proc, token: str, log_dir: Path, engine: str, name: str) -> Proc:
     port = free_port()
     env = {
         "OPENAI_API_KEY": "sk-loadgen-not-a-real-key",
@@ -157,15 +172,16 @@ def _start_service(cfg: LoadConfig, sim: Proc, token: str, log_dir: Path) -> Pro
         # production: JSON lines on stdout (here a file), INFO; off: warnings and errors only
         "RESPONDER_LOG_FORMAT": "json",
         "RESPONDER_LOG_LEVEL": cfg.log_level if cfg.production_logs else "WARNING",
+        "RESPONDER_ENGINE": engine,
         **cfg.service_env,
     }
     return start(
-        "service",
+        name,
         ["serve", "--port", str(port)],
         env,
         f"http://127.0.0.1:{port}",
         log_dir,
-        python=["-m", "cProfile", "-o", str(cfg.cprofile)] if cfg.cprofile else (),
+        python=["-m", "cProfile", "-o", str(cfg.cprofile)] if cfg.cprofile and name == "service" else (),
     )
 
 
