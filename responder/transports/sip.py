@@ -19,6 +19,7 @@ import structlog
 from aiohttp import web
 from openai import InvalidWebhookSignatureError, NotFoundError
 
+from infra.logs import LogBudget
 from responder.core.engine import EngineName
 from responder.runtime.admission import AdmissionRefused
 from responder.runtime.services import SERVICES, Services
@@ -26,6 +27,7 @@ from responder.transports.openai_calls import OPENAI_CALL_TIMEOUT_S
 from responder.transports.sideband import live_accept_session, run_sideband_call, sideband_session
 
 log = structlog.get_logger("sip")
+_REJECTIONS_LOGGED = LogBudget(burst=20, per_s=1.0)  # refused webhooks: anyone can post them
 
 SIP_WEBHOOK_PATH = "/openai/sip"
 BUSY = 486
@@ -38,6 +40,13 @@ INCOMING: Final[dict[str, EngineName]] = {
 }
 
 
+def _webhook_rejected(reason: str, **fields: str) -> None:
+    """A refused webhook, logged within a budget: anyone can post them as fast as they like."""
+    if _REJECTIONS_LOGGED.allow():
+        suppressed = _REJECTIONS_LOGGED.take_suppressed()
+        log.warning("sip.webhook_rejected", reason=reason, suppressed=suppressed, **fields)
+
+
 def add_sip_routes(app: web.Application) -> None:
     app.router.add_post(SIP_WEBHOOK_PATH, incoming_sip_call)
 
@@ -47,17 +56,17 @@ async def incoming_sip_call(request: web.Request) -> web.Response:
     secret = services.settings.openai_webhook_secret
     body = await request.read()  # bounded by the app's client_max_size (413 beyond)
     if secret is None or not secret.get_secret_value():
-        log.warning("sip.webhook_rejected", reason="OPENAI_WEBHOOK_SECRET not configured")
+        _webhook_rejected("OPENAI_WEBHOOK_SECRET not configured")
         raise web.HTTPUnauthorized(text="webhook signature validation is not configured")
     if any(not request.headers.get(name) for name in SIGNATURE_HEADERS):
-        log.warning("sip.webhook_rejected", reason="signature headers missing")
+        _webhook_rejected("signature headers missing")
         raise web.HTTPBadRequest(text="webhook signature headers missing")
     try:
         event = services.realtime_client.webhooks.unwrap(
             body, request.headers, secret=secret.get_secret_value()
         )
     except InvalidWebhookSignatureError as exc:
-        log.warning("sip.webhook_rejected", reason="bad signature", detail=str(exc))
+        _webhook_rejected("bad signature", detail=str(exc))
         raise web.HTTPUnauthorized(text="invalid webhook signature") from None
     except (ValueError, RecursionError):  # signed, but not JSON
         log.warning("sip.webhook_invalid", reason="body is not JSON")

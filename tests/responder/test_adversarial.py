@@ -295,3 +295,25 @@ async def test_a_drain_ends_a_call_that_never_echoes_marks_inside_its_limit(
     assert said_goodbye == 1
     assert ended_at is not None and ended_at <= 4.0, ended_at
     assert svc.services.admission.active_total == 0
+
+
+async def test_refused_webhooks_are_logged_within_a_budget(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings], json_log: Path
+) -> None:
+    """Before: every unsigned or badly signed webhook, Twilio's or OpenAI's, was one log line
+    (200 posts, 200 lines): anyone could fill the log writer's queue with them ahead of the
+    calls' own events."""
+    svc = await start_service(make_settings(openai_webhook_secret=SIP_SECRET))
+    async with aiohttp.ClientSession() as http:
+        for n in range(ATTEMPTS * 4):
+            headers = {"X-Twilio-Signature": f"forged{n}"}
+            async with http.post(svc.url + "/twilio/voice", data=webhook_params(), headers=headers) as resp:
+                assert resp.status == 403
+            body = json.dumps(incoming_call_event("rtc_" + secrets.token_hex(12), []))
+            forged = sign(body, "whsec_" + "A" * 32, webhook_id=f"wh_{n}")
+            forged["Content-Type"] = "application/json"
+            async with http.post(svc.url + "/openai/sip", data=body, headers=forged) as resp:
+                assert resp.status in (400, 401)
+    events = [json.loads(line)["event"] for line in (await read_log(json_log)).splitlines()]
+    for name in ("twilio.webhook_rejected", "sip.webhook_rejected"):
+        assert 1 <= events.count(name) <= 25, (name, events.count(name))

@@ -66,6 +66,7 @@ _SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")  # not allowed in XML 1.0
 _DIGITS = frozenset("0123456789*#ABCD")
 _REFUSALS_LOGGED = LogBudget(burst=20, per_s=1.0)  # refused upgrades: anyone can repeat them
+_REJECTIONS_LOGGED = LogBudget(burst=20, per_s=1.0)  # refused webhooks: so can anyone these
 
 
 def add_twilio_routes(app: web.Application) -> None:
@@ -125,27 +126,27 @@ async def incoming_call(request: web.Request) -> web.Response:
     settings = services.settings
     token = settings.twilio_auth_token
     if token is None or not token.get_secret_value():
-        log.warning("twilio.webhook_rejected", reason="TWILIO_AUTH_TOKEN not configured")
+        _webhook_rejected("TWILIO_AUTH_TOKEN not configured")
         raise web.HTTPForbidden(text="webhook signature validation is not configured")
     if request.content_type != "application/x-www-form-urlencoded":  # what Twilio always sends
-        log.warning("twilio.webhook_rejected", reason="not a form", content_type=request.content_type[:60])
+        _webhook_rejected("not a form", content_type=request.content_type[:60])
         raise web.HTTPUnsupportedMediaType(text="expected application/x-www-form-urlencoded")
     try:
         form = await request.post()
     except (ValueError, LookupError):  # undecodable, or a charset nobody knows
-        log.warning("twilio.webhook_rejected", reason="malformed form")
+        _webhook_rejected("malformed form")
         raise web.HTTPBadRequest(text="malformed form body") from None
     # Twilio signs the URL exactly as configured (raw, not percent-decoded) and every value
     # of a repeated field: validate against the raw path and the multi-dict itself.
     url = settings.external_url() + request.raw_path
     signature = request.headers.get("X-Twilio-Signature", "")
     if not signature or not RequestValidator(token.get_secret_value()).validate(url, form, signature):
-        log.warning("twilio.webhook_rejected", reason="bad signature", url=url)
+        _webhook_rejected("bad signature", url=url)
         raise web.HTTPForbidden(text="invalid Twilio signature")
     params = {k: str(v) for k, v in form.items()}
     account = settings.twilio_account_sid
     if account and params.get("AccountSid") != account:
-        log.warning("twilio.webhook_rejected", reason="call for another Twilio account")
+        _webhook_rejected("call for another Twilio account")
         raise web.HTTPForbidden(text="unexpected Twilio account")
     call_sid = params.get("CallSid", "")
     if not _SID.fullmatch(call_sid):  # it goes into TwiML and Redis keys: a SID or nothing
@@ -177,6 +178,13 @@ async def incoming_call(request: web.Request) -> web.Response:
     )
     log.info("twilio.call_incoming", call_id=call_sid, stream_url=ws_url)
     return web.Response(text=twiml, content_type="application/xml")
+
+
+def _webhook_rejected(reason: str, **fields: str) -> None:
+    """A refused webhook, logged within a budget: anyone can post them as fast as they like."""
+    if _REJECTIONS_LOGGED.allow():
+        suppressed = _REJECTIONS_LOGGED.take_suppressed()
+        log.warning("twilio.webhook_rejected", reason=reason, suppressed=suppressed, **fields)
 
 
 async def _claim_call(services: Services, call_sid: str) -> web.Response | None:
