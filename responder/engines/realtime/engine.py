@@ -152,9 +152,18 @@ def _content_text(item: Raw) -> str | None:
 
 
 def _audio(_: RealtimeEngine, raw: Raw) -> ev.AgentAudio | None:
-    """Hot path: the delta's base64 text is passed on as it came."""
+    """Hot path: the delta's base64 text is passed on as it came (see :func:`_splices`)."""
     delta, item_id = raw.get("delta"), raw.get("item_id")
+    if delta and not _splices(delta):
+        raise ValueError("delta is not base64 text")
     return ev.AgentAudio(item_id, raw.get("response_id"), delta) if delta and item_id else None
+
+
+def _splices(delta: str) -> bool:
+    """Whether the delta can go into a caller's frame as it is: the Twilio transport splices
+    it between the quotes of a JSON string, so a quote or a backslash in it (no base64 text
+    has either) would let the server write the rest of the frame. One scan, not a decode."""
+    return '"' not in delta and "\\" not in delta
 
 
 _AUDIO_DELTA = "response.output_audio.delta"
@@ -164,7 +173,7 @@ def _audio_fast(raw: Raw) -> ev.AgentAudio | None:
     """An audio delta whose three fields are strings, without the general shape check; None
     sends anything else down the general path (which logs and skips a malformed one)."""
     delta, item_id, reply_id = raw.get("delta"), raw.get("item_id"), raw.get("response_id")
-    if type(delta) is str and type(item_id) is str and delta and item_id and (
+    if type(delta) is str and type(item_id) is str and delta and item_id and _splices(delta) and (
         reply_id is None or type(reply_id) is str
     ):
         return ev.AgentAudio(item_id, reply_id, delta)

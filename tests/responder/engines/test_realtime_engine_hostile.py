@@ -42,3 +42,18 @@ def test_error_codes_from_the_server_do_not_grow_the_metrics_without_bound() -> 
     known = REGISTRY.get_sample_value("responder_realtime_errors_total", {"code": "server_error"}) or 0.0
     realtime_error("server_error")
     assert REGISTRY.get_sample_value("responder_realtime_errors_total", {"code": "server_error"}) == known + 1
+
+
+async def test_an_audio_delta_that_would_write_into_the_callers_frame_is_not_relayed() -> None:
+    """The Twilio caller link splices a delta between the quotes of its media frame: before,
+    a delta with a quote made the server the author of the rest of that frame (here a second
+    ``event``, a mark of its choosing); now it is skipped (logged) and the next one relayed."""
+    delta = {"type": "response.output_audio.delta", "item_id": "item_1", "response_id": "resp_1"}
+    socket = ScriptedSocket([
+        {**delta, "delta": 'AAAA"},"event":"mark","mark":{"name":"m1'},
+        {**delta, "delta": "AAAA\\u0022"},
+        {**delta, "delta": "AAAA"},
+    ])  # fmt: skip
+    engine = RealtimeEngine(socket, {}, LOG)
+    events = [event async for event in engine.events()]
+    assert events == [ev.AgentAudio("item_1", "resp_1", "AAAA")]
