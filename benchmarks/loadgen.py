@@ -107,7 +107,9 @@ def format_report(r: dict[str, Any]) -> str:
     for other in (r.get("other_engines") or {}).values():  # the next engine, same run and options
         text += "\n\n" + format_report(other)
     comparison = format_comparison(r)
-    return text + ("\n\nservice against the minimal relay, same run:\n" + comparison if comparison else "")
+    socket = (r.get("options") or {}).get("baseline_socket", "aiohttp")
+    head = f"\n\nservice against the minimal relay (model socket: {socket}), same run:\n"
+    return text + (head + comparison if comparison else "")
 
 
 def _handovers(h: dict[str, Any]) -> str:
@@ -151,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         help="measure the minimal relay first (same options) and report ratios to it",
     )  # fmt: skip
     parser.add_argument(
+        "--baseline-socket", choices=("aiohttp", "openai"), default="aiohttp",
+        help="the minimal relay's model WebSocket: aiohttp's client, or the openai SDK's",
+    )  # fmt: skip
+    parser.add_argument(
         "--service-env", action="append", default=[], metavar="NAME=VALUE",
         help="a setting for the service process, e.g. RESPONDER_MARK_INTERVAL_MS=0 (repeatable)",
     )  # fmt: skip
@@ -179,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         production_logs=args.production_logs,
         log_level=args.log_level,
         baseline=args.baseline,
+        baseline_socket=args.baseline_socket,
         service_env=service_env,
         engines=("realtime", "live") if args.engine == "both" else (args.engine,),
     )

@@ -15,6 +15,9 @@ service and reports every figure as a ratio to it):
 * a function call is answered with a fixed ``function_call_output`` and, once its response
   is done, a ``response.create`` — so the probe's supervisor turns complete.
 
+``--model-socket openai`` opens the model WebSocket with the ``openai`` SDK (which is built on
+``websockets``) instead of aiohttp's client: the same relay, to show what that library costs.
+
 Nothing else: no signature check, no history, no Redis, no logging, no metrics, no recovery.
 It is a yardstick, not a product.
 """
@@ -25,7 +28,9 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any, Final
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
 import aiohttp
 from aiohttp import web
@@ -96,11 +101,7 @@ async def media(request: web.Request) -> web.WebSocketResponse:
             if event == "start" and model is None:
                 stream_sid = frame["start"]["streamSid"]
                 config = request.app[CONFIG]
-                model = await request.app[CLIENT].ws_connect(
-                    config["realtime_url"] + "?model=gpt-realtime",
-                    headers={"Authorization": "Bearer " + config["api_key"]},
-                    max_msg_size=16 << 20,
-                )
+                model = await _connect_model(request.app, config)
                 await model.send_str(json.dumps({"type": "session.update", "session": SESSION}))
                 await model.send_str(json.dumps({"type": "response.create", "response": {}}))
                 pump = asyncio.create_task(_model_to_twilio(model, twilio, stream_sid))
@@ -151,9 +152,66 @@ async def _model_to_twilio(
     await twilio.close()
 
 
-def create_app(realtime_url: str, public_ws: str, api_key: str = "sk-minimal-relay") -> web.Application:
+Socket = Literal["aiohttp", "openai"]
+
+
+async def _connect_model(app: web.Application, config: dict[str, str]) -> Any:
+    """The model WebSocket: aiohttp's client, or the ``openai`` SDK's (``websockets``)."""
+    if config["socket"] == "openai":
+        return await _SdkSocket.open(config)
+    return await app[CLIENT].ws_connect(
+        config["realtime_url"] + "?model=gpt-realtime",
+        headers={"Authorization": "Bearer " + config["api_key"]},
+        max_msg_size=16 << 20,
+    )
+
+
+@dataclass
+class _Text:
+    data: str
+    type: aiohttp.WSMsgType = aiohttp.WSMsgType.TEXT
+
+
+class _SdkSocket:
+    """The SDK's Realtime connection (``client.realtime.connect``, raw frames: ``send_raw`` /
+    ``recv_bytes``) behind the three calls the relay makes of aiohttp's socket. It measures
+    what the WebSocket library the SDK is built on costs per message."""
+
+    def __init__(self, client: Any, manager: Any, conn: Any) -> None:
+        self._client, self._manager, self._conn = client, manager, conn
+
+    @classmethod
+    async def open(cls, config: dict[str, str]) -> _SdkSocket:
+        from openai import AsyncOpenAI
+
+        http_base = "http" + config["realtime_url"].removeprefix("ws").removesuffix("/realtime")
+        client = AsyncOpenAI(api_key=config["api_key"], base_url=http_base)
+        manager = client.realtime.connect(model="gpt-realtime")
+        return cls(client, manager, await manager.__aenter__())
+
+    async def send_str(self, text: str) -> None:
+        await self._conn.send_raw(text)
+
+    async def close(self) -> None:
+        await self._manager.__aexit__(None, None, None)
+        await self._client.close()
+
+    async def __aiter__(self) -> AsyncIterator[_Text]:
+        from websockets.exceptions import ConnectionClosed
+
+        while True:
+            try:
+                raw = await self._conn.recv_bytes()
+            except ConnectionClosed:
+                return
+            yield _Text(raw.decode())
+
+
+def create_app(
+    realtime_url: str, public_ws: str, api_key: str = "sk-minimal-relay", socket: Socket = "aiohttp"
+) -> web.Application:
     app = web.Application()
-    app[CONFIG] = {"realtime_url": realtime_url, "public_ws": public_ws, "api_key": api_key}
+    app[CONFIG] = {"realtime_url": realtime_url, "public_ws": public_ws, "api_key": api_key, "socket": socket}
 
     async def client(app: web.Application) -> Any:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
@@ -172,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--realtime-url", required=True, help="ws://…/v1/realtime of the model")
+    parser.add_argument(
+        "--model-socket", choices=("aiohttp", "openai"), default="aiohttp",
+        help="the model WebSocket: aiohttp's client, or the openai SDK's (websockets)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:  # the service runs on uvloop: so does its yardstick
         import uvloop
@@ -179,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         loop = uvloop.new_event_loop()
     except ImportError:  # pragma: no cover - Windows
         loop = asyncio.new_event_loop()
-    app = create_app(args.realtime_url, f"ws://{args.host}:{args.port}")
+    app = create_app(args.realtime_url, f"ws://{args.host}:{args.port}", socket=args.model_socket)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None, loop=loop)
     return 0
 

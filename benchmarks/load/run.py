@@ -63,6 +63,7 @@ class LoadConfig:
     production_logs: bool = True  # the service's JSON logs at log_level to its stdout (a file)
     log_level: str = "INFO"
     baseline: bool = True  # measure the minimal relay first, same options
+    baseline_socket: str = "aiohttp"  # its model WebSocket: aiohttp's, or the openai SDK's
     service_env: dict[str, str] = field(default_factory=dict)  # extra RESPONDER_* settings
     # the service's engine(s), each measured in turn (the first's figures at the top level); the
     # probe speaks both the Realtime and the GPT-Live primary WebSocket, the relay Realtime only
@@ -78,7 +79,8 @@ class LoadConfig:
             "supervisor_every": self.supervisor_every, "barge_in_every": self.barge_in_every,
             "production_logs": self.production_logs,
             "log_level": self.log_level if self.production_logs else "WARNING",
-            "baseline": self.baseline, "service_env": dict(self.service_env),
+            "baseline": self.baseline, "baseline_socket": self.baseline_socket,
+            "service_env": dict(self.service_env),
             "engines": list(self.engines),
         }  # fmt: skip
 
@@ -113,7 +115,7 @@ async def run_load(cfg: LoadConfig) -> dict[str, Any]:
         token = secrets.token_hex(16)
         baseline = None
         if cfg.baseline:
-            relay = _start_relay(sim, log_dir)
+            relay = _start_relay(sim, log_dir, cfg.baseline_socket)
             stack.callback(relay.stop)
             await wait_ready(relay, "/readyz")
             try:
@@ -150,10 +152,10 @@ async def run_load(cfg: LoadConfig) -> dict[str, Any]:
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
 
 
-def _start_relay(sim: Proc, log_dir: Path) -> Proc:
+def _start_relay(sim: Proc, log_dir: Path, socket: str) -> Proc:
     port = free_port()
     ws_url = "ws" + sim.url.removeprefix("http") + "/v1/realtime"
-    args = ["--port", str(port), "--realtime-url", ws_url]
+    args = ["--port", str(port), "--realtime-url", ws_url, "--model-socket", socket]
     return start("relay", args, {}, f"http://127.0.0.1:{port}", log_dir, module="benchmarks.minimal_relay")
 
 
