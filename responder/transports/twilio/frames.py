@@ -7,13 +7,18 @@ dict. A frame the expression matches is valid JSON whose ``json.loads`` is exact
 ``{"event": "media", "sequenceNumber": …, "media": {…, "payload": P}, "streamSid": …}``: no
 escapes, no duplicate keys, no other fields. Anything else (odd but valid JSON included)
 answers None, and the caller parses it with ``json.loads`` as before.
+
+Every repetition is possessive and the payload is scanned by one alternative only: a frame
+that is media-shaped up to its last byte costs one pass, not a backtrack through each of its
+characters per alternative (a 64 KB one took 1.6 ms to turn down, longer than ``json.loads``;
+a client sending nothing else held the event loop ~40 ms late for every call).
 """
 
 from __future__ import annotations
 
 import re
 
-_WS = r"[ \t\n\r]*"
+_WS = r"[ \t\n\r]*+"  # possessive: what a class matched is never given back (no backtracking)
 
 
 def _pair(key: str, value: str) -> str:
@@ -24,18 +29,18 @@ def _sep() -> str:
     return f"{_WS},{_WS}"
 
 
-_DIGITS = r'"[0-9]+"'
-_SID = _pair("streamSid", r'"[A-Za-z0-9_-]*"')
+_DIGITS = r'"[0-9]++"'
+_SID = _pair("streamSid", r'"[A-Za-z0-9_-]*+"')
 _MEDIA = _pair(
     "media",
     "\\{"
     + _WS
     + _sep().join(
         (
-            _pair("track", r'"[a-z_]+"'),
+            _pair("track", r'"[a-z_]++"'),
             _pair("chunk", _DIGITS),
             _pair("timestamp", _DIGITS),
-            _pair("payload", r'"([A-Za-z0-9+/]*={0,2})"'),
+            _pair("payload", r'"([A-Za-z0-9+/]*+={0,2}+)"'),
         )
     )
     + _WS
@@ -43,7 +48,7 @@ _MEDIA = _pair(
 )
 _HEAD = "\\{" + _WS + _pair("event", '"media"') + _sep() + _pair("sequenceNumber", _DIGITS) + _sep()
 # Twilio writes streamSid after media; the simulated caller before it
-_MEDIA_FRAME = re.compile(_HEAD + f"(?:{_MEDIA}{_sep()}{_SID}|{_SID}{_sep()}{_MEDIA}|{_MEDIA})" + _WS + "\\}")
+_MEDIA_FRAME = re.compile(_HEAD + f"(?:{_MEDIA}(?:{_sep()}{_SID})?+|{_SID}{_sep()}{_MEDIA})" + _WS + "\\}")
 
 
 def media_payload(frame: str) -> str | None:
@@ -54,6 +59,4 @@ def media_payload(frame: str) -> str | None:
     if match is None:
         return None
     payload: str | None = match[1]  # one group per order the frame can have its keys in
-    if payload is None:
-        payload = match[2] if match[2] is not None else match[3]
-    return payload
+    return payload if payload is not None else match[2]
