@@ -139,6 +139,10 @@ class Settings(BaseSettings):
         default=10.0, gt=0, le=300, description="A Twilio media stream that sends no frame this long "
         "(Twilio sends one every 20 ms for the whole call) is closed: its caller is gone.",
     )
+    stream_max_frames_per_s: int = Field(
+        default=250, ge=10, description="A call's WebSocket (Twilio media stream, /calls/ws) that sends "
+        "more frames a second than this for two seconds running is closed (a caller sends about 60).",
+    )
     pending_sockets_per_client: int = Field(
         default=8, ge=1, description="Media sockets one client may keep open without a stream token past "
         "a 0.5 s grace (a burst of new ones: 4 times as many)."

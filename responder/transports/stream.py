@@ -7,6 +7,12 @@ Twilio Media Streams (:mod:`responder.transports.twilio.transport`) and our own 
   logged (``<transport>.frame_invalid``) and skipped, never fatal; repeated ones are logged
   within a per-connection budget, the rest counted in one ``stream.invalid_frames_suppressed``;
 * close a socket that does not identify its call within :data:`START_TIMEOUT_S`;
+* close a socket that sends more than ``RESPONDER_STREAM_MAX_FRAMES_PER_S`` frames a second
+  for :data:`FLOOD_WINDOWS` windows of a second running (``stream.frame_flood``): every frame
+  costs the event loop a little whatever it carries, and a flood of tiny ones (150,000 in 2 s)
+  held it 85-245 ms late for every call. The count is the one the idle check keeps, read once
+  a second: nothing is added per frame. One window over it (a backlog after a network stall)
+  is let through;
 * once the call is identified, record it in the history and run it
   (:func:`responder.transports.runner.run_call`) on engine sessions in their audio format;
 * keep the key presses that come while the call's first session is being set up, and hand
@@ -17,6 +23,7 @@ Twilio Media Streams (:mod:`responder.transports.twilio.transport`) and our own 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -42,6 +49,9 @@ MAX_FRAME_BYTES = 64 * 1024
 MAX_MSG_SIZE = MAX_FRAME_BYTES + 1  # aiohttp closes (1009) on a message of max_msg_size bytes or more
 UNKNOWN_CALL = "unknown"
 EARLY_KEYS_WRITE_S = 2.0  # a call whose session never came: its key presses are written still
+FLOOD_WINDOW_S = 1.0
+FLOOD_WINDOWS = 2  # windows over the frame rate in a row that close the socket
+FLOOD_CLOSE_S = 0.25  # how long a flooding client's close frame is waited for
 
 FrameHandler = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -93,6 +103,7 @@ class StreamCall:
         watchdog = asyncio.create_task(self._require_start())
         idle_s = self.idle_timeout_s()
         idle = asyncio.create_task(self._close_when_idle(idle_s)) if idle_s is not None else None
+        flood = asyncio.create_task(self._close_when_flooding(self.services.settings.stream_max_frames_per_s))
         try:
             async for msg in self.ws:
                 self.frames += 1
@@ -106,6 +117,7 @@ class StreamCall:
                     break
         finally:
             watchdog.cancel()
+            flood.cancel()
             if idle is not None:
                 idle.cancel()
             if suppressed := self.invalid_frames.take_suppressed():
@@ -164,6 +176,23 @@ class StreamCall:
                 await self.ws.close(code=1001, message=b"no frames")
                 return
             seen = self.frames
+
+    async def _close_when_flooding(self, max_per_s: int) -> None:
+        seen, over = self.frames, 0
+        while not self.ws.closed:
+            await asyncio.sleep(FLOOD_WINDOW_S)
+            count, seen = self.frames - seen, self.frames
+            over = over + 1 if count > max_per_s * FLOOD_WINDOW_S else 0
+            if over >= FLOOD_WINDOWS and not self.ws.closed:
+                self.log.warning(
+                    "stream.frame_flood", transport=self.transport, frames_per_s=round(count / FLOOD_WINDOW_S)
+                )
+                # not the usual wait for the client's close frame (10 s): the frames before
+                # it would be read on meanwhile; past FLOOD_CLOSE_S the connection is dropped
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(FLOOD_CLOSE_S):
+                        await self.ws.close(code=1008, message=b"too many frames")
+                return
 
     async def _require_start(self) -> None:
         """A socket that never identifies its call is closed instead of being kept alive."""

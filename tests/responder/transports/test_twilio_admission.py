@@ -151,3 +151,44 @@ async def test_a_stream_that_goes_silent_is_closed_and_its_call_ended(
         assert ended["status"] == "ended"
         await busy_ws.close()
         await quiet_ws.close()
+
+
+async def test_a_stream_that_floods_frames_is_closed_and_one_at_a_callers_pace_is_not(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """Before: a media stream could send tiny frames without end (150,000 in 2 s: every call's
+    event loop 85 ms late on average). Now one sending more than RESPONDER_STREAM_MAX_FRAMES_PER_S
+    for two seconds running is closed (1008) and its call ended; a stream at a caller's pace,
+    and a one-second backlog, are left alone."""
+    svc = await start_service(make_settings(stream_max_frames_per_s=40, stream_idle_s=30.0))
+    tiny = '{"event":"media","sequenceNumber":"1","media":{"track":"inbound","chunk":"1",' + (
+        '"timestamp":"1","payload":"AAAA"},"streamSid":"MZ1"}'
+    )
+    flooding, paced = webhook_params(), webhook_params()
+    async with aiohttp.ClientSession() as http:
+        sockets = []
+        for params in (flooding, paced):
+            stream = stream_parameters(await post_webhook(http, svc, params))
+            assert stream is not None
+            ws = await http.ws_connect(media_url(svc), autoclose=False)
+            await ws.send_str(start_frame(params["CallSid"], stream))
+            sockets.append(ws)
+        flood_ws, paced_ws = sockets
+        reader = asyncio.create_task(closed_with(flood_ws, 10.0))
+        for _ in range(100):  # a one-off backlog for the paced one
+            await paced_ws.send_str(tiny)
+        for _ in range(35):  # 3.5 s: 200 frames a second on one, 20 on the other
+            for _ in range(20):
+                if not flood_ws.closed:
+                    await flood_ws.send_str(tiny)
+            await paced_ws.send_str(tiny)
+            await paced_ws.send_str(tiny)
+            await asyncio.sleep(0.1)
+            if reader.done():
+                break
+        assert await reader == 1008
+        assert paced_ws.close_code is None and not paced_ws.closed
+        ended = await wait_for_status(svc, flooding["CallSid"], {"ended"})
+        assert ended["status"] == "ended"
+        await paced_ws.close()
+        await flood_ws.close()
