@@ -103,7 +103,9 @@ class StreamCall:
         watchdog = asyncio.create_task(self._require_start())
         idle_s = self.idle_timeout_s()
         idle = asyncio.create_task(self._close_when_idle(idle_s)) if idle_s is not None else None
-        flood = asyncio.create_task(self._close_when_flooding(self.services.settings.stream_max_frames_per_s))
+        settings = self.services.settings  # simulated callers send audio ``simulator_speed`` times as fast
+        max_frames_per_s = settings.stream_max_frames_per_s * max(1.0, settings.simulator_speed)
+        flood = asyncio.create_task(self._close_when_flooding(max_frames_per_s))
         try:
             async for msg in self.ws:
                 self.frames += 1
@@ -177,7 +179,7 @@ class StreamCall:
                 return
             seen = self.frames
 
-    async def _close_when_flooding(self, max_per_s: int) -> None:
+    async def _close_when_flooding(self, max_per_s: float) -> None:
         seen, over = self.frames, 0
         while not self.ws.closed:
             await asyncio.sleep(FLOOD_WINDOW_S)

@@ -160,7 +160,8 @@ async def test_a_stream_that_floods_frames_is_closed_and_one_at_a_callers_pace_i
     event loop 85 ms late on average). Now one sending more than RESPONDER_STREAM_MAX_FRAMES_PER_S
     for two seconds running is closed (1008) and its call ended; a stream at a caller's pace,
     and a one-second backlog, are left alone."""
-    svc = await start_service(make_settings(stream_max_frames_per_s=40, stream_idle_s=30.0))
+    settings = make_settings(stream_max_frames_per_s=40, stream_idle_s=30.0, simulator_speed=1.0)
+    svc = await start_service(settings)
     tiny = '{"event":"media","sequenceNumber":"1","media":{"track":"inbound","chunk":"1",' + (
         '"timestamp":"1","payload":"AAAA"},"streamSid":"MZ1"}'
     )
