@@ -59,19 +59,27 @@ class LogBudget:
     that it cannot turn every packet into a log line."""
 
     def __init__(
-        self, burst: int = 10, per_s: float = 0.1, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+        self, burst: int = 10, per_s: float = 0.1, clock: Callable[[], float] = time.monotonic,
+        *, from_first: bool = False,
+    ) -> None:  # fmt: skip
+        """``from_first``: the refill starts at the first event, not now (events passed in with
+        their own earlier times, as key presses buffered before a call's session came up)."""
         self.burst = float(burst)
         self.per_s = per_s
         self._clock = clock
         self._tokens = float(burst)
-        self._updated = clock()
+        self._updated: float | None = None if from_first else clock()
         self.suppressed = 0
 
-    def allow(self) -> bool:
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.per_s)
-        self._updated = now
+    def allow(self, at: float | None = None) -> bool:
+        """Whether one more may go; ``at``: when it happened (default now, on ``clock``'s
+        scale). An earlier time than one already seen adds no tokens."""
+        now = self._clock() if at is None else at
+        if self._updated is None:
+            self._updated = now
+        elif now > self._updated:
+            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.per_s)
+            self._updated = now
         if self._tokens >= 1.0:
             self._tokens -= 1.0
             return True

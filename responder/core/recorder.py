@@ -35,7 +35,7 @@ from responder.core.engine import (
     ConversationItem,
     ItemAdded,
 )
-from responder.core.keypad import DTMF_BURST, DTMF_RATE_PER_S, KeyRate
+from responder.core.keypad import DTMF_BURST, DTMF_RATE_PER_S, key_rate
 from responder.core.write_lane import WriteLane
 
 ACTION_WRITE_WAIT_S = 5.0
@@ -56,7 +56,7 @@ class TranscriptRecorder:
         self._transcripts: dict[str, asyncio.Event] = {}
         self._output_anchor: dict[str, str] = {}  # tool call id → decision id to place the output after
         self.lane = WriteLane(call_id, log)
-        self.keys = KeyRate(dtmf_rate_per_s, dtmf_burst)
+        self.keys = key_rate(dtmf_rate_per_s, dtmf_burst)
         self._keys_log = LogBudget(burst=1, per_s=0.1)  # refused presses: one warning each 10 s
         self._keys_unlogged = 0  # refused since the last warning
         self.refused: dict[ItemKind, int] = {}  # items refused at the call's item limit, by kind
@@ -231,7 +231,7 @@ class TranscriptRecorder:
         if self._keys_log.allow():
             self.log.warning(
                 "call.dtmf_rate_limited", reason=reason, refused=self._keys_unlogged,
-                rate_per_s=self.keys.rate_per_s, burst=int(self.keys.burst),
+                rate_per_s=self.keys.per_s, burst=int(self.keys.burst),
             )  # fmt: skip
             self._keys_unlogged = 0
 
