@@ -3,7 +3,6 @@ counts) lines instead of stalling whoever logs."""
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 from pathlib import Path
@@ -12,24 +11,11 @@ import structlog
 
 from infra.log_writer import LogWriter
 from infra.logs import configure_logging
-
-
-class GatedStream(io.StringIO):
-    """A stream whose writes wait for ``gate`` (a stuck pipe), noting which thread wrote."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = threading.Event()
-        self.writers: set[str] = set()
-
-    def write(self, text: str) -> int:
-        self.writers.add(threading.current_thread().name)
-        self.gate.wait(5.0)
-        return super().write(text)
+from tests.support.logs import StalledStream
 
 
 def test_lines_are_written_in_order_by_the_writer_thread_not_by_the_caller() -> None:
-    stream = GatedStream()
+    stream = StalledStream()
     writer = LogWriter(stream)
     for n in range(50):  # with the stream stuck, a synchronous write would block here
         writer.write("stream", f"line {n}")
@@ -40,7 +26,7 @@ def test_lines_are_written_in_order_by_the_writer_thread_not_by_the_caller() -> 
 
 
 def test_a_stalled_stream_drops_lines_past_the_bound_and_says_how_many() -> None:
-    stream = GatedStream()
+    stream = StalledStream()
     writer = LogWriter(stream, max_lines=5)
     configure_logging("json", "INFO")
     structlog.configure(logger_factory=lambda *_: _Forward(writer))  # the drop report: here

@@ -3,30 +3,14 @@ and the writer thread, never straight to stderr from the thread that logs them."
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import sys
-import threading
 
 import pytest
 
 from infra.logs import configure_logging, flush_logs
-
-
-class StalledStderr(io.StringIO):
-    """A stderr whose writes wait for ``gate`` (a pipe nobody reads), noting who wrote."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = threading.Event()
-        self.writers: set[str] = set()
-
-    def write(self, text: str) -> int:
-        self.writers.add(threading.current_thread().name)
-        self.gate.wait(5.0)
-        return super().write(text)
-
+from tests.support.logs import StalledStream
 
 KEY = "sk-proj-" + "a1B2" * 10
 
@@ -41,7 +25,7 @@ def _aiohttp_error(n: int) -> None:
 def test_a_library_record_is_queued_for_the_writer_not_written_by_the_logging_thread(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    stream = StalledStderr()  # stderr nobody reads: a write from this thread would block on it
+    stream = StalledStream()  # stderr nobody reads: a write from this thread would block on it
     monkeypatch.setattr(sys, "stderr", stream)
     monkeypatch.setattr(logging.getLogger(), "handlers", [])  # as in the service: none (not pytest's)
     configure_logging("json", "INFO")
