@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,11 +16,18 @@ from responder.core.actions import DRAIN_LINE
 from responder.server.drain import SHUTDOWN_MARGIN_S
 from simulator.caller import place_call
 from simulator.scenario import load_scenario
-from tests.support.paths import REPO
-from tests.support.serve_process import wait_ready
+from tests.support.serve_process import start_serve, wait_ready
 
 AUTH = "0123456789abcdef0123456789abcdef"
 DRAIN_S, GOODBYE_S, SPEED = 6.0, 4.0, 4.0
+
+
+def _env(redis_url: str, key_prefix: str, log_file: Path) -> dict[str, str]:
+    return {
+        "REDIS_URL": redis_url, "RESPONDER_REDIS_PREFIX": key_prefix, "TWILIO_AUTH_TOKEN": AUTH,
+        "RESPONDER_DRAIN_S": str(DRAIN_S), "RESPONDER_DRAIN_GOODBYE_S": str(GOODBYE_S),
+        "RESPONDER_SIMULATOR_SPEED": str(SPEED), "RESPONDER_LOG_FILE": str(log_file),
+    }  # fmt: skip
 
 
 async def test_sigterm_drains_a_live_call_and_exits_zero(
@@ -31,16 +35,7 @@ async def test_sigterm_drains_a_live_call_and_exits_zero(
 ) -> None:
     port = unused_port()
     log_file = tmp_path / "serve.jsonl"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RESPONDER_"))},
-        "REDIS_URL": redis_url, "RESPONDER_REDIS_PREFIX": key_prefix, "TWILIO_AUTH_TOKEN": AUTH,
-        "RESPONDER_DRAIN_S": str(DRAIN_S), "RESPONDER_DRAIN_GOODBYE_S": str(GOODBYE_S),
-        "RESPONDER_SIMULATOR_SPEED": str(SPEED), "RESPONDER_LOG_FILE": str(log_file),
-    }  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "responder.cli.main", "serve", "--port", str(port),
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = await start_serve(port, _env(redis_url, key_prefix, log_file))
     url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
@@ -100,16 +95,7 @@ async def test_a_drain_ends_inside_its_limit_when_the_caller_never_echoes_marks(
     the call ends inside the limit and the process exits within DRAIN_S + SHUTDOWN_MARGIN_S."""
     port = unused_port()
     log_file = tmp_path / "serve.jsonl"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RESPONDER_"))},
-        "REDIS_URL": redis_url, "RESPONDER_REDIS_PREFIX": key_prefix, "TWILIO_AUTH_TOKEN": AUTH,
-        "RESPONDER_DRAIN_S": str(DRAIN_S), "RESPONDER_DRAIN_GOODBYE_S": str(GOODBYE_S),
-        "RESPONDER_SIMULATOR_SPEED": str(SPEED), "RESPONDER_LOG_FILE": str(log_file),
-    }  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "responder.cli.main", "serve", "--port", str(port),
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = await start_serve(port, _env(redis_url, key_prefix, log_file))
     url = f"http://127.0.0.1:{port}"
     loop = asyncio.get_running_loop()
     ended: asyncio.Future[float] = loop.create_future()
