@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import itertools
 import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from simulator.live_audio import LiveFormat
 from simulator.live_protocol import resolve_session
@@ -50,11 +49,10 @@ from simulator.probe import (
     PAUSE_MS,
     STAMP_CHARS,
     TALK_MS,
-    UNKNOWN_TAG,
     USER_TURN_MS,
     ProbeConfig,
     ProbeRecorder,
-    read_stamp,
+    ProbeSocket,
     stamped_audio,
 )
 from simulator.realtime_items import new_id
@@ -106,58 +104,24 @@ class LiveProbeConfig:
 LIVE_PROBE_KEY: web.AppKey[LiveProbeConfig] = web.AppKey("live_probe_config", LiveProbeConfig)
 
 
-class LiveProbeSession:
+class LiveProbeSession(ProbeSocket):
     """One primary Live WebSocket in probe mode (see the module docstring)."""
 
     def __init__(
         self, ws: web.WebSocketResponse, recorder: ProbeRecorder, config: LiveProbeConfig | None = None
     ) -> None:
-        self.ws = ws
-        self.recorder = recorder
+        super().__init__(ws, recorder)
         self.config = config or LiveProbeConfig()
-        self.tag = UNKNOWN_TAG
-        self.times = recorder.of(UNKNOWN_TAG)
         self.session: dict[str, Any] | None = None
         self.timeline_ms = 0.0  # caller audio received, in ms of the session format
         self._bytes_per_ms = 48.0
         self._seq = 0
-        self._ids = itertools.count(1)
-        self._prefix = new_id("event")
-        self._driver: asyncio.Task[None] | None = None
         self._track_due = 0.0  # loop time at which the next output delta is due
         self._silent = ""
         self._delta_bytes = 0
         self._delegation: str | None = None  # the delegation waiting for its answer
         self._answered = asyncio.Event()
         self._answered_at = 0.0
-        self._closed = False
-
-    # -- connection --------------------------------------------------------------------------
-    async def run(self) -> None:
-        self.recorder.sessions += 1
-        try:
-            async for msg in self.ws:
-                if msg.type == WSMsgType.TEXT:
-                    await self.on_text(msg.data)
-        finally:
-            self._closed = True
-            if self._driver is not None:
-                self._driver.cancel()
-                await asyncio.gather(self._driver, return_exceptions=True)
-
-    def _event_id(self) -> str:
-        return f"{self._prefix}{next(self._ids):06d}"
-
-    async def emit(self, event: dict[str, Any]) -> None:
-        await self.emit_text(json.dumps({**event, "event_id": self._event_id()}))
-
-    async def emit_text(self, text: str) -> None:
-        if self._closed or self.ws.closed:
-            return
-        try:
-            await self.ws.send_str(text)
-        except (ConnectionError, RuntimeError):
-            self._closed = True
 
     async def on_text(self, text: str) -> None:
         if text.startswith(APPEND_PREFIX):  # the hot path: the stamp and the length, nothing else
@@ -215,14 +179,7 @@ class LiveProbeSession:
         chars = len(text) - start - 2  # without the closing '"}'
         pad = text.count("=", len(text) - 4, len(text) - 2)
         self.timeline_ms += max(0, chars * 3 // 4 - pad) / self._bytes_per_ms
-        found = read_stamp(text[start : start + STAMP_CHARS])
-        if found is None:
-            return
-        tag, _, sent = found
-        if tag != self.tag:  # the first stamped frame names the call
-            self.tag, self.times = tag, self.recorder.of(tag)
-        self.times.in_sent.append(sent)
-        self.times.in_latency_ms.append((received - sent) * 1000)
+        self._stamped(text[start : start + STAMP_CHARS], received)
 
     # -- the output track --------------------------------------------------------------------
     async def _tick(self, voiced: bool) -> None:

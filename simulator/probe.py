@@ -183,28 +183,29 @@ class ProbeRecorder:
         }
 
 
-class ProbeSession:
-    """One realtime WebSocket in probe mode (see the module docstring)."""
+class ProbeSocket:
+    """What both engines' probe sessions share: the socket's read loop, event ids, sending,
+    and the stamps of caller audio filed under the call they name."""
 
-    def __init__(self, ws: web.WebSocketResponse, recorder: ProbeRecorder, *, model: str) -> None:
+    def __init__(self, ws: web.WebSocketResponse, recorder: ProbeRecorder) -> None:
         self.ws = ws
         self.recorder = recorder
-        self.config = recorder.config
-        self.session = default_session(model)
         self.tag = UNKNOWN_TAG
         self.times = recorder.of(UNKNOWN_TAG)
-        self._seq = 0
-        self._user_item_id: str | None = None
-        self._driver: asyncio.Task[None] | None = None
-        self._requests: asyncio.Queue[dict[str, Any]] = asyncio.Queue()  # response.create bodies
-        self._outputs = 0  # function_call_output items received
+        self._driver: asyncio.Task[None] | None = None  # the model's side of the conversation
         self._event_prefix = new_id("event") + "_"
         self._event_seq = 0
         self._closed = False
 
+    async def opened(self) -> None:
+        """What the server says first (nothing by default)."""
+
+    async def on_text(self, text: str) -> None:
+        raise NotImplementedError
+
     async def run(self) -> None:
         self.recorder.sessions += 1
-        await self.emit({"type": "session.created", "session": self.session})
+        await self.opened()
         try:
             async for msg in self.ws:
                 if msg.type == WSMsgType.TEXT:
@@ -229,6 +230,33 @@ class ProbeSession:
             await self.ws.send_str(text)
         except (ConnectionError, RuntimeError):
             self._closed = True
+
+    def _stamped(self, head: str, received: float) -> None:
+        """File the stamp in ``head`` (caller audio's first base64 characters), if it has one."""
+        found = read_stamp(head)
+        if found is None:
+            return
+        tag, _, sent = found
+        if tag != self.tag:  # the first stamped frame names the call
+            self.tag, self.times = tag, self.recorder.of(tag)
+        self.times.in_sent.append(sent)
+        self.times.in_latency_ms.append((received - sent) * 1000)
+
+
+class ProbeSession(ProbeSocket):
+    """One realtime WebSocket in probe mode (see the module docstring)."""
+
+    def __init__(self, ws: web.WebSocketResponse, recorder: ProbeRecorder, *, model: str) -> None:
+        super().__init__(ws, recorder)
+        self.config = recorder.config
+        self.session = default_session(model)
+        self._seq = 0
+        self._user_item_id: str | None = None
+        self._requests: asyncio.Queue[dict[str, Any]] = asyncio.Queue()  # response.create bodies
+        self._outputs = 0  # function_call_output items received
+
+    async def opened(self) -> None:
+        await self.emit({"type": "session.created", "session": self.session})
 
     async def on_text(self, text: str) -> None:
         if text.startswith(APPEND_PREFIX):  # the hot path: read the stamp, nothing else
@@ -258,15 +286,7 @@ class ProbeSession:
             await self.emit({"type": "conversation.item.truncated", **fields})
 
     def _appended(self, head: str) -> None:
-        received = time.monotonic()
-        found = read_stamp(head)
-        if found is None:
-            return
-        tag, _, sent = found
-        if tag != self.tag:  # the first stamped frame names the call
-            self.tag, self.times = tag, self.recorder.of(tag)
-        self.times.in_sent.append(sent)
-        self.times.in_latency_ms.append((received - sent) * 1000)
+        self._stamped(head, time.monotonic())
 
     async def _item_created(self, item: dict[str, Any]) -> None:
         item = {**item, "id": item.get("id") or new_id("item"), "object": "realtime.item"}
