@@ -106,3 +106,15 @@ def refused(reason: str) -> float:
 
 def pending() -> float:
     return metric("responder_unauthenticated_sockets", transport="twilio")
+
+
+async def open_stream(
+    http: aiohttp.ClientSession, svc: RunningService, params: dict[str, str]
+) -> aiohttp.ClientWebSocketResponse:
+    """A signed webhook for ``params``, then its media stream with a valid ``start``; the
+    socket is opened with ``autoclose=False`` (see :func:`one_refused`)."""
+    stream = stream_parameters(await post_webhook(http, svc, params))
+    assert stream is not None, "no stream offered"
+    ws = await http.ws_connect(media_url(svc), autoclose=False)
+    await ws.send_str(start_frame(params["CallSid"], stream))
+    return ws

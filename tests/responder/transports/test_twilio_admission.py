@@ -19,6 +19,7 @@ from tests.support.twilio import (
     hang_up,
     media_url,
     one_refused,
+    open_stream,
     pending,
     post_webhook,
     refused,
@@ -133,14 +134,7 @@ async def test_a_stream_that_goes_silent_is_closed_and_its_call_ended(
     svc = await start_service(make_settings(stream_idle_s=0.6))
     quiet, busy = webhook_params(), webhook_params()
     async with aiohttp.ClientSession() as http:
-        sockets = []
-        for params in (quiet, busy):
-            stream = stream_parameters(await post_webhook(http, svc, params))
-            assert stream is not None
-            ws = await http.ws_connect(media_url(svc), autoclose=False)
-            await ws.send_str(start_frame(params["CallSid"], stream))
-            sockets.append(ws)
-        quiet_ws, busy_ws = sockets
+        quiet_ws, busy_ws = [await open_stream(http, svc, params) for params in (quiet, busy)]
         reader = asyncio.create_task(closed_with(quiet_ws, 10.0))
         for _ in range(100):  # 2 s of frames on one of them only
             await busy_ws.send_str('{"event":"mark","streamSid":"MZ1","mark":{"name":"nope"}}')
@@ -167,14 +161,7 @@ async def test_a_stream_that_floods_frames_is_closed_and_one_at_a_callers_pace_i
     )
     flooding, paced = webhook_params(), webhook_params()
     async with aiohttp.ClientSession() as http:
-        sockets = []
-        for params in (flooding, paced):
-            stream = stream_parameters(await post_webhook(http, svc, params))
-            assert stream is not None
-            ws = await http.ws_connect(media_url(svc), autoclose=False)
-            await ws.send_str(start_frame(params["CallSid"], stream))
-            sockets.append(ws)
-        flood_ws, paced_ws = sockets
+        flood_ws, paced_ws = [await open_stream(http, svc, params) for params in (flooding, paced)]
         reader = asyncio.create_task(closed_with(flood_ws, 10.0))
         for _ in range(100):  # a one-off backlog for the paced one
             await paced_ws.send_str(tiny)
