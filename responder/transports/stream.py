@@ -223,9 +223,14 @@ class StreamCall:
         return None
 
     async def caller_dtmf(self, digit: str) -> None:
-        """A key press of the caller: to the call's recorder, or kept until it exists."""
+        """A key press of the caller: to the call's recorder, or kept until it exists. One
+        before the socket has named (and, on Twilio, authenticated) its call belongs to no call:
+        it is dropped, within the connection's log budget."""
         if self.controller is not None:
             await self.controller.caller_dtmf(digit)
+        elif not self.started:
+            if self.invalid_frames.allow():
+                self.log.warning(self.names.frame_invalid, frame_type="dtmf", reason="before start")
         elif len(self._early_keys) < EARLY_KEYS_MAX:
             self._early_keys.append((digit, time.monotonic()))
         else:

@@ -5,6 +5,7 @@ one stream. Against the real service and a real Redis."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -180,3 +181,29 @@ async def test_a_stream_that_floods_frames_is_closed_and_one_at_a_callers_pace_i
         assert ended["status"] == "ended"
         await paced_ws.close()
         await flood_ws.close()
+
+
+async def test_key_presses_before_start_belong_to_no_call(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """A press on a socket that has not shown its stream token yet is no caller's: it is not
+    kept for the call that starts later (one right after start is, issue 14 item 6)."""
+    svc = await start_service(make_settings())
+    params = webhook_params()
+    sid = "MZ" + "f" * 32
+
+    def press(digit: str) -> str:
+        return json.dumps({"event": "dtmf", "streamSid": sid, "dtmf": {"digit": digit}})
+
+    async with aiohttp.ClientSession() as http:
+        stream = stream_parameters(await post_webhook(http, svc, params))
+        assert stream is not None
+        async with http.ws_connect(media_url(svc)) as ws:
+            await ws.send_str(press("5"))  # before start: unauthenticated
+            await ws.send_str(start_frame(params["CallSid"], stream, stream_sid=sid))
+            await ws.send_str(press("7"))  # after start, before the session is attached
+            await wait_until(lambda: svc.services.live_controllers, 5.0, what="the call's controller")
+            await ws.send_str(json.dumps({"event": "stop", "streamSid": sid}))
+    await wait_for_status(svc, params["CallSid"], {"ended"})
+    items = await svc.services.history.get_items(params["CallSid"])
+    assert [i.text for i in items if i.kind == "dtmf"] == ["7"]
