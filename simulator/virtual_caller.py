@@ -96,6 +96,9 @@ class VirtualCaller:
             if not watcher.done():
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
+            if self.call.ended.is_set():
+                # the script may notice the ended call before the watcher does: close here too
+                await self._close()
 
     async def _script(self) -> None:
         connected = self._now()

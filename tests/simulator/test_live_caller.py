@@ -26,10 +26,17 @@ from tests.support.live import OpenLive, live_session, live_sims
 from tests.support.waits import wait_until
 
 SPEED = 10.0
-# long, so that the barge-in lands in it even when a loaded machine delays the caller's playback
+# Long (about 20 s of speech, 2 s of wall clock at SPEED): the barge-in must land in it even when
+# a loaded machine stalls this process. After a stall the caller's audio catches up in a burst,
+# the session timeline jumps ahead of what the caller has played, and a short answer would be
+# over on the model's side before the caller starts to speak. The barge-in cuts it, so its
+# length costs no test time.
 ANSWER = (
     "Yes, you can return it within sixty days, even used, under our Trail Tested guarantee, "
-    "at any store or by mail."
+    "at any store or by mail. Bring the tent with its poles, stakes and bag if you still have "
+    "them, along with the receipt or the order number, and we will refund the original payment "
+    "method. A store can also swap it for another size or model on the spot, and the mail "
+    "return label is free for members of our outdoor club."
 )
 SCENARIO = Scenario(
     name="live-caller",
