@@ -37,6 +37,7 @@ TARGETS = {  # issue 6, item 6
     "relay_p99_ms": 5.0,
     "supervisor_overhead_p99_ms": 5.0,
     "clear_ms": 2.0,
+    "truncation_error_ms": 20.0,  # issue 15: truncation within 20 ms of what was heard
 }
 
 
@@ -44,6 +45,17 @@ def _lat(d: dict[str, Any]) -> str:
     if not d.get("n"):
         return "no samples"
     return f"p50 {d['p50']:.2f}  p99 {d['p99']:.2f}  max {d['max']:.2f}  (n={d['n']})"
+
+
+def _truncation(t: dict[str, Any] | None) -> str:
+    if not t or not t["signed"].get("n"):
+        return "no truncations"
+    signed, size = t["signed"], t["abs"]
+    return (
+        f"|p50| {size['p50']:.2f}  |p99| {size['p99']:.2f}  |max| {size['max']:.2f}"
+        f"  (signed p50 {signed['p50']:.2f}, n={signed['n']})"
+        f"  without clear {t['truncations_without_clear']}  (target |max| ≤ 20)"
+    )
 
 
 def format_report(r: dict[str, Any]) -> str:
@@ -77,6 +89,7 @@ def format_report(r: dict[str, Any]) -> str:
             _lat(r["speech_started_to_clear_ms"])
             + f"  missing {r['speech_started_to_clear_ms']['barge_ins_without_clear']}  (target ≤ 2)",
         ),
+        ("truncated − heard (ms)", _truncation(r.get("truncation_error_ms"))),
         (
             "load average before / after",
             f"{r['load_average']['before']} / {r['load_average']['after']}"

@@ -133,6 +133,10 @@ class TagTimes:
     answered: list[tuple[float, float]] = field(default_factory=list)  # (hand-over, answer asked)
     unanswered: list[float] = field(default_factory=list)  # hand-overs given up on
     hold_lines: int = 0
+    first_seq: dict[str, int] = field(default_factory=dict)  # item id → its first delta's seq
+    # (receive time, where the truncation falls on this call's delta timeline in ms: the audio of
+    # delta seq n spans [(n - 1) × delta_ms, n × delta_ms)), for the heard-vs-truncated check
+    truncations: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -165,6 +169,7 @@ class ProbeRecorder:
                 "in_received": len(got),
                 "out_sent": sum(1 for sent in times.out_sent if t0 <= sent <= t1),
                 "barge_ins": [t for t in times.barge_ins if t0 <= t <= t1],
+                "truncations": [(t, ms) for t, ms in times.truncations if t0 <= t <= t1],
             }
         handovers = {
             "asked": asked,
@@ -283,7 +288,14 @@ class ProbeSession(ProbeSocket):
             await self._item_created(data.get("item") or {})
         elif kind == "conversation.item.truncate":
             fields = {k: data.get(k) for k in ("item_id", "content_index", "audio_end_ms")}
+            self._truncated(fields["item_id"], fields["audio_end_ms"])
             await self.emit({"type": "conversation.item.truncated", **fields})
+
+    def _truncated(self, item_id: Any, audio_end_ms: Any) -> None:
+        first = self.times.first_seq.get(item_id) if isinstance(item_id, str) else None
+        if first is not None and type(audio_end_ms) is int:
+            at_ms = (first - 1) * self.config.delta_ms + audio_end_ms
+            self.times.truncations.append((time.monotonic(), float(at_ms)))
 
     def _appended(self, head: str) -> None:
         self._stamped(head, time.monotonic())
@@ -401,6 +413,7 @@ class ProbeSession(ProbeSocket):
         delta_ms = self.config.delta_ms
         delta_bytes = delta_ms * 8
         status, sent_ms = "completed", 0
+        self.times.first_seq[item_id] = self._seq + 1
         for n in range(talk_ms // delta_ms):
             due = t0 + n * delta_ms / 1000
             if barge_in and due - started >= BARGE_IN_AT_MS / 1000:

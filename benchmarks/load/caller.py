@@ -5,7 +5,9 @@ then the media WebSocket with ``connected``/``start``, 20 ms μ-law ``media`` fr
 real time (silence, stamped in their first bytes — see :mod:`simulator.probe`),
 ``mark`` echoes once the audio before a mark has "played", and ``stop``. Twilio's playback
 buffer is modelled with one timer per mark instead of a clock tick; ``clear`` releases every
-pending mark at once, as Twilio does.
+pending mark at once, as Twilio does. It also keeps when each stamped chunk started to play,
+so that at a ``clear`` it knows how far into the model's audio the listener had heard (the
+truth the service's ``conversation.item.truncate`` is checked against).
 
 Unlike :mod:`simulator.caller` it follows no scenario: the probe model talks on its
 own schedule, and this caller only times what it receives.
@@ -19,12 +21,14 @@ import json
 import secrets
 import time
 from array import array
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from twilio.request_validator import RequestValidator
 
+from responder.core.playback import b64_decoded_len  # padding counted: 160 bytes are 216 chars
 from simulator.caller_types import parse_twiml
 from simulator.probe import STAMP, STAMP_CHARS, read_stamp, stamp
 
@@ -48,6 +52,8 @@ class CallStats:
     out_sent: array[float] = field(default_factory=lambda: array("d"))  # model's stamp per delta
     out_latency_ms: array[float] = field(default_factory=lambda: array("d"))
     clears: list[float] = field(default_factory=list)
+    # (clear time, heard position on the call's delta timeline in ms: see simulator.probe)
+    heard_at_clear: list[tuple[float, float]] = field(default_factory=list)
     marks_echoed: int = 0
     malformed: int = 0
 
@@ -65,6 +71,8 @@ class LoadCall:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._seq = 0
         self._play_end = 0.0  # loop time when the queued model audio will have played
+        self._playout: deque[tuple[float, int, float]] = deque()  # (play start, seq, ms) per chunk
+        self._playout_end = 0.0  # monotonic time when the queued chunks will have played
         self._pending_marks: dict[str, asyncio.TimerHandle] = {}
         self._media_tail = '"},"streamSid":"' + self.stream_sid + '"}'
         self._mark_head = '{"event":"mark","streamSid":"' + self.stream_sid + '","mark":{"name":"'
@@ -167,14 +175,15 @@ class LoadCall:
 
     def _on_media(self, data: str, start: int, received: float) -> None:
         end = data.find('"', start)
-        self._media(data[start : start + STAMP_CHARS], end - start, received)
+        self._media(data[start : start + STAMP_CHARS], data[start:end], received)
 
-    def _media(self, head: str, b64_chars: int, received: float) -> None:
+    def _media(self, head: str, payload: str, received: float) -> None:
         found = read_stamp(head)
+        ms = b64_decoded_len(payload) / 8  # μ-law bytes → ms at 8 kHz
         if found is not None:
             self.stats.out_sent.append(found[2])
             self.stats.out_latency_ms.append((received - found[2]) * 1000)
-        ms = b64_chars * 3 / 4 / 8  # base64 characters → μ-law bytes → ms at 8 kHz
+            self._queue_playout(found[1], ms, received)
         loop_now = asyncio.get_running_loop().time()
         self._play_end = max(self._play_end, loop_now) + ms / 1000
         if self.stats.connected_at is None:
@@ -199,16 +208,38 @@ class LoadCall:
             loop = asyncio.get_running_loop()
             self._pending_marks[name] = loop.call_at(self._play_end, self._echo, name)
         elif event == "clear":
-            self.stats.clears.append(time.monotonic())
+            cleared = time.monotonic()
+            self.stats.clears.append(cleared)
+            heard = self._heard_at(cleared)
+            if heard is not None:
+                self.stats.heard_at_clear.append((cleared, heard))
+            self._playout.clear()
+            self._playout_end = 0.0
             self._play_end = 0.0
             for name, handle in list(self._pending_marks.items()):
                 handle.cancel()
                 self._echo(name)
         elif event == "media":  # valid JSON the fast path did not recognise
             payload = str(frame["media"]["payload"])
-            self._media(payload[:STAMP_CHARS], len(payload), time.monotonic())
+            self._media(payload[:STAMP_CHARS], payload, time.monotonic())
         else:
             self.stats.malformed += 1
+
+    def _queue_playout(self, seq: int, ms: float, received: float) -> None:
+        start = max(self._playout_end, received)
+        self._playout_end = start + ms / 1000
+        playout = self._playout
+        playout.append((start, seq, ms))
+        while len(playout) > 1 and playout[1][0] <= received:  # keep the chunk playing now
+            playout.popleft()
+
+    def _heard_at(self, t: float) -> float | None:
+        """How far into the model's audio (ms on the delta timeline) the listener had heard at
+        ``t``: into the chunk playing then, or to the end of the last one if playback ran dry."""
+        for start, seq, ms in reversed(self._playout):
+            if start <= t:
+                return (seq - 1) * ms + min(ms, (t - start) * 1000)
+        return None
 
     def _echo(self, name: str) -> None:
         self._pending_marks.pop(name, None)

@@ -275,6 +275,7 @@ async def _measure(
         },
         "lost_frames": _losses(stats, probe, t0, t1),
         "speech_started_to_clear_ms": _clear_latency(stats, probe),
+        "truncation_error_ms": _truncation_error(stats, probe),
         "supervisor_turns": probe["handovers"],
         "load_average": {
             "before": [round(x, 2) for x in load_before],
@@ -359,6 +360,30 @@ def _clear_latency(stats: list[CallStats], probe: dict[str, Any]) -> dict[str, A
             else:
                 missing += 1
     return {**percentiles(latencies), "barge_ins_without_clear": missing}
+
+
+def _truncation_error(stats: list[CallStats], probe: dict[str, Any]) -> dict[str, Any]:
+    """Each ``conversation.item.truncate`` the model got against what the caller had heard
+    when the ``clear`` reached it (the nearest clear within :data:`CLEAR_MATCH_S`): truncated
+    minus heard, in ms (> 0: the history claims audio nobody heard). ``abs`` for the target."""
+    errors: list[float] = []
+    unmatched = 0
+    for s in stats:
+        heard = sorted(s.heard_at_clear)
+        times = [t for t, _ in heard]
+        for at, truncated_ms in probe["calls"].get(str(s.tag), {}).get("truncations", []):
+            i = bisect.bisect_left(times, at)
+            near = [j for j in (i - 1, i) if 0 <= j < len(times) and abs(times[j] - at) <= CLEAR_MATCH_S]
+            if not near:
+                unmatched += 1
+                continue
+            j = min(near, key=lambda k: abs(times[k] - at))
+            errors.append(truncated_ms - heard[j][1])
+    return {
+        "signed": percentiles(errors),
+        "abs": percentiles(abs(e) for e in errors),
+        "truncations_without_clear": unmatched,
+    }
 
 
 def _start_profiler(cfg: LoadConfig, pid: int) -> subprocess.Popen[bytes] | None:

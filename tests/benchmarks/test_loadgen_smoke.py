@@ -76,6 +76,14 @@ async def test_service_and_baseline_sustained_without_loss(redis_url: str) -> No
     assert result["engine"] == "realtime" and live["engine"] == "live", report
     for target in (result, live, result["baseline"]):
         _check_target(target, report)
+    # Realtime truncates at every barge-in: each truncation is matched to what the caller had
+    # heard when its clear arrived (GPT-Live has no truncate, the relay never sends one)
+    truncation = result["truncation_error_ms"]
+    assert truncation["signed"]["n"] >= 1 and truncation["truncations_without_clear"] == 0, report
+    assert 0 <= truncation["abs"]["p50"] <= truncation["abs"]["max"], report
+    assert live["truncation_error_ms"]["signed"]["n"] == 0, report
+    assert result["baseline"]["truncation_error_ms"]["signed"]["n"] == 0, report
+    assert "truncated − heard" in report, report
     for service in (result, live):
         assert set(service["ratio"]) == {label for label, _ in FIGURES}, report
         assert all(isinstance(r, float) and r > 0 for r in service["ratio"].values()), report
