@@ -1,0 +1,154 @@
+"""CPU per message of the two WebSocket libraries on a model socket, one loopback connection.
+
+The service's model socket is the ``openai`` SDK's, which is ``websockets``; the minimal relay
+(:mod:`benchmarks.minimal_relay`) can use aiohttp's client instead. This measures the client
+side of one connection to an aiohttp server in another process, one ~330-byte text frame per
+message (a 20 ms μ-law delta as JSON), paced so that each message is its own read, as on a
+paced call:
+
+* ``recv``: the server sends N frames; the client's CPU to receive them — the SDK's
+  ``recv_bytes``, the ``websockets`` ``recv(decode=False)`` it awaits, aiohttp's ``receive``;
+* ``send``: the client sends N frames — the SDK's ``send_raw``, ``websockets``' ``send()``, its
+  protocol object directly (``send_text`` + ``send_data``, what the service's ``write_now``
+  does) and aiohttp's ``send_str``.
+
+    .venv/bin/python -m benchmarks.ws_socket_cost [--messages 4000] [--gap-ms 0.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+
+import aiohttp
+import uvloop
+import websockets
+from aiohttp import web
+
+_AUDIO = base64.b64encode(os.urandom(160)).decode()
+SERVER_EVENT = json.dumps(
+    {"type": "response.output_audio.delta", "event_id": "event_1234", "response_id": "resp_1",
+     "item_id": "item_1", "output_index": 0, "content_index": 0, "delta": _AUDIO}
+)  # fmt: skip
+CLIENT_EVENT = '{"type":"input_audio_buffer.append","audio":"' + _AUDIO + '"}'
+
+
+async def _serve(n: int, gap_s: float) -> None:
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        mode = (await ws.receive()).data
+        if mode == "recv":
+            for _ in range(n):
+                await ws.send_str(SERVER_EVENT)
+                await asyncio.sleep(gap_s)
+        else:
+            for _ in range(n):
+                await ws.receive()
+        await ws.send_str("done")
+        await ws.receive()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    app.router.add_get("/v1/realtime", handler)  # the SDK's path
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(site._server.sockets[0].getsockname()[1], flush=True)  # type: ignore[union-attr]
+    await asyncio.sleep(3600)
+
+
+async def _client(kind: str, mode: str, port: int, n: int, gap_s: float) -> float:
+    url = f"ws://127.0.0.1:{port}/"
+    if kind == "openai-sdk":
+        return await _sdk_client(mode, port, n, gap_s)
+    if kind == "aiohttp":
+        async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+            await ws.send_str(mode)
+            started = time.process_time()
+            for _ in range(n):
+                if mode == "recv":
+                    await ws.receive()
+                else:
+                    await ws.send_str(CLIENT_EVENT)
+                    await asyncio.sleep(gap_s)
+            spent = time.process_time() - started
+            await ws.receive()
+            return spent
+    async with websockets.connect(url, compression=None, max_size=None) as conn:
+        await conn.send(mode)
+        started = time.process_time()
+        for _ in range(n):
+            if mode == "recv":
+                await conn.recv(decode=False)
+            elif kind == "websockets-protocol":
+                conn.protocol.send_text(CLIENT_EVENT.encode())
+                conn.send_data()
+                await asyncio.sleep(gap_s)
+            else:
+                await conn.send(CLIENT_EVENT)
+                await asyncio.sleep(gap_s)
+        spent = time.process_time() - started
+        await conn.recv()
+        return spent
+
+
+async def _sdk_client(mode: str, port: int, n: int, gap_s: float) -> float:
+    """The SDK's Realtime connection, raw frames: ``recv_bytes`` / ``send_raw``."""
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(api_key="sk-bench", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        await conn.send_raw(mode)
+        started = time.process_time()
+        for _ in range(n):
+            if mode == "recv":
+                await conn.recv_bytes()
+            else:
+                await conn.send_raw(CLIENT_EVENT)
+                await asyncio.sleep(gap_s)
+        spent = time.process_time() - started
+        await conn.recv_bytes()
+    await client.close()
+    return spent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=4000)
+    parser.add_argument("--gap-ms", type=float, default=0.5, help="pause between two messages")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    gap_s = args.gap_ms / 1000
+    if args.serve:
+        uvloop.run(_serve(args.messages, gap_s))
+        return
+    cmd = [sys.executable, "-m", "benchmarks.ws_socket_cost", "--serve", "--messages", str(args.messages),
+           "--gap-ms", str(args.gap_ms)]  # fmt: skip
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        cases = [("recv", "openai-sdk"), ("recv", "websockets"), ("recv", "aiohttp"),
+                 ("send", "openai-sdk"), ("send", "websockets"), ("send", "websockets-protocol"),
+                 ("send", "aiohttp")]  # fmt: skip
+        for mode, kind in cases:
+            runs = [uvloop.run(_client(kind, mode, port, args.messages, gap_s)) for _ in range(3)]
+            per = sorted(r / args.messages * 1e6 for r in runs)
+            spread = f"{per[0]:.1f}–{per[2]:.1f}"
+            print(f"{mode} {kind:<20} {per[1]:6.1f} µs CPU per message (median of 3; {spread})")
+    finally:
+        server.terminate()
+        server.wait()
+
+
+if __name__ == "__main__":
+    main()
