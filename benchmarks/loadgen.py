@@ -37,7 +37,6 @@ TARGETS = {  # issue 6, item 6
     "relay_p99_ms": 5.0,
     "supervisor_overhead_p99_ms": 5.0,
     "clear_ms": 2.0,
-    "truncation_error_ms": 20.0,  # issue 15: truncation within 20 ms of what was heard
 }
 
 
@@ -54,7 +53,8 @@ def _truncation(t: dict[str, Any] | None) -> str:
     return (
         f"|p50| {size['p50']:.2f}  |p99| {size['p99']:.2f}  |max| {size['max']:.2f}"
         f"  (signed p50 {signed['p50']:.2f}, n={signed['n']})"
-        f"  without clear {t['truncations_without_clear']}  (target |max| ≤ 20)"
+        f"  without clear {t['truncations_without_clear']}, unmapped {t['unmapped_truncations']}"
+        "  (target |max| ≤ 20)"
     )
 
 

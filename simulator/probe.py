@@ -133,10 +133,10 @@ class TagTimes:
     answered: list[tuple[float, float]] = field(default_factory=list)  # (hand-over, answer asked)
     unanswered: list[float] = field(default_factory=list)  # hand-overs given up on
     hold_lines: int = 0
-    first_seq: dict[str, int] = field(default_factory=dict)  # item id → its first delta's seq
-    # (receive time, where the truncation falls on this call's delta timeline in ms: the audio of
-    # delta seq n spans [(n - 1) × delta_ms, n × delta_ms)), for the heard-vs-truncated check
+    # (receive time, where the truncation falls on its session's delta timeline in ms: the audio
+    # of delta seq n spans [(n - 1) × delta_ms, n × delta_ms)), for the heard-vs-truncated check
     truncations: list[tuple[float, float]] = field(default_factory=list)
+    unmapped_truncations: int = 0  # for an item this session never spoke, or no integer end
 
 
 @dataclass
@@ -170,6 +170,7 @@ class ProbeRecorder:
                 "out_sent": sum(1 for sent in times.out_sent if t0 <= sent <= t1),
                 "barge_ins": [t for t in times.barge_ins if t0 <= t <= t1],
                 "truncations": [(t, ms) for t, ms in times.truncations if t0 <= t <= t1],
+                "unmapped_truncations": times.unmapped_truncations,  # whole run
             }
         handovers = {
             "asked": asked,
@@ -256,6 +257,7 @@ class ProbeSession(ProbeSocket):
         self.config = recorder.config
         self.session = default_session(model)
         self._seq = 0
+        self._first_seq: dict[str, int] = {}  # item id → the seq of its first delta (this session)
         self._user_item_id: str | None = None
         self._requests: asyncio.Queue[dict[str, Any]] = asyncio.Queue()  # response.create bodies
         self._outputs = 0  # function_call_output items received
@@ -292,10 +294,14 @@ class ProbeSession(ProbeSocket):
             await self.emit({"type": "conversation.item.truncated", **fields})
 
     def _truncated(self, item_id: Any, audio_end_ms: Any) -> None:
-        first = self.times.first_seq.get(item_id) if isinstance(item_id, str) else None
-        if first is not None and type(audio_end_ms) is int:
-            at_ms = (first - 1) * self.config.delta_ms + audio_end_ms
-            self.times.truncations.append((time.monotonic(), float(at_ms)))
+        """Filed under the call's tag as known now (the greeting starts before any stamped
+        caller audio names it)."""
+        first = self._first_seq.get(item_id) if isinstance(item_id, str) else None
+        if first is None or type(audio_end_ms) is not int:
+            self.times.unmapped_truncations += 1
+            return
+        at_ms = (first - 1) * self.config.delta_ms + audio_end_ms
+        self.times.truncations.append((time.monotonic(), float(at_ms)))
 
     def _appended(self, head: str) -> None:
         self._stamped(head, time.monotonic())
@@ -413,7 +419,7 @@ class ProbeSession(ProbeSocket):
         delta_ms = self.config.delta_ms
         delta_bytes = delta_ms * 8
         status, sent_ms = "completed", 0
-        self.times.first_seq[item_id] = self._seq + 1
+        self._first_seq[item_id] = self._seq + 1
         for n in range(talk_ms // delta_ms):
             due = t0 + n * delta_ms / 1000
             if barge_in and due - started >= BARGE_IN_AT_MS / 1000:

@@ -93,12 +93,13 @@ class VirtualCaller:
         except _SocketGone:
             self._log.info("simulator.virtual_caller.socket_gone", turns=self.turns_spoken)
         finally:
-            if not watcher.done():
+            if self.call.ended.is_set():
+                # the script may notice the ended call before the watcher runs: let it close the
+                # socket (cancelled inside ws.close(), it would leave it closed abnormally)
+                await asyncio.gather(watcher, return_exceptions=True)
+            elif not watcher.done():
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
-            if self.call.ended.is_set():
-                # the script may notice the ended call before the watcher does: close here too
-                await self._close()
 
     async def _script(self) -> None:
         connected = self._now()

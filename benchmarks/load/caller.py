@@ -73,6 +73,7 @@ class LoadCall:
         self._play_end = 0.0  # loop time when the queued model audio will have played
         self._playout: deque[tuple[float, int, float]] = deque()  # (play start, seq, ms) per chunk
         self._playout_end = 0.0  # monotonic time when the queued chunks will have played
+        self._heard_ms: float | None = None  # the heard position at the last clear
         self._pending_marks: dict[str, asyncio.TimerHandle] = {}
         self._media_tail = '"},"streamSid":"' + self.stream_sid + '"}'
         self._mark_head = '{"event":"mark","streamSid":"' + self.stream_sid + '","mark":{"name":"'
@@ -211,8 +212,11 @@ class LoadCall:
             cleared = time.monotonic()
             self.stats.clears.append(cleared)
             heard = self._heard_at(cleared)
+            if heard is None:  # nothing queued since the last clear: heard no further than then
+                heard = self._heard_ms
             if heard is not None:
                 self.stats.heard_at_clear.append((cleared, heard))
+                self._heard_ms = heard
             self._playout.clear()
             self._playout_end = 0.0
             self._play_end = 0.0

@@ -367,22 +367,27 @@ def _truncation_error(stats: list[CallStats], probe: dict[str, Any]) -> dict[str
     when the ``clear`` reached it (the nearest clear within :data:`CLEAR_MATCH_S`): truncated
     minus heard, in ms (> 0: the history claims audio nobody heard). ``abs`` for the target."""
     errors: list[float] = []
-    unmatched = 0
+    unmatched = unmapped = 0
     for s in stats:
+        seen = probe["calls"].get(str(s.tag), {})
+        unmapped += seen.get("unmapped_truncations", 0)
         heard = sorted(s.heard_at_clear)
-        times = [t for t, _ in heard]
-        for at, truncated_ms in probe["calls"].get(str(s.tag), {}).get("truncations", []):
-            i = bisect.bisect_left(times, at)
-            near = [j for j in (i - 1, i) if 0 <= j < len(times) and abs(times[j] - at) <= CLEAR_MATCH_S]
+        used = [False] * len(heard)  # a clear is matched to one truncation at most
+        for at, truncated_ms in sorted(seen.get("truncations", [])):
+            near = [
+                j for j, (t, _) in enumerate(heard) if not used[j] and abs(t - at) <= CLEAR_MATCH_S
+            ]
             if not near:
                 unmatched += 1
                 continue
-            j = min(near, key=lambda k: abs(times[k] - at))
+            j = min(near, key=lambda k: abs(heard[k][0] - at))
+            used[j] = True
             errors.append(truncated_ms - heard[j][1])
     return {
         "signed": percentiles(errors),
         "abs": percentiles(abs(e) for e in errors),
         "truncations_without_clear": unmatched,
+        "unmapped_truncations": unmapped,  # the probe could not place them (whole run)
     }
 
 

@@ -9,6 +9,7 @@ size (160 μ-law bytes are 216 base64 characters with padding, 20 ms, not 20.25)
 from __future__ import annotations
 
 import base64
+import time
 
 import pytest
 
@@ -52,11 +53,17 @@ async def test_a_chunk_after_an_underrun_starts_when_it_arrives() -> None:
     assert c._heard_at(100.510) == pytest.approx(30.0)
 
 
-async def test_clear_records_the_heard_position_and_empties_the_buffer() -> None:
+async def test_clear_records_the_heard_position_and_empties_the_buffer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     c = call()
     for seq in range(1, 6):
         receive(c, seq, 100.0)
+    monkeypatch.setattr(time, "monotonic", lambda: 100.050)
     c._dispatch("clear", {"event": "clear"})
-    ((at, heard),) = c.stats.heard_at_clear
-    assert heard >= 0 and c._playout_end == 0.0 and not c._playout
-    assert c.stats.clears == [at]
+    assert c.stats.heard_at_clear == [(100.050, pytest.approx(50.0))]
+    assert c._playout_end == 0.0 and not c._playout and c.stats.clears == [100.050]
+    # a second clear with nothing played since: heard no further than at the first
+    monkeypatch.setattr(time, "monotonic", lambda: 100.300)
+    c._dispatch("clear", {"event": "clear"})
+    assert c.stats.heard_at_clear[1] == (100.300, pytest.approx(50.0))

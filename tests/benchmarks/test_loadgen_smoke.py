@@ -80,6 +80,7 @@ async def test_service_and_baseline_sustained_without_loss(redis_url: str) -> No
     # heard when its clear arrived (GPT-Live has no truncate, the relay never sends one)
     truncation = result["truncation_error_ms"]
     assert truncation["signed"]["n"] >= 1 and truncation["truncations_without_clear"] == 0, report
+    assert truncation["unmapped_truncations"] == 0, report
     assert 0 <= truncation["abs"]["p50"] <= truncation["abs"]["max"], report
     assert live["truncation_error_ms"]["signed"]["n"] == 0, report
     assert result["baseline"]["truncation_error_ms"]["signed"]["n"] == 0, report

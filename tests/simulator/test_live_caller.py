@@ -26,7 +26,7 @@ from tests.support.live import OpenLive, live_session, live_sims
 from tests.support.waits import wait_until
 
 SPEED = 10.0
-# Long (about 20 s of speech, 2 s of wall clock at SPEED): the barge-in must land in it even when
+# Long (about 28 s of speech, 2.8 s of wall clock at SPEED): the barge-in must land in it even when
 # a loaded machine stalls this process. After a stall the caller's audio catches up in a burst,
 # the session timeline jumps ahead of what the caller has played, and a short answer would be
 # over on the model's side before the caller starts to speak. The barge-in cuts it, so its

@@ -87,6 +87,14 @@ async def test_hand_over_is_a_streamed_function_call_whose_answer_is_spoken(
         assert "conversation.item.added" not in [e["type"] for e in held]
         assert len(_deltas(held)) == HOLD_MS // 20
 
+        # truncations land on the session's delta timeline: the hold line's audio comes after
+        # the greeting's deltas; an unknown item or a non-integer end cannot be placed
+        held_item = next(e["item_id"] for e in held if e["type"] == "response.output_audio.delta")
+        for item_id, end in ((held_item, 100), ("item_unknown", 100), (held_item, 100.0)):
+            truncate = {"type": "conversation.item.truncate", "item_id": item_id, "audio_end_ms": end}
+            await conn.send_raw(json.dumps({**truncate, "content_index": 0}))
+            await client.until("conversation.item.truncated")
+
         output = {"type": "function_call_output", "call_id": done["call_id"], "output": "Yes, you can."}
         await conn.send({"type": "conversation.item.create", "item": output})
         echoed = await client.until("conversation.item.added")
@@ -101,6 +109,9 @@ async def test_hand_over_is_a_streamed_function_call_whose_answer_is_spoken(
     async with aiohttp.ClientSession() as http, http.get(server.make_url("/_probe")) as resp:
         report = await resp.json()
     assert report["config"] == {"delta_ms": 20, "barge_in_every": 1, "supervisor_every": 1}
+    (call,) = report["calls"].values()  # no stamped caller audio: filed under the unknown tag
+    ((_, truncated_ms),) = call["truncations"]
+    assert truncated_ms == len(deltas) * 20 + 100 and call["unmapped_truncations"] == 2
     handovers = report["handovers"]
     assert {k: handovers[k] for k in ("asked", "answered", "unanswered", "pending", "hold_lines")} == {
         "asked": 1, "answered": 1, "unanswered": 0, "pending": 0, "hold_lines": 1,

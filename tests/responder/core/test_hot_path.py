@@ -162,8 +162,12 @@ def test_probe_stamp_round_trip_and_window() -> None:
         times.in_latency_ms.append(ms)
     times.out_sent.extend([1.5, 2.5, 5.0])
     times.barge_ins.append(2.2)
+    times.truncations.extend([(1.0, 5.0), (2.3, 1480.0)])
     report = recorder.report(1.5, 3.0)
-    assert report["calls"]["7"] == {"in_received": 2, "out_sent": 2, "barge_ins": [2.2]}
+    assert report["calls"]["7"] == {
+        "in_received": 2, "out_sent": 2, "barge_ins": [2.2], "truncations": [(2.3, 1480.0)],
+        "unmapped_truncations": 0,
+    }  # fmt: skip
     assert report["in_latency_ms"]["n"] == 2 and report["in_latency_ms"]["max"] == 9.0
 
 
