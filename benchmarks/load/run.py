@@ -374,9 +374,7 @@ def _truncation_error(stats: list[CallStats], probe: dict[str, Any]) -> dict[str
         heard = sorted(s.heard_at_clear)
         used = [False] * len(heard)  # a clear is matched to one truncation at most
         for at, truncated_ms in sorted(seen.get("truncations", [])):
-            near = [
-                j for j, (t, _) in enumerate(heard) if not used[j] and abs(t - at) <= CLEAR_MATCH_S
-            ]
+            near = [j for j, (t, _) in enumerate(heard) if not used[j] and abs(t - at) <= CLEAR_MATCH_S]
             if not near:
                 unmatched += 1
                 continue
