@@ -20,11 +20,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import inspect
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import uvloop
@@ -66,59 +68,49 @@ async def _serve(n: int, gap_s: float) -> None:
     await asyncio.sleep(3600)
 
 
+async def _timed(
+    mode: str, n: int, gap_s: float, recv: Callable[[], Awaitable[object]], send: Callable[[], object]
+) -> float:
+    """CPU of N receives, or of N paced sends (``send`` may return an awaitable), after the
+    mode is announced; then the server's closing message is read."""
+    started = time.process_time()
+    for _ in range(n):
+        if mode == "recv":
+            await recv()
+        else:
+            sent = send()
+            if inspect.isawaitable(sent):
+                await sent
+            await asyncio.sleep(gap_s)
+    spent = time.process_time() - started
+    await recv()
+    return spent
+
+
 async def _client(kind: str, mode: str, port: int, n: int, gap_s: float) -> float:
     url = f"ws://127.0.0.1:{port}/"
-    if kind == "openai-sdk":
-        return await _sdk_client(mode, port, n, gap_s)
+    if kind == "openai-sdk":  # the SDK's Realtime connection, raw frames
+        from openai import AsyncOpenAI
+
+        client = AsyncOpenAI(api_key="sk-bench", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
+        async with client.realtime.connect(model="gpt-realtime") as sdk:
+            await sdk.send_raw(mode)
+            spent = await _timed(mode, n, gap_s, sdk.recv_bytes, lambda: sdk.send_raw(CLIENT_EVENT))
+        await client.close()
+        return spent
     if kind == "aiohttp":
         async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
             await ws.send_str(mode)
-            started = time.process_time()
-            for _ in range(n):
-                if mode == "recv":
-                    await ws.receive()
-                else:
-                    await ws.send_str(CLIENT_EVENT)
-                    await asyncio.sleep(gap_s)
-            spent = time.process_time() - started
-            await ws.receive()
-            return spent
+            return await _timed(mode, n, gap_s, ws.receive, lambda: ws.send_str(CLIENT_EVENT))
     async with websockets.connect(url, compression=None, max_size=None) as conn:
         await conn.send(mode)
-        started = time.process_time()
-        for _ in range(n):
-            if mode == "recv":
-                await conn.recv(decode=False)
-            elif kind == "websockets-protocol":
-                conn.protocol.send_text(CLIENT_EVENT.encode())
-                conn.send_data()
-                await asyncio.sleep(gap_s)
-            else:
-                await conn.send(CLIENT_EVENT)
-                await asyncio.sleep(gap_s)
-        spent = time.process_time() - started
-        await conn.recv()
-        return spent
 
+        def write_now() -> None:  # what the service's write_now does
+            conn.protocol.send_text(CLIENT_EVENT.encode())
+            conn.send_data()
 
-async def _sdk_client(mode: str, port: int, n: int, gap_s: float) -> float:
-    """The SDK's Realtime connection, raw frames: ``recv_bytes`` / ``send_raw``."""
-    from openai import AsyncOpenAI
-
-    client = AsyncOpenAI(api_key="sk-bench", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
-    async with client.realtime.connect(model="gpt-realtime") as conn:
-        await conn.send_raw(mode)
-        started = time.process_time()
-        for _ in range(n):
-            if mode == "recv":
-                await conn.recv_bytes()
-            else:
-                await conn.send_raw(CLIENT_EVENT)
-                await asyncio.sleep(gap_s)
-        spent = time.process_time() - started
-        await conn.recv_bytes()
-    await client.close()
-    return spent
+        send = write_now if kind == "websockets-protocol" else lambda: conn.send(CLIENT_EVENT)
+        return await _timed(mode, n, gap_s, lambda: conn.recv(decode=False), send)
 
 
 def main() -> None:
