@@ -12,6 +12,7 @@ import aiohttp
 from twilio.request_validator import RequestValidator
 
 from infra.metrics import REGISTRY
+from tests.support.calls import wait_for_status
 from tests.support.service import AUTH_TOKEN, RunningService
 
 
@@ -94,6 +95,21 @@ async def hang_up(ws: aiohttp.ClientWebSocketResponse, reader: asyncio.Task[int 
     """Twilio's ``stop``; once the service closes the stream, answer its closing handshake."""
     await ws.send_str('{"event": "stop", "sequenceNumber": "99", "stop": {}}')
     await asyncio.wait_for(reader, 10.0)
+
+
+async def closed_alone(
+    svc: RunningService, reader: asyncio.Task[int | None], code: int, call_sid: str,
+    sockets: tuple[aiohttp.ClientWebSocketResponse, aiohttp.ClientWebSocketResponse],
+) -> None:  # fmt: skip
+    """The service closed the first of ``sockets`` (``reader`` reads it) with ``code`` and ended
+    its call, while the second one stays open; then both are closed."""
+    closed, survivor = sockets
+    assert await reader == code
+    assert survivor.close_code is None and not survivor.closed
+    ended = await wait_for_status(svc, call_sid, {"ended"})
+    assert ended["status"] == "ended"
+    await survivor.close()
+    await closed.close()
 
 
 def metric(name: str, **labels: str) -> float:

@@ -16,6 +16,7 @@ from infra.settings import Settings
 from responder.runtime.handshake import BURST_FACTOR, GRACE_S
 from tests.support.calls import wait_for_status
 from tests.support.twilio import (
+    closed_alone,
     closed_with,
     hang_up,
     media_url,
@@ -140,12 +141,7 @@ async def test_a_stream_that_goes_silent_is_closed_and_its_call_ended(
         for _ in range(100):  # 2 s of frames on one of them only
             await busy_ws.send_str('{"event":"mark","streamSid":"MZ1","mark":{"name":"nope"}}')
             await asyncio.sleep(0.02)
-        assert await reader == 1001
-        assert busy_ws.close_code is None and not busy_ws.closed
-        ended = await wait_for_status(svc, quiet["CallSid"], {"ended"})
-        assert ended["status"] == "ended"
-        await busy_ws.close()
-        await quiet_ws.close()
+        await closed_alone(svc, reader, 1001, quiet["CallSid"], (quiet_ws, busy_ws))
 
 
 async def test_a_stream_that_floods_frames_is_closed_and_one_at_a_callers_pace_is_not(
@@ -175,12 +171,7 @@ async def test_a_stream_that_floods_frames_is_closed_and_one_at_a_callers_pace_i
             await asyncio.sleep(0.1)
             if reader.done():
                 break
-        assert await reader == 1008
-        assert paced_ws.close_code is None and not paced_ws.closed
-        ended = await wait_for_status(svc, flooding["CallSid"], {"ended"})
-        assert ended["status"] == "ended"
-        await paced_ws.close()
-        await flood_ws.close()
+        await closed_alone(svc, reader, 1008, flooding["CallSid"], (flood_ws, paced_ws))
 
 
 async def test_key_presses_before_start_belong_to_no_call(
