@@ -70,9 +70,8 @@ class LoadCall:
         self.finish = asyncio.Event()  # set by the generator: stop streaming and hang up
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._seq = 0
-        self._play_end = 0.0  # loop time when the queued model audio will have played
         self._playout: deque[tuple[float, int, float]] = deque()  # (play start, seq, ms) per chunk
-        self._playout_end = 0.0  # monotonic time when the queued chunks will have played
+        self._playout_end = 0.0  # monotonic time when the queued model audio will have played
         self._heard_ms: float | None = None  # the heard position at the last clear
         self._pending_marks: dict[str, asyncio.TimerHandle] = {}
         self._media_tail = '"},"streamSid":"' + self.stream_sid + '"}'
@@ -184,9 +183,7 @@ class LoadCall:
         if found is not None:
             self.stats.out_sent.append(found[2])
             self.stats.out_latency_ms.append((received - found[2]) * 1000)
-            self._queue_playout(found[1], ms, received)
-        loop_now = asyncio.get_running_loop().time()
-        self._play_end = max(self._play_end, loop_now) + ms / 1000
+        self._queue_playout(found[1] if found is not None else None, ms, received)
         if self.stats.connected_at is None:
             self.stats.connected_at = received
             self.connected.set()
@@ -206,8 +203,8 @@ class LoadCall:
     def _dispatch(self, event: Any, frame: Any) -> None:
         if event == "mark":
             name = str(frame["mark"]["name"])
-            loop = asyncio.get_running_loop()
-            self._pending_marks[name] = loop.call_at(self._play_end, self._echo, name)
+            played_in = max(0.0, self._playout_end - time.monotonic())
+            self._pending_marks[name] = asyncio.get_running_loop().call_later(played_in, self._echo, name)
         elif event == "clear":
             cleared = time.monotonic()
             self.stats.clears.append(cleared)
@@ -219,7 +216,6 @@ class LoadCall:
                 self._heard_ms = heard
             self._playout.clear()
             self._playout_end = 0.0
-            self._play_end = 0.0
             for name, handle in list(self._pending_marks.items()):
                 handle.cancel()
                 self._echo(name)
@@ -229,9 +225,13 @@ class LoadCall:
         else:
             self.stats.malformed += 1
 
-    def _queue_playout(self, seq: int, ms: float, received: float) -> None:
+    def _queue_playout(self, seq: int | None, ms: float, received: float) -> None:
+        """``ms`` more audio plays after what is queued; a stamped chunk (``seq``) is kept for
+        :meth:`_heard_at` while it may still be playing."""
         start = max(self._playout_end, received)
         self._playout_end = start + ms / 1000
+        if seq is None:
+            return
         playout = self._playout
         playout.append((start, seq, ms))
         while len(playout) > 1 and playout[1][0] <= received:  # keep the chunk playing now
