@@ -30,7 +30,7 @@ from infra import metrics
 from responder.core import engine as ev
 from responder.core.action_runner import ActionRunner
 from responder.core.actions import ACTION_TOOLS, ActionName, CallActions, string_argument
-from responder.core.contract import CallerLink, ControllerConfig, DecideFn, finish_kept_tasks, keep_task
+from responder.core.contract import CallerLink, ControllerConfig, DecideFn, keep_task
 from responder.core.end_reason import unstated_reason
 from responder.core.engine import ACTION_LINE, ANSWER, GREETING, HOLD_LINE, Engine, Line, Purpose
 from responder.core.handover import ask_supervisor
@@ -52,15 +52,7 @@ CLOSE_WRITES_WAIT_S = 3.0  # history writes still queued when the call ends
 REPLAY_WRITES_WAIT_S = 2.0  # history writes of the dead session still queued at a resume
 RESUME_READ_ITEMS = 200  # history read for a resume (the engine replays the newest of them)
 
-__all__ = [
-    "FALLBACK_TEXT",
-    "HOLD_LINE_TEXT",
-    "CallController",
-    "CallerLink",
-    "ControllerConfig",
-    "DecideFn",
-    "finish_kept_tasks",
-]
+__all__ = ["FALLBACK_TEXT", "HOLD_LINE_TEXT", "CallController", "CallerLink", "ControllerConfig", "DecideFn"]
 
 Handler = Callable[[Any], Awaitable[None]]
 
@@ -90,6 +82,7 @@ class CallController:
             call_id, history, self.log, config.dtmf_rate_per_s, config.dtmf_burst
         )
         self.closed = False
+        self._closing: asyncio.Future[None] | None = None
         self.started_at = time.monotonic()
         self.outcomes: list[str] = []  # supervisor outcomes, for the call's metric outcome
         self._speech_stopped_at: float | None = None  # → first assistant audio (metric)
@@ -198,10 +191,16 @@ class CallController:
         return len(restored.item_ids)
 
     async def close(self, reason: str | None = None) -> None:
-        """End the call (idempotent: the first reason wins; see responder/core/end_reason.py)."""
-        if self.closed:
-            return
-        self.closed = True
+        """End the call (idempotent: the first reason wins; see responder/core/end_reason.py).
+        The end is recorded by a task of its own that every caller awaits: one cancelled
+        meanwhile (a socket handler whose client went away) does not leave it unrecorded."""
+        if self._closing is None:
+            self.closed = True
+            self._closing = asyncio.ensure_future(self._end(reason))
+            keep_task(self._closing)
+        await asyncio.shield(self._closing)
+
+    async def _end(self, reason: str | None) -> None:
         record = self.action_runner.record
         end_reason = reason or unstated_reason(
             sideband=self.config.sideband,

@@ -14,7 +14,7 @@ from infra.http import http_guard, server_options
 from infra.metrics import HISTORY_BUFFERED, metrics_handler
 from infra.redis_server import connect_redis
 from infra.settings import Settings
-from responder.core.controller import finish_kept_tasks
+from responder.core.contract import finish_kept_tasks
 from responder.engines.realtime.connection import make_client
 from responder.runtime.admission import CallAdmission
 from responder.runtime.handshake import PendingSockets

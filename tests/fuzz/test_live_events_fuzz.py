@@ -29,7 +29,8 @@ from structlog.testing import capture_logs
 
 from callrecord.decisions import Decision, Trigger
 from callrecord.history import APPEND, CallHistory, HistoryItem
-from responder.core.controller import CallController, ControllerConfig, finish_kept_tasks
+from responder.core.contract import finish_kept_tasks
+from responder.core.controller import CallController, ControllerConfig
 from responder.core.sessions import run_sessions
 from responder.engines.live.engine import LiveEngine
 from responder.engines.live.protocol import MAX_APPEND_TOKENS, estimated_tokens

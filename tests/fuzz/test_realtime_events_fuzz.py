@@ -28,7 +28,8 @@ from websockets.exceptions import ConnectionClosed
 
 from callrecord.decisions import Decision
 from callrecord.history import APPEND, CallHistory, HistoryItem
-from responder.core.controller import CallController, ControllerConfig, finish_kept_tasks
+from responder.core.contract import finish_kept_tasks
+from responder.core.controller import CallController, ControllerConfig
 from responder.core.tools import SUPERVISOR_TOOL
 from responder.engines.realtime.connection import RealtimeConnection
 from responder.engines.realtime.engine import RealtimeEngine

@@ -20,7 +20,8 @@ from structlog.testing import capture_logs
 from callrecord.decisions import Decision
 from callrecord.history import CallHistory
 from responder.core import engine as ev
-from responder.core.controller import HOLD_LINE_TEXT, CallController, ControllerConfig, finish_kept_tasks
+from responder.core.contract import finish_kept_tasks
+from responder.core.controller import HOLD_LINE_TEXT, CallController, ControllerConfig
 from responder.core.parked import ParkedEngine
 from responder.core.tools import SUPERVISOR_TOOL
 from tests.support.engine import ScriptedEngine
@@ -227,3 +228,29 @@ async def test_resume_restores_the_history_and_delivers_the_parked_answer(
     assert "greeting" not in [purpose for _, purpose, _ in fresh.sent("reply")]
     assert fresh.audio == ["CCCC"]  # the caller's words from the gap, after the history
     assert controller.engine is fresh
+
+
+async def test_the_end_is_recorded_when_the_task_that_ended_the_call_is_cancelled(
+    make_call: Callable[..., Awaitable[Call]], history: CallHistory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI failure: a caller's ``stop`` closed the call from its socket's handler; the session
+    came up meanwhile, so the session task closed the socket, the client went away and the
+    server cancelled the handler while it waited for the call's last writes. The call stayed
+    ``active`` for good (the session task's own close returned at once: already closed)."""
+    controller, _, _ = await make_call()
+    lane_closed = asyncio.Event()
+    slow_writes = controller.recorder.lane.aclose
+
+    async def aclose(timeout_s: float) -> None:
+        lane_closed.set()
+        await asyncio.sleep(0.2)  # the call's last writes take a moment
+        await slow_writes(timeout_s)
+
+    monkeypatch.setattr(controller.recorder.lane, "aclose", aclose)
+    handler = asyncio.create_task(controller.close("caller_stopped"))
+    await lane_closed.wait()
+    handler.cancel()  # the socket handler, cancelled with its connection
+    await controller.close("caller_gone")  # the second close waits for the end, and does not change it
+    meta = await history.get_meta(controller.call_id)
+    assert meta["status"] == "ended" and meta["end_reason"] == "caller_stopped"
+    assert handler.cancelled()

@@ -16,7 +16,8 @@ import structlog
 from callrecord.decisions import Decision
 from callrecord.history import CallHistory
 from responder.core import engine as ev
-from responder.core.controller import CallController, ControllerConfig, finish_kept_tasks
+from responder.core.contract import finish_kept_tasks
+from responder.core.controller import CallController, ControllerConfig
 from responder.engines.live.engine import TURN_GAP_MS, LiveEngine
 from responder.engines.live.protocol import MAX_APPEND_TOKENS, estimated_tokens, fit_tokens
 from tests.support.sockets import ScriptedSocket

@@ -19,7 +19,8 @@ from websockets.exceptions import ConnectionClosed
 
 from callrecord.decisions import Decision, Trigger
 from callrecord.history import CallHistory, HistoryItem
-from responder.core.controller import CallController, ControllerConfig, finish_kept_tasks
+from responder.core.contract import finish_kept_tasks
+from responder.core.controller import CallController, ControllerConfig
 from responder.core.parked import ParkedEngine
 from responder.engines.live import protocol
 from responder.engines.live.audio import caller_voiced, is_silent
