@@ -39,6 +39,7 @@ from responder.core.playback import PlaybackTracker
 from responder.core.recorder import TranscriptRecorder
 from responder.core.responses import ResponseTracker
 from responder.core.resume import give_up_lost_transcripts, settle_cut_off_item, short, unrecorded_answers
+from responder.core.short_steps import in_short_steps
 from responder.core.tools import CONTEXT_ARG, SUPERVISOR_TOOL
 from supervisor.agent import FALLBACK_TEXT
 
@@ -133,7 +134,7 @@ class CallController:
     async def pump(self) -> None:
         """Process this session's events until it ends or the call ends (the call stays
         open: :meth:`resume` may carry it over to a new session)."""
-        async for event in self.engine.events():
+        async for event in in_short_steps(self.engine.events()):  # a burst does not hold the loop
             handler = self._handlers.get(type(event))
             if handler is None:
                 continue
