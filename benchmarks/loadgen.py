@@ -71,6 +71,11 @@ def format_report(r: dict[str, Any]) -> str:
             f" idle service {cpu['service_idle_cores']})",
         ),
         ("simulator / generator CPU (cores)", f"{cpu['simulator_cores']} / {cpu['generator_cores']}"),
+        *(
+            [("supervisor process CPU (cores)", f"{cpu['supervisor_process_cores']}  (not in the service's)")]
+            if cpu.get("supervisor_process_cores") is not None
+            else []
+        ),
         ("service RSS idle → loaded (MiB)", f"{rss['idle']} → {rss['loaded']} (peak {rss['peak']})"),
         ("RSS growth per call (MiB)", f"{rss['growth_per_call']}  (target ≤ 0.5)"),
         ("relay caller→model (ms)", _lat(lat["caller_to_model"]) + "  (target p99 ≤ 5)"),
@@ -177,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         "--engine", choices=("realtime", "live", "both"), default="realtime",
         help="the service's engine; both: Realtime, then GPT-Live, against the same probe",
     )  # fmt: skip
+    parser.add_argument(
+        "--supervisor-process", action="store_true",
+        help="the supervisor as its own process (RESPONDER_SUPERVISOR_URL), its CPU reported beside",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     service_env = dict(pair.split("=", 1) for pair in args.service_env if "=" in pair)
@@ -200,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         baseline=args.baseline,
         baseline_socket=args.baseline_socket,
         service_env=service_env,
+        supervisor_process=args.supervisor_process,
         engines=("realtime", "live") if args.engine == "both" else (args.engine,),
     )
     if args.redis_url:

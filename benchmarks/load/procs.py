@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -53,6 +53,7 @@ class Proc:
     popen: subprocess.Popen[bytes]
     url: str
     log_path: Path
+    env: dict[str, str] = field(default_factory=dict)  # what a client of this process needs set
 
     @property
     def pid(self) -> int:

@@ -65,6 +65,9 @@ class LoadConfig:
     baseline: bool = True  # measure the minimal relay first, same options
     baseline_socket: str = "aiohttp"  # its model WebSocket: aiohttp's, or the openai SDK's
     service_env: dict[str, str] = field(default_factory=dict)  # extra RESPONDER_* settings
+    # the supervisor as its own process (`responder supervisor serve`, RESPONDER_SUPERVISOR_URL),
+    # as in deploy/compose.yaml: its CPU is reported beside the service's, not in it
+    supervisor_process: bool = False
     # the service's engine(s), each measured in turn (the first's figures at the top level); the
     # probe speaks both the Realtime and the GPT-Live primary WebSocket, the relay Realtime only
     engines: tuple[Engine, ...] = ("realtime",)
@@ -81,6 +84,7 @@ class LoadConfig:
             "log_level": self.log_level if self.production_logs else "WARNING",
             "baseline": self.baseline, "baseline_socket": self.baseline_socket,
             "service_env": dict(self.service_env),
+            "supervisor_process": self.supervisor_process,
             "engines": list(self.engines),
         }  # fmt: skip
 
@@ -124,15 +128,22 @@ async def run_load(cfg: LoadConfig) -> dict[str, Any]:
                 relay.stop()
         by_engine: dict[str, dict[str, Any]] = {}
         for n, engine in enumerate(cfg.engines):  # one service process per engine, in turn
+            side = _start_supervisor(cfg, sim, log_dir) if cfg.supervisor_process else None
+            if side is not None:
+                stack.callback(side.stop)
+                await wait_ready(side, "/readyz")
             svc = _start_service(
-                cfg, sim, token, log_dir, engine, "service" if n == 0 else f"service-{engine}"
-            )
+                cfg, sim, token, log_dir, engine, "service" if n == 0 else f"service-{engine}",
+                supervisor=side,
+            )  # fmt: skip
             stack.callback(svc.stop)
             await wait_ready(svc, "/readyz")
             try:
-                figures = await _measure(cfg, sim, svc, token, profile=n == 0)
+                figures = await _measure(cfg, sim, svc, token, profile=n == 0, side=side)
             finally:
                 svc.stop()
+                if side is not None:
+                    side.stop()
                 await _delete_keys(cfg.redis_url, REDIS_PREFIX)
             figures["engine"] = engine
             figures["service_log"] = _log_levels(svc.log_path)
@@ -159,22 +170,41 @@ def _start_relay(sim: Proc, log_dir: Path, socket: str) -> Proc:
     return start("relay", args, {}, f"http://127.0.0.1:{port}", log_dir, module="benchmarks.minimal_relay")
 
 
-def _start_service(cfg: LoadConfig, sim: Proc, token: str, log_dir: Path, engine: str, name: str) -> Proc:
-    port = free_port()
-    env = {
+def _common_env(cfg: LoadConfig, sim: Proc) -> dict[str, str]:
+    """What the service and the supervisor process share: the probe as OpenAI, Redis, logs."""
+    return {
         "OPENAI_API_KEY": "sk-loadgen-not-a-real-key",
         "OPENAI_BASE_URL": sim.url + "/v1",
         "REDIS_URL": cfg.redis_url,
-        "TWILIO_AUTH_TOKEN": token,
-        "TWILIO_ACCOUNT_SID": "",
         "RESPONDER_HOST": "127.0.0.1",
-        "RESPONDER_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "RESPONDER_REDIS_PREFIX": REDIS_PREFIX,
-        "RESPONDER_MAX_CONCURRENT_CALLS": str(cfg.calls + 10),
         # production: JSON lines on stdout (here a file), INFO; off: warnings and errors only
         "RESPONDER_LOG_FORMAT": "json",
         "RESPONDER_LOG_LEVEL": cfg.log_level if cfg.production_logs else "WARNING",
+    }
+
+
+def _start_supervisor(cfg: LoadConfig, sim: Proc, log_dir: Path) -> Proc:
+    port, token = free_port(), secrets.token_hex(24)
+    env = {**_common_env(cfg, sim), "RESPONDER_SUPERVISOR_TOKEN": token}
+    url = f"http://127.0.0.1:{port}"
+    proc = start("supervisor", ["supervisor", "serve", "--port", str(port)], env, url, log_dir)
+    proc.env = {"RESPONDER_SUPERVISOR_URL": proc.url, "RESPONDER_SUPERVISOR_TOKEN": token}
+    return proc
+
+
+def _start_service(
+    cfg: LoadConfig, sim: Proc, token: str, log_dir: Path, engine: str, name: str, *, supervisor: Proc | None
+) -> Proc:
+    port = free_port()
+    env = {
+        **_common_env(cfg, sim),
+        "TWILIO_AUTH_TOKEN": token,
+        "TWILIO_ACCOUNT_SID": "",
+        "RESPONDER_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "RESPONDER_MAX_CONCURRENT_CALLS": str(cfg.calls + 10),
         "RESPONDER_ENGINE": engine,
+        **(supervisor.env if supervisor is not None else {}),
         **cfg.service_env,
     }
     return start(
@@ -188,9 +218,10 @@ def _start_service(cfg: LoadConfig, sim: Proc, token: str, log_dir: Path, engine
 
 
 async def _measure(
-    cfg: LoadConfig, sim: Proc, svc: Proc, token: str, *, profile: bool = True
+    cfg: LoadConfig, sim: Proc, svc: Proc, token: str, *, profile: bool = True, side: Proc | None = None
 ) -> dict[str, Any]:
-    """One target (``svc``: the service or the relay) under N calls; its figures."""
+    """One target (``svc``: the service or the relay) under N calls; its figures (``side``: the
+    supervisor process, whose CPU is reported beside the target's)."""
     n = cfg.calls
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         warm = LoadCall(0, svc.url, token)
@@ -221,6 +252,7 @@ async def _measure(
             "service": cpu_seconds(svc.pid),
             "simulator": cpu_seconds(sim.pid),
             "generator": cpu_seconds(),
+            "supervisor": cpu_seconds(side.pid) if side is not None else 0.0,
         }
         split0 = cpu_split(svc.pid)
         profiler = _start_profiler(cfg, svc.pid) if profile else None
@@ -233,6 +265,7 @@ async def _measure(
             "service": cpu_seconds(svc.pid),
             "simulator": cpu_seconds(sim.pid),
             "generator": cpu_seconds(),
+            "supervisor": cpu_seconds(side.pid) if side is not None else 0.0,
         }
         split1 = cpu_split(svc.pid)
         rss_loaded = rss_mib(svc.pid)
@@ -261,6 +294,7 @@ async def _measure(
             "service_idle_cores": round(idle_cores, 4),
             "simulator_cores": round(cpu["simulator"] / window, 3),
             "generator_cores": round(cpu["generator"] / window, 3),
+            "supervisor_process_cores": round(cpu["supervisor"] / window, 3) if side is not None else None,
         },
         "rss_mib": {
             "idle": round(rss_idle, 2),
