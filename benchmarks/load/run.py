@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import json
 import os
 import secrets
 import subprocess
@@ -148,6 +149,7 @@ async def run_load(cfg: LoadConfig) -> dict[str, Any]:
             figures["engine"] = engine
             figures["service_log"] = _log_levels(svc.log_path)
             figures["service_log_lines"] = _line_count(svc.log_path)
+            figures["supervisor_process_log"] = _log_events(side.log_path) if side is not None else None
             figures["ratio"] = ratios(figures, baseline) if baseline is not None else None
             by_engine[engine] = figures
         result = by_engine.pop(cfg.engines[0])
@@ -442,6 +444,17 @@ def _log_levels(path: Path) -> dict[str, int]:
         for level in ("warning", "error", "critical"):
             if f'"level": "{level}"' in line or f'"level":"{level}"' in line:
                 counts[level] = counts.get(level, 0) + 1
+    return counts
+
+
+def _log_events(path: Path) -> dict[str, int]:
+    """How often each log event occurs in a JSON-lines log."""
+    counts: dict[str, int] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError, AttributeError):
+            event = json.loads(line).get("event")
+            if isinstance(event, str):
+                counts[event] = counts.get(event, 0) + 1
     return counts
 
 

@@ -1,5 +1,6 @@
 """Smoke load (issues 6 and 15): three paced Twilio calls through the minimal relay (the
-baseline), then a real service process on Realtime, then on GPT-Live, all against the probe
+baseline), then a real service process on Realtime, then on GPT-Live, each with the supervisor
+as its own process (``--supervisor-process``), all against the probe
 simulator in 20 ms deltas with a supervisor turn and a barge-in on every response, a real
 Redis and the service's production logs; the full benchmark is ``python -m benchmarks.loadgen``.
 
@@ -65,6 +66,7 @@ async def test_service_and_baseline_sustained_without_loss(redis_url: str) -> No
         supervisor_every=1,
         barge_in_every=1,
         engines=("realtime", "live"),
+        supervisor_process=True,  # as deployed in compose: the hand-overs answered over HTTP
     )
     started = time.monotonic()
     result = await run_load(cfg)
@@ -91,6 +93,11 @@ async def test_service_and_baseline_sustained_without_loss(redis_url: str) -> No
         assert service["service_log"].get("error", 0) == 0, report
         # production logging: the service's INFO lines (calls, tool calls, decisions) were written
         assert service["service_log_lines"] > 20 * CALLS, report
+        # every hand-over answered by the supervisor process, none in the service
+        decided = service["supervisor_process_log"].get("supervisor.decision", 0)
+        assert decided >= service["supervisor_turns"]["answered"], report
+        assert service["cpu"]["supervisor_process_cores"] is not None, report
+    assert "supervisor process CPU" in report, report
     assert "minimal relay" in report and "ratio (live)" in report, report
 
     supervisor = result["supervisor"]
