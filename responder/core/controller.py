@@ -197,21 +197,21 @@ class CallController:
         meanwhile (a socket handler whose client went away) does not leave it unrecorded."""
         if self._closing is None:
             self.closed = True
-            self._closing = asyncio.ensure_future(self._end(reason))
+            record = self.action_runner.record
+            end_reason = reason or unstated_reason(  # here: a shutdown cancels this task, not _end's
+                sideband=self.config.sideband,
+                action=record.action if record is not None else None,
+                action_reason=record.reason if record is not None else None,
+            )
+            self._notify()
+            self.action_runner.call_closed()
+            for task in list(self._tasks):
+                task.cancel()
+            self._closing = asyncio.ensure_future(self._end(end_reason))
             keep_task(self._closing)
         await asyncio.shield(self._closing)
 
-    async def _end(self, reason: str | None) -> None:
-        record = self.action_runner.record
-        end_reason = reason or unstated_reason(
-            sideband=self.config.sideband,
-            action=record.action if record is not None else None,
-            action_reason=record.reason if record is not None else None,
-        )
-        self._notify()
-        self.action_runner.call_closed()
-        for task in list(self._tasks):
-            task.cancel()
+    async def _end(self, end_reason: str) -> None:
         duration = round(time.monotonic() - self.started_at, 3)
         await self.recorder.lane.aclose(CLOSE_WRITES_WAIT_S)  # the transcript first, then its end
         try:

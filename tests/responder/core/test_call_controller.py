@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -254,3 +255,25 @@ async def test_the_end_is_recorded_when_the_task_that_ended_the_call_is_cancelle
     meta = await history.get_meta(controller.call_id)
     assert meta["status"] == "ended" and meta["end_reason"] == "caller_stopped"
     assert handler.cancelled()
+
+
+async def test_a_sideband_call_cancelled_at_shutdown_is_recorded_as_a_shutdown(
+    make_call: Callable[..., Awaitable[Call]], history: CallHistory
+) -> None:
+    """Review of the fix above: the reason of a call closed without one is read from the task
+    that closes it (a SIP/WebRTC call's task is cancelled at shutdown), not from the ending's task."""
+    controller, _, _ = await make_call(sideband=True)
+
+    async def call_task() -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            await controller.close()  # as run_sessions does on the way out
+
+    task = asyncio.create_task(call_task())
+    await asyncio.sleep(0)
+    task.cancel()  # the app's cleanup cancels the call's task
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    meta = await history.get_meta(controller.call_id)
+    assert meta["status"] == "ended" and meta["end_reason"] == "service_shutdown"
