@@ -39,6 +39,7 @@ from simulator.probe import LEAD_MS, ProbeConfig, percentiles
 REDIS_PREFIX = "loadgen"
 CLEAR_MATCH_S = 1.0  # a clear more than this after a barge-in does not belong to it
 Engine = Literal["realtime", "live"]
+PROBLEM_LEVELS = ("warning", "error", "critical")  # the service log's levels the report counts
 RESPONSE_GAP_S = 0.15  # deltas further apart than this belong to different responses
 
 
@@ -147,9 +148,9 @@ async def run_load(cfg: LoadConfig) -> dict[str, Any]:
                     side.stop()
                 await _delete_keys(cfg.redis_url, REDIS_PREFIX)
             figures["engine"] = engine
-            figures["service_log"] = _log_levels(svc.log_path)
+            figures["service_log"] = _log_counts(svc.log_path, "level", PROBLEM_LEVELS)
             figures["service_log_lines"] = _line_count(svc.log_path)
-            figures["supervisor_process_log"] = _log_events(side.log_path) if side is not None else None
+            figures["supervisor_process_log"] = None if side is None else _log_counts(side.log_path, "event")
             figures["ratio"] = ratios(figures, baseline) if baseline is not None else None
             by_engine[engine] = figures
         result = by_engine.pop(cfg.engines[0])
@@ -438,23 +439,17 @@ def _start_profiler(cfg: LoadConfig, pid: int) -> subprocess.Popen[bytes] | None
     )
 
 
-def _log_levels(path: Path) -> dict[str, int]:
+def _log_counts(path: Path, key: str, values: tuple[str, ...] | None = None) -> dict[str, int]:
+    """How often each value of ``key`` (only ``values``, when given) occurs in a JSON-lines log;
+    lines that are not JSON objects (a traceback) are skipped."""
     counts: dict[str, int] = {}
     for line in path.read_text(errors="replace").splitlines():
-        for level in ("warning", "error", "critical"):
-            if f'"level": "{level}"' in line or f'"level":"{level}"' in line:
-                counts[level] = counts.get(level, 0) + 1
-    return counts
-
-
-def _log_events(path: Path) -> dict[str, int]:
-    """How often each log event occurs in a JSON-lines log."""
-    counts: dict[str, int] = {}
-    for line in path.read_text(errors="replace").splitlines():
-        with contextlib.suppress(ValueError, AttributeError):
-            event = json.loads(line).get("event")
-            if isinstance(event, str):
-                counts[event] = counts.get(event, 0) + 1
+        try:
+            value = json.loads(line).get(key)
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(value, str) and (values is None or value in values):
+            counts[value] = counts.get(value, 0) + 1
     return counts
 
 

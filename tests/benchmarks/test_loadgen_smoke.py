@@ -93,7 +93,7 @@ async def test_service_and_baseline_sustained_without_loss(redis_url: str) -> No
         assert service["service_log"].get("error", 0) == 0, report
         # production logging: the service's INFO lines (calls, tool calls, decisions) were written
         assert service["service_log_lines"] > 20 * CALLS, report
-        # every hand-over answered by the supervisor process, none in the service
+        # every hand-over answered by the supervisor process
         decided = service["supervisor_process_log"].get("supervisor.decision", 0)
         assert decided >= service["supervisor_turns"]["answered"], report
         assert service["cpu"]["supervisor_process_cores"] is not None, report
