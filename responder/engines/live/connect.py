@@ -14,6 +14,7 @@ from responder.engines.live import protocol
 from responder.engines.live.delegations import MAX_RUNNING_DEFAULT
 from responder.engines.live.engine import SIDEBAND_BYTES_PER_MS, START_TIMEOUT_S, LiveEngine
 from responder.engines.realtime.connection import RealtimeConnection
+from responder.engines.realtime.model_socket import CONNECT_OPTIONS
 
 
 @asynccontextmanager
@@ -25,7 +26,7 @@ async def open_live_engine(
     """A new GPT-Live session on the primary WebSocket (``session.start`` on :meth:`start`).
     The SDK's own reconnect stays off: a new socket is a new session, which the controller
     resumes itself."""
-    async with client.live.connect() as conn:
+    async with client.live.connect(websocket_connection_options=CONNECT_OPTIONS) as conn:
         socket = RealtimeConnection(conn, call_id, frame_audio=protocol.audio_append)
         yield LiveEngine(socket, session, log, bytes_per_ms=bytes_per_ms, recovery_s=recovery_s,
                          start_timeout_s=start_timeout_s, max_running=max_running)  # fmt: skip
@@ -37,7 +38,9 @@ async def open_live_sideband(
     max_running: int = MAX_RUNNING_DEFAULT,
 ) -> AsyncIterator[LiveEngine]:
     """The sideband of a Live session OpenAI carries (SIP accepted, WebRTC created)."""
-    async with client.live.sideband.connect(session_id=session_id) as conn:
+    async with client.live.sideband.connect(
+        session_id=session_id, websocket_connection_options=CONNECT_OPTIONS
+    ) as conn:
         socket = RealtimeConnection(conn, session_id, frame_audio=protocol.audio_append)
         yield LiveEngine(socket, {}, log, bytes_per_ms=SIDEBAND_BYTES_PER_MS, recovery_s=recovery_s,
                          sideband=True, max_running=max_running)  # fmt: skip

@@ -20,6 +20,7 @@ try:
 except ImportError:  # pragma: no cover - websockets without the Sans-I/O layer
     _OPEN = None
 
+from responder.engines.realtime.model_socket import CONNECT_OPTIONS, ModelSocket
 from responder.engines.realtime.protocol import audio_append
 
 log = structlog.get_logger("realtime")
@@ -126,18 +127,23 @@ class _DirectSender:
         self._conn = conn
         self._queue = conn._send_queue
         self.send = send
-        self._ws = _writable_now(conn._connection)
+        self._origin = conn._connection
+        self._ws = _writable_now(self._origin)
+        self._lean = self._origin if isinstance(self._origin, ModelSocket) else None
 
     def idle(self) -> bool:
         conn = self._conn
         return not (
             conn._is_reconnecting or conn._intentionally_closed or self._queue.has_pending_or_flushing
-        )
+            or conn._connection is not self._origin
+        )  # fmt: skip
 
     def write_now(self, text: str) -> bool:
         """Write one text frame without a coroutine, when that is all ``send`` would do: the
         socket open, nothing fragmented in flight, its buffer not over the high-water mark
         (``send`` would wait for it to drain). False: use :meth:`send`."""
+        if self._lean is not None:
+            return self._lean.write_text_now(text.encode())
         ws = self._ws
         if ws is None or ws.fragmented_send_waiter is not None or ws.paused or ws.protocol.state is not _OPEN:
             return False
@@ -177,5 +183,5 @@ async def open_realtime(
 ) -> AsyncIterator[RealtimeConnection]:
     """Open a Realtime WS: a new session for ``model``, or a sideband to ``sideband_call_id``."""
     kwargs: dict[str, Any] = {"call_id": sideband_call_id} if sideband_call_id else {"model": model}
-    async with client.realtime.connect(**kwargs) as conn:
+    async with client.realtime.connect(**kwargs, websocket_connection_options=CONNECT_OPTIONS) as conn:
         yield RealtimeConnection(conn, call_id)

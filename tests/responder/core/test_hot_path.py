@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from responder.engines.realtime.connection import make_client, open_realtime
 from responder.engines.realtime.engine import _audio, _audio_fast
 from responder.engines.realtime.event_shape import shape_problem
+from responder.engines.realtime.model_socket import ModelSocket
 from responder.server.warmup import freeze_heap, warm_up_sdk, warm_up_text_model
 from responder.transports.twilio.frames import _MEDIA_FRAME, media_payload
 from simulator.app import create_simulator_app
@@ -103,6 +104,7 @@ async def test_audio_appends_bypass_the_sdk_queue_only_while_it_is_idle() -> Non
             assert direct is not None, "the SDK's connection internals changed: appends use send_raw"
             assert direct.idle()
             assert direct._ws is not None, "websockets' internals changed: appends await send()"
+            assert isinstance(direct._lean, ModelSocket), "the SDK did not take our connection class"
             await rt.append_audio(base64.b64encode(b"\xff" * 160).decode())
             direct._ws.paused = True  # its buffer over the high-water mark: send() waits for it
             assert not direct.write_now("{}")

@@ -1,0 +1,211 @@
+"""The model's WebSocket (Realtime or GPT-Live, opened by the ``openai`` SDK) with a lean path for
+the frames a call is made of.
+
+The SDK connects with ``websockets`` and takes the connection class as an option
+(:data:`CONNECT_OPTIONS`, ``create_connection``). ``websockets`` spends tens of microseconds of
+Python on every message (a generator-based parser, the message assembler, frame objects, one
+``getrandom`` syscall per outgoing mask), and a phone call carries about a hundred messages a
+second: on 40 calls that machinery was most of the difference between this service and a bare
+relay (BENCHMARKS.md). :class:`ModelSocket` keeps ``websockets`` for everything it is good at
+(the handshake, pings, the closing handshake, fragments, size limits, protocol errors) and
+handles the common case itself:
+
+* **in**: while the protocol's parser waits at a frame boundary, complete unfragmented text
+  frames (FIN, no RSV bits, unmasked, under 64 KiB; one still arriving only up to 8 KiB) are
+  cut out of the received bytes directly; the first frame that is anything else, and every
+  byte after it, goes to the protocol as before, until its parser is back at a boundary.
+  Messages from both paths reach one queue, in order; :meth:`ModelSocket.recv` reads it (the
+  SDK's ``recv_bytes`` calls it).
+* **out**: :meth:`ModelSocket.write_text_now` writes a text frame to the transport in one call
+  when that is all ``send`` would do, with a mask from a pool filled from ``os.urandom`` 1,024
+  masks at a time (RFC 6455 §5.3 asks for unpredictable masks, not for a syscall each).
+
+Compression stays off (:data:`CONNECT_OPTIONS`): base64 audio gains little from it and every
+frame would pay for deflate.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from typing import Any, Final, cast
+
+from openai.types.websocket_connection_options import WebSocketConnectionOptions
+from websockets.asyncio.client import ClientConnection
+from websockets.frames import OP_BINARY, OP_CONT, OP_TEXT, Frame, apply_mask
+from websockets.protocol import State
+from websockets.streams import StreamReader
+
+try:
+    from websockets.exceptions import ConcurrencyError
+except ImportError:  # pragma: no cover - websockets < 14
+    ConcurrencyError = RuntimeError  # type: ignore[misc,assignment]
+
+MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024  # the SDK's default is no limit at all
+FAST_FRAME_BYTES: Final = 65535  # larger frames (a 64-bit length) take the protocol's path
+HELD_FRAME_BYTES: Final = 8192  # an incomplete frame larger than this is the protocol's to buffer
+MASK_POOL_BYTES: Final = 4096
+
+_TEXT_FIN: Final = 0x81  # FIN, no RSV bits, opcode 1
+_OPEN: Final = State.OPEN
+_AT_EOF: Final = StreamReader.at_eof.__code__
+_DATA: Final = (OP_TEXT, OP_BINARY, OP_CONT)
+
+Message = tuple[bool, bytes]  # (is text, payload)
+
+
+class ModelSocket(ClientConnection):
+    """A ``websockets`` client connection with a short path for unfragmented text frames."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._inbox: deque[Message] = deque()
+        self._waiter: Any = None  # the future a recv() waits on while the inbox is empty
+        self._ended = False
+        self._fast = False  # whether received bytes are cut into frames here
+        self._pending = b""  # the start of a frame not complete yet (fast path only)
+        self._parts: list[bytes] = []  # a fragmented message the protocol is assembling
+        self._parts_text = True
+        high, low = self.max_queue
+        self._high = high
+        self._low = (high // 4 if high is not None else 0) if low is None else low
+        self._reading_paused = False
+        self._masks = b""
+        self._mask_at = 0
+
+    # -- in --------------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self._fast:
+            if self._pending:
+                data, self._pending = self._pending + data, b""
+            rest = self._cut_frames(data)
+            if rest is None:
+                return
+            self._fast, data = False, rest
+        super().data_received(data)
+        self._fast = not self._ended and _parser_idle(self.protocol)
+
+    def _cut_frames(self, data: bytes) -> bytes | None:
+        """Queue the simple text frames ``data`` starts with; keep an incomplete one for the
+        next read. Returns the bytes from the first frame of another kind on, else None."""
+        end, at, inbox, rest = len(data), 0, self._inbox, None
+        while end - at >= 2:
+            size = data[at + 1]
+            if data[at] != _TEXT_FIN or size > 126:  # another opcode, a mask bit, or 64-bit size
+                rest = data[at:]
+                break
+            head = 2
+            if size == 126:
+                if end - at < 4:
+                    break
+                size, head = (data[at + 2] << 8) | data[at + 3], 4
+            stop = at + head + size
+            if stop > end:
+                if head + size > HELD_FRAME_BYTES:  # not held here while it trickles in
+                    rest = data[at:]
+                break
+            inbox.append((True, data[at + head : stop]))
+            at = stop
+        if rest is None and at < end:
+            self._pending = data[at:]  # a frame not complete yet, from its first byte
+        self._delivered()
+        return rest
+
+    def process_event(self, event: Any) -> None:
+        """Data frames the protocol parsed join the same queue (fragments assembled here:
+        the protocol has checked their order and their total size)."""
+        if self.response is None or not isinstance(event, Frame) or event.opcode not in _DATA:
+            super().process_event(event)
+            return
+        if event.opcode is not OP_CONT:
+            self._parts_text, self._parts = event.opcode is OP_TEXT, []
+        self._parts.append(bytes(event.data))
+        if event.fin:
+            parts, self._parts = self._parts, []
+            self._inbox.append((self._parts_text, parts[0] if len(parts) == 1 else b"".join(parts)))
+            self._delivered()
+
+    def _delivered(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self._high is not None and not self._reading_paused and len(self._inbox) >= self._high:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._ended, self._fast = True, False
+        self._delivered()
+
+    async def recv(self, decode: bool | None = None) -> Any:
+        """The next message, as ``websockets`` would return it; messages that arrived before
+        the connection closed are all delivered before it raises ``ConnectionClosed``."""
+        inbox = self._inbox
+        while not inbox:
+            if self._ended:
+                raise self.protocol.close_exc from self.recv_exc
+            if self._waiter is not None:
+                raise ConcurrencyError("another coroutine is already waiting for the next message")
+            self._waiter = self.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        text, data = inbox.popleft()
+        if self._reading_paused and len(inbox) <= self._low:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return data.decode() if (text if decode is None else decode) else data
+
+    async def recv_streaming(self, decode: bool | None = None) -> Any:  # pragma: no cover
+        raise NotImplementedError("ModelSocket delivers whole messages: use recv()")
+
+    # -- out -------------------------------------------------------------------------------
+    def write_text_now(self, data: bytes) -> bool:
+        """Write one text frame without a coroutine, when that is all ``send`` would do: the
+        connection open, nothing fragmented or queued in the protocol, the write buffer under
+        its limit (``send`` would wait for it to drain). False: use ``send``."""
+        protocol = self.protocol
+        size = len(data)
+        if (
+            protocol.state is not _OPEN or protocol.expect_continuation_frame or protocol.writes
+            or protocol.extensions or self.paused or self.fragmented_send_waiter is not None
+            or size > FAST_FRAME_BYTES or self.transport.is_closing()
+        ):  # fmt: skip
+            return False
+        if size < 126:
+            head = bytes((_TEXT_FIN, 0x80 | size))
+        else:
+            head = bytes((_TEXT_FIN, 0xFE, size >> 8, size & 0xFF))
+        mask = self._mask()
+        self.transport.write(head + mask + apply_mask(data, mask))
+        return True
+
+    def _mask(self) -> bytes:
+        at = self._mask_at
+        if at >= len(self._masks):
+            self._masks, at = os.urandom(MASK_POOL_BYTES), 0
+        self._mask_at = at + 4
+        return self._masks[at : at + 4]
+
+
+def _parser_idle(protocol: Any) -> bool:
+    """Whether the protocol's parser waits at a frame boundary with nothing buffered: the open
+    state, no fragmented message, no extension, and its innermost generator in ``at_eof``."""
+    if protocol.state is not _OPEN or protocol.cur_size is not None or protocol.extensions:
+        return False
+    if protocol.reader.buffer:
+        return False
+    gen = protocol.parser
+    while (inner := getattr(gen, "gi_yieldfrom", None)) is not None:
+        gen = inner
+    return getattr(gen, "gi_code", None) is _AT_EOF
+
+
+# what the SDK passes to ``websockets.asyncio.client.connect`` (its TypedDict does not name
+# ``create_connection``, which ``connect`` accepts)
+CONNECT_OPTIONS: Final = cast(
+    WebSocketConnectionOptions,
+    {"create_connection": ModelSocket, "max_size": MAX_MESSAGE_BYTES, "compression": None},
+)

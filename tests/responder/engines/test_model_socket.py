@@ -1,0 +1,228 @@
+"""The model socket's lean frame path against a raw WebSocket server that writes the bytes a
+test wants, cut where the test wants: messages arrive whole and in order whichever path they
+took, control frames and fragments still go through ``websockets``, and what the service
+writes is a valid, masked client frame."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
+
+from responder.engines.realtime.model_socket import CONNECT_OPTIONS, MAX_MESSAGE_BYTES, ModelSocket
+from tests.support.waits import wait_until
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+TEXT, BINARY, CONT, CLOSE, PING, PONG = 1, 2, 0, 8, 9, 10
+
+
+def frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bytes | None = None) -> bytes:
+    size = len(payload)
+    bit = 0x80 if mask else 0
+    head = bytes(((0x80 if fin else 0) | opcode,))
+    if size < 126:
+        head += bytes((bit | size,))
+    elif size < 65536:
+        head += bytes((bit | 126,)) + struct.pack("!H", size)
+    else:
+        head += bytes((bit | 127,)) + struct.pack("!Q", size)
+    if mask:
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        head += mask
+    return head + payload
+
+
+def text(payload: bytes | str) -> bytes:
+    return frame(TEXT, payload.encode() if isinstance(payload, str) else payload)
+
+
+class RawServer:
+    """Answers one client's handshake, writes ``script`` in ``chunk``-byte writes, one per loop
+    turn (``glued``: the first write starts with the handshake response; else the response is
+    read alone first), then records the client's frames, unmasked."""
+
+    def __init__(self, script: bytes, chunk: int, glued: bool) -> None:
+        self.script, self.chunk, self.glued = script, chunk, glued
+        self.received: list[tuple[int, bytes, bytes]] = []  # (opcode, payload, mask)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+        data = (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        if not self.glued:
+            writer.write(data)
+            await asyncio.sleep(0.02)
+            data = b""
+        data += self.script
+        step = self.chunk or max(1, len(data))
+        for at in range(0, len(data), step):
+            writer.write(data[at : at + step])
+            await writer.drain()
+            await asyncio.sleep(0)
+        try:
+            while True:
+                head = await reader.readexactly(2)
+                size = head[1] & 0x7F
+                if size == 126:
+                    size = struct.unpack("!H", await reader.readexactly(2))[0]
+                elif size == 127:
+                    size = struct.unpack("!Q", await reader.readexactly(8))[0]
+                mask = await reader.readexactly(4) if head[1] & 0x80 else b""
+                body = await reader.readexactly(size)
+                if mask:
+                    body = bytes(b ^ mask[i % 4] for i, b in enumerate(body))
+                self.received.append((head[0] & 0x0F, body, mask))
+                if head[0] & 0x0F == CLOSE:
+                    writer.write(frame(CLOSE, body))
+                    await writer.drain()
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+
+@asynccontextmanager
+async def raw_socket(
+    script: bytes, chunk: int = 0, glued: bool = False, **options: object
+) -> AsyncIterator[tuple[ModelSocket, RawServer]]:
+    raw = RawServer(script, chunk, glued)
+    server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with connect(f"ws://127.0.0.1:{port}/", **{**CONNECT_OPTIONS, **options}) as ws:  # type: ignore[arg-type]
+            assert isinstance(ws, ModelSocket)
+            yield ws, raw
+    finally:
+        server.close()
+
+
+async def receive(ws: ModelSocket, count: int) -> list[bytes]:
+    return [await asyncio.wait_for(ws.recv(decode=False), 5) for _ in range(count)]
+
+
+# a call's traffic and everything around it: sizes on both sides of each length encoding, a
+# ping, a fragmented message with a ping between its fragments, binary, empty, a JSON event
+DELTA = json.dumps({"type": "response.output_audio.delta", "delta": "/" * 216}).encode()
+SCRIPT_MESSAGES = [
+    b"a", b"x" * 125, b"y" * 126, b"z" * 300, b"fragment", b"\x00\x01", b"", DELTA, b"w" * 4000
+]  # fmt: skip
+SCRIPT = b"".join(
+    [
+        text(b"a"), text(b"x" * 125), frame(PING, b"hb1"), text(b"y" * 126), text(b"z" * 300),
+        frame(TEXT, b"fr", fin=False), frame(CONT, b"ag", fin=False), frame(PING, b"hb2"),
+        frame(CONT, b"ment"), frame(BINARY, b"\x00\x01"), text(b""), text(DELTA), text(b"w" * 4000),
+    ]
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("glued", [False, True])
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 1400, 0])
+async def test_messages_arrive_whole_and_in_order_however_the_bytes_are_cut(chunk: int, glued: bool) -> None:
+    async with raw_socket(SCRIPT, chunk, glued) as (ws, raw):
+        assert await receive(ws, len(SCRIPT_MESSAGES)) == SCRIPT_MESSAGES
+        assert ws._fast, "the lean path is back in use after the ping and the fragments"
+        await ws.close()
+    pongs = [payload for opcode, payload, _ in raw.received if opcode == PONG]
+    assert pongs == [b"hb1", b"hb2"]  # pings still answered by websockets, in order
+    assert all(mask for _, _, mask in raw.received)
+
+
+async def test_text_and_binary_decode_as_websockets_would() -> None:
+    async with raw_socket(text("héllo") + frame(BINARY, b"\xff")) as (ws, _):
+        assert await ws.recv() == "héllo"
+        assert await ws.recv() == b"\xff"
+
+
+@pytest.mark.parametrize("chunk", [4096, 70_000, 0])
+async def test_large_frames_take_the_protocols_path(chunk: int) -> None:
+    sizes = [10, 65536, 10, 65535, 200_000, 9000, 10]  # each 64-bit length met by the lean path
+    script = b"".join(text(bytes([65 + i % 26]) * size) for i, size in enumerate(sizes))
+    async with raw_socket(script, chunk) as (ws, _):
+        got = await receive(ws, len(sizes))
+    assert [len(m) for m in got] == sizes
+    assert [m[:1] for m in got] == [bytes([65 + i % 26]) for i in range(len(sizes))]
+
+
+async def test_a_message_over_the_size_limit_closes_with_1009_after_the_ones_before() -> None:
+    assert MAX_MESSAGE_BYTES >= 1024 * 1024  # session events with long instructions fit
+    script = text(b"before") + text(b"q" * 150_000) + text(b"after")
+    async with raw_socket(script, max_size=100_000) as (ws, _):
+        assert await ws.recv(decode=False) == b"before"
+        with pytest.raises(ConnectionClosedError) as closed:
+            await ws.recv(decode=False)
+    assert closed.value.sent is not None and closed.value.sent.code == 1009
+
+
+async def test_a_masked_frame_from_the_server_is_a_protocol_error() -> None:
+    script = text(b"ok") + frame(TEXT, b"sneaky", mask=b"\x01\x02\x03\x04") + text(b"never")
+    async with raw_socket(script) as (ws, _):
+        assert await ws.recv(decode=False) == b"ok"
+        with pytest.raises(ConnectionClosedError) as closed:
+            await ws.recv(decode=False)
+    assert closed.value.sent is not None and closed.value.sent.code == 1002
+
+
+async def test_messages_before_a_close_are_all_delivered_then_it_ends() -> None:
+    script = text(b"1") + text(b"2") + text(b"3") + frame(CLOSE, struct.pack("!H", 1000) + b"bye")
+    async with raw_socket(script) as (ws, _):
+        await wait_until(lambda: ws.protocol.close_rcvd is not None, what="the close frame read")
+        assert await receive(ws, 3) == [b"1", b"2", b"3"]
+        with pytest.raises(ConnectionClosedOK):
+            await ws.recv()
+
+
+async def test_reading_pauses_while_the_inbox_is_full_and_resumes_as_it_drains() -> None:
+    count = 200
+    async with raw_socket(b"".join(text(str(i)) for i in range(count))) as (ws, _):
+        await wait_until(lambda: len(ws._inbox) >= 16, what="the inbox filled")
+        assert not ws.transport.is_reading()
+        got = await receive(ws, count)
+        assert ws.transport.is_reading()
+    assert got == [str(i).encode() for i in range(count)]
+
+
+async def test_a_second_concurrent_recv_is_refused() -> None:
+    async with raw_socket(b"") as (ws, _):
+        first = asyncio.create_task(ws.recv())
+        await asyncio.sleep(0.01)
+        with pytest.raises(RuntimeError):
+            await ws.recv()
+        first.cancel()
+
+
+async def test_written_frames_are_valid_masked_client_frames() -> None:
+    sizes = [0, 1, 125, 126, 127, 1000, 65535]
+    payloads = [bytes([97 + i]) * size for i, size in enumerate(sizes)]
+    many = [b"%d" % i for i in range(1100)]  # more masks than one pool holds
+    async with raw_socket(b"") as (ws, raw):
+        assert all(ws.write_text_now(p) for p in [*payloads, *many])
+        assert not ws.write_text_now(b"b" * 65536)  # a 64-bit length: send() writes it
+        await ws.send((b"b" * 65536).decode())
+        await wait_until(lambda: len(raw.received) == len(sizes) + len(many) + 1, what="all frames read")
+        await ws.close()
+    frames = raw.received[: len(sizes) + len(many) + 1]
+    assert [(op, body) for op, body, _ in frames] == [(TEXT, p) for p in [*payloads, *many, b"b" * 65536]]
+    masks = [mask for _, _, mask in frames]
+    assert all(len(m) == 4 for m in masks) and len(set(masks)) > 1000
+
+
+async def test_nothing_is_written_past_a_close() -> None:
+    async with raw_socket(b"") as (ws, _):
+        await ws.close()
+        assert not ws.write_text_now(b"late")
