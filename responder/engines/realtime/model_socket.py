@@ -129,7 +129,10 @@ class ModelSocket(ClientConnection):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if self._high is not None and not self._reading_paused and len(self._inbox) >= self._high:
+        if (
+            self._high is not None and not self._reading_paused and len(self._inbox) >= self._high
+            and self.protocol.state is _OPEN  # closing: the close frame must still be read
+        ):  # fmt: skip
             self._reading_paused = True
             self.transport.pause_reading()
 
@@ -157,6 +160,14 @@ class ModelSocket(ClientConnection):
             self._reading_paused = False
             self.transport.resume_reading()
         return data.decode() if (text if decode is None else decode) else data
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """As websockets' close; reading resumes first if a full inbox paused it, so that the
+        server's close frame is read rather than waited for until ``close_timeout``."""
+        if self._reading_paused and not self._ended:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        await super().close(code, reason)
 
     async def recv_streaming(self, decode: bool | None = None) -> Any:  # pragma: no cover
         raise NotImplementedError("ModelSocket delivers whole messages: use recv()")

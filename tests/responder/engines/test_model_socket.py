@@ -226,3 +226,13 @@ async def test_nothing_is_written_past_a_close() -> None:
     async with raw_socket(b"") as (ws, _):
         await ws.close()
         assert not ws.write_text_now(b"late")
+
+
+async def test_close_with_a_full_inbox_reads_the_close_frame_instead_of_timing_out() -> None:
+    async with raw_socket(b"".join(text(str(i)) for i in range(100))) as (ws, raw):
+        await wait_until(lambda: ws._reading_paused, what="reading paused")
+        ws.close_timeout = 3
+        started = asyncio.get_running_loop().time()
+        await ws.close()
+        assert asyncio.get_running_loop().time() - started < 1.0
+    assert raw.received and raw.received[-1][0] == CLOSE
