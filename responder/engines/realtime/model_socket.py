@@ -72,6 +72,8 @@ class ModelSocket(ClientConnection):
         self._reading_paused = False
         self._masks = b""
         self._mask_at = 0
+        limit = self.protocol.max_size  # a lower limit than 64 KiB: larger frames are its to refuse
+        self._fast_bytes = FAST_FRAME_BYTES if limit is None else min(FAST_FRAME_BYTES, limit)
 
     # -- in --------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -99,6 +101,9 @@ class ModelSocket(ClientConnection):
                 if end - at < 4:
                     break
                 size, head = (data[at + 2] << 8) | data[at + 3], 4
+            if size > self._fast_bytes:
+                rest = data[at:]
+                break
             stop = at + head + size
             if stop > end:
                 if head + size > HELD_FRAME_BYTES:  # not held here while it trickles in

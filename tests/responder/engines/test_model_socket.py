@@ -236,3 +236,12 @@ async def test_close_with_a_full_inbox_reads_the_close_frame_instead_of_timing_o
         await ws.close()
         assert asyncio.get_running_loop().time() - started < 1.0
     assert raw.received and raw.received[-1][0] == CLOSE
+
+
+async def test_a_lower_size_limit_holds_on_the_lean_path_too() -> None:
+    script = text(b"ok") + text(b"k" * 2000) + text(b"never")
+    async with raw_socket(script, max_size=1000) as (ws, _):
+        assert await ws.recv(decode=False) == b"ok"
+        with pytest.raises(ConnectionClosedError) as closed:
+            await ws.recv(decode=False)
+    assert closed.value.sent is not None and closed.value.sent.code == 1009
