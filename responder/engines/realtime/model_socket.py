@@ -66,9 +66,12 @@ class ModelSocket(ClientConnection):
         self._pending = b""  # the start of a frame not complete yet (fast path only)
         self._parts: list[bytes] = []  # a fragmented message the protocol is assembling
         self._parts_text = True
-        high, low = self.max_queue
-        self._high = high
-        self._low = (high // 4 if high is not None else 0) if low is None else low
+        high, low = self.max_queue  # websockets' Assembler rules: one derived from the other
+        if high is not None and low is None:
+            low = high // 4
+        if high is None and low is not None:
+            high = 4 * low
+        self._high, self._low = high, low or 0
         self._reading_paused = False
         self._masks = b""
         self._mask_at = 0
@@ -77,7 +80,7 @@ class ModelSocket(ClientConnection):
 
     # -- in --------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if self._fast:
+        if self._fast and self.protocol.state is _OPEN:  # failed or closing: the protocol decides
             if self._pending:
                 data, self._pending = self._pending + data, b""
             rest = self._cut_frames(data)
@@ -122,6 +125,8 @@ class ModelSocket(ClientConnection):
         if self.response is None or not isinstance(event, Frame) or event.opcode not in _DATA:
             super().process_event(event)
             return
+        if self.protocol.state is not _OPEN and self._high is not None and len(self._inbox) > self._high:
+            return  # we are closing and nobody reads: what is still streamed in is not kept
         if event.opcode is not OP_CONT:
             self._parts_text, self._parts = event.opcode is OP_TEXT, []
         self._parts.append(bytes(event.data))
@@ -135,16 +140,18 @@ class ModelSocket(ClientConnection):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         if (
-            self._high is not None and not self._reading_paused and len(self._inbox) >= self._high
+            self._high is not None and not self._reading_paused and len(self._inbox) > self._high
             and self.protocol.state is _OPEN  # closing: the close frame must still be read
         ):  # fmt: skip
             self._reading_paused = True
             self.transport.pause_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self._ended, self._fast = True, False
-        self._delivered()
+        try:
+            super().connection_lost(exc)
+        finally:
+            self._ended, self._fast = True, False
+            self._delivered()
 
     async def recv(self, decode: bool | None = None) -> Any:
         """The next message, as ``websockets`` would return it; messages that arrived before

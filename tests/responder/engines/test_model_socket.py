@@ -190,7 +190,7 @@ async def test_messages_before_a_close_are_all_delivered_then_it_ends() -> None:
 async def test_reading_pauses_while_the_inbox_is_full_and_resumes_as_it_drains() -> None:
     count = 200
     async with raw_socket(b"".join(text(str(i)) for i in range(count))) as (ws, _):
-        await wait_until(lambda: len(ws._inbox) >= 16, what="the inbox filled")
+        await wait_until(lambda: len(ws._inbox) > 16, what="the inbox filled")
         assert not ws.transport.is_reading()
         got = await receive(ws, count)
         assert ws.transport.is_reading()
@@ -245,3 +245,24 @@ async def test_a_lower_size_limit_holds_on_the_lean_path_too() -> None:
         with pytest.raises(ConnectionClosedError) as closed:
             await ws.recv(decode=False)
     assert closed.value.sent is not None and closed.value.sent.code == 1009
+
+
+async def test_nothing_more_is_delivered_once_the_connection_has_failed() -> None:
+    count = 3000
+    async with raw_socket(b"".join(text(str(i)) for i in range(count)), chunk=64) as (ws, _):
+        assert await ws.recv(decode=False) == b"0"
+        ws.protocol.fail(1011, "keepalive ping timeout")  # what websockets' keepalive does
+        ws.send_data()
+        queued, got = len(ws._inbox), 0
+        with pytest.raises(ConnectionClosedError):
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+                got += 1
+    assert got <= queued < count - 1
+
+
+@pytest.mark.parametrize("max_queue", [0, 1, (None, 2), None])
+async def test_every_queue_setting_delivers(max_queue: object) -> None:
+    script = b"".join(text(str(i)) for i in range(50))
+    async with raw_socket(script, chunk=3, max_queue=max_queue) as (ws, _):  # partial frames held
+        assert await receive(ws, 50) == [str(i).encode() for i in range(50)]
