@@ -159,23 +159,23 @@ async def test_large_frames_take_the_protocols_path(chunk: int) -> None:
     assert [m[:1] for m in got] == [bytes([65 + i % 26]) for i in range(len(sizes))]
 
 
-async def test_a_message_over_the_size_limit_closes_with_1009_after_the_ones_before() -> None:
+@pytest.mark.parametrize(
+    ("bad", "options", "code"),
+    [
+        (text(b"q" * 150_000), {"max_size": 100_000}, 1009),  # over the limit, protocol path
+        (text(b"k" * 2000), {"max_size": 1000}, 1009),  # a lower limit holds on the lean path too
+        (frame(TEXT, b"sneaky", mask=b"\x01\x02\x03\x04"), {}, 1002),  # servers never mask
+    ],
+)
+async def test_a_bad_frame_closes_the_connection_after_the_messages_before_it(
+    bad: bytes, options: dict[str, object], code: int
+) -> None:
     assert MAX_MESSAGE_BYTES >= 1024 * 1024  # session events with long instructions fit
-    script = text(b"before") + text(b"q" * 150_000) + text(b"after")
-    async with raw_socket(script, max_size=100_000) as (ws, _):
+    async with raw_socket(text(b"before") + bad + text(b"never"), **options) as (ws, _):
         assert await ws.recv(decode=False) == b"before"
         with pytest.raises(ConnectionClosedError) as closed:
             await ws.recv(decode=False)
-    assert closed.value.sent is not None and closed.value.sent.code == 1009
-
-
-async def test_a_masked_frame_from_the_server_is_a_protocol_error() -> None:
-    script = text(b"ok") + frame(TEXT, b"sneaky", mask=b"\x01\x02\x03\x04") + text(b"never")
-    async with raw_socket(script) as (ws, _):
-        assert await ws.recv(decode=False) == b"ok"
-        with pytest.raises(ConnectionClosedError) as closed:
-            await ws.recv(decode=False)
-    assert closed.value.sent is not None and closed.value.sent.code == 1002
+    assert closed.value.sent is not None and closed.value.sent.code == code
 
 
 async def test_messages_before_a_close_are_all_delivered_then_it_ends() -> None:
@@ -236,15 +236,6 @@ async def test_close_with_a_full_inbox_reads_the_close_frame_instead_of_timing_o
         await ws.close()
         assert asyncio.get_running_loop().time() - started < 1.0
     assert raw.received and raw.received[-1][0] == CLOSE
-
-
-async def test_a_lower_size_limit_holds_on_the_lean_path_too() -> None:
-    script = text(b"ok") + text(b"k" * 2000) + text(b"never")
-    async with raw_socket(script, max_size=1000) as (ws, _):
-        assert await ws.recv(decode=False) == b"ok"
-        with pytest.raises(ConnectionClosedError) as closed:
-            await ws.recv(decode=False)
-    assert closed.value.sent is not None and closed.value.sent.code == 1009
 
 
 async def test_nothing_more_is_delivered_once_the_connection_has_failed() -> None:
