@@ -60,15 +60,9 @@ Handler = Callable[[Any], Awaitable[None]]
 
 class CallController:
     def __init__(
-        self,
-        call_id: str,
-        engine: Engine,
-        caller: CallerLink,
-        history: CallHistory,
-        decide: DecideFn,
-        config: ControllerConfig,
-        actions: CallActions | None = None,
-    ) -> None:
+        self, call_id: str, engine: Engine, caller: CallerLink, history: CallHistory,
+        decide: DecideFn, config: ControllerConfig, actions: CallActions | None = None,
+    ) -> None:  # fmt: skip
         self.call_id = call_id
         self.actions = actions
         self.engine: Engine = engine
@@ -243,8 +237,12 @@ class CallController:
 
     # -- from the caller side ------------------------------------------------------------
     async def caller_audio(self, b64_audio: str) -> None:
-        if self._session_ready and not self.closed:
+        if not self.caller_audio_now(b64_audio):
             await self.engine.append_audio(b64_audio)
+
+    def caller_audio_now(self, b64_audio: str) -> bool:
+        """The hot path without a coroutine; False: await :meth:`caller_audio` (nothing sent)."""
+        return not self._session_ready or self.closed or self.engine.append_audio_now(b64_audio)
 
     def caller_mark(self, name: str) -> None:
         if self.playback.on_mark(name):

@@ -216,6 +216,11 @@ class Engine(Protocol):
     async def append_audio(self, b64_audio: str) -> None:
         """Hot path: caller audio, base64 in the session's format, passed through."""
 
+    def append_audio_now(self, b64_audio: str) -> bool:
+        """:meth:`append_audio` without a coroutine, when nothing in it has to wait: True when
+        done, False when the caller must await :meth:`append_audio` (nothing was done)."""
+        ...
+
     def new_request_id(self) -> str:
         """An id for :meth:`request_reply`, known before the request is sent."""
         ...

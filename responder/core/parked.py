@@ -42,12 +42,16 @@ class ParkedEngine:
         return None
 
     async def append_audio(self, b64_audio: str) -> None:
+        self.append_audio_now(b64_audio)
+
+    def append_audio_now(self, b64_audio: str) -> bool:
         self.audio.append(b64_audio)
         self._audio_chars += len(b64_audio)
         while self._audio_chars > self._limit and self.audio:
             dropped = self.audio.popleft()
             self._audio_chars -= len(dropped)
             self.audio_dropped_chars += len(dropped)
+        return True
 
     def new_request_id(self) -> str:
         return f"evt_{self.call_id[-8:]}_p{next(self._ids)}"

@@ -149,6 +149,9 @@ class FakeLive:
             self.before_started.append(str(event["type"]))
         return event_id
 
+    def append_audio_now(self, b64_audio: str) -> bool:
+        return False  # always the awaited path, as a socket that must wait
+
     async def append_audio(self, b64_audio: str) -> None:
         self.audio.append(b64_audio)
         if not self.started:

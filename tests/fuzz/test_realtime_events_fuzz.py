@@ -178,6 +178,9 @@ class FakeRealtime:
         self.sent.append(dict(event))
         return event_id
 
+    def append_audio_now(self, b64_audio: str) -> bool:
+        return False  # always the awaited path, as a socket that must wait
+
     async def append_audio(self, b64_audio: str) -> None:
         self.audio.append(b64_audio)
 

@@ -64,6 +64,10 @@ class ScriptedEngine:
     async def start(self) -> None:
         self.commands.append(Command("start"))
 
+    def append_audio_now(self, b64_audio: str) -> bool:
+        self.audio.append(b64_audio)
+        return True
+
     async def append_audio(self, b64_audio: str) -> None:
         self.audio.append(b64_audio)
 

@@ -39,6 +39,10 @@ class ScriptedSocket:
         self.sent.append({**event, "event_id": event_id})
         return event_id
 
+    def append_audio_now(self, b64_audio: str) -> bool:
+        self.audio.append(b64_audio)
+        return True
+
     async def append_audio(self, b64_audio: str) -> None:
         self.audio.append(b64_audio)
 

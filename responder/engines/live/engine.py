@@ -57,14 +57,6 @@ FUTURE_SLACK_MS: Final = 2000.0  # how far past the timeline a fragment's end_ms
 QUEUE_HIGH: Final = 256  # events waiting for the controller before the reader stops reading
 HELD_AUDIO_FRAMES: Final = 500  # caller audio kept for a session not started yet (10 s of frames)
 RECOVERED_PREFIX: Final = "recovered_"
-GREETING_COMMENTARY: Final = (
-    "The caller has just been connected: greet them now, as your instructions say."
-)
-HOLD_THINKING: Final = (
-    "The lookup for the caller's request is still running; its answer will follow. If the caller "
-    'is waiting in silence, tell them in a few words that you are still checking ("{text}"). '
-    "Do not answer the question yet."
-)
 START_TIMEOUT_S: Final = 10.0  # session.start unconfirmed this long: the session failed
 
 
@@ -365,10 +357,20 @@ class LiveEngine:
             self._queue.put_nowait(None)
 
     async def append_audio(self, b64_audio: str) -> None:
-        if self._started:
+        if not self.append_audio_now(b64_audio):  # the socket must be waited for
             await self.conn.append_audio(b64_audio)
-        elif len(self._held) < HELD_AUDIO_FRAMES:
+            self._listen(b64_audio)
+
+    def append_audio_now(self, b64_audio: str) -> bool:
+        if self._started and not self.conn.append_audio_now(b64_audio):
+            return False
+        if not self._started and len(self._held) < HELD_AUDIO_FRAMES:
             self._held.append(b64_audio)
+        self._listen(b64_audio)
+        return True
+
+    def _listen(self, b64_audio: str) -> None:
+        """The caller's own audio as the barge-in signal (see :class:`CallerVoice`)."""
         ms = chunk_ms(b64_audio, self.bytes_per_ms)
         if self._voice.feed(caller_voiced(b64_audio, self.encoding), ms) and not self._caller_open():
             # Live says nothing when the caller starts talking (the model stops by itself): the
@@ -409,7 +411,7 @@ class LiveEngine:
         with its purpose once placed), a hold line a silent progress note for the newest
         delegation still with the supervisor (docs/protocol-live.md §3)."""
         if purpose == ev.HOLD_LINE and line is not None:
-            note = HOLD_THINKING.format(text=line.text)
+            note = protocol.HOLD_THINKING.format(text=line.text)
             await self._send({**protocol.thinking_append(note, self._live_id(self.book.newest_running())),
                               "event_id": request_id})  # fmt: skip
             return
@@ -418,7 +420,7 @@ class LiveEngine:
             await self.answer_handover(line.handover_id, line.text, event_id=request_id)
             return
         if purpose == ev.GREETING:
-            content = GREETING_COMMENTARY
+            content = protocol.GREETING_COMMENTARY
         elif line is not None:
             content = f'Say exactly: "{line.text}" Nothing else.'
             self._tagged[request_id] = purpose

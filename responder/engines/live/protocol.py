@@ -18,6 +18,15 @@ MAX_APPEND_TOKENS: Final = 500  # commentary, thinking and instructions appends 
 # counted at 3 so that numbers, names and punctuation-heavy text still fit (other scripts:
 # estimated_tokens).
 CHARS_PER_TOKEN: Final = 3
+# what the engine asks the model to say by itself (commentary and thinking appends)
+GREETING_COMMENTARY: Final = (
+    "The caller has just been connected: greet them now, as your instructions say."
+)
+HOLD_THINKING: Final = (
+    "The lookup for the caller's request is still running; its answer will follow. If the caller "
+    'is waiting in silence, tell them in a few words that you are still checking ("{text}"). '
+    "Do not answer the question yet."
+)
 
 LiveClientEventType = Literal[
     "session.start", "session.update", "session.input_audio.append", "session.commentary.append",

@@ -48,6 +48,11 @@ class RealtimeSocket(Protocol):
 
     async def append_audio(self, b64_audio: str) -> None: ...
 
+    def append_audio_now(self, b64_audio: str) -> bool:
+        """:meth:`append_audio` without a coroutine when nothing needs awaiting: True when the
+        frame went out, False when the caller must await :meth:`append_audio` instead."""
+        ...
+
     def sent_type(self, event_id: str | None) -> str | None: ...
 
     def events(self) -> AsyncIterator[dict[str, Any]]: ...
@@ -97,15 +102,24 @@ class RealtimeConnection:
         elif not direct.write_now(text):
             await direct.send(text)
 
+    def append_audio_now(self, b64_audio: str) -> bool:
+        """The caller-audio hot path with no coroutine at all (each layer's coroutine costs about
+        what the frame's write does in Python): True when the frame was written; False when a
+        send must be awaited (the SDK queues, reconnects or the socket's buffer is full)."""
+        direct = self._direct
+        return direct is not None and direct.idle() and direct.write_now(self._frame_audio(b64_audio))
+
     def sent_type(self, event_id: str | None) -> str | None:
         """The type of a client event we sent, by id (for logging server errors)."""
         return self._sent.get(event_id) if event_id else None
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         """Server events as plain dicts until the socket closes. Undecodable frames are logged."""
+        direct = self._direct
         while True:
             try:
-                raw = await self._conn.recv_bytes()
+                lean = direct.readable_now() if direct is not None else None
+                raw = await (lean.recv(decode=False) if lean is not None else self._conn.recv_bytes())
             except ConnectionClosed:
                 return
             try:
@@ -130,13 +144,29 @@ class _DirectSender:
         self._origin = conn._connection
         self._ws = _writable_now(self._origin)
         self._lean = self._origin if isinstance(self._origin, ModelSocket) else None
+        queue = self._queue
+        self._lock_free = isinstance(getattr(queue, "_queue", None), list) and hasattr(queue, "_pending")
 
     def idle(self) -> bool:
-        conn = self._conn
+        conn, queue = self._conn, self._queue
+        # the queue's own property takes a thread lock: read lock-free on the loop's thread
+        if self._lock_free:
+            queued = bool(queue._queue) or queue._pending is not None
+        else:
+            queued = queue.has_pending_or_flushing
         return not (
-            conn._is_reconnecting or conn._intentionally_closed or self._queue.has_pending_or_flushing
+            conn._is_reconnecting or conn._intentionally_closed or queued
             or conn._connection is not self._origin
         )  # fmt: skip
+
+    def readable_now(self) -> ModelSocket | None:
+        """The model socket to read straight from, when that is all the SDK's ``recv_bytes``
+        would do (its own connection, no reconnect being accounted): one coroutine less and
+        no debug log call per server event. None: read through the SDK."""
+        conn, lean = self._conn, self._lean
+        if lean is None or conn._connection is not lean or getattr(conn, "_reconnect_attempt", 1):
+            return None
+        return lean
 
     def write_now(self, text: str) -> bool:
         """Write one text frame without a coroutine, when that is all ``send`` would do: the

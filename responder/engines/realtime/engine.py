@@ -93,6 +93,9 @@ class RealtimeEngine:
     async def append_audio(self, b64_audio: str) -> None:
         await self.conn.append_audio(b64_audio)
 
+    def append_audio_now(self, b64_audio: str) -> bool:
+        return self.conn.append_audio_now(b64_audio)
+
     def new_request_id(self) -> str:
         return self.conn.new_event_id()
 

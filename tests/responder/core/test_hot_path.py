@@ -110,16 +110,24 @@ async def test_audio_appends_bypass_the_sdk_queue_only_while_it_is_idle() -> Non
             assert not direct.write_now("{}")
             direct._ws.paused = False
             assert direct.write_now('{"type":"input_audio_buffer.append","audio":"AAAA"}')
+            assert direct._lock_free, "the SDK's send queue changed: idle() takes its lock"
             rt._conn._send_queue.enqueue("{}")  # what the SDK holds back while it reconnects
             assert not direct.idle()
+            assert not rt.append_audio_now("AAAA")  # must wait behind it: nothing written
             rt._conn._send_queue.drain()
             assert direct.idle()
+            assert rt.append_audio_now("AAAA")  # written at once, no coroutine
+            # reading straight from the socket only while the SDK has nothing to account
+            assert direct.readable_now() is direct._lean
+            rt._conn._reconnect_attempt = 1
+            assert direct.readable_now() is None
+            rt._conn._reconnect_attempt = 0
             await rt.send({"type": "input_audio_buffer.clear"})
             async for event in rt.events():
                 if event.get("type") in ("input_audio_buffer.cleared", "error"):
                     break
         state = sim.app[STATE_KEY]
-        assert state.client_events.count({"type": "input_audio_buffer.append"}) == 2
+        assert state.client_events.count({"type": "input_audio_buffer.append"}) == 3
         assert state.invalid_events == []  # the direct append is a valid client event
     finally:
         await client.close()
