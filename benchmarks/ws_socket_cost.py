@@ -9,8 +9,9 @@ paced call:
 * ``recv``: the server sends N frames; the client's CPU to receive them — the SDK's
   ``recv_bytes``, the ``websockets`` ``recv(decode=False)`` it awaits, aiohttp's ``receive``;
 * ``send``: the client sends N frames — the SDK's ``send_raw``, ``websockets``' ``send()``, its
-  protocol object directly (``send_text`` + ``send_data``, what the service's ``write_now``
-  does) and aiohttp's ``send_str``.
+  protocol object directly (``send_text`` + ``send_data``) and aiohttp's ``send_str``;
+* ``model-socket`` both ways: the service's own ``ModelSocket`` (``recv`` from its inbox,
+  ``write_text_now``), what the service uses since issue 15.
 
     .venv/bin/python -m benchmarks.ws_socket_cost [--messages 4000] [--gap-ms 0.5]
 """
@@ -102,6 +103,14 @@ async def _client(kind: str, mode: str, port: int, n: int, gap_s: float) -> floa
         async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
             await ws.send_str(mode)
             return await _timed(mode, n, gap_s, ws.receive, lambda: ws.send_str(CLIENT_EVENT))
+    if kind == "model-socket":  # the service's own connection class (model_socket.py)
+        from responder.engines.realtime.model_socket import ModelSocket
+
+        async with websockets.connect(url, compression=None, create_connection=ModelSocket) as lean:
+            await lean.send(mode)
+            frame = CLIENT_EVENT.encode()
+            recv, send_now = (lambda: lean.recv(decode=False)), (lambda: lean.write_text_now(frame))
+            return await _timed(mode, n, gap_s, recv, send_now)
     async with websockets.connect(url, compression=None, max_size=None) as conn:
         await conn.send(mode)
 
@@ -129,9 +138,9 @@ def main() -> None:
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline())
-        cases = [("recv", "openai-sdk"), ("recv", "websockets"), ("recv", "aiohttp"),
-                 ("send", "openai-sdk"), ("send", "websockets"), ("send", "websockets-protocol"),
-                 ("send", "aiohttp")]  # fmt: skip
+        cases = [("recv", "openai-sdk"), ("recv", "websockets"), ("recv", "model-socket"),
+                 ("recv", "aiohttp"), ("send", "openai-sdk"), ("send", "websockets"),
+                 ("send", "websockets-protocol"), ("send", "model-socket"), ("send", "aiohttp")]  # fmt: skip
         for mode, kind in cases:
             runs = [uvloop.run(_client(kind, mode, port, args.messages, gap_s)) for _ in range(3)]
             per = sorted(r / args.messages * 1e6 for r in runs)
