@@ -24,7 +24,6 @@ from typing import Any, Final, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
 from callrecord.decisions import Decision
 from callrecord.placement import APPEND, HEAD  # noqa: F401 (HEAD: its callers import both from here)
@@ -89,6 +88,24 @@ return 1
 """
 
 _ADD_SCRIPT = _CAPACITY_CHECK + _PLACE
+
+# An update, written only if the item is still what was read (a compare-and-set on the one
+# field: a concurrent update makes the caller read again), with the TTLs refreshed and the
+# update announced in the same round trip. ARGV: id, body read, new body, ttl, channel, message.
+# It replaced WATCH / HGET / MULTI…EXEC / PUBLISH: four round trips and ~0.8 ms of the event
+# loop's CPU per update (BENCHMARKS.md, issue 15).
+_UPDATE_SCRIPT = """
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then
+  return 0
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+for i = 1, #KEYS do
+  redis.call('EXPIRE', KEYS[i], ARGV[4])
+end
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return 1
+"""
+UPDATE_ATTEMPTS: Final = 20  # reads and compare-and-sets of one update before it gives up
 
 # A decision: pushed on the decision list (once: a write replayed after a Redis outage, see
 # history_buffer.py, must not record it twice; ARGV[8] is its JSON), then added as an item,
@@ -170,6 +187,7 @@ class CallHistory:
         self._add = redis.register_script(_ADD_SCRIPT)
         self._get = redis.register_script(_GET_SCRIPT)
         self._add_decision = redis.register_script(_ADD_DECISION_SCRIPT)
+        self._update = redis.register_script(_UPDATE_SCRIPT)
 
     # -- keys ----------------------------------------------------------------------------
     def key(self, call_id: str, part: str) -> str:
@@ -228,29 +246,20 @@ class CallHistory:
         return bool(await self._add(keys=self._keys(call_id), args=[*args, self.item_limit(item.kind)]))
 
     async def update_item(self, call_id: str, item_id: str, **fields: Any) -> HistoryItem | None:
-        """Update fields of an item in place; returns the new item, or None if it is unknown."""
+        """Update fields of an item in place; returns the new item, or None if it is unknown.
+        Two round trips: the read, then one script that writes only if nothing changed it."""
         items_key = self.key(call_id, "items")
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for _ in range(20):
-                try:
-                    await pipe.watch(items_key)
-                    raw = await pipe.hget(items_key, item_id)
-                    if raw is None:
-                        await pipe.reset()
-                        return None
-                    item = HistoryItem.model_validate_json(raw).model_copy(update=fields)
-                    pipe.multi()
-                    pipe.hset(items_key, item_id, item.model_dump_json())
-                    for k in self._keys(call_id):
-                        pipe.expire(k, self.ttl_s)
-                    await pipe.execute()
-                    break
-                except WatchError:
-                    continue
-            else:  # pragma: no cover - needs 20 concurrent writers to one item
-                raise RuntimeError(f"could not update item {item_id}: too much contention")
-        await self._announce(call_id, {"type": "item.updated", "item": item.model_dump(mode="json")})
-        return item
+        for _ in range(UPDATE_ATTEMPTS):
+            raw = await self.redis.hget(items_key, item_id)
+            if raw is None:
+                return None
+            item = HistoryItem.model_validate_json(raw).model_copy(update=fields)
+            body = item.model_dump_json()
+            message = '{"type": "item.updated", "item": ' + body + "}"
+            args = [item_id, raw, body, self.ttl_s, self.channel(call_id), message]
+            if await self._update(keys=self._keys(call_id), args=args):
+                return item
+        raise RuntimeError(f"could not update item {item_id}: too much contention")  # pragma: no cover
 
     async def get_item(self, call_id: str, item_id: str) -> HistoryItem | None:
         raw = await self.redis.hget(self.key(call_id, "items"), item_id)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 
 from redis.asyncio import Redis
@@ -146,3 +147,24 @@ async def test_a_call_keeps_at_most_max_items_and_key_presses_stop_sooner(
     items = await history.get_items("cap")
     assert len(items) == 50 and items[45].text == "hello"
     assert await history.redis.llen(history.key("cap", "order")) == 50
+
+
+async def test_concurrent_updates_of_one_item_all_land_and_are_announced(history: CallHistory) -> None:
+    """An update writes only over what it read (compare-and-set): updates racing on the same
+    item, each setting its own field, all end up in it; each is announced once, as valid JSON."""
+    await history.add_item("c9", HistoryItem(id="a", kind="message", role="assistant", text="x"))
+    pubsub = history.redis.pubsub()
+    await pubsub.subscribe(history.channel("c9"))
+    await pubsub.get_message(timeout=1.0)  # the subscription's confirmation
+    fields = [{"text": "heard part"}, {"status": "interrupted"}, {"audio_end_ms": 420}, {"meta": {"k": "v"}}]
+    await asyncio.gather(*(history.update_item("c9", "a", **f) for f in fields))  # all read, then all write
+    (item,) = await history.get_items("c9")
+    assert (item.text, item.status, item.audio_end_ms) == ("heard part", "interrupted", 420)
+    assert item.meta == {"k": "v"}
+    announced = []
+    while (message := await pubsub.get_message(timeout=0.5)) is not None:
+        announced.append(json.loads(message["data"]))
+    await pubsub.aclose()
+    assert len(announced) == len(fields)
+    assert {m["type"] for m in announced} == {"item.updated"}
+    assert announced[-1]["item"]["id"] == "a"
