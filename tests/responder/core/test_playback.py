@@ -16,7 +16,7 @@ def test_b64_length_without_decoding() -> None:
 
 
 def test_heard_position_follows_acknowledged_marks_only() -> None:
-    p = PlaybackTracker(bytes_per_ms=8)
+    p = PlaybackTracker(bytes_per_ms=8, clock=Clock())  # a stopped clock: no drift between reads
     m1 = p.sent("a", chunk(100))
     p.note_transcript("a", "Used ")
     m2 = p.sent("a", chunk(100))
@@ -33,7 +33,7 @@ def test_heard_position_follows_acknowledged_marks_only() -> None:
 
 
 def test_heard_is_clamped_to_audio_sent_and_unknown_items_are_zero() -> None:
-    p = PlaybackTracker(bytes_per_ms=8)
+    p = PlaybackTracker(bytes_per_ms=8, clock=Clock())
     m = p.sent("b", chunk(40))
     p.on_mark(m)
     assert p.heard_ms("b") == 40
