@@ -91,7 +91,7 @@ def scrub(text: str) -> str:
         return _PHONE.sub("[phone]", _CARD.sub("[card]", _EMAIL.sub("[email]", text)))
     if "@" in text:
         text = _EMAIL.sub("[email]", text)
-    digits = _digits(text) if any(d in text for d in "0123456789") else 0
+    digits = _digits(text)
     if digits >= 13:  # a card number has 13 to 19 digits
         text = _CARD.sub("[card]", text)
         digits = _digits(text)

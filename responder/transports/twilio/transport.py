@@ -222,25 +222,28 @@ class TwilioCaller:
         self._frames = frame_writer(ws)  # media and its mark in one write (frame_writer.py)
 
     async def send_audio(self, b64_audio: str, mark: str | None) -> None:
-        if self.ws.closed:
-            return
         media = self._media_prefix + b64_audio + '"}}'
-        marked = self._mark_prefix + mark + '"}}' if mark is not None else None
-        frames = self._frames
-        if frames is not None and (frames.write_now(media, marked) if marked else frames.write_now(media)):
-            return
-        await self.ws.send_str(media)
-        if marked is not None:
-            await self.ws.send_str(marked)
+        texts = (media,) if mark is None else (media, self._mark_prefix + mark + '"}}')
+        if not self._written_now(texts):  # the hot path: no further coroutine when written
+            await self._send_each(texts)
 
     async def send_mark(self, mark: str) -> None:
-        await self._send(self._mark_prefix + mark + '"}}')
+        texts = (self._mark_prefix + mark + '"}}',)
+        if not self._written_now(texts):
+            await self._send_each(texts)
 
     async def clear_audio(self) -> None:
-        await self._send(self._clear)
+        if not self._written_now((self._clear,)):
+            await self._send_each((self._clear,))
 
-    async def _send(self, text: str) -> None:
-        if not self.ws.closed and (self._frames is None or not self._frames.write_now(text)):
+    def _written_now(self, texts: tuple[str, ...]) -> bool:
+        """Whether ``texts`` need nothing more: the socket is closed, or the frame writer put
+        them out in one write."""
+        return self.ws.closed or (self._frames is not None and self._frames.write_now(*texts))
+
+    async def _send_each(self, texts: tuple[str, ...]) -> None:
+        """What the frame writer could not take: one awaited ``send_str`` per frame."""
+        for text in texts:
             await self.ws.send_str(text)
 
 
@@ -257,6 +260,7 @@ class MediaSession(StreamCall):
         self.pending = pending  # this socket's place among the unauthenticated ones, until start
         self.ticket: Ticket | None = None  # the call's admission, once the stream token is claimed
         self.refused: SocketRefusal | None = None
+        self._unsent: str | None = None  # a media payload on_text_now handed to on_text
         self.handlers = {
             "connected": self._on_connected,
             "start": self._on_start,
@@ -271,19 +275,24 @@ class MediaSession(StreamCall):
         coroutine whenever the model socket can take them at once. False: :meth:`on_text`."""
         payload = media_payload(data)
         if payload is None or not payload or len(payload) % 4:
+            self._unsent = None
             return False
         controller = self.controller
         try:
-            return controller is None or controller.caller_audio_now(payload)
+            if controller is None or controller.caller_audio_now(payload):
+                return True
         except Exception as exc:  # as in dispatch(): a socket hiccup must not end the call
             self.log.error(self.names.frame_failed, frame_type="media", error=repr(exc))
             return True
+        self._unsent = payload  # for on_text, which serve() calls next: not parsed twice
+        return False
 
     async def on_text(self, data: str) -> None:
-        """A media frame the model socket could not take at once, awaited; the rest, odd media
-        frames included, through the generic parser and dispatch."""
-        payload = media_payload(data)
-        if payload is None or not payload or len(payload) % 4:
+        """After :meth:`on_text_now` said False: its media payload the model socket could not
+        take at once, awaited; any other frame (odd media frames included) through the generic
+        parser and dispatch."""
+        payload, self._unsent = self._unsent, None
+        if payload is None:
             await super().on_text(data)
         elif self.controller is not None:
             try:
