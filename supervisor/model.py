@@ -11,32 +11,44 @@ implements it in two modes:
   Ollama); instructions become the system message, tool calls travel as ``tool_calls`` and
   results as ``role: tool`` messages.
 
-Every provider-specific conversion lives in this module.
+Every provider-specific conversion of a request lives in this module; of a reply, in
+:mod:`supervisor.model_reply`.
 
 Both go through the SDK's ``client.post`` with the request body as built here, not through
 ``responses.create``/``chat.completions.create``: those first walk the whole body against the
 parameter TypedDicts (``async_maybe_transform``), synchronously, which took 20 ms of event
 loop per model call at 60 history items and 60 ms at 200, stalling every call's audio on the
 process. The bodies are plain JSON with the API's own key names, for which that walk changes
-nothing (a test checks it against the installed SDK); the reply is parsed into the SDK's
-``Response``/``ChatCompletion`` as before, with the SDK's errors, headers and timeouts.
+nothing (a test checks it against the installed SDK). The SDK's errors, headers, timeouts and
+authentication apply as with ``*.create``; the reply comes back as the HTTP response and
+:mod:`supervisor.model_reply` reads the fields used from its JSON, instead of the SDK building
+its whole reply model first.
+
+The SDK's HTTP transport is aiohttp (``DefaultAioHttpClient``, the SDK's own option, with the
+SDK's defaults) rather than httpx2's pure-Python one: with the JSON read directly, a model
+round trip costs about half the event-loop CPU (``benchmarks/supervisor_http_cost.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import httpx2
 import openai
 import structlog
-from openai import AsyncOpenAI
-from openai.types.chat import ChatCompletion
-from openai.types.responses import Response
+from openai import AsyncOpenAI, DefaultAioHttpClient
 
+from supervisor.model_reply import ReplyShapeError, chat_turn, decode, responses_turn
 from supervisor.retry import Backoff, remaining_s, retry_after_s, retryable_status
 from supervisor.tools import ToolSpec
+from supervisor.turns import Item, Message, ModelTurn, ToolCall, ToolOutput, TurnUsage
+
+__all__ = [
+    "Api", "Item", "Message", "ModelClient", "ModelError", "ModelTurn", "OpenAIModelClient", "ToolCall",
+    "ToolOutput", "TurnUsage", "chat_tool", "responses_tool", "to_chat_messages", "to_responses_input",
+]  # fmt: skip
 
 log = structlog.get_logger("supervisor")
 
@@ -45,44 +57,6 @@ Api = Literal["responses", "chat"]
 
 class ModelError(Exception):
     """The text model could not be reached or returned an error."""
-
-
-@dataclass(frozen=True)
-class Message:
-    role: Literal["user", "assistant", "system"]
-    content: str
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True)
-class ToolOutput:
-    call_id: str
-    output: str
-
-
-@dataclass(frozen=True)
-class TurnUsage:
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-
-@dataclass(frozen=True)
-class ModelTurn:
-    """One model round: the assistant's text and the tool calls it asked for."""
-
-    text: str = ""
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    usage: TurnUsage = field(default_factory=TurnUsage)
-
-
-# What a conversation is made of: messages, earlier model turns, and tool results.
-Item = Message | ModelTurn | ToolOutput
 
 
 class ModelClient(Protocol):
@@ -130,7 +104,9 @@ class OpenAIModelClient:
         """``max_retries``: retries of a 429, 5xx or connection error, with backoff and jitter,
         honouring Retry-After, never past the supervisor deadline. The SDK's own retries are
         off: they honour Retry-After but not our deadline, and would sleep into it."""
-        client = AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
+        client = AsyncOpenAI(
+            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0, http_client=http_client(),
+        )  # fmt: skip
         options.setdefault("backoff", Backoff(attempts=max(max_retries, 0) + 1))
         return cls(client, model, api, **options)
 
@@ -151,12 +127,14 @@ class OpenAIModelClient:
                 if not retry or wait is None:
                     raise error from exc
             except openai.APIConnectionError as exc:  # refused, reset, timed out
-                error, status = ModelError(f"{type(exc).__name__}: {exc}"), None
+                error, status = ModelError(_connection_failure(exc)), None
                 wait = self.backoff.next_delay(attempt, None, remaining_s())
                 if wait is None:
                     raise error from exc
             except openai.APIError as exc:  # unparseable replies: another try would not help
                 raise ModelError(f"{type(exc).__name__}: {exc}") from exc
+            except ReplyShapeError as exc:  # neither would a reply of the wrong shape
+                raise ModelError(f"unusable reply: {exc}") from exc
             log.warning(
                 "supervisor.model_retry", status=status, attempt=attempt, delay_ms=round(wait * 1000, 1),
                 error=str(error)[:200],
@@ -168,16 +146,9 @@ class OpenAIModelClient:
         await self.client.close()
 
     def warm_up(self) -> None:
-        """Build the SDK's reply models now: they build lazily, tens of ms on first use mid-call."""
-        reply_type, sample = (
-            (ChatCompletion, _CHAT_SAMPLE) if self.api == "chat" else (Response, _RESPONSE_SAMPLE)
-        )
-        reply_type.model_validate(sample)
-        try:  # the SDK parses replies with construct_type, which keeps caches of its own
-            from openai._models import construct_type
-        except ImportError:  # pragma: no cover - private helper moved
-            return
-        construct_type(type_=reply_type, value=sample)
+        """Decode one reply of each kind now: nothing of it is built lazily any more (the SDK's
+        reply models were, tens of ms on first use mid-call), kept for the callers' sake."""
+        responses_turn(_RESPONSE_SAMPLE) if self.api == "responses" else chat_turn(_CHAT_SAMPLE)
 
     def request_body(
         self, instructions: str, messages: Sequence[Item], tools: Sequence[ToolSpec]
@@ -204,42 +175,21 @@ class OpenAIModelClient:
     async def _responses(
         self, instructions: str, messages: Sequence[Item], tools: Sequence[ToolSpec]
     ) -> ModelTurn:
-        body = self.request_body(instructions, messages, tools)
-        response = await self.client.post("/responses", body=body, cast_to=Response)
-        text: list[str] = []
-        calls: list[ToolCall] = []
-        for item in response.output:
-            if item.type == "function_call":
-                calls.append(ToolCall(id=item.call_id, name=item.name, arguments=item.arguments))
-            elif item.type == "message":
-                text.extend(part.text for part in item.content if part.type == "output_text")
-        usage = response.usage
-        return ModelTurn(
-            text="".join(text).strip(),
-            tool_calls=calls,
-            usage=TurnUsage(usage.input_tokens, usage.output_tokens) if usage else TurnUsage(),
-        )
+        return responses_turn(await self._post("/responses", instructions, messages, tools))
 
     # -- chat completions ---------------------------------------------------------------------
     async def _chat(
         self, instructions: str, messages: Sequence[Item], tools: Sequence[ToolSpec]
     ) -> ModelTurn:
+        return chat_turn(await self._post("/chat/completions", instructions, messages, tools))
+
+    async def _post(
+        self, path: str, instructions: str, messages: Sequence[Item], tools: Sequence[ToolSpec]
+    ) -> dict[str, Any]:
+        """The reply's JSON object; the SDK raises its status and connection errors first."""
         body = self.request_body(instructions, messages, tools)
-        completion = await self.client.post("/chat/completions", body=body, cast_to=ChatCompletion)
-        if not completion.choices:
-            raise ModelError("chat completion has no choices")
-        message = completion.choices[0].message
-        calls = [
-            ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments)
-            for c in message.tool_calls or []
-            if c.type == "function"
-        ]
-        usage = completion.usage
-        return ModelTurn(
-            text=(message.content or "").strip(),
-            tool_calls=calls,
-            usage=TurnUsage(usage.prompt_tokens, usage.completion_tokens) if usage else TurnUsage(),
-        )
+        reply = await self.client.post(path, body=body, cast_to=httpx2.Response)
+        return decode(reply.content)
 
 
 _RESPONSE_SAMPLE: dict[str, Any] = {
@@ -321,6 +271,26 @@ def to_chat_messages(instructions: str, messages: Sequence[Item]) -> list[dict[s
         else:
             out.append({"role": "tool", "tool_call_id": m.call_id, "content": m.output})
     return out
+
+
+def http_client() -> httpx2.AsyncClient | None:
+    """The SDK's aiohttp transport, with the SDK's defaults; None (the SDK's httpx2 one) when
+    the SDK was installed without it."""
+    try:
+        return DefaultAioHttpClient()
+    except RuntimeError:  # the SDK's stand-in when its aiohttp extra is missing
+        return None
+
+
+def _connection_failure(exc: openai.APIConnectionError) -> str:
+    """What went wrong, for the decision record: the aiohttp transport reports every failure to
+    connect (refused, unknown host) as a connect timeout, so the cause decides the name."""
+    cause: BaseException = exc
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    if isinstance(exc, openai.APITimeoutError) and cause is not exc and not isinstance(cause, TimeoutError):
+        return f"APIConnectionError: {type(cause).__name__}: {str(cause)[:200]}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _error_message(exc: openai.APIStatusError) -> str:

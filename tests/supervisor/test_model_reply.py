@@ -1,0 +1,184 @@
+"""Text-model replies read from their JSON (supervisor/model_reply.py), through the real SDK and
+its aiohttp transport against a server that answers whatever a test gives it: the same turn as
+the SDK's own reply models give for well-formed replies, a ModelError (never another exception,
+never a retry) for malformed ones."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from openai.types.chat import ChatCompletion
+from openai.types.responses import Response
+
+from supervisor.model import Message, ModelError, ModelTurn, OpenAIModelClient, ToolCall, TurnUsage
+from supervisor.model_reply import ReplyShapeError, chat_turn, responses_turn
+
+RESPONSE: dict[str, Any] = {
+    "id": "resp_1", "object": "response", "created_at": 1.0, "model": "m", "status": "completed",
+    "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+    "output": [
+        {"type": "reasoning", "id": "rs_1", "summary": []},
+        {"type": "message", "id": "m1", "role": "assistant", "status": "completed", "content": [
+            {"type": "output_text", "text": " Per policy, ", "annotations": []},
+            {"type": "refusal", "refusal": "not this part"},
+        ]},
+        {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "lookupPolicyDocument",
+         "arguments": '{"topic": "tents"}', "status": "completed"},
+        {"type": "message", "id": "m2", "role": "assistant", "status": "completed", "content": [
+            {"type": "output_text", "text": "60 days é ☃. ", "annotations": []},
+        ]},
+    ],
+    "usage": {"input_tokens": 41, "output_tokens": 7, "total_tokens": 48,
+              "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+              "output_tokens_details": {"reasoning_tokens": 0}},
+}  # fmt: skip
+COMPLETION: dict[str, Any] = {
+    "id": "c1", "object": "chat.completion", "created": 1, "model": "m",
+    "choices": [{"index": 0, "finish_reason": "tool_calls", "logprobs": None, "message": {
+        "role": "assistant", "content": " Checking. ",
+        "tool_calls": [{"id": "call_2", "type": "function",
+                        "function": {"name": "findNearestStore", "arguments": '{"zip_code": "80202"}'}}]}}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+}  # fmt: skip
+
+
+def sdk_responses_turn(data: dict[str, Any]) -> ModelTurn:
+    """What the client read from the SDK's ``Response`` before (the reference)."""
+    response = Response.model_validate(data)
+    text, calls = [], []
+    for item in response.output:
+        if item.type == "function_call":
+            calls.append(ToolCall(item.call_id, item.name, item.arguments))
+        elif item.type == "message":
+            text.extend(part.text for part in item.content if part.type == "output_text")
+    usage = response.usage
+    assert usage is not None
+    return ModelTurn("".join(text).strip(), calls, TurnUsage(usage.input_tokens, usage.output_tokens))
+
+
+def sdk_chat_turn(data: dict[str, Any]) -> ModelTurn:
+    completion = ChatCompletion.model_validate(data)
+    message = completion.choices[0].message
+    calls = [
+        ToolCall(c.id, c.function.name, c.function.arguments)
+        for c in message.tool_calls or []
+        if c.type == "function"
+    ]
+    usage = completion.usage
+    assert usage is not None
+    return ModelTurn(
+        (message.content or "").strip(), calls, TurnUsage(usage.prompt_tokens, usage.completion_tokens)
+    )
+
+
+def test_well_formed_replies_read_as_the_sdks_models_read_them() -> None:
+    assert responses_turn(RESPONSE) == sdk_responses_turn(RESPONSE)
+    assert responses_turn(RESPONSE).text == "Per policy, 60 days é ☃."
+    assert chat_turn(COMPLETION) == sdk_chat_turn(COMPLETION)
+    no_usage = {k: v for k, v in RESPONSE.items() if k != "usage"}
+    assert responses_turn(no_usage).usage == TurnUsage()
+    plain = {
+        **COMPLETION,
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": None}}],
+    }
+    assert chat_turn(plain) == ModelTurn("", [], TurnUsage(12, 3))
+
+
+def _with(data: dict[str, Any], path: list[Any], value: Any) -> dict[str, Any]:
+    data = json.loads(json.dumps(data))
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return data
+
+
+RESPONSES_MALFORMED = [
+    _with(RESPONSE, ["output"], {"type": "message"}),
+    _with(RESPONSE, ["output", 0], "reasoning"),
+    _with(RESPONSE, ["output", 2, "name"], None),
+    _with(RESPONSE, ["output", 2, "arguments"], {"topic": "tents"}),
+    _with(RESPONSE, ["output", 1, "content"], "text"),
+    _with(RESPONSE, ["output", 1, "content", 0, "text"], 7),
+    _with(RESPONSE, ["usage", "input_tokens"], "41"),
+    _with(RESPONSE, ["usage", "output_tokens"], -1),
+    _with(RESPONSE, ["usage"], [1, 2]),
+]
+CHAT_MALFORMED = [
+    _with(COMPLETION, ["choices"], []),
+    _with(COMPLETION, ["choices", 0, "message"], None),
+    _with(COMPLETION, ["choices", 0, "message", "content"], ["x"]),
+    _with(COMPLETION, ["choices", 0, "message", "tool_calls", 0, "function"], "f"),
+    _with(COMPLETION, ["choices", 0, "message", "tool_calls", 0, "id"], 3),
+]
+
+
+@pytest.mark.parametrize("data", RESPONSES_MALFORMED)
+def test_malformed_responses_replies_are_refused(data: dict[str, Any]) -> None:
+    with pytest.raises(ReplyShapeError):
+        responses_turn(data)
+
+
+@pytest.mark.parametrize("data", CHAT_MALFORMED)
+def test_malformed_chat_replies_are_refused(data: dict[str, Any]) -> None:
+    with pytest.raises(ReplyShapeError):
+        chat_turn(data)
+
+
+async def serve(bodies: list[bytes]) -> tuple[TestServer, list[str]]:
+    seen: list[str] = []
+
+    async def reply(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        await request.read()
+        return web.Response(body=bodies[min(len(seen), len(bodies)) - 1], content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/responses", reply)
+    app.router.add_post("/v1/chat/completions", reply)
+    server = TestServer(app)
+    await server.start_server()
+    return server, seen
+
+
+@pytest.mark.parametrize("api", ["responses", "chat"])
+async def test_the_client_reads_a_reply_through_the_sdk(api: str) -> None:
+    server, seen = await serve([json.dumps(RESPONSE if api == "responses" else COMPLETION).encode()])
+    client = OpenAIModelClient.create(
+        model="m", api_key="sk-test", base_url=str(server.make_url("/v1")), api=api
+    )  # type: ignore[arg-type]
+    try:
+        turn = await client.complete("Be brief.", [Message("user", "hi")], [])
+    finally:
+        await client.aclose()
+        await server.close()
+    assert turn == (sdk_responses_turn(RESPONSE) if api == "responses" else sdk_chat_turn(COMPLETION))
+    assert seen == ["Bearer sk-test"]
+
+
+HOSTILE = [
+    b"<html>502 Bad Gateway</html>",
+    b'["not", "an", "object"]',
+    b"\xff\xfe{}",
+    b"[" * 100_000 + b"]" * 100_000,
+    json.dumps(RESPONSES_MALFORMED[2]).encode(),
+]
+
+
+@pytest.mark.parametrize("body", HOSTILE, ids=["html", "list", "not-utf8", "deep", "no-name"])
+async def test_an_unusable_reply_is_a_model_error_and_not_retried(body: bytes) -> None:
+    server, seen = await serve([body])
+    client = OpenAIModelClient.create(
+        model="m", api_key="sk-test", base_url=str(server.make_url("/v1")), max_retries=3
+    )
+    try:
+        with pytest.raises(ModelError, match="unusable reply"):
+            await client.complete("", [Message("user", "hi")], [])
+    finally:
+        await client.aclose()
+        await server.close()
+    assert len(seen) == 1
