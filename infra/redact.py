@@ -22,6 +22,7 @@ shape and nothing in it looks like a secret or personal data; otherwise it is re
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -85,9 +86,24 @@ MAX_FIELD_CHARS = 16_384  # one logged string (a decision's context is at most 1
 _UNCAPPED = frozenset({"event", "level", "timestamp"})
 
 
+# invisible format characters (zero-width space and joiners, word joiner, soft hyphen, BOM,
+# bidirectional controls) and dashes that are not "-": inside a key or a number they would hide
+# it from the patterns
+_INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_DASHES = re.compile("[\u2010-\u2015\u2212]")
+
+
+def fold(text: str) -> str:
+    """Non-ASCII text as the patterns see it, and as it is logged: compatibility forms folded
+    (NFKC: fullwidth ``ｓｋ-`` is ``sk-``, fullwidth digits are digits), invisible format
+    characters removed, every dash a ``-``."""
+    return _DASHES.sub("-", _INVISIBLE.sub("", unicodedata.normalize("NFKC", text)))
+
+
 def scrub(text: str) -> str:
     """Mask e-mails, card numbers and phone numbers in ``text``."""
     if not text.isascii():
+        text = fold(text)
         return _PHONE.sub("[phone]", _CARD.sub("[card]", _EMAIL.sub("[email]", text)))
     if "@" in text:
         text = _EMAIL.sub("[email]", text)
@@ -101,6 +117,7 @@ def scrub(text: str) -> str:
 def scrub_secrets(text: str) -> str:
     """Mask anything shaped like a credential in ``text``."""
     if not text.isascii():
+        text = fold(text)
         for pattern, replacement in _SECRETS:
             text = pattern.sub(replacement, text)
         return text

@@ -66,6 +66,7 @@ class CallController:
         self.call_id = call_id
         self.actions = actions
         self.engine: Engine = engine
+        self._audio_to: Engine = engine  # the parked engine until a resume has replayed its audio
         self.caller = caller
         self.history = history
         self.decide = decide
@@ -143,7 +144,7 @@ class CallController:
 
     def park(self, stand_in: ParkedEngine) -> None:
         """The session dropped: ``stand_in`` keeps what the call does until :meth:`resume`."""
-        self.engine = stand_in
+        self.engine = self._audio_to = stand_in
 
     async def resume(self, engine: Engine) -> int:
         """Continue the call on a new session after its socket dropped: the history is
@@ -181,8 +182,8 @@ class CallController:
             await self._flush_outputs()
         elif restored.awaits_reply and not parked.answers and not self.closed:
             await self._request_reply(ANSWER)
-        for chunk in parked.audio:
-            await engine.append_audio(chunk)
+        await parked.replay_audio(engine)  # live audio meanwhile queued behind it, in order
+        self._audio_to = engine
         return len(restored.item_ids)
 
     async def close(self, reason: str | None = None) -> None:
@@ -236,13 +237,13 @@ class CallController:
         self._changed.set()
 
     # -- from the caller side ------------------------------------------------------------
-    async def caller_audio(self, b64_audio: str) -> None:
-        if not self.caller_audio_now(b64_audio):
-            await self.engine.append_audio(b64_audio)
+    async def caller_audio(self, b64_audio: str, *, tried_now: bool = False) -> None:
+        if tried_now or not self.caller_audio_now(b64_audio):  # tried_now: it just said False
+            await self._audio_to.append_audio(b64_audio)
 
     def caller_audio_now(self, b64_audio: str) -> bool:
         """The hot path without a coroutine; False: await :meth:`caller_audio` (nothing sent)."""
-        return not self._session_ready or self.closed or self.engine.append_audio_now(b64_audio)
+        return not self._session_ready or self.closed or self._audio_to.append_audio_now(b64_audio)
 
     def caller_mark(self, name: str) -> None:
         if self.playback.on_mark(name):

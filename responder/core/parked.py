@@ -11,11 +11,12 @@ dead line is not).
 from __future__ import annotations
 
 import itertools
+import sys
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 
 from callrecord.history import HistoryItem
-from responder.core.engine import EngineEvent, EngineName, Line, Purpose, Restored
+from responder.core.engine import Engine, EngineEvent, EngineName, Line, Purpose, Restored
 
 
 class ParkedEngine:
@@ -52,6 +53,19 @@ class ParkedEngine:
             self._audio_chars -= len(dropped)
             self.audio_dropped_chars += len(dropped)
         return True
+
+    async def replay_audio(self, engine: Engine) -> None:
+        """Send the kept audio to ``engine``, oldest first. Audio that arrives meanwhile is kept
+        behind it and sent too (nothing is dropped while replaying), so the caller's words reach
+        the new session in order; the audio stays kept, for another attempt if this one fails."""
+        limit, self._limit = self._limit, sys.maxsize
+        try:
+            sent = 0
+            while sent < len(self.audio):
+                await engine.append_audio(self.audio[sent])
+                sent += 1
+        finally:
+            self._limit = limit
 
     def new_request_id(self) -> str:
         return f"evt_{self.call_id[-8:]}_p{next(self._ids)}"

@@ -11,8 +11,9 @@ call, whenever that is all ``send_str`` would do:
 
 * the response is prepared, not closing or closed, its transport open;
 * no compression (permessage-deflate keeps state across frames: aiohttp's writer owns it);
-* the transport's buffer is not over its high-water mark (``send_str`` would wait for it to
-  drain: the caller's flow control stays aiohttp's);
+* nothing is waiting in the transport's buffer (the socket took all of the last write): a
+  client that stops reading gets at most one write from here before ``send_str`` takes over,
+  whose accounting (``writer_limit``) and drain bound what piles up, as they did before;
 * every frame under 64 KiB (a 2- or 4-byte length).
 
 Otherwise it writes nothing and answers False, and the caller awaits ``send_str`` as before.
@@ -57,7 +58,7 @@ class FrameWriter:
         transport = writer.transport
         if (
             writer.compress or writer._closing or self._ws.closed or transport is None
-            or transport.is_closing() or writer.protocol._paused
+            or transport.is_closing() or writer.protocol._paused or transport.get_write_buffer_size()
         ):  # fmt: skip
             return False
         frames = [text_frame(text.encode()) for text in texts]

@@ -146,3 +146,26 @@ def test_live_view_tokens_never_reach_the_log_file(tmp_path: Path) -> None:
     assert token not in text and "s3ssion" not in text
     (line,) = [json.loads(x) for x in text.splitlines()]
     assert line["url"] == "/calls/CA9/events?token=[secret]" and line["call_id"] == "CA9"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "key sk-ab\u200dcdefghijklmnop",  # a zero-width joiner inside
+        "key sk\u2011proj-abcdefghijkl",  # a non-breaking hyphen
+        "key \uff53\uff4b-abcdefghijkl",  # fullwidth letters
+        "card 4111\u200b1111\u200b1111\u200b1111",  # zero-width spaces between the groups
+        "call \uff15\uff15\uff15 \uff10\uff11\uff10\uff10",  # fullwidth digits
+        "Bearer\u00a0abcdefghijkl",  # a no-break space
+    ],
+)
+def test_hidden_characters_do_not_hide_a_secret_or_a_number(text: str) -> None:
+    """Review finding: invisible and compatibility characters kept a key or a card number out
+    of the patterns' reach."""
+    scrubbed = scrub(scrub_secrets(text))
+    assert scrubbed.split(" ", 1)[1] in ("[secret]", "[card]", "[phone]")
+    assert not any(ch.isdigit() for ch in scrubbed) and "abcdefghijkl" not in scrubbed
+
+
+def test_plain_non_ascii_text_is_logged_as_it_was() -> None:
+    assert scrub(scrub_secrets("été à Paris, réf. 42")) == "été à Paris, réf. 42"

@@ -296,7 +296,7 @@ class MediaSession(StreamCall):
             await super().on_text(data)
         elif self.controller is not None:
             try:
-                await self.controller.caller_audio(payload)
+                await self.controller.caller_audio(payload, tried_now=True)
             except Exception as exc:  # as in dispatch(): a socket hiccup must not end the call
                 self.log.error(self.names.frame_failed, frame_type="media", error=repr(exc))
 

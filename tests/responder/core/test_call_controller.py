@@ -231,6 +231,51 @@ async def test_resume_restores_the_history_and_delivers_the_parked_answer(
     assert controller.engine is fresh
 
 
+@dataclass
+class SlowEngine(ScriptedEngine):
+    """A new session whose sends suspend (a busy socket), audio included."""
+
+    async def answer_handover(self, handover_id: str, text: str) -> None:
+        await asyncio.sleep(0.02)
+        await super().answer_handover(handover_id, text)
+
+    def append_audio_now(self, b64_audio: str) -> bool:
+        return False
+
+    async def append_audio(self, b64_audio: str) -> None:
+        await asyncio.sleep(0.005)
+        self.audio.append(b64_audio)
+
+
+async def test_live_audio_during_a_resume_reaches_the_new_session_after_the_parked_audio(
+    make_call: Callable[..., Awaitable[Call]],
+) -> None:
+    """Review finding: the engine was swapped before the parked audio was replayed, so frames
+    the caller sent while the resume awaited its sends overtook older parked frames."""
+    controller, engine, _ = await make_call()
+    engine.push(ev.SessionReady())
+    await wait_until(lambda: controller.caller_audio_now("AAAA") and engine.audio == ["AAAA"])
+    parked = ParkedEngine(controller.call_id, audio_limit_chars=1000)
+    controller.park(parked)
+    await parked.answer_handover("call_5", "Sixty days.")
+    for chunk in ("P001", "P002", "P003"):
+        await controller.caller_audio(chunk)
+    fresh = SlowEngine()
+    live = [f"L{n:03d}" for n in range(1, 9)]
+
+    async def caller_keeps_talking() -> None:
+        for chunk in live:
+            await controller.caller_audio(chunk)
+            await asyncio.sleep(0.004)
+
+    talking = asyncio.create_task(caller_keeps_talking())
+    await controller.resume(fresh)
+    await talking
+    assert fresh.audio == ["P001", "P002", "P003", *live]  # in the caller's order, none lost
+    assert fresh.sent("answer") == [("call_5", "Sixty days.")]
+    assert controller.caller_audio_now("AFTR") is False  # the new session's own path now
+
+
 async def test_the_end_is_recorded_when_the_task_that_ended_the_call_is_cancelled(
     make_call: Callable[..., Awaitable[Call]], history: CallHistory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -114,18 +114,21 @@ async def test_compression_is_left_to_aiohttp(serve: Serve) -> None:
 
 
 async def test_a_full_buffer_is_left_to_send_str_and_its_drain(serve: Serve) -> None:
-    """A client that stops reading: once the transport is over its high-water mark, the writer
-    refuses (send_str would wait for the drain); nothing it wrote is lost or reordered."""
+    """A client that stops reading: once the socket does not take a whole write, the writer
+    refuses (send_str's accounting and drain bound the rest); nothing it wrote is lost or
+    reordered, and it left no more than one write in the transport's buffer."""
     written: list[str] = []
     refused = asyncio.Event()
+    buffered: list[int] = []
 
     async def handler(ws: web.WebSocketResponse) -> None:
         writer = writer_of(ws)
         for n in range(100000):
             text = f"{n:06d}" + "p" * 1000
             if not writer.write_now(text):
+                buffered.append(ws._writer.transport.get_write_buffer_size())  # type: ignore[union-attr]
                 refused.set()
-                await ws.send_str(text)  # waits for the client to read
+                await ws.send_str(text)  # queued behind what the socket did not take
                 written.append(text)
                 break
             written.append(text)
@@ -138,6 +141,7 @@ async def test_a_full_buffer_is_left_to_send_str_and_its_drain(serve: Serve) -> 
         texts = await read_texts(ws)
     assert 10 < len(written) < 100000
     assert texts == written
+    assert 0 < buffered[0] <= 1010  # one frame: 4-byte header + 1,006 bytes
 
 
 def test_an_unknown_writer_gets_none() -> None:
