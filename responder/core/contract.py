@@ -40,6 +40,11 @@ class CallerLink(Protocol):
 
     async def clear_audio(self) -> None: ...
 
+    def clear_now(self) -> bool:
+        """:meth:`clear_audio` without a coroutine, when the transport can write at once: True
+        when the clear went out, False when nothing was sent (await :meth:`clear_audio`)."""
+        ...
+
 
 class DecideFn(Protocol):
     def __call__(

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from callrecord.decisions import worst_outcome
 from callrecord.history import CallHistory
 from infra import metrics
+from responder.core import barge_in
 from responder.core import engine as ev
 from responder.core.action_runner import ActionRunner
 from responder.core.actions import ACTION_TOOLS, ActionName, CallActions, string_argument
@@ -73,6 +74,8 @@ class CallController:
         self.config = config
         self.log = structlog.get_logger("call").bind(call_id=call_id)
         self.playback = PlaybackTracker(config.bytes_per_ms, config.mark_interval_ms)
+        self._cleared: barge_in.Cleared | None = None  # a barge-in's clear the engine's watch sent
+        engine.watch_barge_in(self._barge_in_now)
         self.responses = ResponseTracker()
         self.recorder = TranscriptRecorder(
             call_id, history, self.log, config.dtmf_rate_per_s, config.dtmf_burst
@@ -103,7 +106,7 @@ class CallController:
             ev.CallerTranscript: self.recorder.user_transcript,
             ev.CallerTranscriptFailed: self.recorder.user_transcript_failed,
             ev.AgentTruncated: self.recorder.truncated_by_engine,
-            ev.Dtmf: self._on_dtmf,
+            ev.Dtmf: lambda event: self.recorder.dtmf(event.digit),  # SIP's (Twilio's: caller_dtmf)
             ev.CallerSpeechStarted: self._on_speech_started,
             ev.CallerSpeechStopped: self._on_speech_stopped,
             ev.ReplyStarted: self._on_reply_started,
@@ -127,8 +130,7 @@ class CallController:
             await self.close()
 
     async def pump(self) -> None:
-        """Process this session's events until it ends or the call ends (the call stays
-        open: :meth:`resume` may carry it over to a new session)."""
+        """This session's events, until it or the call ends (:meth:`resume` may carry the call on)."""
         async for event in in_short_steps(self.engine.events()):  # a burst does not hold the loop
             handler = self._handlers.get(type(event))
             if handler is None:
@@ -147,11 +149,11 @@ class CallController:
         self.engine = self._audio_to = stand_in
 
     async def resume(self, engine: Engine) -> int:
-        """Continue the call on a new session after its socket dropped: the history is
-        restored, no new greeting, and what was due is asked for again (a supervisor answer
-        queued, answered while parked or sent into the dying socket; a caller turn left
-        unanswered). Returns the number of items restored."""
+        """Continue the call on a new session after a drop: the history restored, no new
+        greeting, what was due asked for again (a supervisor answer queued, answered while
+        parked or sent into the dying socket; a caller turn unanswered). Returns the items restored."""
         parked = self.engine if isinstance(self.engine, ParkedEngine) else ParkedEngine(self.call_id, 0)
+        engine.watch_barge_in(self._barge_in_now)
         await engine.start()
         await self.recorder.flush(REPLAY_WRITES_WAIT_S)  # restore what the old session said, all of it
         await settle_cut_off_item(self.call_id, self.history, self.recorder, self.playback, self.log)
@@ -173,7 +175,7 @@ class CallController:
         # what belonged to the dead session
         self.responses = ResponseTracker()
         self.playback.clear()
-        self._user_speaking = False
+        self._user_speaking, self._cleared = False, None
         self.engine = engine
         for handover_id, text in parked.answers:  # answered while parked, after their calls
             await engine.answer_handover(handover_id, text)
@@ -252,10 +254,6 @@ class CallController:
     async def caller_dtmf(self, digit: str) -> None:
         await self.recorder.dtmf(digit)
 
-    async def _on_dtmf(self, event: ev.Dtmf) -> None:
-        """Keypad presses the engine reports (SIP); Twilio's come from the transport."""
-        await self.recorder.dtmf(event.digit)
-
     # -- engine events -------------------------------------------------------------------
     async def _on_session_ready(self, event: ev.SessionReady) -> None:
         if self._session_ready:
@@ -275,11 +273,10 @@ class CallController:
             if active.purpose == HOLD_LINE:
                 # turn detection may or may not cancel an out-of-band reply: make sure
                 self._spawn(self._cancel_if_still_active(active.id), "cancel")
-        item_id = self.playback.current_item
-        if item_id is None or not self.playback.is_playing():
-            return
-        heard = self.playback.heard_ms(item_id)
-        await self.caller.clear_audio()
+        cleared, self._cleared = self._cleared, None
+        if (cleared := await barge_in.clear(self.playback, self.caller, cleared)) is None:
+            return  # nothing was playing
+        item_id, heard = cleared
         heard_text, full_text = self.playback.heard_text(item_id), self.playback.full_text(item_id)
         self.playback.clear()
         self.log.info(
@@ -290,6 +287,11 @@ class CallController:
             return  # a hold line is not in the conversation: nothing to truncate
         await self.engine.stop_speaking(item_id, heard)
         await self.recorder.interrupted_at(item_id, heard, heard_text, full_text)
+
+    def _barge_in_now(self) -> None:
+        """The engine saw the caller start speaking (:meth:`Engine.watch_barge_in`)."""
+        if not self.closed and (cleared := barge_in.clear_now(self.playback, self.caller)):
+            self._cleared = cleared
 
     async def _cancel_if_still_active(self, reply_id: str, grace_s: float = 0.3) -> None:
         await asyncio.sleep(grace_s)
@@ -384,9 +386,8 @@ class CallController:
             context = ""
         # Not cancelled at hang-up: the decision is still recorded for the audit trail and
         # its late result dropped (deliver_answer). Bounded by the supervisor deadline.
-        user_item = event.user_item_id or self.recorder.last_user_item
-        asking = ask_supervisor(self, handover_id, context, user_item, event.trigger)
-        self._spawn(asking, "supervisor", keep=True)
+        user = event.user_item_id or self.recorder.last_user_item
+        self._spawn(ask_supervisor(self, handover_id, context, user, event.trigger), "supervisor", keep=True)
 
     async def deliver_answer(self, handover_id: str, text: str) -> None:
         """A hand-over's answer: spoken when no reply can collide with it; dropped (and

@@ -15,7 +15,7 @@ cheap. Shape checks happen once, in the engine, before an event is built.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
@@ -224,6 +224,11 @@ class Engine(Protocol):
     def new_request_id(self) -> str:
         """An id for :meth:`request_reply`, known before the request is sent."""
         ...
+
+    def watch_barge_in(self, now: Callable[[], None]) -> None:
+        """Call ``now`` the moment the caller is heard starting to speak, before the event is
+        handled, when nothing is ahead of it (Realtime: ``speech_started`` read by the model
+        socket while the call's events are all handled); engines that cannot, never call it."""
 
     async def request_reply(self, request_id: str, purpose: Purpose, line: Line | None = None) -> None:
         """Ask the engine to speak now: freely (``line`` None) or saying ``line``."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from callrecord.history import HistoryItem
 from responder.core.engine import Engine, EngineEvent, EngineName, Line, Purpose, Restored
@@ -66,6 +66,9 @@ class ParkedEngine:
                 sent += 1
         finally:
             self._limit = limit
+
+    def watch_barge_in(self, now: Callable[[], None]) -> None:
+        return None  # no session: nothing is heard
 
     def new_request_id(self) -> str:
         return f"evt_{self.call_id[-8:]}_p{next(self._ids)}"

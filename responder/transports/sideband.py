@@ -41,6 +41,9 @@ class NoAudioLink:
     async def clear_audio(self) -> None:
         return None
 
+    def clear_now(self) -> bool:
+        return False
+
 
 def sideband_session(services: Services) -> dict[str, object]:
     """The session config for SIP accept and WebRTC create: the call negotiates its own codec."""

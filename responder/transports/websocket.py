@@ -91,6 +91,9 @@ class WebSocketCaller:
         if not self.ws.closed and not self.ended:
             await self.ws.send_str('{"type":"clear"}')
 
+    def clear_now(self) -> bool:  # the barge-in's handler sends it
+        return False
+
     async def send_control(self, message: dict[str, Any]) -> None:
         if not self.ws.closed:
             await self.ws.send_str(json.dumps(message))

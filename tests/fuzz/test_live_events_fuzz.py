@@ -194,6 +194,9 @@ class Caller:
     async def clear_audio(self) -> None:
         return None
 
+    def clear_now(self) -> bool:
+        return False
+
 
 CONFIG = ControllerConfig(transcript_wait_s=0.01, hold_delay_s=0.02, supervisor_deadline_s=2.0)
 PRE = [

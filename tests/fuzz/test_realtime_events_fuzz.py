@@ -211,6 +211,9 @@ class RecordingCaller:
     async def clear_audio(self) -> None:
         self.clears += 1
 
+    def clear_now(self) -> bool:
+        return False
+
 
 async def quick_decision(
     call_id: str, context: str, *, user_item_id: str | None = None, **_: object

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ class ScriptedEngine:
     commands: list[Command] = field(default_factory=list)
     audio: list[str] = field(default_factory=list)
     closed: bool = False
+    barge_in_now: Callable[[], None] | None = None
     _queue: asyncio.Queue[EngineEvent | None] = field(default_factory=asyncio.Queue)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -70,6 +71,9 @@ class ScriptedEngine:
 
     async def append_audio(self, b64_audio: str) -> None:
         self.audio.append(b64_audio)
+
+    def watch_barge_in(self, now: Callable[[], None]) -> None:
+        self.barge_in_now = now  # a test calls it as the engine would, before pushing the event
 
     def new_request_id(self) -> str:
         return f"req_{next(self._ids)}"

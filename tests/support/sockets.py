@@ -4,7 +4,7 @@ recorded. The engine's own tests (Realtime, GPT-Live) speak wire JSON through it
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 
@@ -19,6 +19,7 @@ class ScriptedSocket:
         self.audio: list[str] = []
         self._types: dict[str, str] = {}
         self.closed = False
+        self.watched: tuple[bytes, Callable[[bytes], None]] | None = None
 
     def push(self, *events: dict[str, Any]) -> None:
         for event in events:
@@ -48,6 +49,10 @@ class ScriptedSocket:
 
     def sent_type(self, event_id: str | None) -> str | None:
         return self._types.get(event_id) if event_id else None
+
+    def watch(self, marker: bytes, seen: Callable[[bytes], None]) -> bool:
+        self.watched = (marker, seen)  # a test calls it as the model socket would
+        return True
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         while True:

@@ -61,9 +61,7 @@ START_TIMEOUT_S: Final = 10.0  # session.start unconfirmed this long: the sessio
 
 
 class SessionRefused(Exception):
-    """An ``error`` before ``session.started``, or no ``session.started`` within the start
-    timeout: the session did not start (the session loop treats it as a drop; a call whose
-    sessions all fail to start ends as ``realtime_failed``)."""
+    """No ``session.started`` (an ``error`` first, or the start timeout): a drop of the session."""
 
 
 _SENTENCE_JOIN = re.compile(r"[.!?][A-Z]")  # a sentence's end glued to the next one's start
@@ -405,6 +403,9 @@ class LiveEngine:
     def new_request_id(self) -> str:
         return self.conn.new_event_id()
 
+    def watch_barge_in(self, now: Callable[[], None]) -> None:
+        """Nothing to watch: a barge-in is derived from the caller's transcript (module docstring)."""
+
     async def request_reply(self, request_id: str, purpose: Purpose, line: Line | None = None) -> None:
         """Live speaks by itself: a greeting or a line becomes commentary (a line that answers a
         hand-over, the one before an action, is that delegation's answer; its speech is tagged
@@ -457,8 +458,7 @@ class LiveEngine:
         self._emit(ev.ItemAdded(item, APPEND))
 
     def _on_commentary_appended(self, raw: Raw) -> None:
-        """A tagged line is placed: the speech that follows is that line (the utterance still
-        going, an acknowledgement, ends here)."""
+        """A tagged line is placed: what follows is that line (an acknowledgement still going ends)."""
         purpose = self._tagged.pop(str(raw.get("client_event_id")), None)
         if purpose is None:
             return
@@ -467,8 +467,8 @@ class LiveEngine:
         self._next_purpose = purpose
 
     async def stop_speaking(self, item_id: str, heard_ms: int) -> None:
-        """The model owns barge-in on Live (nothing to send); the caller's buffer is cleared by
-        the controller and the rest of this utterance is not forwarded."""
+        """The model owns barge-in on Live: the controller clears the caller's buffer, and the
+        rest of this utterance is not forwarded."""
 
     async def cancel_reply(self, reply_id: str) -> None:
         """No client event cancels Live speech."""

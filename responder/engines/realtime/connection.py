@@ -55,6 +55,10 @@ class RealtimeSocket(Protocol):
 
     def sent_type(self, event_id: str | None) -> str | None: ...
 
+    def watch(self, marker: bytes, seen: Callable[[bytes], None]) -> bool:
+        """See :meth:`ModelSocket.watch`; False when the socket cannot (nothing is watched)."""
+        ...
+
     def events(self) -> AsyncIterator[dict[str, Any]]: ...
 
     async def close(self) -> None: ...
@@ -112,6 +116,15 @@ class RealtimeConnection:
     def sent_type(self, event_id: str | None) -> str | None:
         """The type of a client event we sent, by id (for logging server errors)."""
         return self._sent.get(event_id) if event_id else None
+
+    def watch(self, marker: bytes, seen: Callable[[bytes], None]) -> bool:
+        """On the SDK's own socket, while it is a :class:`ModelSocket` (after an SDK reconnect
+        the new socket is not watched: its messages take the usual way only)."""
+        lean = self._direct.readable_now() if self._direct is not None else None
+        if lean is None:
+            return False
+        lean.watch(marker, seen)
+        return True
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         """Server events as plain dicts until the socket closes. Undecodable frames are logged."""

@@ -13,6 +13,7 @@ asks for once no response is active.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -98,6 +99,14 @@ class RealtimeEngine:
 
     def new_request_id(self) -> str:
         return self.conn.new_event_id()
+
+    def watch_barge_in(self, now: Callable[[], None]) -> None:
+        def seen(message: bytes) -> None:  # only the very event the pump handles next
+            raw = json.loads(message)
+            if isinstance(raw, dict) and raw.get("type") == _SPEECH_STARTED_TYPE and not shape_problem(raw):
+                now()
+
+        self.conn.watch(_SPEECH_STARTED_MARK, seen)
 
     async def request_reply(self, request_id: str, purpose: Purpose, line: Line | None = None) -> None:
         await self.conn.send(protocol.response_create(request_id, purpose, line))
@@ -215,6 +224,8 @@ def _handover(_: RealtimeEngine, raw: Raw) -> ev.HandoverRequested:
 
 
 _SPEECH_STARTED = ev.CallerSpeechStarted()
+_SPEECH_STARTED_TYPE = "input_audio_buffer.speech_started"
+_SPEECH_STARTED_MARK = f'"{_SPEECH_STARTED_TYPE}"'.encode()
 _SPEECH_STOPPED = ev.CallerSpeechStopped()
 _READY = ev.SessionReady()
 
@@ -230,7 +241,7 @@ _TRANSLATE: dict[str, Callable[[RealtimeEngine, Raw], ev.EngineEvent | None]] = 
     ),
     "conversation.item.truncated": _truncated,
     "input_audio_buffer.dtmf_event_received": _dtmf,
-    "input_audio_buffer.speech_started": lambda _, raw: _SPEECH_STARTED,
+    _SPEECH_STARTED_TYPE: lambda _, raw: _SPEECH_STARTED,
     "input_audio_buffer.speech_stopped": lambda _, raw: _SPEECH_STOPPED,
     "response.created": _reply_started,
     "response.done": _reply_ended,

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final, cast
 
+import structlog
 from openai.types.websocket_connection_options import WebSocketConnectionOptions
 from websockets.asyncio.client import ClientConnection
 from websockets.frames import OP_BINARY, OP_CONT, OP_TEXT, Frame, apply_mask
@@ -52,6 +54,10 @@ _AT_EOF: Final = StreamReader.at_eof.__code__
 _DATA: Final = (OP_TEXT, OP_BINARY, OP_CONT)
 
 Message = tuple[bool, bytes]  # (is text, payload)
+Watch = tuple[bytes, Callable[[bytes], None]]  # (marker, called with a message that has it)
+WATCH_SPAN: Final = 200  # how far into a message the marker is looked for
+
+log = structlog.get_logger("realtime")
 
 
 class ModelSocket(ClientConnection):
@@ -61,6 +67,7 @@ class ModelSocket(ClientConnection):
         super().__init__(*args, **kwargs)
         self._inbox: deque[Message] = deque()
         self._waiter: Any = None  # the future a recv() waits on while the inbox is empty
+        self._watch: Watch | None = None
         self._ended = False
         self._fast = False  # whether received bytes are cut into frames here
         self._pending = b""  # the start of a frame not complete yet (fast path only)
@@ -135,9 +142,23 @@ class ModelSocket(ClientConnection):
             self._inbox.append((self._parts_text, parts[0] if len(parts) == 1 else b"".join(parts)))
             self._delivered()
 
+    def watch(self, marker: bytes, seen: Callable[[bytes], None] | None) -> None:
+        """Call ``seen`` with a message that has ``marker`` in its first :data:`WATCH_SPAN`
+        bytes as soon as it is read, when it is the very next message for a reader already
+        waiting in :meth:`recv` (every earlier message handled). It is still delivered to that
+        reader as usual; ``seen`` runs first, in the socket's read callback, and must not
+        block. None: stop."""
+        self._watch = None if seen is None else (marker, seen)
+
     def _delivered(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
+            watch = self._watch
+            if watch is not None and self._inbox and self._inbox[0][1].find(watch[0], 0, WATCH_SPAN) >= 0:
+                try:
+                    watch[1](self._inbox[0][1])
+                except Exception as exc:  # the message still goes the usual way
+                    log.error("realtime.watch_failed", error=repr(exc)[:200])
             waiter.set_result(None)
         if (
             self._high is not None and not self._reading_paused and len(self._inbox) > self._high

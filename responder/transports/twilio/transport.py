@@ -236,6 +236,9 @@ class TwilioCaller:
         if not self._written_now((self._clear,)):
             await self._send_each((self._clear,))
 
+    def clear_now(self) -> bool:
+        return self._written_now((self._clear,))
+
     def _written_now(self, texts: tuple[str, ...]) -> bool:
         """Whether ``texts`` need nothing more: the socket is closed, or the frame writer put
         them out in one write."""

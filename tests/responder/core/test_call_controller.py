@@ -36,6 +36,7 @@ ASK = '{"relevantContextFromLastUserMessage": "return window for a tent"}'
 class RecordingCaller:
     audio: list[tuple[str, str | None]] = field(default_factory=list)
     clears: int = 0
+    writable_now: bool = False  # whether clear_now can write (a socket that takes it at once)
 
     async def send_audio(self, b64_audio: str, mark: str | None) -> None:
         self.audio.append((b64_audio, mark))
@@ -45,6 +46,11 @@ class RecordingCaller:
 
     async def clear_audio(self) -> None:
         self.clears += 1
+
+    def clear_now(self) -> bool:
+        if self.writable_now:
+            self.clears += 1
+        return self.writable_now
 
 
 @dataclass
@@ -173,6 +179,59 @@ async def test_barge_in_stops_the_agent_where_the_caller_stopped_hearing_it(
     [item] = await history.get_items(controller.call_id)
     assert item.status == "interrupted" and item.audio_end_ms == 200
     assert item.text == "Hello there, how can I help?"[: len(item.text or "")] and item.full_text
+
+
+async def test_a_barge_in_the_engine_sees_coming_is_cleared_at_once_and_truncated_where_it_was_heard(
+    make_call: Callable[..., Awaitable[Call]], history: CallHistory
+) -> None:
+    """Engine.watch_barge_in: the clear goes out from the engine's callback, before the event is
+    handled; the handler sends no second one and truncates at the position of that moment."""
+    controller, engine, caller = await make_call()
+    caller.writable_now = True
+    assert engine.barge_in_now is not None  # the controller asked to be told
+    engine.barge_in_now()  # nothing is playing yet: nothing to clear
+    assert caller.clears == 0
+    chunk = base64.b64encode(bytes(800)).decode()  # 100 ms of μ-law at 8 kHz
+    engine.push(
+        ev.SessionReady(),
+        ev.ReplyStarted("r1", "greeting"),
+        ev.ItemAdded(ev.ConversationItem("a1", "message", "assistant"), "^"),
+        *[ev.AgentAudio("a1", "r1", chunk) for _ in range(5)],
+        ev.AgentTranscriptDelta("a1", "Hello there, how can I help?"),
+    )
+    await wait_until(lambda: len(caller.audio) == 5)
+    for _, mark in caller.audio[:2]:  # the phone played two chunks
+        controller.caller_mark(mark)
+    engine.barge_in_now()
+    assert caller.clears == 1  # sent from the callback itself, no await in between
+    for _, mark in caller.audio[2:]:  # the clear's echoes of the marks it dropped move nothing
+        controller.caller_mark(mark)
+    engine.push(ev.CallerSpeechStarted(), ev.AgentAudio("a1", "r1", chunk))  # late audio of r1
+    [(item_id, heard_ms)] = await engine.until_sent("stop_speaking")
+    assert (item_id, heard_ms) == ("a1", 200)
+    assert caller.clears == 1 and len(caller.audio) == 5  # one clear; nothing more of r1 played
+    await controller.recorder.flush(2.0)
+    [item] = await history.get_items(controller.call_id)
+    assert item.status == "interrupted" and item.audio_end_ms == 200
+
+
+async def test_a_barge_in_the_transport_cannot_clear_at_once_is_cleared_by_its_handler(
+    make_call: Callable[..., Awaitable[Call]],
+) -> None:
+    controller, engine, caller = await make_call()
+    chunk = base64.b64encode(bytes(800)).decode()
+    engine.push(
+        ev.SessionReady(), ev.ReplyStarted("r1", "greeting"),
+        ev.ItemAdded(ev.ConversationItem("a1", "message", "assistant"), "^"),
+        *[ev.AgentAudio("a1", "r1", chunk) for _ in range(3)],
+    )  # fmt: skip
+    await wait_until(lambda: len(caller.audio) == 3)
+    assert engine.barge_in_now is not None
+    engine.barge_in_now()  # writable_now False: nothing sent, nothing frozen
+    assert caller.clears == 0 and controller.playback.is_playing()
+    engine.push(ev.CallerSpeechStarted())
+    await engine.until_sent("stop_speaking")
+    assert caller.clears == 1
 
 
 async def test_an_answer_after_the_call_ended_is_dropped_and_logged(

@@ -39,6 +39,9 @@ class SilentCaller:
     async def clear_audio(self) -> None:
         return None
 
+    def clear_now(self) -> bool:
+        return False
+
 
 @pytest.fixture
 async def history(redis_process: RedisProcess) -> AsyncIterator[BufferedCallHistory]:  # noqa: F811

@@ -192,3 +192,6 @@ class _NoAudio:
 
     async def clear_audio(self) -> None:
         return None
+
+    def clear_now(self) -> bool:
+        return False

@@ -82,6 +82,9 @@ class _NoAudio:
     async def clear_audio(self) -> None:
         self.clears += 1
 
+    def clear_now(self) -> bool:
+        return False
+
 
 @dataclass
 class LiveCall:

@@ -257,3 +257,39 @@ async def test_every_queue_setting_delivers(max_queue: object) -> None:
     script = b"".join(text(str(i)) for i in range(50))
     async with raw_socket(script, chunk=3, max_queue=max_queue) as (ws, _):  # partial frames held
         assert await receive(ws, 50) == [str(i).encode() for i in range(50)]
+
+
+# -- watch: a marked message seen the moment it is read, when it is the reader's very next ----------
+STARTED = b'{"type":"input_audio_buffer.speech_started","event_id":"e1","audio_start_ms":10,"item_id":"i1"}'
+
+
+async def test_a_watched_message_for_a_waiting_reader_is_seen_before_it_is_delivered() -> None:
+    seen: list[tuple[bytes, bool]] = []
+    async with raw_socket(text(STARTED)) as (ws, _):
+        reading = asyncio.create_task(ws.recv(decode=False))
+        ws.watch(b'"input_audio_buffer.speech_started"', lambda m: seen.append((m, reading.done())))
+        assert await asyncio.wait_for(reading, 5) == STARTED
+    assert seen == [(STARTED, False)]  # seen in the read callback, before the reader had it
+
+
+async def test_a_watched_message_behind_another_or_with_no_reader_waiting_is_not_seen() -> None:
+    seen: list[bytes] = []
+    async with raw_socket(text(b"audio") + text(STARTED)) as (ws, _):
+        ws.watch(b'"input_audio_buffer.speech_started"', seen.append)
+        reading = asyncio.create_task(receive(ws, 2))  # both arrive in one read: "audio" first
+        assert await reading == [b"audio", STARTED]
+    async with raw_socket(text(STARTED)) as (ws, _):
+        ws.watch(b'"input_audio_buffer.speech_started"', seen.append)
+        await wait_until(lambda: len(ws._inbox) == 1, what="the message queued, nobody reading")
+        assert await receive(ws, 1) == [STARTED]
+    assert seen == []
+
+
+async def test_a_watch_that_fails_leaves_the_message_to_the_reader() -> None:
+    def fails(message: bytes) -> None:
+        raise ValueError("not this one")
+
+    async with raw_socket(text(STARTED) + text(b"next")) as (ws, _):
+        reading = asyncio.create_task(receive(ws, 2))
+        ws.watch(b'"input_audio_buffer.speech_started"', fails)
+        assert await reading == [STARTED, b"next"]

@@ -48,6 +48,9 @@ class RecordingCaller:
     async def clear_audio(self) -> None:
         self.clears += 1
 
+    def clear_now(self) -> bool:
+        return False
+
 
 @pytest.fixture
 async def simulator() -> AsyncIterator[TestServer]:

@@ -57,3 +57,26 @@ async def test_an_audio_delta_that_would_write_into_the_callers_frame_is_not_rel
     engine = RealtimeEngine(socket, {}, LOG)
     events = [event async for event in engine.events()]
     assert events == [ev.AgentAudio("item_1", "resp_1", "AAAA")]
+
+
+def test_the_barge_in_watch_calls_back_for_a_well_formed_speech_started_only() -> None:
+    """The model socket calls the watch for any message with the marker near its start: only
+    the event the pump will handle as a barge-in may send the early clear."""
+    socket = ScriptedSocket(stay_open=True)
+    engine = RealtimeEngine(socket, {}, LOG)
+    calls: list[int] = []
+    engine.watch_barge_in(lambda: calls.append(1))
+    assert socket.watched is not None
+    marker, seen = socket.watched
+    started = {"type": "input_audio_buffer.speech_started", "event_id": "e1", "audio_start_ms": 5}
+    assert marker in json.dumps(started, separators=(",", ":")).encode()
+    assert marker in json.dumps(started).encode()  # whatever the spacing
+    seen(json.dumps(started).encode())
+    assert calls == [1]
+    for other in [
+        {"type": "error", "error": {"message": "\"input_audio_buffer.speech_started\""}},
+        {**started, "item_id": 7},  # the shape check the pump applies refuses it too
+        ["input_audio_buffer.speech_started"],
+    ]:
+        seen(json.dumps(other).encode())
+    assert calls == [1]

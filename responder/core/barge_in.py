@@ -1,0 +1,44 @@
+"""A barge-in's ``clear``: sent the moment the engine sees the caller start speaking, if it can.
+
+The caller must stop hearing the agent at once, so the ``clear`` is the first thing a barge-in
+does. Handled as an event, it waits for the call's turn on the event loop (its pump task is
+woken behind every other call's ready work: at 40 calls, most of the speech_started → clear
+time). An engine that can tell the event is coming, before it is handled, with nothing ahead
+of it (:meth:`~responder.core.engine.Engine.watch_barge_in`) lets :func:`clear_now` send the
+``clear`` from the socket's read callback instead, when the transport can write it there and
+then (:meth:`~responder.core.contract.CallerLink.clear_now`). The heard position is taken at
+that moment and the playback frozen there; the event's handler then does the rest with it
+(:func:`clear`), as if it had sent the ``clear`` itself.
+"""
+
+from __future__ import annotations
+
+from responder.core.contract import CallerLink
+from responder.core.playback import PlaybackTracker
+
+Cleared = tuple[str, int]  # (the item the caller was hearing, the ms of it heard)
+
+
+def clear_now(playback: PlaybackTracker, caller: CallerLink) -> Cleared | None:
+    """Clear the caller's audio now if something is playing and the transport can write now."""
+    item_id = playback.current_item
+    if item_id is None or not playback.is_playing():
+        return None
+    heard = playback.heard_ms(item_id)
+    if not caller.clear_now():
+        return None
+    playback.clear()  # mark echoes from now on do not move the heard position
+    return item_id, heard
+
+
+async def clear(playback: PlaybackTracker, caller: CallerLink, cleared: Cleared | None) -> Cleared | None:
+    """The barge-in's clear: ``cleared`` when :func:`clear_now` sent it, else sent here.
+    None: nothing was playing."""
+    if cleared is not None:
+        return cleared
+    item_id = playback.current_item
+    if item_id is None or not playback.is_playing():
+        return None
+    heard = playback.heard_ms(item_id)
+    await caller.clear_audio()
+    return item_id, heard
