@@ -92,6 +92,7 @@ LogEvent = Literal[
     # the Realtime model session (responder/engines/realtime)
     "realtime.error",
     "realtime.event_invalid",
+    "realtime.watch_failed",  # a barge-in watch raised on a message (it still goes the usual way)
     # the GPT-Live engine (responder/engines/live)
     "gpt_live.delegation_joined",
     "gpt_live.delegation_queued",
