@@ -168,3 +168,32 @@ async def test_concurrent_updates_of_one_item_all_land_and_are_announced(history
     assert len(announced) == len(fields)
     assert {m["type"] for m in announced} == {"item.updated"}
     assert announced[-1]["item"]["id"] == "a"
+
+
+async def test_an_update_starts_from_the_items_own_last_write_and_never_loses_another_writer(
+    history: CallHistory,
+) -> None:
+    """The copy of what this process last wrote saves the update's read; another process's
+    write meanwhile (a second CallHistory on the same Redis) makes the compare fail, and the
+    update reads the item and applies its field on top of that write instead."""
+    reads: list[str] = []
+    hget = history.redis.hget
+
+    async def counted_hget(key: str, field: str) -> object:
+        reads.append(field)
+        return await hget(key, field)
+
+    history.redis.hget = counted_hget  # type: ignore[method-assign]  # counts, Redis answers
+    await history.add_item("c10", HistoryItem(id="a", kind="message", role="assistant", text="x"))
+    await history.update_item("c10", "a", status="in_progress")
+    await history.update_item("c10", "a", text="hello")
+    assert reads == []  # both updates started from the kept copy
+    other = CallHistory(history.redis, prefix=history.prefix, ttl_s=history.ttl_s)
+    await other.update_item("c10", "a", audio_end_ms=420)  # another process, same item
+    updated = await history.update_item("c10", "a", status="interrupted")
+    assert reads == ["a", "a"]  # the other writer's read, then ours after the failed compare
+    assert updated is not None
+    (item,) = await history.get_items("c10")
+    assert (item.text, item.status, item.audio_end_ms) == ("hello", "interrupted", 420)
+    await history.redis.delete(*history._keys("c10"))
+    assert await history.update_item("c10", "a", text="gone") is None  # the kept copy is no item
