@@ -184,6 +184,7 @@ LogEvent = Literal[
     "supervisor.failed",
     "supervisor.history_unavailable",
     "supervisor.model_retry",
+    "supervisor.reply_usage_invalid",  # a token count of the wrong type, taken as 0
     "supervisor.round",
     "supervisor.tool",
     "supervisor.tool_failed",

@@ -16,7 +16,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import structlog
+
 from supervisor.turns import ModelTurn, ToolCall, TurnUsage
+
+log = structlog.get_logger("supervisor")
 
 
 class ReplyShapeError(ValueError):
@@ -35,6 +39,9 @@ def decode(content: bytes) -> dict[str, Any]:
 
 def responses_turn(data: dict[str, Any]) -> ModelTurn:
     """A Responses API reply (``POST /responses``): message text and ``function_call`` items."""
+    _refuse_error(data)
+    if data.get("status") == "failed":
+        raise ReplyShapeError("the response failed")
     text: list[str] = []
     calls: list[ToolCall] = []
     for item in _list(data.get("output"), "output"):
@@ -53,6 +60,7 @@ def responses_turn(data: dict[str, Any]) -> ModelTurn:
 
 def chat_turn(data: dict[str, Any]) -> ModelTurn:
     """A chat completion (``POST /chat/completions``): the first choice's message."""
+    _refuse_error(data)
     choices = _list(data.get("choices"), "choices")
     if not choices:
         raise ReplyShapeError("chat completion has no choices")
@@ -70,18 +78,29 @@ def chat_turn(data: dict[str, Any]) -> ModelTurn:
     return ModelTurn(text=(content or "").strip(), tool_calls=calls, usage=usage)
 
 
+def _refuse_error(data: dict[str, Any]) -> None:
+    """An error object in a 200 reply (a proxy's, or a failed response): its message, refused."""
+    error = data.get("error")
+    if isinstance(error, dict) and error:
+        raise ReplyShapeError(f"the reply is an error: {str(error.get('message') or error)[:200]}")
+
+
 def _usage(data: dict[str, Any], input_key: str, output_key: str) -> TurnUsage:
+    """Token counts, for the decision's record: a count that is not one is logged and taken as
+    0; the answer is not thrown away over its accounting."""
     usage = data.get("usage")
-    if usage is None:
+    if not isinstance(usage, dict):
+        if usage is not None:
+            log.warning("supervisor.reply_usage_invalid", field="usage")
         return TurnUsage()
-    usage = _dict(usage, "usage")
     return TurnUsage(_count(usage, input_key), _count(usage, output_key))
 
 
 def _count(usage: dict[str, Any], key: str) -> int:
     value = usage.get(key, 0)
     if type(value) is not int or value < 0:
-        raise ReplyShapeError(f"usage.{key} is not a count")
+        log.warning("supervisor.reply_usage_invalid", field=key)
+        return 0
     return value
 
 

@@ -291,7 +291,7 @@ class CallController:
     def _barge_in_now(self) -> None:
         """The engine saw the caller start speaking (:meth:`Engine.watch_barge_in`)."""
         if not self.closed and (cleared := barge_in.clear_now(self.playback, self.caller)):
-            self._cleared = cleared
+            self._cleared, self._user_speaking = cleared, True  # as the handler will say
 
     async def _cancel_if_still_active(self, reply_id: str, grace_s: float = 0.3) -> None:
         await asyncio.sleep(grace_s)

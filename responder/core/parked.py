@@ -11,12 +11,14 @@ dead line is not).
 from __future__ import annotations
 
 import itertools
-import sys
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from callrecord.history import HistoryItem
 from responder.core.engine import Engine, EngineEvent, EngineName, Line, Purpose, Restored
+
+REPLAY_S = 2.0  # the longest a resume spends replaying caller audio
 
 
 class ParkedEngine:
@@ -29,6 +31,7 @@ class ParkedEngine:
         self.answers: list[tuple[str, str]] = []  # (hand-over id, answer) for the new session
         self.dropped: list[str] = []  # what was asked of the dead session, for the log
         self.audio: deque[str] = deque()
+        self._appended = 0  # chunks ever kept: the one at audio[i] is number _appended - len(audio) + i
         self._audio_chars = 0
         self.audio_dropped_chars = 0
 
@@ -47,6 +50,7 @@ class ParkedEngine:
 
     def append_audio_now(self, b64_audio: str) -> bool:
         self.audio.append(b64_audio)
+        self._appended += 1
         self._audio_chars += len(b64_audio)
         while self._audio_chars > self._limit and self.audio:
             dropped = self.audio.popleft()
@@ -54,18 +58,27 @@ class ParkedEngine:
             self.audio_dropped_chars += len(dropped)
         return True
 
-    async def replay_audio(self, engine: Engine) -> None:
-        """Send the kept audio to ``engine``, oldest first. Audio that arrives meanwhile is kept
-        behind it and sent too (nothing is dropped while replaying), so the caller's words reach
-        the new session in order; the audio stays kept, for another attempt if this one fails."""
-        limit, self._limit = self._limit, sys.maxsize
-        try:
-            sent = 0
-            while sent < len(self.audio):
-                await engine.append_audio(self.audio[sent])
-                sent += 1
-        finally:
-            self._limit = limit
+    async def replay_audio(self, engine: Engine, within_s: float = REPLAY_S) -> None:
+        """Send the kept audio to ``engine``, oldest first, with the audio that arrives meanwhile
+        kept behind it (within the limit, newest first, as before), so the caller's words reach
+        the new session in order. Bounded: a session that takes audio slower than the caller
+        speaks gets ``within_s`` of it, and what is left is dropped (``audio_dropped_chars``).
+        The audio stays kept until it has all gone out, for another attempt if this one fails."""
+        deadline = time.monotonic() + within_s
+        number = self._appended - len(self.audio)  # the next chunk to send
+        while True:
+            first = self._appended - len(self.audio)  # the oldest chunk still kept
+            number = max(number, first)  # chunks dropped for the limit meanwhile are skipped
+            if number >= self._appended:
+                break
+            if time.monotonic() > deadline:
+                left = sum(map(len, itertools.islice(self.audio, number - first, None)))
+                self.audio_dropped_chars += left
+                self._audio_chars -= left
+                break
+            await engine.append_audio(self.audio[number - first])
+            number += 1
+        self.audio.clear()  # sent (or given up): nothing for this session to hold on to
 
     def watch_barge_in(self, now: Callable[[], None]) -> None:
         return None  # no session: nothing is heard

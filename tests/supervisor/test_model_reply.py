@@ -88,6 +88,18 @@ def test_well_formed_replies_read_as_the_sdks_models_read_them() -> None:
     assert chat_turn(plain) == ModelTurn("", [], TurnUsage(12, 3))
 
 
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [(["usage", "input_tokens"], "41"), (["usage", "output_tokens"], -1), (["usage", "input_tokens"], None),
+     (["usage"], [1, 2])],
+)  # fmt: skip
+def test_a_bad_token_count_is_taken_as_zero_and_the_answer_kept(path: list[Any], value: Any) -> None:
+    """Review finding: the whole answer was refused (the caller heard the fallback) over its accounting."""
+    turn = responses_turn(_with(RESPONSE, path, value))
+    assert turn.text == "Per policy, 60 days é ☃." and len(turn.tool_calls) == 1
+    assert turn.usage in (TurnUsage(0, 7), TurnUsage(41, 0), TurnUsage(0, 0))
+
+
 def _with(data: dict[str, Any], path: list[Any], value: Any) -> dict[str, Any]:
     data = json.loads(json.dumps(data))
     node = data
@@ -104,9 +116,8 @@ RESPONSES_MALFORMED = [
     _with(RESPONSE, ["output", 2, "arguments"], {"topic": "tents"}),
     _with(RESPONSE, ["output", 1, "content"], "text"),
     _with(RESPONSE, ["output", 1, "content", 0, "text"], 7),
-    _with(RESPONSE, ["usage", "input_tokens"], "41"),
-    _with(RESPONSE, ["usage", "output_tokens"], -1),
-    _with(RESPONSE, ["usage"], [1, 2]),
+    {**RESPONSE, "error": {"message": "upstream overloaded"}},  # an error in a 200 reply
+    {**RESPONSE, "status": "failed"},
 ]
 CHAT_MALFORMED = [
     _with(COMPLETION, ["choices"], []),

@@ -102,7 +102,12 @@ class RealtimeEngine:
 
     def watch_barge_in(self, now: Callable[[], None]) -> None:
         def seen(message: bytes) -> None:  # only the very event the pump handles next
-            raw = json.loads(message)
+            if len(message) > _SPEECH_STARTED_MAX:  # not one: not parsed twice here
+                return
+            try:
+                raw = json.loads(message)
+            except (ValueError, RecursionError):  # the pump logs it (realtime.frame_invalid)
+                return
             if isinstance(raw, dict) and raw.get("type") == _SPEECH_STARTED_TYPE and not shape_problem(raw):
                 now()
 
@@ -226,6 +231,7 @@ def _handover(_: RealtimeEngine, raw: Raw) -> ev.HandoverRequested:
 _SPEECH_STARTED = ev.CallerSpeechStarted()
 _SPEECH_STARTED_TYPE = "input_audio_buffer.speech_started"
 _SPEECH_STARTED_MARK = f'"{_SPEECH_STARTED_TYPE}"'.encode()
+_SPEECH_STARTED_MAX = 4096  # bytes: the event is ~150 (type, event_id, audio_start_ms, item_id)
 _SPEECH_STOPPED = ev.CallerSpeechStopped()
 _READY = ev.SessionReady()
 

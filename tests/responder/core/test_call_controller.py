@@ -335,6 +335,32 @@ async def test_live_audio_during_a_resume_reaches_the_new_session_after_the_park
     assert controller.caller_audio_now("AFTR") is False  # the new session's own path now
 
 
+async def test_a_replay_into_a_session_slower_than_the_caller_ends_and_keeps_the_order() -> None:
+    """Review finding: with live audio queued behind the replay, a session that took audio more
+    slowly than the caller sent it kept the resume replaying (and the audio growing) for good."""
+    parked = ParkedEngine("CAreplay", audio_limit_chars=40)  # ten 4-char chunks
+    for n in range(5):
+        parked.append_audio_now(f"P{n:03d}")
+    fresh = SlowEngine()  # 5 ms a chunk
+    talking = True
+
+    async def caller() -> None:
+        n = 0
+        while talking:
+            parked.append_audio_now(f"L{n:03d}")
+            n += 1
+            await asyncio.sleep(0.002)
+
+    task = asyncio.create_task(caller())
+    await asyncio.wait_for(parked.replay_audio(fresh, within_s=0.2), 2.0)
+    talking = False
+    await task
+    order = [(c[0] == "L", int(c[1:])) for c in fresh.audio]  # (live, number): arrival order
+    assert order[:3] == [(False, 0), (False, 1), (False, 2)]  # the parked words first
+    assert order == sorted(set(order))  # in the caller's order, none twice (some skipped: the limit)
+    assert parked.audio_dropped_chars > 0  # given up after within_s, the rest counted as dropped
+
+
 async def test_the_end_is_recorded_when_the_task_that_ended_the_call_is_cancelled(
     make_call: Callable[..., Awaitable[Call]], history: CallHistory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
