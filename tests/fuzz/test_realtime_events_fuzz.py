@@ -16,7 +16,7 @@ import itertools
 import json
 import math
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import structlog
@@ -33,6 +33,7 @@ from responder.core.controller import CallController, ControllerConfig
 from responder.core.tools import SUPERVISOR_TOOL
 from responder.engines.realtime.connection import RealtimeConnection
 from responder.engines.realtime.engine import RealtimeEngine
+from responder.engines.realtime.model_socket import WATCH_SPAN
 from responder.engines.realtime.protocol import ClientEvent
 from tests.fuzz.strategies import broken, huge_text, json_values, not_objects, text
 
@@ -155,6 +156,10 @@ def server_event(draw: st.DrawFn) -> dict[str, Any]:
     return broken(draw, draw(plausible_event(kind)), FIELDS)  # then break it a little
 
 
+def marker_near_start(message: bytes, marker: bytes) -> bool:
+    return message.find(marker, 0, WATCH_SPAN) >= 0
+
+
 class FakeRealtime:
     """A :class:`RealtimeSocket` in memory: the fuzzed server events in, client events recorded."""
 
@@ -166,6 +171,7 @@ class FakeRealtime:
         self.sent: list[dict[str, Any]] = []
         self.audio: list[str] = []
         self.closed = False
+        self._watch: tuple[bytes, Callable[[bytes], None]] | None = None
 
     def new_event_id(self) -> str:
         return f"evt_{next(self._ids)}"
@@ -187,8 +193,15 @@ class FakeRealtime:
     def sent_type(self, event_id: str | None) -> str | None:
         return self._types.get(event_id) if event_id else None
 
+    def watch(self, marker: bytes, seen: Callable[[bytes], None]) -> bool:
+        self._watch = (marker, seen)
+        return True
+
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         for event in self._events:
+            message = json.dumps(event).encode()
+            if self._watch is not None and marker_near_start(message, self._watch[0]):
+                self._watch[1](message)  # as the model socket does, the reader waiting
             yield event
             await asyncio.sleep(0)
 
@@ -211,8 +224,9 @@ class RecordingCaller:
     async def clear_audio(self) -> None:
         self.clears += 1
 
-    def clear_now(self) -> bool:
-        return False
+    def clear_now(self) -> bool:  # the barge-in's early clear, written at once
+        self.clears += 1
+        return True
 
 
 async def quick_decision(
