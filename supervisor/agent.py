@@ -315,7 +315,6 @@ def build_supervisor(
         timeout_s=deadline_s,
         max_retries=max_retries,
     )
-    client.warm_up()
     if tools is None:
         library = library if library is not None else PolicyLibrary.from_dir(policies_dir)
         data = Path(data_dir) if data_dir is not None else Path(policies_dir) / "data"

@@ -145,11 +145,6 @@ class OpenAIModelClient:
     async def aclose(self) -> None:
         await self.client.close()
 
-    def warm_up(self) -> None:
-        """Decode one reply of each kind now: nothing of it is built lazily any more (the SDK's
-        reply models were, tens of ms on first use mid-call), kept for the callers' sake."""
-        responses_turn(_RESPONSE_SAMPLE) if self.api == "responses" else chat_turn(_CHAT_SAMPLE)
-
     def request_body(
         self, instructions: str, messages: Sequence[Item], tools: Sequence[ToolSpec]
     ) -> dict[str, Any]:
@@ -190,27 +185,6 @@ class OpenAIModelClient:
         body = self.request_body(instructions, messages, tools)
         reply = await self.client.post(path, body=body, cast_to=httpx2.Response)
         return decode(reply.content)
-
-
-_RESPONSE_SAMPLE: dict[str, Any] = {
-    "id": "warm", "object": "response", "created_at": 0, "model": "warm", "parallel_tool_calls": True,
-    "tool_choice": "auto", "tools": [],
-    "output": [
-        {"type": "function_call", "call_id": "c", "name": "n", "arguments": "{}"},
-        {"type": "message", "id": "m", "role": "assistant", "status": "completed",
-         "content": [{"type": "output_text", "text": "ok", "annotations": []}]},
-    ],
-    "usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2,
-              "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-              "output_tokens_details": {"reasoning_tokens": 0}},
-}  # fmt: skip
-_CHAT_SAMPLE: dict[str, Any] = {
-    "id": "warm", "object": "chat.completion", "created": 0, "model": "warm",
-    "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-        "role": "assistant", "content": "ok",
-        "tool_calls": [{"id": "c", "type": "function", "function": {"name": "n", "arguments": "{}"}}]}}],
-    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-}  # fmt: skip
 
 
 # -- conversions (pure functions, tested directly) ----------------------------------------------

@@ -6,7 +6,7 @@ In a fresh process (nothing built yet), against the simulator (its own process, 
 mode): each path the service takes at run time is used twice while a ticker task measures the
 longest gap between its 1 ms ticks (the event loop's longest stall). ``--warm`` first runs
 what the service runs at startup: :func:`responder.server.warmup.warm_up_sdk`,
-:func:`responder.server.warmup.warm_up_text_model` and the supervisor's ``OpenAIModelClient.warm_up``.
+:func:`responder.server.warmup.warm_up_text_model`.
 Prints one line per path: first and second use, in ms.
 """
 
@@ -68,7 +68,6 @@ async def _measure(url: str, warm: bool) -> None:
 
         t0 = time.perf_counter()
         parts = {**warm_up_sdk(client), "text_model": await warm_up_text_model("responses")}
-        model.warm_up()  # what build_supervisor does
         took = (time.perf_counter() - t0) * 1000
         print(f"startup warm-up: {took:.1f} ms in all, before serving; warm_up_sdk parts (ms): {parts}")
 

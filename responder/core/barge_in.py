@@ -21,14 +21,10 @@ Cleared = tuple[str, int]  # (the item the caller was hearing, the ms of it hear
 
 def clear_now(playback: PlaybackTracker, caller: CallerLink) -> Cleared | None:
     """Clear the caller's audio now if something is playing and the transport can write now."""
-    item_id = playback.current_item
-    if item_id is None or not playback.is_playing():
-        return None
-    heard = playback.heard_ms(item_id)
-    if not caller.clear_now():
+    if (playing := _playing(playback)) is None or not caller.clear_now():
         return None
     playback.clear()  # mark echoes from now on do not move the heard position
-    return item_id, heard
+    return playing
 
 
 async def clear(playback: PlaybackTracker, caller: CallerLink, cleared: Cleared | None) -> Cleared | None:
@@ -36,9 +32,14 @@ async def clear(playback: PlaybackTracker, caller: CallerLink, cleared: Cleared 
     None: nothing was playing."""
     if cleared is not None:
         return cleared
+    if (playing := _playing(playback)) is not None:
+        await caller.clear_audio()
+    return playing
+
+
+def _playing(playback: PlaybackTracker) -> Cleared | None:
+    """The item the caller is hearing and how much of it, taken now; None when nothing plays."""
     item_id = playback.current_item
     if item_id is None or not playback.is_playing():
         return None
-    heard = playback.heard_ms(item_id)
-    await caller.clear_audio()
-    return item_id, heard
+    return item_id, playback.heard_ms(item_id)

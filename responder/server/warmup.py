@@ -5,8 +5,8 @@ Measured with ``python -m benchmarks.load.sdk_first_use`` (see BENCHMARKS.md): u
 first ``client.webhooks.unwrap`` (SIP incoming call) blocks the event loop for ~130 ms while
 the SDK builds its webhook event types, the first realtime connect ~15 ms (lazy imports: anyio's asyncio
 backend, ``websockets``), the supervisor's first ``responses.create`` ~70–100 ms (the lazy
-import of ``openai.resources.responses``, which builds generic pydantic models; the reply
-types themselves are warmed by :meth:`OpenAIModelClient.warm_up`). And a full
+import of ``openai.resources.responses``, which builds generic pydantic models; the supervisor
+reads replies from their JSON and builds no reply types, supervisor/model_reply.py). And a full
 garbage collection of the ~150 000 objects alive after startup takes ~85 ms: a stall that hit
 live calls now and then, at random.
 """

@@ -155,23 +155,29 @@ async def test_a_handover_is_answered_by_the_supervisor_once_no_reply_is_active(
     assert controller.outcomes == ["ok"]
 
 
+CHUNK = base64.b64encode(bytes(800)).decode()  # 100 ms of μ-law at 8 kHz
+
+
+async def playing(controller: CallController, engine: ScriptedEngine, caller: RecordingCaller,
+                  *transcript: str, chunks: int = 5, heard: int = 2) -> None:
+    """The greeting reply r1 (item a1) relayed in ``chunks`` chunks, ``heard`` of them played."""
+    engine.push(
+        ev.SessionReady(), ev.ReplyStarted("r1", "greeting"),
+        ev.ItemAdded(ev.ConversationItem("a1", "message", "assistant"), "^"),
+        *[ev.AgentAudio("a1", "r1", CHUNK) for _ in range(chunks)],
+        *[ev.AgentTranscriptDelta("a1", part) for part in transcript],
+    )
+    await wait_until(lambda: len(caller.audio) == chunks)
+    for _, mark in caller.audio[:heard]:  # the phone played these
+        controller.caller_mark(mark)
+
+
 async def test_barge_in_stops_the_agent_where_the_caller_stopped_hearing_it(
     make_call: Callable[..., Awaitable[Call]], history: CallHistory
 ) -> None:
     controller, engine, caller = await make_call()
-    chunk = base64.b64encode(bytes(800)).decode()  # 100 ms of μ-law at 8 kHz
-    engine.push(
-        ev.SessionReady(),
-        ev.ReplyStarted("r1", "greeting"),
-        ev.ItemAdded(ev.ConversationItem("a1", "message", "assistant"), "^"),
-        *[ev.AgentAudio("a1", "r1", chunk) for _ in range(5)],
-        ev.AgentTranscriptDelta("a1", "Hello there, "),
-        ev.AgentTranscriptDelta("a1", "how can I help?"),
-    )
-    await wait_until(lambda: len(caller.audio) == 5)
-    for _, mark in caller.audio[:2]:  # the phone played two chunks
-        controller.caller_mark(mark)
-    engine.push(ev.CallerSpeechStarted(), ev.AgentAudio("a1", "r1", chunk))  # late audio of r1
+    await playing(controller, engine, caller, "Hello there, ", "how can I help?")  # two chunks heard
+    engine.push(ev.CallerSpeechStarted(), ev.AgentAudio("a1", "r1", CHUNK))  # late audio of r1
     [(item_id, heard_ms)] = await engine.until_sent("stop_speaking")
     assert (item_id, heard_ms) == ("a1", 200)  # two acknowledged chunks, not the five sent
     assert caller.clears == 1 and len(caller.audio) == 5  # cleared; nothing more of r1 played
@@ -191,22 +197,12 @@ async def test_a_barge_in_the_engine_sees_coming_is_cleared_at_once_and_truncate
     assert engine.barge_in_now is not None  # the controller asked to be told
     engine.barge_in_now()  # nothing is playing yet: nothing to clear
     assert caller.clears == 0
-    chunk = base64.b64encode(bytes(800)).decode()  # 100 ms of μ-law at 8 kHz
-    engine.push(
-        ev.SessionReady(),
-        ev.ReplyStarted("r1", "greeting"),
-        ev.ItemAdded(ev.ConversationItem("a1", "message", "assistant"), "^"),
-        *[ev.AgentAudio("a1", "r1", chunk) for _ in range(5)],
-        ev.AgentTranscriptDelta("a1", "Hello there, how can I help?"),
-    )
-    await wait_until(lambda: len(caller.audio) == 5)
-    for _, mark in caller.audio[:2]:  # the phone played two chunks
-        controller.caller_mark(mark)
+    await playing(controller, engine, caller, "Hello there, how can I help?")  # two chunks heard
     engine.barge_in_now()
     assert caller.clears == 1  # sent from the callback itself, no await in between
     for _, mark in caller.audio[2:]:  # the clear's echoes of the marks it dropped move nothing
         controller.caller_mark(mark)
-    engine.push(ev.CallerSpeechStarted(), ev.AgentAudio("a1", "r1", chunk))  # late audio of r1
+    engine.push(ev.CallerSpeechStarted(), ev.AgentAudio("a1", "r1", CHUNK))  # late audio of r1
     [(item_id, heard_ms)] = await engine.until_sent("stop_speaking")
     assert (item_id, heard_ms) == ("a1", 200)
     assert caller.clears == 1 and len(caller.audio) == 5  # one clear; nothing more of r1 played
@@ -219,13 +215,7 @@ async def test_a_barge_in_the_transport_cannot_clear_at_once_is_cleared_by_its_h
     make_call: Callable[..., Awaitable[Call]],
 ) -> None:
     controller, engine, caller = await make_call()
-    chunk = base64.b64encode(bytes(800)).decode()
-    engine.push(
-        ev.SessionReady(), ev.ReplyStarted("r1", "greeting"),
-        ev.ItemAdded(ev.ConversationItem("a1", "message", "assistant"), "^"),
-        *[ev.AgentAudio("a1", "r1", chunk) for _ in range(3)],
-    )  # fmt: skip
-    await wait_until(lambda: len(caller.audio) == 3)
+    await playing(controller, engine, caller, chunks=3, heard=0)
     assert engine.barge_in_now is not None
     engine.barge_in_now()  # writable_now False: nothing sent, nothing frozen
     assert caller.clears == 0 and controller.playback.is_playing()
