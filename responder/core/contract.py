@@ -4,7 +4,7 @@ call, the per-call configuration, and the supervisor runs that outlive their cal
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -34,6 +34,12 @@ class CallerLink(Protocol):
 
     async def send_audio(self, b64_audio: str, mark: str | None) -> None:
         """Relay a chunk of agent audio, then the mark named ``mark`` if there is one."""
+
+    def send_audio_now(self, b64_audio: str, mark: Callable[[], str | None]) -> bool:
+        """:meth:`send_audio` without a coroutine, when the transport can write at once: then
+        ``mark()`` names the mark to send after the chunk (called once, only then), and True.
+        False: nothing was sent and ``mark`` not called (await :meth:`send_audio`)."""
+        ...
 
     async def send_mark(self, mark: str) -> None:
         """A mark on its own, after the audio already sent (the end of a reply)."""

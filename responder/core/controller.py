@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import structlog
@@ -27,7 +28,7 @@ from redis.exceptions import RedisError
 from callrecord.decisions import worst_outcome
 from callrecord.history import CallHistory
 from infra import metrics
-from responder.core import barge_in
+from responder.core import agent_audio, barge_in
 from responder.core import engine as ev
 from responder.core.action_runner import ActionRunner
 from responder.core.actions import ACTION_TOOLS, ActionName, CallActions, string_argument
@@ -75,7 +76,7 @@ class CallController:
         self.log = structlog.get_logger("call").bind(call_id=call_id)
         self.playback = PlaybackTracker(config.bytes_per_ms, config.mark_interval_ms)
         self._cleared: barge_in.Cleared | None = None  # a barge-in's clear the engine's watch sent
-        engine.watch_barge_in(self._barge_in_now)
+        self._watch(engine)
         self.responses = ResponseTracker()
         self.recorder = TranscriptRecorder(
             call_id, history, self.log, config.dtmf_rate_per_s, config.dtmf_burst
@@ -84,7 +85,7 @@ class CallController:
         self._closing: asyncio.Future[None] | None = None
         self.started_at = time.monotonic()
         self.outcomes: list[str] = []  # supervisor outcomes, for the call's metric outcome
-        self._speech_stopped_at: float | None = None  # → first assistant audio (metric)
+        self.speech_stopped_at: float | None = None  # → first assistant audio (metric)
         metrics.ACTIVE_CALLS.labels(transport=config.transport).inc()
 
         self._session_ready = False
@@ -111,7 +112,7 @@ class CallController:
             ev.CallerSpeechStopped: self._on_speech_stopped,
             ev.ReplyStarted: self._on_reply_started,
             ev.ReplyEnded: self._on_reply_ended,
-            ev.AgentAudio: self._on_agent_audio,
+            ev.AgentAudio: partial(agent_audio.relay, self),
             ev.AgentTranscriptDelta: self._on_transcript_delta,
             ev.AgentTranscriptDone: self._on_agent_transcript,
             ev.HandoverRequested: self._on_handover,
@@ -153,7 +154,7 @@ class CallController:
         greeting, what was due asked for again (a supervisor answer queued, answered while
         parked or sent into the dying socket; a caller turn unanswered). Returns the items restored."""
         parked = self.engine if isinstance(self.engine, ParkedEngine) else ParkedEngine(self.call_id, 0)
-        engine.watch_barge_in(self._barge_in_now)
+        self._watch(engine)
         await engine.start()
         await self.recorder.flush(REPLAY_WRITES_WAIT_S)  # restore what the old session said, all of it
         await settle_cut_off_item(self.call_id, self.history, self.recorder, self.playback, self.log)
@@ -288,6 +289,11 @@ class CallController:
         await self.engine.stop_speaking(item_id, heard)
         await self.recorder.interrupted_at(item_id, heard, heard_text, full_text)
 
+    def _watch(self, engine: Engine) -> None:
+        """The engine's early paths: the barge-in's clear, and agent audio relayed as it is read."""
+        engine.watch_barge_in(self._barge_in_now)
+        engine.take_audio(partial(agent_audio.relay_now, self))
+
     def _barge_in_now(self) -> None:
         """The engine saw the caller start speaking (:meth:`Engine.watch_barge_in`)."""
         if not self.closed and (cleared := barge_in.clear_now(self.playback, self.caller)):
@@ -301,7 +307,7 @@ class CallController:
 
     async def _on_speech_stopped(self, event: ev.CallerSpeechStopped) -> None:
         self._user_speaking = False
-        self._speech_stopped_at = time.monotonic()
+        self.speech_stopped_at = time.monotonic()
         self.responses.speech_stopped()
         self._notify()
         await self._flush_outputs()  # an answer queued while the caller spoke waits for the window
@@ -328,19 +334,6 @@ class CallController:
             self._answer_due = False
             self._spawn(self.action_runner.perform(self), "action", keep=True)
         await self._flush_outputs()
-
-    async def _on_agent_audio(self, event: ev.AgentAudio) -> None:
-        """Hot path: relay the base64 audio untouched, followed by a mark."""
-        item_id = event.item_id
-        if event.reply_id in self.responses.interrupted or item_id in self.recorder.interrupted:
-            return
-        active = self.responses.active
-        if active is not None and active.purpose == HOLD_LINE:
-            self.recorder.out_of_band.add(item_id)
-        if self._speech_stopped_at is not None:
-            metrics.RESPONSE_LATENCY.observe(time.monotonic() - self._speech_stopped_at)
-            self._speech_stopped_at = None
-        await self.caller.send_audio(event.audio, self.playback.sent(item_id, event.audio))
 
     async def _on_transcript_delta(self, event: ev.AgentTranscriptDelta) -> None:
         self.playback.note_transcript(event.item_id, event.delta)

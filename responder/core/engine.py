@@ -169,6 +169,9 @@ class EngineError:
     client_event_type: str | None = None
 
 
+# (item id, reply id, base64 audio) → True when relayed there and then (Engine.take_audio)
+AudioNow = Callable[[str, str | None, str], bool]
+
 EngineEvent = (
     SessionReady | CallerSpeechStarted | CallerSpeechStopped | ItemAdded | CallerTranscript
     | CallerTranscriptFailed | AgentTruncated | Dtmf | ReplyStarted | ReplyEnded | AgentAudio
@@ -229,6 +232,13 @@ class Engine(Protocol):
         """Call ``now`` the moment the caller is heard starting to speak, before the event is
         handled, when nothing is ahead of it (Realtime: ``speech_started`` read by the model
         socket while the call's events are all handled); engines that cannot, never call it."""
+
+    def take_audio(self, now: AudioNow) -> None:
+        """Offer each chunk of agent audio to ``now`` the moment it is read, when nothing is
+        ahead of it (Realtime: a delta read by the model socket while the call's events are
+        all handled). When ``now`` answers True it has relayed the chunk and the chunk is no
+        :class:`AgentAudio` event; False: the event comes as usual. Engines that cannot, never
+        call it."""
 
     async def request_reply(self, request_id: str, purpose: Purpose, line: Line | None = None) -> None:
         """Ask the engine to speak now: freely (``line`` None) or saying ``line``."""

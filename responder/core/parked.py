@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from callrecord.history import HistoryItem
-from responder.core.engine import Engine, EngineEvent, EngineName, Line, Purpose, Restored
+from responder.core.engine import AudioNow, Engine, EngineEvent, EngineName, Line, Purpose, Restored
 
 REPLAY_S = 2.0  # the longest a resume spends replaying caller audio
 
@@ -82,6 +82,9 @@ class ParkedEngine:
 
     def watch_barge_in(self, now: Callable[[], None]) -> None:
         return None  # no session: nothing is heard
+
+    def take_audio(self, now: AudioNow) -> None:
+        return None  # no session: nothing is said
 
     def new_request_id(self) -> str:
         return f"evt_{self.call_id[-8:]}_p{next(self._ids)}"

@@ -54,17 +54,24 @@ class FrameWriter:
     def write_now(self, *texts: str) -> bool:
         """Write ``texts`` as consecutive text frames in one ``transport.write``: True; False
         when ``send_str`` must be used instead (nothing was written)."""
+        return self.ready() and self.write(*texts)
+
+    def ready(self) -> bool:
+        """Whether :meth:`write` may be used now (frames under 64 KiB then go out)."""
         writer = self._writer
         transport = writer.transport
-        if (
+        return not (
             writer.compress or writer._closing or self._ws.closed or transport is None
             or transport.is_closing() or writer.protocol._paused or transport.get_write_buffer_size()
-        ):  # fmt: skip
-            return False
+        )  # fmt: skip
+
+    def write(self, *texts: str) -> bool:
+        """After :meth:`ready`: the frames in one write; False (nothing written) when one is
+        64 KiB or more."""
         frames = [text_frame(text.encode()) for text in texts]
         if None in frames:
             return False
-        transport.write(b"".join(frames))  # type: ignore[arg-type]  # no None: checked above
+        self._writer.transport.write(b"".join(frames))  # type: ignore[arg-type]  # no None: checked above
         return True
 
 

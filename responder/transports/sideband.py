@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -40,6 +41,9 @@ class NoAudioLink:
 
     async def clear_audio(self) -> None:
         return None
+
+    def send_audio_now(self, b64_audio: str, mark: Callable[[], str | None]) -> bool:
+        return False  # (a sideband carries no audio)
 
     def clear_now(self) -> bool:
         return False

@@ -36,6 +36,7 @@ import base64
 import json
 import re
 import secrets
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -90,6 +91,9 @@ class WebSocketCaller:
     async def clear_audio(self) -> None:
         if not self.ws.closed and not self.ended:
             await self.ws.send_str('{"type":"clear"}')
+
+    def send_audio_now(self, b64_audio: str, mark: Callable[[], str | None]) -> bool:
+        return False  # decoded and sent as binary by send_audio
 
     def clear_now(self) -> bool:  # the barge-in's handler sends it
         return False

@@ -17,7 +17,7 @@ import asyncio
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -193,6 +193,9 @@ class Caller:
 
     async def clear_audio(self) -> None:
         return None
+
+    def send_audio_now(self, b64_audio: str, mark: Callable[[], str | None]) -> bool:
+        return False
 
     def clear_now(self) -> bool:
         return False

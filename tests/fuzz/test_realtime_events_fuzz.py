@@ -171,7 +171,7 @@ class FakeRealtime:
         self.sent: list[dict[str, Any]] = []
         self.audio: list[str] = []
         self.closed = False
-        self._watch: tuple[bytes, Callable[[bytes], None]] | None = None
+        self._watches: dict[bytes, Callable[[bytes], bool]] = {}
 
     def new_event_id(self) -> str:
         return f"evt_{next(self._ids)}"
@@ -193,16 +193,17 @@ class FakeRealtime:
     def sent_type(self, event_id: str | None) -> str | None:
         return self._types.get(event_id) if event_id else None
 
-    def watch(self, marker: bytes, seen: Callable[[bytes], None]) -> bool:
-        self._watch = (marker, seen)
+    def watch(self, marker: bytes, seen: Callable[[bytes], bool]) -> bool:
+        self._watches[marker] = seen
         return True
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         for event in self._events:
             message = json.dumps(event).encode()
-            if self._watch is not None and marker_near_start(message, self._watch[0]):
-                self._watch[1](message)  # as the model socket does, the reader waiting
-            yield event
+            # as the model socket does with the reader waiting: a watch that takes it handles it
+            seen = next((s for m, s in self._watches.items() if marker_near_start(message, m)), None)
+            if seen is None or not seen(message):
+                yield event
             await asyncio.sleep(0)
 
     async def close(self) -> None:
@@ -213,6 +214,7 @@ class RecordingCaller:
     def __init__(self) -> None:
         self.audio: list[tuple[str, str | None]] = []
         self.clears = 0
+        self.turn = 0
 
     async def send_audio(self, b64_audio: str, mark: str | None) -> None:
         assert isinstance(b64_audio, str) and isinstance(mark, str | None)
@@ -223,6 +225,15 @@ class RecordingCaller:
 
     async def clear_audio(self) -> None:
         self.clears += 1
+
+    def send_audio_now(self, b64_audio: str, mark: Callable[[], str | None]) -> bool:
+        self.turn += 1  # every other chunk written at once, the others awaited
+        if self.turn % 2:
+            return False
+        name = mark()
+        assert isinstance(b64_audio, str) and isinstance(name, str | None)
+        self.audio.append((b64_audio, name))
+        return True
 
     def clear_now(self) -> bool:  # the barge-in's early clear, written at once
         self.clears += 1

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from callrecord.history import HistoryItem
-from responder.core.engine import EngineEvent, EngineName, Line, Purpose, Restored
+from responder.core.engine import AudioNow, EngineEvent, EngineName, Line, Purpose, Restored
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class ScriptedEngine:
     audio: list[str] = field(default_factory=list)
     closed: bool = False
     barge_in_now: Callable[[], None] | None = None
+    audio_now: AudioNow | None = None
     _queue: asyncio.Queue[EngineEvent | None] = field(default_factory=asyncio.Queue)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -74,6 +75,9 @@ class ScriptedEngine:
 
     def watch_barge_in(self, now: Callable[[], None]) -> None:
         self.barge_in_now = now  # a test calls it as the engine would, before pushing the event
+
+    def take_audio(self, now: AudioNow) -> None:
+        self.audio_now = now  # a test offers audio as the engine would, instead of an event
 
     def new_request_id(self) -> str:
         return f"req_{next(self._ids)}"

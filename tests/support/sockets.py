@@ -19,7 +19,7 @@ class ScriptedSocket:
         self.audio: list[str] = []
         self._types: dict[str, str] = {}
         self.closed = False
-        self.watched: tuple[bytes, Callable[[bytes], None]] | None = None
+        self.watches: dict[bytes, Callable[[bytes], bool]] = {}  # a test calls them as the model socket would
 
     def push(self, *events: dict[str, Any]) -> None:
         for event in events:
@@ -50,8 +50,8 @@ class ScriptedSocket:
     def sent_type(self, event_id: str | None) -> str | None:
         return self._types.get(event_id) if event_id else None
 
-    def watch(self, marker: bytes, seen: Callable[[bytes], None]) -> bool:
-        self.watched = (marker, seen)  # a test calls it as the model socket would
+    def watch(self, marker: bytes, seen: Callable[[bytes], bool]) -> bool:
+        self.watches[marker] = seen
         return True
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:

@@ -406,6 +406,9 @@ class LiveEngine:
     def watch_barge_in(self, now: Callable[[], None]) -> None:
         """Nothing to watch: a barge-in is derived from the caller's transcript (module docstring)."""
 
+    def take_audio(self, now: ev.AudioNow) -> None:
+        """Nothing to take: the audio comes out of the utterance it belongs to, as events."""
+
     async def request_reply(self, request_id: str, purpose: Purpose, line: Line | None = None) -> None:
         """Live speaks by itself: a greeting or a line becomes commentary (a line that answers a
         hand-over, the one before an action, is that delegation's answer; its speech is tagged

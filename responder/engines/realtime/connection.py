@@ -55,7 +55,7 @@ class RealtimeSocket(Protocol):
 
     def sent_type(self, event_id: str | None) -> str | None: ...
 
-    def watch(self, marker: bytes, seen: Callable[[bytes], None]) -> bool:
+    def watch(self, marker: bytes, seen: Callable[[bytes], bool]) -> bool:
         """See :meth:`ModelSocket.watch`; False when the socket cannot (nothing is watched)."""
         ...
 
@@ -117,7 +117,7 @@ class RealtimeConnection:
         """The type of a client event we sent, by id (for logging server errors)."""
         return self._sent.get(event_id) if event_id else None
 
-    def watch(self, marker: bytes, seen: Callable[[bytes], None]) -> bool:
+    def watch(self, marker: bytes, seen: Callable[[bytes], bool]) -> bool:
         """On the SDK's own socket, while it is a :class:`ModelSocket` (after an SDK reconnect
         the new socket is not watched: its messages take the usual way only)."""
         lean = self._direct.readable_now() if self._direct is not None else None

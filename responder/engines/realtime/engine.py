@@ -23,7 +23,7 @@ from structlog.typing import FilteringBoundLogger
 
 from callrecord.history import APPEND, HEAD, HistoryItem
 from responder.core import engine as ev
-from responder.core.engine import EngineName, Line, Purpose, Restored
+from responder.core.engine import AudioNow, EngineName, Line, Purpose, Restored
 from responder.engines.realtime import protocol
 from responder.engines.realtime.connection import RealtimeSocket, open_realtime
 from responder.engines.realtime.event_shape import shape_problem
@@ -110,8 +110,22 @@ class RealtimeEngine:
                 return
             if isinstance(raw, dict) and raw.get("type") == _SPEECH_STARTED_TYPE and not shape_problem(raw):
                 now()
+            return False  # the pump handles it as well
 
         self.conn.watch(_SPEECH_STARTED_MARK, seen)
+
+    def take_audio(self, now: AudioNow) -> None:
+        def seen(message: bytes) -> bool:  # the very event the pump would get next
+            try:
+                raw = json.loads(message)
+            except (ValueError, RecursionError):  # the pump logs it (realtime.frame_invalid)
+                return False
+            if type(raw) is not dict or raw.get("type") != _AUDIO_DELTA:
+                return False
+            audio = _audio_fast(raw)  # anything odd: the pump's general path logs and skips it
+            return audio is not None and now(audio.item_id, audio.reply_id, audio.audio)
+
+        self.conn.watch(_AUDIO_DELTA_MARK, seen)
 
     async def request_reply(self, request_id: str, purpose: Purpose, line: Line | None = None) -> None:
         await self.conn.send(protocol.response_create(request_id, purpose, line))
@@ -184,6 +198,7 @@ def _splices(delta: str) -> bool:
 
 
 _AUDIO_DELTA = "response.output_audio.delta"
+_AUDIO_DELTA_MARK = f'"{_AUDIO_DELTA}"'.encode()
 
 
 def _audio_fast(raw: Raw) -> ev.AgentAudio | None:

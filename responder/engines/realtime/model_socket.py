@@ -54,8 +54,10 @@ _AT_EOF: Final = StreamReader.at_eof.__code__
 _DATA: Final = (OP_TEXT, OP_BINARY, OP_CONT)
 
 Message = tuple[bool, bytes]  # (is text, payload)
-Watch = tuple[bytes, Callable[[bytes], None]]  # (marker, called with a message that has it)
-WATCH_SPAN: Final = 200  # how far into a message the marker is looked for
+# called with the next message when it has the marker: True when it handled the message itself
+Seen = Callable[[bytes], bool]
+WATCH_SPAN: Final = 200  # how far into a message a marker is looked for
+TAKEN_PER_READ: Final = 16  # messages a watch may handle in one read callback, the rest wait
 
 log = structlog.get_logger("realtime")
 
@@ -67,7 +69,7 @@ class ModelSocket(ClientConnection):
         super().__init__(*args, **kwargs)
         self._inbox: deque[Message] = deque()
         self._waiter: Any = None  # the future a recv() waits on while the inbox is empty
-        self._watch: Watch | None = None
+        self._watches: tuple[tuple[bytes, Seen], ...] = ()
         self._ended = False
         self._fast = False  # whether received bytes are cut into frames here
         self._pending = b""  # the start of a frame not complete yet (fast path only)
@@ -142,30 +144,51 @@ class ModelSocket(ClientConnection):
             self._inbox.append((self._parts_text, parts[0] if len(parts) == 1 else b"".join(parts)))
             self._delivered()
 
-    def watch(self, marker: bytes, seen: Callable[[bytes], None] | None) -> None:
+    def watch(self, marker: bytes, seen: Seen | None) -> None:
         """Call ``seen`` with a message that has ``marker`` in its first :data:`WATCH_SPAN`
         bytes as soon as it is read, when it is the very next message for a reader already
-        waiting in :meth:`recv` (every earlier message handled). It is still delivered to that
-        reader as usual; ``seen`` runs first, in the socket's read callback, and must not
-        block. None: stop."""
-        self._watch = None if seen is None else (marker, seen)
+        waiting in :meth:`recv` (every earlier message handled). ``seen`` runs in the socket's
+        read callback and must not block. When it answers True it has handled the message,
+        which the reader never gets (the reader goes on waiting); False: the reader gets it as
+        usual. One ``seen`` per marker; None: stop watching for ``marker``."""
+        kept = tuple((m, s) for m, s in self._watches if m != marker)
+        self._watches = kept if seen is None else (*kept, (marker, seen))
 
     def _delivered(self) -> None:
         waiter = self._waiter
+        inbox = self._inbox
         if waiter is not None and not waiter.done():
-            watch = self._watch
-            if watch is not None and self._inbox and self._inbox[0][1].find(watch[0], 0, WATCH_SPAN) >= 0:
-                try:
-                    watch[1](self._inbox[0][1])
-                except Exception as exc:  # the message still goes the usual way
-                    log.error("realtime.watch_failed", error=repr(exc)[:200])
-            waiter.set_result(None)
+            if self._watches and inbox:
+                self._offer(inbox)
+            if inbox or self._ended:
+                waiter.set_result(None)
         if (
-            self._high is not None and not self._reading_paused and len(self._inbox) > self._high
+            self._high is not None and not self._reading_paused and len(inbox) > self._high
             and self.protocol.state is _OPEN  # closing: the close frame must still be read
         ):  # fmt: skip
             self._reading_paused = True
             self.transport.pause_reading()
+
+    def _offer(self, inbox: deque[Message]) -> None:
+        """The waiting reader's next messages to the watches, while one takes them (at most
+        :data:`TAKEN_PER_READ`: a burst then goes the reader's way, in its short steps)."""
+        for _ in range(TAKEN_PER_READ):
+            text, data = inbox[0]
+            if not text:
+                return
+            seen = _watching(self._watches, data)
+            if seen is None:
+                return
+            try:
+                taken = seen(data)
+            except Exception as exc:  # the message still goes the usual way
+                log.error("realtime.watch_failed", error=repr(exc)[:200])
+                return
+            if not taken:
+                return
+            inbox.popleft()
+            if not inbox:
+                return
 
     def connection_lost(self, exc: Exception | None) -> None:
         try:
@@ -232,6 +255,14 @@ class ModelSocket(ClientConnection):
             self._masks, at = os.urandom(MASK_POOL_BYTES), 0
         self._mask_at = at + 4
         return self._masks[at : at + 4]
+
+
+def _watching(watches: tuple[tuple[bytes, Seen], ...], data: bytes) -> Seen | None:
+    """The watch whose marker ``data`` has near its start, if any."""
+    for marker, seen in watches:
+        if data.find(marker, 0, WATCH_SPAN) >= 0:
+            return seen
+    return None
 
 
 def _parser_idle(protocol: Any) -> bool:

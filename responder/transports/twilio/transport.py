@@ -17,6 +17,7 @@ import hmac
 import json
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -43,7 +44,7 @@ from responder.runtime.handshake import (
     socket_refused,
 )
 from responder.runtime.services import SERVICES, Services
-from responder.transports.frame_writer import frame_writer
+from responder.transports.frame_writer import MAX_FRAME, frame_writer
 from responder.transports.stream import MAX_MSG_SIZE, LogNames, StreamCall
 from responder.transports.twilio.claims import claim_call, claim_stream
 from responder.transports.twilio.control import TwilioCallActions
@@ -220,12 +221,24 @@ class TwilioCaller:
         self._mark_prefix = '{"event":"mark","streamSid":"' + stream_sid + '","mark":{"name":"'
         self._clear = json.dumps({"event": "clear", "streamSid": stream_sid})
         self._frames = frame_writer(ws)  # media and its mark in one write (frame_writer.py)
+        self._media_max = MAX_FRAME - len(self._media_prefix) - 4  # the largest payload a frame takes
 
     async def send_audio(self, b64_audio: str, mark: str | None) -> None:
         media = self._media_prefix + b64_audio + '"}}'
         texts = (media,) if mark is None else (media, self._mark_prefix + mark + '"}}')
         if not self._written_now(texts):  # the hot path: no further coroutine when written
             await self._send_each(texts)
+
+    def send_audio_now(self, b64_audio: str, mark: Callable[[], str | None]) -> bool:
+        frames = self._frames
+        # checked before mark() is called: from then on the frames fit and go out
+        if frames is None or len(b64_audio) > self._media_max or not b64_audio.isascii():
+            return False
+        if not frames.ready():
+            return False
+        media = self._media_prefix + b64_audio + '"}}'
+        name = mark()
+        return frames.write(media) if name is None else frames.write(media, self._mark_prefix + name + '"}}')
 
     async def send_mark(self, mark: str) -> None:
         texts = (self._mark_prefix + mark + '"}}',)

@@ -47,6 +47,11 @@ class RecordingCaller:
     async def clear_audio(self) -> None:
         self.clears += 1
 
+    def send_audio_now(self, b64_audio: str, mark: Callable[[], str | None]) -> bool:
+        if self.writable_now:
+            self.audio.append((b64_audio, mark()))
+        return self.writable_now
+
     def clear_now(self) -> bool:
         if self.writable_now:
             self.clears += 1
@@ -222,6 +227,33 @@ async def test_a_barge_in_the_transport_cannot_clear_at_once_is_cleared_by_its_h
     engine.push(ev.CallerSpeechStarted())
     await engine.until_sent("stop_speaking")
     assert caller.clears == 1
+
+
+async def test_agent_audio_taken_as_it_is_read_is_relayed_and_accounted_once(
+    make_call: Callable[..., Awaitable[Call]],
+) -> None:
+    """Engine.take_audio: a chunk offered before it is an event goes out at once, with its mark,
+    when the transport can write it; when it cannot, nothing is done or counted (the event then
+    relays it); a chunk of a reply the caller spoke over is dropped; after the end, nothing."""
+    controller, engine, caller = await make_call()
+    await playing(controller, engine, caller, chunks=2, heard=0)  # two chunks through the events
+    assert engine.audio_now is not None  # the controller asked to be offered audio
+    assert engine.audio_now("a1", "r1", CHUNK) is False  # the transport cannot write at once
+    assert len(caller.audio) == 2 and controller.playback.sent_ms("a1") == 200
+    caller.writable_now = True
+    assert engine.audio_now("a1", "r1", CHUNK) is True
+    assert len(caller.audio) == 3 and controller.playback.sent_ms("a1") == 300
+    for _, mark in caller.audio:  # its mark is one the playback knows, like the others
+        assert mark is not None
+        controller.caller_mark(mark)
+    assert controller.playback.heard_ms("a1") == 300 and not controller.playback.is_playing()
+    engine.audio_now("a1", "r1", CHUNK)
+    engine.push(ev.CallerSpeechStarted())
+    await engine.until_sent("stop_speaking")
+    assert engine.audio_now("a1", "r1", CHUNK) is True  # the interrupted reply's late audio
+    assert len(caller.audio) == 4  # dropped, not played
+    await controller.close()
+    assert engine.audio_now("a2", "r2", CHUNK) is False and len(caller.audio) == 4
 
 
 async def test_an_answer_after_the_call_ended_is_dropped_and_logged(

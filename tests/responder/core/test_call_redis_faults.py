@@ -7,7 +7,7 @@ in-memory double (tests/support/engine.py), which records the controller's comma
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import SimpleNamespace
 
 import pytest
@@ -38,6 +38,9 @@ class SilentCaller:
 
     async def clear_audio(self) -> None:
         return None
+
+    def send_audio_now(self, b64_audio: str, mark: Callable[[], str | None]) -> bool:
+        return False
 
     def clear_now(self) -> bool:
         return False

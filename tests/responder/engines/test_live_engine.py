@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Callable
 
 import structlog
 
@@ -192,6 +193,9 @@ class _NoAudio:
 
     async def clear_audio(self) -> None:
         return None
+
+    def send_audio_now(self, b64_audio: str, mark: Callable[[], str | None]) -> bool:
+        return False
 
     def clear_now(self) -> bool:
         return False

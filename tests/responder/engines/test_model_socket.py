@@ -17,7 +17,12 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
 
-from responder.engines.realtime.model_socket import CONNECT_OPTIONS, MAX_MESSAGE_BYTES, ModelSocket
+from responder.engines.realtime.model_socket import (
+    CONNECT_OPTIONS,
+    MAX_MESSAGE_BYTES,
+    TAKEN_PER_READ,
+    ModelSocket,
+)
 from tests.support.waits import wait_until
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -293,3 +298,64 @@ async def test_a_watch_that_fails_leaves_the_message_to_the_reader() -> None:
         reading = asyncio.create_task(receive(ws, 2))
         ws.watch(b'"input_audio_buffer.speech_started"', fails)
         assert await reading == [STARTED, b"next"]
+
+
+# -- a watch that takes: the waiting reader's next messages handled in the read callback ------------
+AUDIO_MARK = b'"response.output_audio.delta"'
+
+
+def audio(n: int) -> bytes:
+    return json.dumps({"type": "response.output_audio.delta", "item_id": "i1", "delta": f"{n:04d}"}).encode()
+
+
+async def test_a_watch_that_takes_handles_the_readers_next_messages_and_it_gets_the_rest() -> None:
+    """Taken messages never reach the reader; the first one not taken stops the taking, and it
+    and everything behind it reach the reader in order (the barge-in watch sees its message)."""
+    taken: list[bytes] = []
+    started: list[bytes] = []
+    script = text(audio(1)) + text(audio(2)) + text(STARTED) + text(audio(3))
+    async with raw_socket(script) as (ws, _):
+        reading = asyncio.create_task(receive(ws, 2))
+        ws.watch(AUDIO_MARK, lambda m: taken.append(m) is None)
+        ws.watch(b'"input_audio_buffer.speech_started"', lambda m: started.append(m) is not None)
+        assert await reading == [STARTED, audio(3)]
+    assert taken == [audio(1), audio(2)] and started == [STARTED]
+
+
+async def test_when_every_message_is_taken_the_reader_goes_on_waiting() -> None:
+    taken: list[bytes] = []
+    async with raw_socket(text(audio(1)) + text(audio(2))) as (ws, _):
+        reading = asyncio.create_task(ws.recv(decode=False))
+        ws.watch(AUDIO_MARK, lambda m: taken.append(m) is None)
+        await wait_until(lambda: len(taken) == 2, what="both messages taken")
+        await asyncio.sleep(0.02)
+        assert not reading.done() and not ws._inbox
+        ws.watch(AUDIO_MARK, None)  # no longer watched: the reader gets what comes next
+        await ws.close()
+        with pytest.raises(ConnectionClosedOK):
+            await asyncio.wait_for(reading, 5)
+
+
+async def test_a_burst_is_taken_only_so_far_in_one_read_the_reader_gets_the_rest_in_order() -> None:
+    count = TAKEN_PER_READ * 3
+    taken: list[bytes] = []
+    async with raw_socket(b"".join(text(audio(n)) for n in range(count))) as (ws, _):
+        reading = asyncio.create_task(receive(ws, count - TAKEN_PER_READ))
+        ws.watch(AUDIO_MARK, lambda m: taken.append(m) is None)
+        assert await reading == [audio(n) for n in range(TAKEN_PER_READ, count)]
+    assert taken == [audio(n) for n in range(TAKEN_PER_READ)]
+
+
+async def test_a_binary_message_or_one_a_watch_refuses_or_fails_on_goes_to_the_reader() -> None:
+    def fails(message: bytes) -> bool:
+        raise ValueError("not this one")
+
+    for script, seen in [
+        (frame(BINARY, audio(1)), lambda m: True),  # text messages only
+        (text(audio(1)), lambda m: False),
+        (text(audio(1)), fails),
+    ]:
+        async with raw_socket(script) as (ws, _):
+            reading = asyncio.create_task(ws.recv(decode=False))
+            ws.watch(AUDIO_MARK, seen)
+            assert await asyncio.wait_for(reading, 5) == audio(1)

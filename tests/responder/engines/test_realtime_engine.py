@@ -8,7 +8,7 @@ do once audio has played), so the heard position is under the test's control.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,9 @@ class RecordingCaller:
 
     async def clear_audio(self) -> None:
         self.clears += 1
+
+    def send_audio_now(self, b64_audio: str, mark: Callable[[], str | None]) -> bool:
+        return False
 
     def clear_now(self) -> bool:
         return False

@@ -66,8 +66,7 @@ def test_the_barge_in_watch_calls_back_for_a_well_formed_speech_started_only() -
     engine = RealtimeEngine(socket, {}, LOG)
     calls: list[int] = []
     engine.watch_barge_in(lambda: calls.append(1))
-    assert socket.watched is not None
-    marker, seen = socket.watched
+    [(marker, seen)] = socket.watches.items()
     started = {"type": "input_audio_buffer.speech_started", "event_id": "e1", "audio_start_ms": 5}
     assert marker in json.dumps(started, separators=(",", ":")).encode()
     assert marker in json.dumps(started).encode()  # whatever the spacing
@@ -80,3 +79,34 @@ def test_the_barge_in_watch_calls_back_for_a_well_formed_speech_started_only() -
     ]:
         seen(json.dumps(other).encode())
     assert calls == [1]
+
+
+def test_the_audio_take_relays_a_well_formed_delta_only_and_leaves_the_rest_to_the_pump() -> None:
+    """What the model socket offers the audio take is any message with the delta's type near its
+    start: only a delta the pump would relay is taken (and only if the controller relays it);
+    anything else is left to the pump, which logs and skips what is malformed."""
+    socket = ScriptedSocket(stay_open=True)
+    engine = RealtimeEngine(socket, {}, LOG)
+    offered: list[tuple[str, str | None, str]] = []
+    relayed = [True]
+    engine.take_audio(lambda item, reply, audio: offered.append((item, reply, audio)) or relayed[0])
+    [(marker, seen)] = socket.watches.items()
+    delta = {
+        "type": "response.output_audio.delta", "item_id": "item_1", "response_id": "resp_1", "delta": "AAAA",
+    }  # fmt: skip
+    assert marker in json.dumps(delta).encode()
+    assert seen(json.dumps(delta).encode()) is True
+    assert offered == [("item_1", "resp_1", "AAAA")]
+    relayed[0] = False  # the controller could not write it at once
+    assert seen(json.dumps(delta).encode()) is False
+    for other in [
+        {**delta, "delta": 'AA"}'},  # would splice into the caller's frame
+        {**delta, "delta": ""},
+        {**delta, "item_id": 7},
+        {**delta, "response_id": ["r"]},
+        {"type": "error", "error": {"message": '"response.output_audio.delta"'}},
+        ["response.output_audio.delta"],
+    ]:
+        assert seen(json.dumps(other).encode()) is False
+    assert seen(b'{"type":"response.output_audio.delta", "delta": "AAA') is False  # not JSON
+    assert len(offered) == 2

@@ -5,6 +5,7 @@ writer must step aside (write nothing) whenever ``send_str`` would do more than 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -13,6 +14,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
 from responder.transports.frame_writer import FrameWriter, frame_writer, text_frame
+from responder.transports.twilio.transport import TwilioCaller
 
 Handler = Callable[[web.WebSocketResponse], Awaitable[None]]
 Serve = Callable[[Handler], Awaitable[str]]
@@ -149,3 +151,38 @@ def test_an_unknown_writer_gets_none() -> None:
         _writer = None
 
     assert frame_writer(Bare()) is None  # type: ignore[arg-type]  # not prepared
+
+
+async def test_twilio_audio_sent_at_once_is_what_send_audio_sends_and_names_its_mark_only_then(
+    serve: Serve,
+) -> None:
+    """TwilioCaller.send_audio_now: the same media and mark frames as the awaited send_audio;
+    ``mark`` is asked only once the frames are certain to go out, and a payload that would not
+    fit one frame, or is not ASCII, is refused before it is asked."""
+    asked: list[str] = []
+
+    def mark(name: str | None) -> Callable[[], str | None]:
+        return lambda: asked.append(str(name)) or name
+
+    payload = "/+" * 108
+    results: list[bool] = []
+
+    async def handler(ws: web.WebSocketResponse) -> None:
+        caller = TwilioCaller(ws, "MZ0123")
+        await caller.send_audio(payload, "m1")
+        results.append(caller.send_audio_now(payload, mark("m2")))
+        results.append(caller.send_audio_now(payload, mark(None)))
+        results.append(caller.send_audio_now("A" * 65500, mark("too big")))
+        results.append(caller.send_audio_now("AAA\u00e9", mark("not ascii")))
+        await ws.receive()  # the client's close frame
+        results.append(caller.send_audio_now(payload, mark("closed")))
+
+    url = await serve(handler)
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        texts = [(await ws.receive()).data for _ in range(5)]
+        await ws.close()
+    assert results == [True, True, False, False, False] and asked == ["m2", "None"]
+    media = json.dumps({"event": "media", "streamSid": "MZ0123", "media": {"payload": payload}})
+    marks = [json.dumps({"event": "mark", "streamSid": "MZ0123", "mark": {"name": n}}) for n in ("m1", "m2")]
+    expected = (media, marks[0], media, marks[1], media)
+    assert [json.loads(t) for t in texts] == [json.loads(t) for t in expected]
