@@ -146,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--supervisor-history", type=int, default=0, metavar="ITEMS")
     parser.add_argument("--supervisor-runs", type=int, default=100)
-    parser.add_argument("--profile", type=Path, default=None, help="py-spy collapsed stacks of the service")
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="py-spy stacks of the service (the relay: NAME.relay.EXT)"
+    )
     parser.add_argument("--cprofile", type=Path, default=None, help="cProfile stats file of the service")
     parser.add_argument("--log-dir", type=Path, default=None, help="keep the processes' logs here")
     parser.add_argument("--nice", type=int, default=None, help="priority of the 3 processes (<0: root)")

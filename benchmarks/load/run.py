@@ -125,7 +125,7 @@ async def run_load(cfg: LoadConfig) -> dict[str, Any]:
             stack.callback(relay.stop)
             await wait_ready(relay, "/readyz")
             try:
-                baseline = await _measure(cfg, sim, relay, token, profile=False)
+                baseline = await _measure(cfg, sim, relay, token, profile=_relay_profile(cfg.profile))
             finally:
                 relay.stop()
         by_engine: dict[str, dict[str, Any]] = {}
@@ -141,7 +141,8 @@ async def run_load(cfg: LoadConfig) -> dict[str, Any]:
             stack.callback(svc.stop)
             await wait_ready(svc, "/readyz")
             try:
-                figures = await _measure(cfg, sim, svc, token, profile=n == 0, side=side)
+                profile = cfg.profile if n == 0 else None
+                figures = await _measure(cfg, sim, svc, token, profile=profile, side=side)
             finally:
                 svc.stop()
                 if side is not None:
@@ -221,10 +222,12 @@ def _start_service(
 
 
 async def _measure(
-    cfg: LoadConfig, sim: Proc, svc: Proc, token: str, *, profile: bool = True, side: Proc | None = None
+    cfg: LoadConfig, sim: Proc, svc: Proc, token: str, *, profile: Path | None = None,
+    side: Proc | None = None,
 ) -> dict[str, Any]:
     """One target (``svc``: the service or the relay) under N calls; its figures (``side``: the
-    supervisor process, whose CPU is reported beside the target's)."""
+    supervisor process, whose CPU is reported beside the target's; ``profile``: where py-spy's
+    collapsed stacks of the target over the window go)."""
     n = cfg.calls
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         warm = LoadCall(0, svc.url, token)
@@ -258,7 +261,7 @@ async def _measure(
             "supervisor": cpu_seconds(side.pid) if side is not None else 0.0,
         }
         split0 = cpu_split(svc.pid)
-        profiler = _start_profiler(cfg, svc.pid) if profile else None
+        profiler = _start_profiler(profile, cfg.window_s, svc.pid) if profile else None
         rss_peak = rss_mib(svc.pid)
         while time.monotonic() < t0 + cfg.window_s:
             await asyncio.sleep(min(1.0, max(0.0, t0 + cfg.window_s - time.monotonic())))
@@ -320,7 +323,7 @@ async def _measure(
         },
         "cpu_count": os.cpu_count(),
         "nice": os.getpriority(os.PRIO_PROCESS, 0),
-        "profile": str(cfg.profile) if profiler is not None else None,
+        "profile": str(profile) if profiler is not None else None,
     }
 
 
@@ -426,16 +429,19 @@ def _truncation_error(stats: list[CallStats], probe: dict[str, Any]) -> dict[str
     }
 
 
-def _start_profiler(cfg: LoadConfig, pid: int) -> subprocess.Popen[bytes] | None:
-    if cfg.profile is None:
-        return None
-    cfg.profile.parent.mkdir(parents=True, exist_ok=True)
-    args = ["py-spy", "record", "-p", str(pid), "-d", str(int(cfg.window_s)), "-r", "100", "-f", "raw"]
+def _relay_profile(profile: Path | None) -> Path | None:
+    """Where the minimal relay's stacks go beside the service's: ``NAME.relay.EXT``."""
+    return None if profile is None else profile.with_name(f"{profile.stem}.relay{profile.suffix}")
+
+
+def _start_profiler(profile: Path, window_s: float, pid: int) -> subprocess.Popen[bytes]:
+    profile.parent.mkdir(parents=True, exist_ok=True)
+    args = ["py-spy", "record", "-p", str(pid), "-d", str(int(window_s)), "-r", "100", "-f", "raw"]
     py_spy = Path(sys.executable).parent / "py-spy"
     if py_spy.exists():
         args[0] = str(py_spy)
     return subprocess.Popen(
-        [*args, "-o", str(cfg.profile), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*args, "-o", str(profile), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
 
 

@@ -76,15 +76,12 @@ class LiveEngine:
         bytes_per_ms: float, recovery_s: float = 2.0, sideband: bool = False,
         start_timeout_s: float = START_TIMEOUT_S, max_running: int = MAX_RUNNING_DEFAULT,
     ) -> None:  # fmt: skip
-        self.conn = conn
-        self.session = session
-        self.log = log
+        self.conn, self.session, self.log = conn, session, log
         self.sideband = sideband
         self.bytes_per_ms = SIDEBAND_BYTES_PER_MS if sideband else bytes_per_ms
         fmt = (session.get("audio") or {}).get("format") or {}
         self.encoding = "audio/pcm" if sideband else str(fmt.get("type", "audio/pcm"))
-        self.recovery_s = recovery_s
-        self.timeline_ms = 0.0
+        self.recovery_s, self.timeline_ms = recovery_s, 0.0
         self._queue: asyncio.Queue[ev.EngineEvent | None] = asyncio.Queue()
         self._room = asyncio.Event()  # set when the controller has caught up with the queue
         self._ids = itertools.count(1)
