@@ -197,6 +197,52 @@ async def test_tool_calls_of_a_round_run_in_parallel(history: CallHistory) -> No
     assert outputs[:2] == ["done a", "done b"] and "not valid JSON" in (outputs[2] or "")
 
 
+async def test_a_decision_lets_the_loop_run_between_its_pieces_of_work(history: CallHistory) -> None:
+    """Reading the history, each model request and each reply are separate loop steps: every
+    other call's frames get a turn between them even when nothing in between suspends (a
+    model and tools that answer at once)."""
+    turns = 0
+    seen_at: list[tuple[str, int]] = []
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    class Instant(ScriptedModel):
+        async def complete(
+            self, instructions: str, messages: Sequence[Item], tools: Sequence[ToolSpec]
+        ) -> ModelTurn:
+            seen_at.append(("model", turns))
+            return await super().complete(instructions, messages, tools)
+
+    async def lookup(args: dict[str, Any]) -> ToolResult:
+        seen_at.append(("tool", turns))
+        return ToolResult(output="found")
+
+    tools = ToolRegistry([Tool(ToolSpec("lookup", "finds", string_params(q="q")), lookup)])
+    model = Instant(ModelTurn(tool_calls=[ToolCall("c1", "lookup", '{"q": "a"}')]), ModelTurn(text="Found."))
+    supervisor = Supervisor(model, tools, history, model_name="scripted", api="test", instructions="x")
+    reading = history.get_items
+
+    async def get_items(*args: Any, **kwargs: Any) -> list[HistoryItem]:
+        items = await reading(*args, **kwargs)
+        seen_at.append(("history", turns))
+        return items
+
+    history.get_items = get_items  # type: ignore[method-assign]
+    tick = asyncio.create_task(ticker())
+    try:
+        decision = await supervisor.decide("call-yields", "find it")
+    finally:
+        tick.cancel()
+    assert decision.outcome == "ok" and decision.text == "Found."
+    assert [name for name, _ in seen_at] == ["history", "model", "tool", "model"]
+    at = [n for _, n in seen_at]
+    assert at[0] < at[1] < at[2] < at[3]  # the loop ran between each piece and the next
+
+
 async def test_empty_answer_falls_back(history: CallHistory) -> None:
     supervisor = Supervisor(
         ScriptedModel(ModelTurn(text="[policy:returns@3]")),

@@ -70,6 +70,7 @@ class ModelSocket(ClientConnection):
         self._inbox: deque[Message] = deque()
         self._waiter: Any = None  # the future a recv() waits on while the inbox is empty
         self._watches: tuple[tuple[bytes, Seen], ...] = ()
+        self._declined: bytes | None = None  # the message at the inbox's head no watch took
         self._ended = False
         self._fast = False  # whether received bytes are cut into frames here
         self._pending = b""  # the start of a frame not complete yet (fast path only)
@@ -146,11 +147,13 @@ class ModelSocket(ClientConnection):
 
     def watch(self, marker: bytes, seen: Seen | None) -> None:
         """Call ``seen`` with a message that has ``marker`` in its first :data:`WATCH_SPAN`
-        bytes as soon as it is read, when it is the very next message for a reader already
-        waiting in :meth:`recv` (every earlier message handled). ``seen`` runs in the socket's
-        read callback and must not block. When it answers True it has handled the message,
-        which the reader never gets (the reader goes on waiting); False: the reader gets it as
-        usual. One ``seen`` per marker; None: stop watching for ``marker``."""
+        bytes as soon as it is the reader's very next message and the reader is ready for it:
+        waiting in :meth:`recv` (``seen`` then runs in the socket's read callback, as soon as
+        the message is read) or calling it. A reader calls :meth:`recv` only once it has
+        handled every earlier message; ``seen`` must not block. When it answers True it has
+        handled the message, which the reader never gets; False: the reader gets it as usual
+        (and ``seen`` is not asked again). One ``seen`` per marker; None: stop watching for
+        ``marker``."""
         kept = tuple((m, s) for m, s in self._watches if m != marker)
         self._watches = kept if seen is None else (*kept, (marker, seen))
 
@@ -170,11 +173,11 @@ class ModelSocket(ClientConnection):
             self.transport.pause_reading()
 
     def _offer(self, inbox: deque[Message]) -> None:
-        """The waiting reader's next messages to the watches, while one takes them (at most
+        """The ready reader's next messages to the watches, while one takes them (at most
         :data:`TAKEN_PER_READ`: a burst then goes the reader's way, in its short steps)."""
         for _ in range(TAKEN_PER_READ):
             text, data = inbox[0]
-            if not text:
+            if not text or data is self._declined:
                 return
             seen = _watching(self._watches, data)
             if seen is None:
@@ -183,8 +186,9 @@ class ModelSocket(ClientConnection):
                 taken = seen(data)
             except Exception as exc:  # the message still goes the usual way
                 log.error("realtime.watch_failed", error=repr(exc)[:200])
-                return
+                taken = False
             if not taken:
+                self._declined = data
                 return
             inbox.popleft()
             if not inbox:
@@ -201,7 +205,14 @@ class ModelSocket(ClientConnection):
         """The next message, as ``websockets`` would return it; messages that arrived before
         the connection closed are all delivered before it raises ``ConnectionClosed``."""
         inbox = self._inbox
-        while not inbox:
+        while True:
+            if inbox and self._watches:  # ready for the next message: the watches first
+                self._offer(inbox)
+                if self._reading_paused and len(inbox) <= self._low:
+                    self._reading_paused = False
+                    self.transport.resume_reading()
+            if inbox:
+                break
             if self._ended:
                 raise self.protocol.close_exc from self.recv_exc
             if self._waiter is not None:

@@ -277,17 +277,28 @@ async def test_a_watched_message_for_a_waiting_reader_is_seen_before_it_is_deliv
     assert seen == [(STARTED, False)]  # seen in the read callback, before the reader had it
 
 
-async def test_a_watched_message_behind_another_or_with_no_reader_waiting_is_not_seen() -> None:
-    seen: list[bytes] = []
+async def test_a_watched_message_behind_another_or_with_no_reader_waiting_is_seen_once_asked_for() -> None:
+    """Not while the reader has not handled what is ahead of it: when it asks for the message
+    (it calls recv only once it has), and once only, however many times it is woken."""
+    seen: list[tuple[bytes, int]] = []
+    got: list[bytes] = []
+
+    async def read(ws: ModelSocket, count: int) -> None:
+        for _ in range(count):
+            got.append(await asyncio.wait_for(ws.recv(decode=False), 5))
+
     async with raw_socket(text(b"audio") + text(STARTED)) as (ws, _):
-        ws.watch(b'"input_audio_buffer.speech_started"', seen.append)
-        reading = asyncio.create_task(receive(ws, 2))  # both arrive in one read: "audio" first
-        assert await reading == [b"audio", STARTED]
+        ws.watch(b'"input_audio_buffer.speech_started"', lambda m: seen.append((m, len(got))) is not None)
+        await read(ws, 2)  # both arrive in one read: "audio" first
+    assert got == [b"audio", STARTED] and seen == [(STARTED, 1)]  # seen once "audio" was handled
+    seen.clear()
+    got.clear()
     async with raw_socket(text(STARTED)) as (ws, _):
-        ws.watch(b'"input_audio_buffer.speech_started"', seen.append)
+        ws.watch(b'"input_audio_buffer.speech_started"', lambda m: seen.append((m, len(got))) is not None)
         await wait_until(lambda: len(ws._inbox) == 1, what="the message queued, nobody reading")
-        assert await receive(ws, 1) == [STARTED]
-    assert seen == []
+        assert seen == []
+        await read(ws, 1)
+    assert got == [STARTED] and seen == [(STARTED, 0)]
 
 
 async def test_a_watch_that_fails_leaves_the_message_to_the_reader() -> None:
@@ -313,13 +324,13 @@ async def test_a_watch_that_takes_handles_the_readers_next_messages_and_it_gets_
     and everything behind it reach the reader in order (the barge-in watch sees its message)."""
     taken: list[bytes] = []
     started: list[bytes] = []
-    script = text(audio(1)) + text(audio(2)) + text(STARTED) + text(audio(3))
+    script = text(audio(1)) + text(audio(2)) + text(STARTED) + text(audio(3)) + text(b"end")
     async with raw_socket(script) as (ws, _):
         reading = asyncio.create_task(receive(ws, 2))
         ws.watch(AUDIO_MARK, lambda m: taken.append(m) is None)
         ws.watch(b'"input_audio_buffer.speech_started"', lambda m: started.append(m) is not None)
-        assert await reading == [STARTED, audio(3)]
-    assert taken == [audio(1), audio(2)] and started == [STARTED]
+        assert await reading == [STARTED, b"end"]  # audio(3): taken once the reader asked again
+    assert taken == [audio(1), audio(2), audio(3)] and started == [STARTED]
 
 
 async def test_when_every_message_is_taken_the_reader_goes_on_waiting() -> None:
@@ -336,14 +347,17 @@ async def test_when_every_message_is_taken_the_reader_goes_on_waiting() -> None:
             await asyncio.wait_for(reading, 5)
 
 
-async def test_a_burst_is_taken_only_so_far_in_one_read_the_reader_gets_the_rest_in_order() -> None:
+async def test_a_burst_is_taken_only_so_far_at_a_time_the_reader_gets_a_turn_between() -> None:
+    """At most TAKEN_PER_READ in a row (in the read callback, then in recv): the next one goes
+    to the reader, which takes its own turn (its short steps) before it asks for more."""
     count = TAKEN_PER_READ * 3
     taken: list[bytes] = []
-    async with raw_socket(b"".join(text(audio(n)) for n in range(count))) as (ws, _):
-        reading = asyncio.create_task(receive(ws, count - TAKEN_PER_READ))
+    async with raw_socket(b"".join(text(audio(n)) for n in range(count)) + text(b"end")) as (ws, _):
+        reading = asyncio.create_task(receive(ws, 2))
         ws.watch(AUDIO_MARK, lambda m: taken.append(m) is None)
-        assert await reading == [audio(n) for n in range(TAKEN_PER_READ, count)]
-    assert taken == [audio(n) for n in range(TAKEN_PER_READ)]
+        handed = 2 * TAKEN_PER_READ  # read callback: the first batch; woken, recv: the second
+        assert await reading == [audio(handed), b"end"]
+    assert taken == [audio(n) for n in range(count) if n != handed]
 
 
 async def test_a_binary_message_or_one_a_watch_refuses_or_fails_on_goes_to_the_reader() -> None:
