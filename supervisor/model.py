@@ -40,7 +40,7 @@ import openai
 import structlog
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
-from supervisor.model_reply import ReplyShapeError, chat_turn, decode, responses_turn
+from supervisor.model_reply import ReplyShapeError, chat_turn, decode, read_capped, responses_turn
 from supervisor.retry import Backoff, remaining_s, retry_after_s, retryable_status
 from supervisor.tools import ToolSpec
 from supervisor.turns import Item, Message, ModelTurn, ToolCall, ToolOutput, TurnUsage
@@ -181,10 +181,21 @@ class OpenAIModelClient:
     async def _post(
         self, path: str, instructions: str, messages: Sequence[Item], tools: Sequence[ToolSpec]
     ) -> dict[str, Any]:
-        """The reply's JSON object; the SDK raises its status and connection errors first."""
+        """The reply's JSON object; the SDK raises its status and connection errors first. The
+        body is streamed so that an oversized one is refused as it comes (``read_capped``)."""
         body = self.request_body(instructions, messages, tools)
-        reply = await self.client.post(path, body=body, cast_to=httpx2.Response)
-        return decode(reply.content)
+        reply = await self.client.post(path, body=body, cast_to=httpx2.Response, stream=True)
+        try:
+            return decode(await read_capped(reply))
+        except httpx2.DecodingError as exc:  # a corrupt compressed body: not worth another try
+            raise ReplyShapeError(f"reply body could not be decoded ({type(exc).__name__})") from None
+        except httpx2.TimeoutException as exc:  # the body stalled: as the SDK's own read would say
+            raise openai.APITimeoutError(request=reply.request) from exc
+        except httpx2.TransportError as exc:  # cut off: retried like a dropped connection
+            cut = f"reply cut off: {exc}"[:200]
+            raise openai.APIConnectionError(message=cut, request=reply.request) from exc
+        finally:
+            await reply.aclose()
 
 
 # -- conversions (pure functions, tested directly) ----------------------------------------------

@@ -14,8 +14,9 @@ skipped, as before.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Final
 
+import httpx2
 import structlog
 
 from supervisor.turns import ModelTurn, ToolCall, TurnUsage
@@ -23,8 +24,28 @@ from supervisor.turns import ModelTurn, ToolCall, TurnUsage
 log = structlog.get_logger("supervisor")
 
 
+# a supervisor turn's reply is a few KiB; past this it is refused before it is all in memory
+MAX_REPLY_BYTES: Final = 4 * 1024 * 1024
+
+
 class ReplyShapeError(ValueError):
-    """The reply is not JSON, or a field the supervisor reads has the wrong type."""
+    """The reply is not JSON, is too large, or a field the supervisor reads has the wrong type."""
+
+
+async def read_capped(response: httpx2.Response, limit: int = MAX_REPLY_BYTES) -> bytes:
+    """The body of a streamed reply, refused once it passes ``limit`` bytes: a declared
+    ``Content-Length`` at once, a compressed body as it inflates (never all of a bomb)."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ReplyShapeError(f"reply of {declared} bytes is over {limit}")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise ReplyShapeError(f"reply over {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def decode(content: bytes) -> dict[str, Any]:

@@ -44,10 +44,14 @@ def relay_now(host: AudioHost, item_id: str, reply_id: str | None, audio: str) -
         return False
     if _dropped(host, item_id, reply_id):
         return True
-    if not host.caller.send_audio_now(audio, partial(host.playback.sent, item_id, audio)):
-        return False
+    return host.caller.send_audio_now(audio, partial(_going_out, host, item_id, audio))
+
+
+def _going_out(host: AudioHost, item_id: str, audio: str) -> str | None:
+    """The chunk is certain to go out: noted and accounted before it is written, so that nothing
+    after the write can fail (an exception would send it down the pump's path a second time)."""
     _noted(host, item_id)
-    return True
+    return host.playback.sent(item_id, audio)
 
 
 async def relay(host: AudioHost, event: ev.AgentAudio) -> None:

@@ -5,7 +5,12 @@ never a retry) for malformed ones."""
 
 from __future__ import annotations
 
+import functools
+import gzip
 import json
+import tracemalloc
+import zlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -15,7 +20,7 @@ from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
 from supervisor.model import Message, ModelError, ModelTurn, OpenAIModelClient, ToolCall, TurnUsage
-from supervisor.model_reply import ReplyShapeError, chat_turn, responses_turn
+from supervisor.model_reply import MAX_REPLY_BYTES, ReplyShapeError, chat_turn, responses_turn
 
 RESPONSE: dict[str, Any] = {
     "id": "resp_1", "object": "response", "created_at": 1.0, "model": "m", "status": "completed",
@@ -193,3 +198,109 @@ async def test_an_unusable_reply_is_a_model_error_and_not_retried(body: bytes) -
         await client.aclose()
         await server.close()
     assert len(seen) == 1
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def serve_with(handler: Handler) -> tuple[TestServer, list[int]]:
+    seen: list[int] = []
+
+    async def reply(request: web.Request) -> web.StreamResponse:
+        seen.append(1)
+        await request.read()
+        return await handler(request)
+
+    app = web.Application()
+    app.router.add_post("/v1/responses", reply)
+    server = TestServer(app)
+    await server.start_server()
+    return server, seen
+
+
+def _padded(size: int) -> bytes:
+    """A valid Responses reply padded past ``size`` bytes (a long unused field)."""
+    return json.dumps({**RESPONSE, "padding": "0" * size}).encode()
+
+
+async def _declared(request: web.Request) -> web.StreamResponse:
+    return web.Response(body=_padded(MAX_REPLY_BYTES), content_type="application/json")
+
+
+async def _chunked(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    body = _padded(MAX_REPLY_BYTES)
+    for at in range(0, len(body), 65536):
+        await response.write(body[at : at + 65536])
+    await response.write_eof()
+    return response
+
+
+@functools.cache
+def _bomb_body() -> bytes:
+    """A gzip body of a JSON reply 16 times the cap, compressed in pieces (~70 KiB on the wire)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # the gzip container
+    head = json.dumps(RESPONSE)[:-1].encode() + b', "padding": "'
+    parts = [packer.compress(head)]
+    zeros = b"0" * (1024 * 1024)
+    parts += [packer.compress(zeros) for _ in range(16 * MAX_REPLY_BYTES // len(zeros))]
+    return b"".join([*parts, packer.compress(b'"}'), packer.flush()])
+
+
+async def _bomb(request: web.Request) -> web.StreamResponse:
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    return web.Response(body=_bomb_body(), headers=headers)
+
+
+async def _corrupt_gzip(request: web.Request) -> web.StreamResponse:
+    body = gzip.compress(json.dumps(RESPONSE).encode())[:40] + b"not gzip from here on" * 10
+    return web.Response(body=body, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+
+
+BAD_BODIES = [_declared, _chunked, _bomb, _corrupt_gzip]
+
+
+@pytest.mark.parametrize("handler", BAD_BODIES, ids=["declared", "chunked", "bomb", "corrupt-gzip"])
+async def test_an_oversized_or_undecodable_body_is_refused_as_it_comes_not_retried(handler: Handler) -> None:
+    _bomb_body()  # built before memory is traced
+    server, seen = await serve_with(handler)
+    url = str(server.make_url("/v1"))
+    client = OpenAIModelClient.create(model="m", api_key="sk-test", base_url=url, max_retries=3)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelError, match="unusable reply"):
+            await client.complete("", [Message("user", "hi")], [])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        await client.aclose()
+        await server.close()
+    assert len(seen) == 1
+    assert peak < 4 * MAX_REPLY_BYTES  # a bomb is stopped as it inflates, never held whole (16×)
+
+
+async def test_a_reply_cut_off_mid_body_is_retried_like_a_dropped_connection() -> None:
+    bodies = iter([None, json.dumps(RESPONSE).encode()])
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = next(bodies)
+        if body is not None:
+            return web.Response(body=body, content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": "5000"})
+        await response.prepare(request)
+        await response.write(b'{"id": "resp_1", ')  # then the connection goes
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    server, seen = await serve_with(handler)
+    url = str(server.make_url("/v1"))
+    client = OpenAIModelClient.create(model="m", api_key="sk-test", base_url=url, max_retries=3)
+    try:
+        turn = await client.complete("", [Message("user", "hi")], [])
+    finally:
+        await client.aclose()
+        await server.close()
+    assert turn == sdk_responses_turn(RESPONSE) and len(seen) == 2

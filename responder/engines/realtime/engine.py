@@ -22,6 +22,7 @@ from openai import AsyncOpenAI
 from structlog.typing import FilteringBoundLogger
 
 from callrecord.history import APPEND, HEAD, HistoryItem
+from infra.logs import LogBudget
 from responder.core import engine as ev
 from responder.core.engine import AudioNow, EngineName, Line, Purpose, Restored
 from responder.engines.realtime import protocol
@@ -43,6 +44,7 @@ class RealtimeEngine:
         self.session = session
         self.log = log
         self._restored: set[str] = set()  # items we put back: the server echoes them
+        self._watch_failures = LogBudget()
 
     # -- events in -------------------------------------------------------------------------
     async def events(self) -> AsyncIterator[ev.EngineEvent]:
@@ -101,31 +103,41 @@ class RealtimeEngine:
         return self.conn.new_event_id()
 
     def watch_barge_in(self, now: Callable[[], None]) -> None:
-        def seen(message: bytes) -> None:  # only the very event the pump handles next
+        def seen(message: bytes) -> bool:  # only the very event the pump handles next
             if len(message) > _SPEECH_STARTED_MAX:  # not one: not parsed twice here
-                return
-            try:
-                raw = json.loads(message)
-            except (ValueError, RecursionError):  # the pump logs it (realtime.frame_invalid)
-                return
+                return False
+            raw = _parsed(message)
             if isinstance(raw, dict) and raw.get("type") == _SPEECH_STARTED_TYPE and not shape_problem(raw):
                 now()
             return False  # the pump handles it as well
 
-        self.conn.watch(_SPEECH_STARTED_MARK, seen)
+        self.conn.watch(_SPEECH_STARTED_MARK, self._guarded(seen))
 
     def take_audio(self, now: AudioNow) -> None:
         def seen(message: bytes) -> bool:  # the very event the pump would get next
-            try:
-                raw = json.loads(message)
-            except (ValueError, RecursionError):  # the pump logs it (realtime.frame_invalid)
+            if len(message) > _TAKEN_MAX:  # too large to go out at once: not parsed twice
                 return False
+            raw = _parsed(message)
             if type(raw) is not dict or raw.get("type") != _AUDIO_DELTA:
                 return False
             audio = _audio_fast(raw)  # anything odd: the pump's general path logs and skips it
             return audio is not None and now(audio.item_id, audio.reply_id, audio.audio)
 
-        self.conn.watch(_AUDIO_DELTA_MARK, seen)
+        self.conn.watch(_AUDIO_DELTA_MARK, self._guarded(seen))
+
+    def _guarded(self, seen: Callable[[bytes], bool]) -> Callable[[bytes], bool]:
+        """``seen`` in the socket's read callback: what it raises is logged (within a budget,
+        with the call's id) and the message left to the pump."""
+
+        def guarded(message: bytes) -> bool:
+            try:
+                return seen(message)
+            except Exception as exc:
+                if self._watch_failures.allow():
+                    self.log.error("realtime.watch_failed", error=repr(exc)[:200])
+                return False
+
+        return guarded
 
     async def request_reply(self, request_id: str, purpose: Purpose, line: Line | None = None) -> None:
         await self.conn.send(protocol.response_create(request_id, purpose, line))
@@ -155,6 +167,14 @@ class RealtimeEngine:
 
     async def close(self) -> None:
         await self.conn.close()
+
+
+def _parsed(message: bytes) -> object:
+    """The message's JSON, or None when it is not JSON (the pump logs it: realtime.frame_invalid)."""
+    try:
+        return json.loads(message)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _conversation_item(item: Raw, item_id: str) -> ev.ConversationItem | None:
@@ -193,8 +213,13 @@ def _audio(_: RealtimeEngine, raw: Raw) -> ev.AgentAudio | None:
 def _splices(delta: str) -> bool:
     """Whether the delta can go into a caller's frame as it is: the Twilio transport splices
     it between the quotes of a JSON string, so a quote or a backslash in it (no base64 text
-    has either) would let the server write the rest of the frame. One scan, not a decode."""
-    return '"' not in delta and "\\" not in delta
+    has either) would let the server write the rest of the frame, a control character (decoded
+    from a JSON escape such as ``\\n``) makes the frame invalid JSON, and a lone surrogate
+    cannot be encoded at all. Printable ASCII but those two only: one scan, not a decode."""
+    return delta.isascii() and not delta.encode().translate(None, _SPLICE_SAFE)
+
+
+_SPLICE_SAFE = bytes(c for c in range(0x20, 0x7F) if c not in b'"\\')  # what a JSON string may hold as is
 
 
 _AUDIO_DELTA = "response.output_audio.delta"
@@ -247,6 +272,7 @@ _SPEECH_STARTED = ev.CallerSpeechStarted()
 _SPEECH_STARTED_TYPE = "input_audio_buffer.speech_started"
 _SPEECH_STARTED_MARK = f'"{_SPEECH_STARTED_TYPE}"'.encode()
 _SPEECH_STARTED_MAX = 4096  # bytes: the event is ~150 (type, event_id, audio_start_ms, item_id)
+_TAKEN_MAX = 65536  # bytes: a delta larger than this would not fit one caller frame at once
 _SPEECH_STOPPED = ev.CallerSpeechStopped()
 _READY = ev.SessionReady()
 

@@ -71,6 +71,7 @@ class ModelSocket(ClientConnection):
         self._waiter: Any = None  # the future a recv() waits on while the inbox is empty
         self._watches: tuple[tuple[bytes, Seen], ...] = ()
         self._declined: bytes | None = None  # the message at the inbox's head no watch took
+        self._takes = TAKEN_PER_READ  # what the watches may still take in this read (or recv call)
         self._ended = False
         self._fast = False  # whether received bytes are cut into frames here
         self._pending = b""  # the start of a frame not complete yet (fast path only)
@@ -90,6 +91,7 @@ class ModelSocket(ClientConnection):
 
     # -- in --------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        self._takes = TAKEN_PER_READ  # one budget for the whole read, whichever path its frames take
         if self._fast and self.protocol.state is _OPEN:  # failed or closing: the protocol decides
             if self._pending:
                 data, self._pending = self._pending + data, b""
@@ -174,8 +176,9 @@ class ModelSocket(ClientConnection):
 
     def _offer(self, inbox: deque[Message]) -> None:
         """The ready reader's next messages to the watches, while one takes them (at most
-        :data:`TAKEN_PER_READ`: a burst then goes the reader's way, in its short steps)."""
-        for _ in range(TAKEN_PER_READ):
+        :data:`TAKEN_PER_READ` in one read callback, whichever path its frames took, or in one
+        ``recv`` call: a burst then goes the reader's way, in its short steps)."""
+        while self._takes > 0:
             text, data = inbox[0]
             if not text or data is self._declined:
                 return
@@ -190,6 +193,7 @@ class ModelSocket(ClientConnection):
             if not taken:
                 self._declined = data
                 return
+            self._takes -= 1
             inbox.popleft()
             if not inbox:
                 return
@@ -199,6 +203,7 @@ class ModelSocket(ClientConnection):
             super().connection_lost(exc)
         finally:
             self._ended, self._fast = True, False
+            self._takes = TAKEN_PER_READ
             self._delivered()
 
     async def recv(self, decode: bool | None = None) -> Any:
@@ -207,6 +212,7 @@ class ModelSocket(ClientConnection):
         inbox = self._inbox
         while True:
             if inbox and self._watches:  # ready for the next message: the watches first
+                self._takes = TAKEN_PER_READ
                 self._offer(inbox)
                 if self._reading_paused and len(inbox) <= self._low:
                     self._reading_paused = False
@@ -223,6 +229,8 @@ class ModelSocket(ClientConnection):
             finally:
                 self._waiter = None
         text, data = inbox.popleft()
+        if data is self._declined:  # not kept alive past its delivery
+            self._declined = None
         if self._reading_paused and len(inbox) <= self._low:
             self._reading_paused = False
             self.transport.resume_reading()

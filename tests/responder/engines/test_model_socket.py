@@ -373,3 +373,51 @@ async def test_a_binary_message_or_one_a_watch_refuses_or_fails_on_goes_to_the_r
             reading = asyncio.create_task(ws.recv(decode=False))
             ws.watch(AUDIO_MARK, seen)
             assert await asyncio.wait_for(reading, 5) == audio(1)
+
+
+def _long_length(payload: bytes) -> bytes:
+    """A text frame with a 64-bit length (legal for a small one too: the protocol's path)."""
+    return bytes((0x81, 127)) + struct.pack("!Q", len(payload)) + payload
+
+
+def _big(n: int) -> bytes:
+    return json.dumps({"type": "response.output_audio.delta", "delta": f"{n:04d}" + "A" * 12000}).encode()
+
+
+def _fragmented(message: bytes) -> bytes:
+    return frame(TEXT, message[:10], fin=False) + frame(CONT, message[10:])
+
+
+OFF_THE_LEAN_PATH = {  # every message after the first takes the protocol's path
+    "fragmented": b"".join(_fragmented(audio(n)) for n in range(300)),
+    "64-bit length first": _long_length(audio(0)) + b"".join(text(audio(n)) for n in range(1, 300)),
+    "12 KB deltas": b"".join(text(_big(n)) for n in range(60)),  # a read ending mid-frame: the rest
+}
+
+
+@pytest.mark.parametrize("script", OFF_THE_LEAN_PATH.values(), ids=OFF_THE_LEAN_PATH.keys())
+async def test_the_take_bound_holds_per_read_whichever_path_the_frames_take(script: bytes) -> None:
+    taken: list[bytes] = []
+    per_read: list[int] = []
+    got: list[bytes] = []
+    async with raw_socket(script) as (ws, _):
+        received = ws.data_received
+
+        def counted(data: bytes) -> None:
+            before = len(taken)
+            received(data)
+            per_read.append(len(taken) - before)
+
+        ws.data_received = counted  # type: ignore[method-assign]  # the transport calls the attribute
+
+        async def busy_reader() -> None:
+            while True:
+                got.append(await ws.recv(decode=False))
+                await asyncio.sleep(0.001)
+
+        reading = asyncio.create_task(busy_reader())
+        ws.watch(AUDIO_MARK, lambda m: taken.append(m) is None)
+        count = script.count(AUDIO_MARK)
+        await wait_until(lambda: len(taken) + len(got) >= count, what="every message taken or read")
+        reading.cancel()
+    assert len(taken) + len(got) == count and max(per_read) <= TAKEN_PER_READ
