@@ -9,6 +9,12 @@ of it (:meth:`~responder.core.engine.Engine.watch_barge_in`) lets :func:`clear_n
 then (:meth:`~responder.core.contract.CallerLink.clear_now`). The heard position is taken at
 that moment and the playback frozen there; the event's handler then does the rest with it
 (:func:`clear`), as if it had sent the ``clear`` itself.
+
+Playing is what the marks say (audio sent, not all of it acknowledged), or the item the engine
+says it is speaking (:attr:`~responder.core.engine.CallerSpeechStarted.over`): audio that comes
+in real time (GPT-Live's track) is played as fast as it comes, so the caller's buffer runs dry
+between two chunks, mid-utterance, with every mark back; the caller speaking then still cuts
+the utterance (its next chunks are dropped) where they heard it — all that was sent.
 """
 
 from __future__ import annotations
@@ -27,19 +33,21 @@ def clear_now(playback: PlaybackTracker, caller: CallerLink) -> Cleared | None:
     return playing
 
 
-async def clear(playback: PlaybackTracker, caller: CallerLink, cleared: Cleared | None) -> Cleared | None:
+async def clear(
+    playback: PlaybackTracker, caller: CallerLink, cleared: Cleared | None, over: str | None = None
+) -> Cleared | None:
     """The barge-in's clear: ``cleared`` when :func:`clear_now` sent it, else sent here.
-    None: nothing was playing."""
+    None: nothing was playing (``over``: the item the engine says it is speaking)."""
     if cleared is not None:
         return cleared
-    if (playing := _playing(playback)) is not None:
+    if (playing := _playing(playback, over)) is not None:
         await caller.clear_audio()
     return playing
 
 
-def _playing(playback: PlaybackTracker) -> Cleared | None:
+def _playing(playback: PlaybackTracker, over: str | None = None) -> Cleared | None:
     """The item the caller is hearing and how much of it, taken now; None when nothing plays."""
     item_id = playback.current_item
-    if item_id is None or not playback.is_playing():
+    if item_id is None or not (playback.is_playing() or item_id == over):
         return None
     return item_id, playback.heard_ms(item_id)

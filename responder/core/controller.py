@@ -275,7 +275,7 @@ class CallController:
                 # turn detection may or may not cancel an out-of-band reply: make sure
                 self._spawn(self._cancel_if_still_active(active.id), "cancel")
         cleared, self._cleared = self._cleared, None
-        if (cleared := await barge_in.clear(self.playback, self.caller, cleared)) is None:
+        if (cleared := await barge_in.clear(self.playback, self.caller, cleared, event.over)) is None:
             return  # nothing was playing
         item_id, heard = cleared
         heard_text, full_text = self.playback.heard_text(item_id), self.playback.full_text(item_id)

@@ -51,7 +51,11 @@ class SessionReady:
 
 @dataclass(frozen=True, slots=True)
 class CallerSpeechStarted:
-    """The caller started speaking (barge-in when the agent is playing)."""
+    """The caller started speaking (barge-in when the agent is playing). ``over``: the agent's
+    item the engine knows it is speaking at that moment (GPT-Live: its real-time track), which
+    plays even when the caller's buffer ran dry between two of its chunks."""
+
+    over: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,8 +42,9 @@ from responder.core import engine as ev
 from responder.core.engine import EngineName, Line, Purpose, Restored
 from responder.core.tools import SUPERVISOR_TOOL
 from responder.engines.live import protocol
-from responder.engines.live.audio import CallerVoice, caller_voiced, chunk_ms, is_silent
+from responder.engines.live.audio import chunk_ms, is_silent
 from responder.engines.live.delegations import MAX_RUNNING_DEFAULT, DelegationBook
+from responder.engines.live.onset import CallerOnset, speech_started
 from responder.engines.live.restore import restored_context
 from responder.engines.live.turns import CallerTurn, Raw, Utterance, ms_of, ms_or, spoken_chars, text_of
 from responder.engines.realtime.connection import RealtimeSocket
@@ -93,8 +94,7 @@ class LiveEngine:
         self._recovering: dict[str, CallerTurn] = {}  # caller item id → turn, until answered
         self._recovery_tasks: set[asyncio.Task[Any]] = set()
         self._failure: Exception | None = None
-        self._voice = CallerVoice()
-        self._onset = False  # a speech start from the caller's audio that no turn took over
+        self._onset = CallerOnset()  # the caller's speech start from their own audio
         # a primary session takes commands only once started (docs/protocol-live.md §1): what
         # is sent before session.started is held, then sent in order
         self._started = sideband
@@ -199,9 +199,9 @@ class LiveEngine:
             self._previous = turn
             turn = self._caller = CallerTurn(self._new_id("in"), start_ms, end_ms)
             self._emit(ev.ItemAdded(ev.ConversationItem(turn.item_id, "message", "user"), APPEND))
-            if not self._voice.speaking:  # not heard on our side (a sideband, a quiet line)
-                self._emit(ev.CallerSpeechStarted())
-            self._onset = False  # the turn ends what the caller's audio started
+            if not self._onset.voice.speaking:  # not heard on our side (a sideband, a quiet line)
+                self._emit(speech_started(self._agent))
+            self._onset.pending = False  # the turn ends what the caller's audio started
         self._add_words(turn, delta, end_ms)
 
     def _add_words(self, turn: CallerTurn, delta: str, end_ms: float) -> None:
@@ -365,16 +365,11 @@ class LiveEngine:
         return True
 
     def _listen(self, b64_audio: str) -> None:
-        """The caller's own audio as the barge-in signal (see :class:`CallerVoice`)."""
+        """The caller's own audio as the barge-in signal (see :mod:`.onset`)."""
         ms = chunk_ms(b64_audio, self.bytes_per_ms)
-        if self._voice.feed(caller_voiced(b64_audio, self.encoding), ms) and not self._caller_open():
-            # Live says nothing when the caller starts talking (the model stops by itself): the
-            # caller's own audio is the signal, so that what still plays for them is cleared now
-            self._onset = True
-            self._emit(ev.CallerSpeechStarted())
-        elif self._onset and not self._voice.speaking:  # a noise, no words: the caller is quiet again
-            self._onset = False
-            self._emit(ev.CallerSpeechStopped())
+        event = self._onset.feed(b64_audio, self.encoding, ms, self._caller_open(), self._agent)
+        if event is not None:
+            self._emit(event)
         self._advance(ms)
 
     def _caller_open(self) -> bool:
