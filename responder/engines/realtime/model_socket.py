@@ -16,6 +16,10 @@ handles the common case itself:
   byte after it, goes to the protocol as before, until its parser is back at a boundary.
   Messages from both paths reach one queue, in order; :meth:`ModelSocket.recv` reads it (the
   SDK's ``recv_bytes`` calls it).
+* **watches** (:meth:`ModelSocket.watch`): the reader's next message, when it is ready for
+  it, is first shown to a callback chosen by a marker near its start. The barge-in's looks
+  (``speech_started``: the caller's ``clear`` at once); the agent audio's takes the message
+  (a delta relayed to the caller there and then, never queued for the reader).
 * **out**: :meth:`ModelSocket.write_text_now` writes a text frame to the transport in one call
   when that is all ``send`` would do, with a mask from a pool filled from ``os.urandom`` 1,024
   masks at a time (RFC 6455 §5.3 asks for unpredictable masks, not for a syscall each).
