@@ -8,8 +8,6 @@ nothing of a reply the caller spoke over, and only frames a strict Twilio client
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,10 +28,9 @@ from responder.core.controller import CallController, ControllerConfig
 from responder.engines.realtime.connection import make_client
 from responder.engines.realtime.engine import open_engine
 from responder.transports.twilio.transport import TwilioCaller
-from tests.responder.engines.test_model_socket import text
 from tests.support.waits import wait_until
+from tests.support.ws_frames import accept_key, text
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CHUNK = "A" * 1064  # with its 4-character tag: 801 bytes of μ-law, 100 ms
 
 
@@ -55,7 +52,7 @@ class ModelServer:
             for line in request.split(b"\r\n")
             if line.lower().startswith(b"sec-websocket-key:")
         )
-        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+        accept = accept_key(key)
         writer.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"

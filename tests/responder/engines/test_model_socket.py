@@ -6,8 +6,6 @@ writes is a valid, masked client frame."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
 import struct
 from collections.abc import AsyncIterator
@@ -24,29 +22,7 @@ from responder.engines.realtime.model_socket import (
     ModelSocket,
 )
 from tests.support.waits import wait_until
-
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-TEXT, BINARY, CONT, CLOSE, PING, PONG = 1, 2, 0, 8, 9, 10
-
-
-def frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bytes | None = None) -> bytes:
-    size = len(payload)
-    bit = 0x80 if mask else 0
-    head = bytes(((0x80 if fin else 0) | opcode,))
-    if size < 126:
-        head += bytes((bit | size,))
-    elif size < 65536:
-        head += bytes((bit | 126,)) + struct.pack("!H", size)
-    else:
-        head += bytes((bit | 127,)) + struct.pack("!Q", size)
-    if mask:
-        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        head += mask
-    return head + payload
-
-
-def text(payload: bytes | str) -> bytes:
-    return frame(TEXT, payload.encode() if isinstance(payload, str) else payload)
+from tests.support.ws_frames import BINARY, CLOSE, CONT, PING, PONG, TEXT, accept_key, frame, text
 
 
 class RawServer:
@@ -65,7 +41,7 @@ class RawServer:
             for line in request.split(b"\r\n")
             if line.lower().startswith(b"sec-websocket-key:")
         )
-        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+        accept = accept_key(key)
         data = (
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
