@@ -4,9 +4,10 @@ the startup heap so that the garbage collector stops walking it.
 Measured with ``python -m benchmarks.load.sdk_first_use`` (see BENCHMARKS.md): unwarmed, the
 first ``client.webhooks.unwrap`` (SIP incoming call) blocks the event loop for ~130 ms while
 the SDK builds its webhook event types, the first realtime connect ~15 ms (lazy imports: anyio's asyncio
-backend, ``websockets``), the supervisor's first ``responses.create`` ~70–100 ms (the lazy
-import of ``openai.resources.responses``, which builds generic pydantic models; the supervisor
-reads replies from their JSON and builds no reply types, supervisor/model_reply.py). And a full
+backend, ``websockets``). The supervisor posts through ``client.post`` and reads replies from
+their JSON (supervisor/model_reply.py): it never touches ``client.responses`` or
+``client.chat``, whose lazy imports (~70–100 ms of generic pydantic models) are not warmed, and
+not paid, any more; one in-memory round of its own (:func:`warm_up_text_model`) is. And a full
 garbage collection of the ~150 000 objects alive after startup takes ~85 ms: a stall that hit
 live calls now and then, at random.
 """
@@ -76,18 +77,11 @@ def warm_up_sdk(client: AsyncOpenAI) -> dict[str, float]:
         _ = client.default_headers  # platform headers: computed once, on first use
         _ = client.realtime.calls
 
-    def text_models() -> None:
-        # the first ``client.responses``/``client.chat`` imports their modules, which build
-        # generic pydantic models (ParsedResponse…): ~200 ms, mid-call, on the supervisor's first turn
-        _ = client.responses
-        _ = client.chat.completions
-
     def webhooks() -> None:
         body, headers, secret = _signed_sample()
         client.webhooks.unwrap(body, headers, secret=secret)
 
     part("realtime", realtime)
-    part("text_models", text_models)
     part("webhooks", webhooks)
     return timings
 
