@@ -212,7 +212,19 @@ class ModelSocket(ClientConnection):
 
     async def recv(self, decode: bool | None = None) -> Any:
         """The next message, as ``websockets`` would return it; messages that arrived before
-        the connection closed are all delivered before it raises ``ConnectionClosed``."""
+        the connection closed are all delivered before it raises ``ConnectionClosed``. Text
+        cut out here is not checked for UTF-8 as the protocol would: asked for as ``str``, a
+        message that is not UTF-8 is logged and skipped (as bytes it is passed on)."""
+        while True:
+            text, data = await self._next()
+            if not (text if decode is None else decode):
+                return data
+            try:
+                return data.decode()
+            except UnicodeDecodeError:
+                log.warning("realtime.frame_invalid", size=len(data), reason="not UTF-8")
+
+    async def _next(self) -> Message:
         inbox = self._inbox
         while True:
             if inbox and self._watches:  # ready for the next message: the watches first
@@ -238,7 +250,7 @@ class ModelSocket(ClientConnection):
         if self._reading_paused and len(inbox) <= self._low:
             self._reading_paused = False
             self.transport.resume_reading()
-        return data.decode() if (text if decode is None else decode) else data
+        return text, data
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """As websockets' close; reading resumes first if a full inbox paused it, so that the

@@ -397,3 +397,13 @@ async def test_the_take_bound_holds_per_read_whichever_path_the_frames_take(scri
         await wait_until(lambda: len(taken) + len(got) >= count, what="every message taken or read")
         reading.cancel()
     assert len(taken) + len(got) == count and max(per_read) <= TAKEN_PER_READ
+
+
+async def test_text_that_is_not_utf8_is_skipped_when_asked_for_as_str_and_passed_on_as_bytes() -> None:
+    """The lean path does not check UTF-8 as the protocol would (which would fail the
+    connection): a reader that wants str never gets an exception for one bad message."""
+    script = text(b"\xff\xfe bad") + text("good")
+    async with raw_socket(script) as (ws, _):
+        assert await asyncio.wait_for(ws.recv(), 5) == "good"
+    async with raw_socket(script) as (ws, _):
+        assert await receive(ws, 2) == [b"\xff\xfe bad", b"good"]
