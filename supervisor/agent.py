@@ -252,9 +252,12 @@ async def _let_calls_through() -> None:
     await asyncio.sleep(0)
 
 
+MAX_DECISION_ERROR_CHARS = 1000  # what a decision keeps of the error (stored, logged, published)
+
+
 def _fail(decision: Decision, outcome: Outcome, error: str) -> None:
     decision.outcome = outcome
-    decision.error = error
+    decision.error = error[:MAX_DECISION_ERROR_CHARS]
 
 
 # -- transcript -------------------------------------------------------------------------------

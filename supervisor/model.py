@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import httpx2
 import openai
 import structlog
-from openai import AsyncOpenAI, DefaultAioHttpClient
+from openai import AsyncOpenAI, DefaultAioHttpClient, DefaultAsyncHttpxClient
 
 from supervisor.model_reply import ReplyShapeError, chat_turn, decode, read_capped, responses_turn
 from supervisor.retry import Backoff, remaining_s, retry_after_s, retryable_status
@@ -258,13 +258,39 @@ def to_chat_messages(instructions: str, messages: Sequence[Item]) -> list[dict[s
     return out
 
 
-def http_client() -> httpx2.AsyncClient | None:
-    """The SDK's aiohttp transport, with the SDK's defaults; None (the SDK's httpx2 one) when
-    the SDK was installed without it."""
+def http_client() -> httpx2.AsyncClient:
+    """The SDK's aiohttp transport, with the SDK's defaults (its httpx2 one when the SDK was
+    installed without it); either way error bodies are read only so far (:func:`_bounded_error_body`)."""
+    hooks: dict[str, list[Any]] = {"response": [_bounded_error_body]}
     try:
-        return DefaultAioHttpClient()
+        return DefaultAioHttpClient(event_hooks=hooks)
     except RuntimeError:  # the SDK's stand-in when its aiohttp extra is missing
-        return None
+        return DefaultAsyncHttpxClient(event_hooks=hooks)
+
+
+MAX_ERROR_BODY_BYTES: Final = 64 * 1024
+MAX_ERROR_CHARS: Final = 500  # of a model's error message kept in the decision and its log line
+
+
+async def _bounded_error_body(response: httpx2.Response) -> None:
+    """An error status's body (429, 5xx, 4xx), read here at most MAX_ERROR_BODY_BYTES (inflated)
+    and closed: the SDK, which reads an error body whole before it raises, then finds it read
+    (``aread`` keeps ``_content``). A successful reply is streamed and capped by ``_post``."""
+    if response.status_code < 400 or hasattr(response, "_content"):
+        return
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.aiter_bytes():
+            parts.append(chunk[: MAX_ERROR_BODY_BYTES - size])
+            size += len(parts[-1])
+            if size >= MAX_ERROR_BODY_BYTES:
+                break
+    except (httpx2.TransportError, httpx2.DecodingError):
+        pass
+    finally:
+        response._content = b"".join(parts)
+        await response.aclose()
 
 
 def _connection_failure(exc: openai.APIConnectionError) -> str:
@@ -283,5 +309,5 @@ def _error_message(exc: openai.APIStatusError) -> str:
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-    return exc.message
+            return str(inner["message"])[:MAX_ERROR_CHARS]
+    return exc.message[:MAX_ERROR_CHARS]

@@ -19,7 +19,15 @@ from aiohttp.test_utils import TestServer
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
-from supervisor.model import Message, ModelError, ModelTurn, OpenAIModelClient, ToolCall, TurnUsage
+from supervisor.model import (
+    MAX_ERROR_CHARS,
+    Message,
+    ModelError,
+    ModelTurn,
+    OpenAIModelClient,
+    ToolCall,
+    TurnUsage,
+)
 from supervisor.model_reply import MAX_REPLY_BYTES, ReplyShapeError, chat_turn, responses_turn
 
 RESPONSE: dict[str, Any] = {
@@ -304,3 +312,42 @@ async def test_a_reply_cut_off_mid_body_is_retried_like_a_dropped_connection() -
         await client.aclose()
         await server.close()
     assert turn == sdk_responses_turn(RESPONSE) and len(seen) == 2
+
+
+async def _bomb_503(request: web.Request) -> web.StreamResponse:
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    return web.Response(status=503, body=_bomb_body(), headers=headers)
+
+
+async def test_an_error_status_body_is_read_only_so_far_on_every_attempt() -> None:
+    """The SDK reads an error body whole before it raises: a 503 whose body is a gzip bomb,
+    retried, must cost no more memory than a bounded piece of it per attempt."""
+    _bomb_body()
+    server, seen = await serve_with(_bomb_503)
+    url = str(server.make_url("/v1"))
+    client = OpenAIModelClient.create(model="m", api_key="sk-test", base_url=url, max_retries=2)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelError, match="503"):
+            await client.complete("", [Message("user", "hi")], [])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        await client.aclose()
+        await server.close()
+    assert len(seen) == 3 and peak < 4 * MAX_REPLY_BYTES
+
+
+async def test_a_huge_error_message_is_cut_before_it_reaches_the_decision() -> None:
+    async def refused(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"error": {"message": "x" * 60_000}}, status=400)
+
+    server, _ = await serve_with(refused)
+    client = OpenAIModelClient.create(model="m", api_key="sk-test", base_url=str(server.make_url("/v1")))
+    try:
+        with pytest.raises(ModelError) as info:
+            await client.complete("", [Message("user", "hi")], [])
+    finally:
+        await client.aclose()
+        await server.close()
+    assert "xxxx" in str(info.value) and len(str(info.value)) <= MAX_ERROR_CHARS + 100

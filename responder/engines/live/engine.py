@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import itertools
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final
 
@@ -255,11 +256,12 @@ class LiveEngine:
             utterance = self._agent
             if utterance is not None:
                 utterance.silent_ms += chunk_ms(delta, self.bytes_per_ms)
+                utterance.read_at = time.monotonic()
                 if utterance.silent_ms >= UTTERANCE_GAP_MS:
                     self._end_utterance(utterance)
             return
         utterance = self._open_utterance()
-        utterance.silent_ms = 0.0
+        utterance.silent_ms, utterance.read_at = 0.0, time.monotonic()
         if not self.sideband:  # on a sideband the caller hears it from OpenAI, not from us
             self._emit(ev.AgentAudio(utterance.item_id, utterance.item_id, delta))
 

@@ -13,6 +13,7 @@ signal names the utterance the model is voicing (:attr:`CallerSpeechStarted.over
 
 from __future__ import annotations
 
+import time
 from typing import Final
 
 from responder.core import engine as ev
@@ -22,11 +23,16 @@ from responder.engines.live.turns import Utterance
 # Output silent for less than this is a pause within the utterance: the model is speaking it.
 # (The caller reacting to its end is heard later: their reply is not a barge-in.)
 MID_SPEECH_SILENCE_MS: Final = 200.0
+# No chunk of the track read for this long (the reader held back by a slow controller, a
+# stalled network): what the model is doing is not known, so it is not taken as speaking.
+TRACK_STALE_S: Final = 0.3
 
 
 def speech_started(agent: Utterance | None) -> ev.CallerSpeechStarted:
     """The caller started speaking, over ``agent`` (the open utterance) if the model is voicing it."""
     if agent is None or agent.silent_ms >= MID_SPEECH_SILENCE_MS:
+        return ev.CallerSpeechStarted()
+    if time.monotonic() - agent.read_at > TRACK_STALE_S:
         return ev.CallerSpeechStarted()
     return ev.CallerSpeechStarted(over=agent.item_id)
 

@@ -3,6 +3,7 @@ readers of its server events (a wrong type raises: the engine logs the event and
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ class Utterance:
     parts: list[str] = field(default_factory=list)
     chars: int = 0
     silent_ms: float = 0.0
+    read_at: float = field(default_factory=time.monotonic)  # when its track last gave a chunk
 
 
 def text_of(raw: Raw, key: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,8 @@ from callrecord.history import CallHistory, HistoryItem
 from responder.core.contract import finish_kept_tasks
 from responder.core.controller import CallController, ControllerConfig
 from responder.engines.live.engine import LiveEngine
-from responder.engines.live.onset import MID_SPEECH_SILENCE_MS
+from responder.engines.live.onset import MID_SPEECH_SILENCE_MS, TRACK_STALE_S, speech_started
+from responder.engines.live.turns import Utterance
 from tests.support.sockets import ScriptedSocket
 from tests.support.waits import wait_until
 
@@ -154,3 +156,14 @@ async def test_a_caller_answering_once_the_model_went_quiet_is_no_barge_in(
     call.socket.push(*output(*[SILENT] * 6))
     item = await call.agent_said(history, "Anything else?")
     assert item.status == "completed" and item.text == "Anything else?"
+
+
+def test_a_track_not_read_for_a_while_does_not_count_as_the_model_speaking() -> None:
+    """The engine stops reading while the controller is behind (or the network stalls): an
+    utterance whose last chunk was read long ago may be over; the caller is not talking over it."""
+    voicing = Utterance("out_1", silent_ms=40.0)
+    assert speech_started(voicing).over == "out_1"
+    assert speech_started(Utterance("out_1", silent_ms=MID_SPEECH_SILENCE_MS)).over is None
+    stale = Utterance("out_1", silent_ms=40.0, read_at=time.monotonic() - 2 * TRACK_STALE_S)
+    assert speech_started(stale).over is None
+    assert speech_started(None).over is None
