@@ -267,25 +267,32 @@ async def _corrupt_gzip(request: web.Request) -> web.StreamResponse:
     return web.Response(body=body, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
 
 
-BAD_BODIES = [_declared, _chunked, _bomb, _corrupt_gzip]
-
-
-@pytest.mark.parametrize("handler", BAD_BODIES, ids=["declared", "chunked", "bomb", "corrupt-gzip"])
-async def test_an_oversized_or_undecodable_body_is_refused_as_it_comes_not_retried(handler: Handler) -> None:
+async def traced_failure(handler: Handler, match: str, max_retries: int) -> tuple[int, int]:
+    """One ``complete`` against ``handler`` that must fail with ``match``: (requests the server
+    got, peak bytes traced meanwhile)."""
     _bomb_body()  # built before memory is traced
     server, seen = await serve_with(handler)
     url = str(server.make_url("/v1"))
-    client = OpenAIModelClient.create(model="m", api_key="sk-test", base_url=url, max_retries=3)
+    client = OpenAIModelClient.create(model="m", api_key="sk-test", base_url=url, max_retries=max_retries)
     tracemalloc.start()
     try:
-        with pytest.raises(ModelError, match="unusable reply"):
+        with pytest.raises(ModelError, match=match):
             await client.complete("", [Message("user", "hi")], [])
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
         await client.aclose()
         await server.close()
-    assert len(seen) == 1
+    return len(seen), peak
+
+
+BAD_BODIES = [_declared, _chunked, _bomb, _corrupt_gzip]
+
+
+@pytest.mark.parametrize("handler", BAD_BODIES, ids=["declared", "chunked", "bomb", "corrupt-gzip"])
+async def test_an_oversized_or_undecodable_body_is_refused_as_it_comes_not_retried(handler: Handler) -> None:
+    requests, peak = await traced_failure(handler, "unusable reply", max_retries=3)
+    assert requests == 1
     assert peak < 4 * MAX_REPLY_BYTES  # a bomb is stopped as it inflates, never held whole (16×)
 
 
@@ -322,20 +329,8 @@ async def _bomb_503(request: web.Request) -> web.StreamResponse:
 async def test_an_error_status_body_is_read_only_so_far_on_every_attempt() -> None:
     """The SDK reads an error body whole before it raises: a 503 whose body is a gzip bomb,
     retried, must cost no more memory than a bounded piece of it per attempt."""
-    _bomb_body()
-    server, seen = await serve_with(_bomb_503)
-    url = str(server.make_url("/v1"))
-    client = OpenAIModelClient.create(model="m", api_key="sk-test", base_url=url, max_retries=2)
-    tracemalloc.start()
-    try:
-        with pytest.raises(ModelError, match="503"):
-            await client.complete("", [Message("user", "hi")], [])
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-        await client.aclose()
-        await server.close()
-    assert len(seen) == 3 and peak < 4 * MAX_REPLY_BYTES
+    requests, peak = await traced_failure(_bomb_503, "503", max_retries=2)
+    assert requests == 3 and peak < 4 * MAX_REPLY_BYTES
 
 
 async def test_a_huge_error_message_is_cut_before_it_reaches_the_decision() -> None:

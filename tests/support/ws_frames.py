@@ -35,3 +35,15 @@ def accept_key(key: bytes) -> bytes:
     """The ``Sec-WebSocket-Accept`` answer to a client's ``Sec-WebSocket-Key``."""
     return base64.b64encode(hashlib.sha1(key + GUID).digest())
 
+
+def handshake_response(request: bytes) -> bytes:
+    """The ``101 Switching Protocols`` answer to a client's upgrade request."""
+    key = next(
+        line.split(b":", 1)[1].strip()
+        for line in request.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-key:")
+    )
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept_key(key) + b"\r\n\r\n"
+    )

@@ -25,37 +25,12 @@ from responder.core.contract import finish_kept_tasks
 from responder.core.controller import HOLD_LINE_TEXT, CallController, ControllerConfig
 from responder.core.parked import ParkedEngine
 from responder.core.tools import SUPERVISOR_TOOL
+from tests.support.caller import RecordingCaller
 from tests.support.engine import ScriptedEngine
 from tests.support.waits import wait_until
 
 CALL = "CAcontroller01"
 ASK = '{"relevantContextFromLastUserMessage": "return window for a tent"}'
-
-
-@dataclass
-class RecordingCaller:
-    audio: list[tuple[str, str | None]] = field(default_factory=list)
-    clears: int = 0
-    writable_now: bool = False  # whether clear_now can write (a socket that takes it at once)
-
-    async def send_audio(self, b64_audio: str, mark: str | None) -> None:
-        self.audio.append((b64_audio, mark))
-
-    async def send_mark(self, mark: str) -> None:
-        return None
-
-    async def clear_audio(self) -> None:
-        self.clears += 1
-
-    def send_audio_now(self, b64_audio: str, mark: Callable[[], str | None]) -> bool:
-        if self.writable_now:
-            self.audio.append((b64_audio, mark()))
-        return self.writable_now
-
-    def clear_now(self) -> bool:
-        if self.writable_now:
-            self.clears += 1
-        return self.writable_now
 
 
 @dataclass

@@ -7,7 +7,7 @@ in-memory double (tests/support/engine.py), which records the controller's comma
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 
 import pytest
@@ -22,28 +22,12 @@ from responder.core.controller import CallController, ControllerConfig
 from responder.core.end_reason import CALLER_DISCONNECTED
 from responder.core.handover import ask_supervisor
 from responder.transports.stream import StreamCall
+from tests.support.caller import RecordingCaller
 from tests.support.engine import ScriptedEngine
 from tests.support.history import drained
 from tests.support.redis_process import RedisProcess, redis_process  # noqa: F401 (fixture)
 
 CALL = "CAcallfaults"
-
-
-class SilentCaller:
-    async def send_audio(self, b64_audio: str, mark: str | None) -> None:
-        return None
-
-    async def send_mark(self, mark: str) -> None:
-        return None
-
-    async def clear_audio(self) -> None:
-        return None
-
-    def send_audio_now(self, b64_audio: str, mark: Callable[[], str | None]) -> bool:
-        return False
-
-    def clear_now(self) -> bool:
-        return False
 
 
 @pytest.fixture
@@ -71,7 +55,7 @@ async def test_supervisor_answer_is_delivered_when_the_turn_cannot_be_read(
 
     engine = ScriptedEngine()
     config = ControllerConfig(transcript_wait_s=0.05, hold_delay_s=30.0)
-    controller = CallController(CALL, engine, SilentCaller(), history, decide, config)
+    controller = CallController(CALL, engine, RecordingCaller(), history, decide, config)
     redis_process.kill()
     with pytest.raises(HistoryUnavailable):  # the read the controller falls back on fails
         await history.get_item(CALL, "u1")

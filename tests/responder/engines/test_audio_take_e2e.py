@@ -29,7 +29,7 @@ from responder.engines.realtime.connection import make_client
 from responder.engines.realtime.engine import open_engine
 from responder.transports.twilio.transport import TwilioCaller
 from tests.support.waits import wait_until
-from tests.support.ws_frames import accept_key, text
+from tests.support.ws_frames import handshake_response, text
 
 CHUNK = "A" * 1064  # with its 4-character tag: 801 bytes of μ-law, 100 ms
 
@@ -46,17 +46,7 @@ class ModelServer:
         self.ready = asyncio.Event()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request = await reader.readuntil(b"\r\n\r\n")
-        key = next(
-            line.split(b":", 1)[1].strip()
-            for line in request.split(b"\r\n")
-            if line.lower().startswith(b"sec-websocket-key:")
-        )
-        accept = accept_key(key)
-        writer.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-        )
+        writer.write(handshake_response(await reader.readuntil(b"\r\n\r\n")))
         self.writer = writer
         self.ready.set()
         while await reader.read(65536):  # the client's frames: not looked at

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -26,6 +26,7 @@ from responder.core.controller import CallController, ControllerConfig
 from responder.engines.live.engine import LiveEngine
 from responder.engines.live.onset import MID_SPEECH_SILENCE_MS, TRACK_STALE_S, speech_started
 from responder.engines.live.turns import Utterance
+from tests.support.caller import RecordingCaller
 from tests.support.sockets import ScriptedSocket
 from tests.support.waits import wait_until
 
@@ -46,33 +47,10 @@ def words(delta: str, start_ms: int, end_ms: int) -> dict[str, Any]:
 
 
 @dataclass
-class Phone:
-    """The caller's side: what was sent to play, with its marks, and the clears."""
-
-    audio: list[tuple[str, str | None]] = field(default_factory=list)
-    clears: int = 0
-
-    async def send_audio(self, b64_audio: str, mark: str | None) -> None:
-        self.audio.append((b64_audio, mark))
-
-    async def send_mark(self, mark: str) -> None:
-        return None
-
-    async def clear_audio(self) -> None:
-        self.clears += 1
-
-    def send_audio_now(self, b64_audio: str, mark: Callable[[], str | None]) -> bool:
-        return False
-
-    def clear_now(self) -> bool:
-        return False
-
-
-@dataclass
 class Call:
     controller: CallController
     socket: ScriptedSocket
-    phone: Phone
+    phone: RecordingCaller
 
     async def played_all(self, chunks: int) -> None:
         """``chunks`` were relayed and the phone played them all: every mark comes back."""
@@ -105,7 +83,7 @@ async def never_asked(call_id: str, context: str, **_: object) -> Decision:
 
 @pytest.fixture
 async def call(history: CallHistory) -> AsyncIterator[Call]:
-    socket, phone = ScriptedSocket(stay_open=True), Phone()
+    socket, phone = ScriptedSocket(stay_open=True), RecordingCaller()
     engine = LiveEngine(socket, SESSION, LOG, bytes_per_ms=8.0)
     await history.start_call("CAlive_dry", transport="test", engine="live")
     config = ControllerConfig(transcript_wait_s=0.5, hold_delay_s=30.0, greeting=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Callable
 
 import structlog
 
@@ -21,6 +20,7 @@ from responder.core.contract import finish_kept_tasks
 from responder.core.controller import CallController, ControllerConfig
 from responder.engines.live.engine import TURN_GAP_MS, LiveEngine
 from responder.engines.live.protocol import MAX_APPEND_TOKENS, estimated_tokens, fit_tokens
+from tests.support.caller import RecordingCaller
 from tests.support.sockets import ScriptedSocket
 from tests.support.waits import wait_until
 
@@ -161,7 +161,7 @@ async def test_the_controller_answers_a_delegation_with_commentary(history: Call
     engine = engine_on(socket)
     await history.start_call("CAlive1", transport="test", engine="live")
     config = ControllerConfig(transcript_wait_s=1.0, hold_delay_s=30.0, greeting=True)
-    controller = CallController("CAlive1", engine, _NoAudio(), history, decide, config)
+    controller = CallController("CAlive1", engine, RecordingCaller(), history, decide, config)
     pump = asyncio.ensure_future(controller.pump())
     await controller.start()
     assert socket.sent[0]["type"] == "session.start"
@@ -183,19 +183,3 @@ async def test_the_controller_answers_a_delegation_with_commentary(history: Call
     await controller.close()
     await finish_kept_tasks(2.0)
 
-
-class _NoAudio:
-    async def send_audio(self, b64_audio: str, mark: str | None) -> None:
-        return None
-
-    async def send_mark(self, mark: str) -> None:
-        return None
-
-    async def clear_audio(self) -> None:
-        return None
-
-    def send_audio_now(self, b64_audio: str, mark: Callable[[], str | None]) -> bool:
-        return False
-
-    def clear_now(self) -> bool:
-        return False

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from responder.core.parked import ParkedEngine
 from responder.engines.live import protocol
 from responder.engines.live.audio import caller_voiced, is_silent
 from responder.engines.live.engine import TURN_GAP_MS, LiveEngine, SessionRefused
+from tests.support.caller import RecordingCaller
 from tests.support.sockets import ScriptedSocket
 from tests.support.waits import wait_until
 
@@ -67,26 +68,6 @@ class GatedSupervisor:
 
     def release(self) -> None:
         self.gate.set()
-
-
-class _NoAudio:
-    def __init__(self) -> None:
-        self.clears = 0
-
-    async def send_audio(self, b64_audio: str, mark: str | None) -> None:
-        return None
-
-    async def send_mark(self, mark: str) -> None:
-        return None
-
-    async def clear_audio(self) -> None:
-        self.clears += 1
-
-    def send_audio_now(self, b64_audio: str, mark: Callable[[], str | None]) -> bool:
-        return False
-
-    def clear_now(self) -> bool:
-        return False
 
 
 @dataclass
@@ -135,7 +116,7 @@ async def live_call(
     supervisor = GatedSupervisor(history)
     await history.start_call(call_id, transport="test", engine="live")
     config = ControllerConfig(transcript_wait_s=0.5, hold_delay_s=hold_delay_s, greeting=greeting)
-    controller = CallController(call_id, engine, _NoAudio(), history, supervisor, config)
+    controller = CallController(call_id, engine, RecordingCaller(), history, supervisor, config)
     pump = asyncio.ensure_future(controller.pump())
     await controller.start()
     socket.push(STARTED)
@@ -294,7 +275,7 @@ async def test_an_answer_sent_into_the_dying_socket_is_given_on_the_new_session(
     supervisor = GatedSupervisor(history)
     await history.start_call("CAhostile_dying", transport="test", engine="live")
     config = ControllerConfig(transcript_wait_s=0.5, hold_delay_s=30.0, greeting=False)
-    controller = CallController("CAhostile_dying", engine, _NoAudio(), history, supervisor, config)
+    controller = CallController("CAhostile_dying", engine, RecordingCaller(), history, supervisor, config)
     pump = asyncio.ensure_future(controller.pump())
     await controller.start()
     socket.push(STARTED)

@@ -22,7 +22,7 @@ from responder.engines.realtime.model_socket import (
     ModelSocket,
 )
 from tests.support.waits import wait_until
-from tests.support.ws_frames import BINARY, CLOSE, CONT, PING, PONG, TEXT, accept_key, frame, text
+from tests.support.ws_frames import BINARY, CLOSE, CONT, PING, PONG, TEXT, frame, handshake_response, text
 
 
 class RawServer:
@@ -35,17 +35,7 @@ class RawServer:
         self.received: list[tuple[int, bytes, bytes]] = []  # (opcode, payload, mask)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request = await reader.readuntil(b"\r\n\r\n")
-        key = next(
-            line.split(b":", 1)[1].strip()
-            for line in request.split(b"\r\n")
-            if line.lower().startswith(b"sec-websocket-key:")
-        )
-        accept = accept_key(key)
-        data = (
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-        )
+        data = handshake_response(await reader.readuntil(b"\r\n\r\n"))
         if not self.glued:
             writer.write(data)
             await asyncio.sleep(0.02)

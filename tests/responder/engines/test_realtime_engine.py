@@ -8,8 +8,7 @@ do once audio has played), so the heard position is under the test's control.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -29,30 +28,10 @@ from responder.engines.realtime.session import build_session
 from simulator.app import create_simulator_app
 from simulator.scenario import Scenario, Turn
 from simulator.state import STATE_KEY, SimulatorState
+from tests.support.caller import RecordingCaller
 from tests.support.sockets import ScriptedSocket
 
 LOG = structlog.get_logger("test")
-
-
-@dataclass
-class RecordingCaller:
-    audio: list[tuple[str, str | None]] = field(default_factory=list)
-    clears: int = 0
-
-    async def send_audio(self, b64_audio: str, mark: str | None) -> None:
-        self.audio.append((b64_audio, mark))
-
-    async def send_mark(self, mark: str) -> None:
-        return None
-
-    async def clear_audio(self) -> None:
-        self.clears += 1
-
-    def send_audio_now(self, b64_audio: str, mark: Callable[[], str | None]) -> bool:
-        return False
-
-    def clear_now(self) -> bool:
-        return False
 
 
 @pytest.fixture
