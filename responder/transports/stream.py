@@ -28,7 +28,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import structlog
 from aiohttp import WSMsgType, web
@@ -42,6 +42,7 @@ from responder.core.engine import EngineName
 from responder.core.keypad import EARLY_KEYS_MAX
 from responder.core.recorder import TranscriptRecorder
 from responder.runtime.services import Services
+from responder.transports.frame_queue import frame_queue
 from responder.transports.runner import run_call, stream_opener
 
 START_TIMEOUT_S = 10.0
@@ -51,6 +52,7 @@ UNKNOWN_CALL = "unknown"
 EARLY_KEYS_WRITE_S = 2.0  # a call whose session never came: its key presses are written still
 FLOOD_WINDOW_S = 1.0
 FLOOD_WINDOWS = 2  # windows over the frame rate in a row that close the socket
+_ENDED: Final = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED})  # as `async for` ends
 FLOOD_CLOSE_S = 0.25  # how long a flooding client's close frame is waited for
 
 FrameHandler = Callable[[dict[str, Any]], Awaitable[None]]
@@ -106,8 +108,20 @@ class StreamCall:
         settings = self.services.settings  # simulated callers send audio ``simulator_speed`` times as fast
         max_frames_per_s = settings.stream_max_frames_per_s * max(1.0, settings.simulator_speed)
         flood = asyncio.create_task(self._close_when_flooding(max_frames_per_s))
+        queue = frame_queue(self.ws)
+        if queue is not None:
+            queue.take = self._take_now
         try:
-            async for msg in self.ws:
+            while True:
+                if queue is not None:
+                    queue.idle = True  # parked, every earlier frame handled: the next may be taken
+                try:
+                    msg = await self.ws.receive()
+                finally:
+                    if queue is not None:
+                        queue.idle = False
+                if msg.type in _ENDED:
+                    break
                 self.frames += 1
                 if msg.type == WSMsgType.TEXT:
                     if not self.on_text_now(msg.data):
@@ -119,6 +133,8 @@ class StreamCall:
                 if self.controller is not None and self.controller.closed:
                     break
         finally:
+            if queue is not None:
+                queue.take = None
             watchdog.cancel()
             flood.cancel()
             if idle is not None:
@@ -128,6 +144,21 @@ class StreamCall:
                     "stream.invalid_frames_suppressed", transport=self.transport, count=suppressed
                 )
             await self._finish()
+
+    def _take_now(self, data: str) -> bool:
+        """A text frame offered as it is parsed (:mod:`responder.transports.frame_queue`), the
+        serve loop parked with every earlier frame handled: True when :meth:`on_text_now`
+        handled it, counted as the loop would; False to let the loop read it as usual."""
+        controller = self.controller
+        if controller is None or controller.closed:
+            return False  # the loop reads it, and ends when the call has
+        try:
+            if not self.on_text_now(data):
+                return False
+        except Exception as exc:  # inside aiohttp's read callback: nothing may escape to it
+            self.log.error(self.names.frame_failed, frame_type="text", error=repr(exc)[:200])
+        self.frames += 1
+        return True
 
     def on_text_now(self, data: str) -> bool:
         """A transport's hot path without a coroutine (Twilio's media frames): True when the

@@ -1,4 +1,5 @@
-"""Fast path for the frame a Twilio Media Stream sends 50 times a second: ``media``.
+"""Fast paths for the frames a Twilio Media Stream sends most: ``media`` (50 a second) and
+the echo of our own ``mark`` (:func:`mark_name`, ten a second while the agent speaks).
 
 :func:`media_payload` recognises a media frame by one regular expression that spells out the
 whole frame — every key, in one of the orders Twilio (or our simulated caller) writes them,
@@ -60,3 +61,22 @@ def media_payload(frame: str) -> str | None:
         return None
     payload: str | None = match[1]  # one group per order the frame can have its keys in
     return payload if payload is not None else match[2]
+
+
+_MARK_NAME = _pair("mark", "\\{" + _WS + _pair("name", r'"(m[0-9]{1,12}+)"') + _WS + "\\}")
+_MARK_FRAME = re.compile(
+    "\\{" + _WS + _pair("event", '"mark"') + _sep() + f"(?:{_pair('sequenceNumber', _DIGITS)}{_sep()})?+"
+    + f"(?:{_SID}{_sep()}{_MARK_NAME}|{_MARK_NAME}{_sep()}{_SID})" + _WS + "\\}"
+)  # fmt: skip
+
+
+def mark_name(frame: str) -> str | None:
+    """The name of an echoed mark of ours (``m`` and digits, as :mod:`responder.core.playback`
+    names them) in a well-formed ``mark`` frame; None when ``frame`` is anything else."""
+    if not frame.startswith('{"event":"mark"') and not frame.startswith('{"event": "mark"'):
+        return None
+    match = _MARK_FRAME.fullmatch(frame)
+    if match is None:
+        return None
+    name: str | None = match[1]
+    return name if name is not None else match[2]

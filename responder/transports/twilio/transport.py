@@ -44,11 +44,12 @@ from responder.runtime.handshake import (
     socket_refused,
 )
 from responder.runtime.services import SERVICES, Services
+from responder.transports.frame_queue import SyncReadSocket
 from responder.transports.frame_writer import MAX_FRAME, frame_writer
 from responder.transports.stream import MAX_MSG_SIZE, LogNames, StreamCall
 from responder.transports.twilio.claims import claim_call, claim_stream
 from responder.transports.twilio.control import TwilioCallActions
-from responder.transports.twilio.frames import media_payload
+from responder.transports.twilio.frames import mark_name, media_payload
 
 log = structlog.get_logger("twilio")
 
@@ -288,12 +289,18 @@ class MediaSession(StreamCall):
 
     def on_text_now(self, data: str) -> bool:
         """Media frames (50 a second): recognised without ``json.loads`` and relayed without a
-        coroutine whenever the model socket can take them at once. False: :meth:`on_text`."""
+        coroutine whenever the model socket can take them at once; our marks' echoes, handled
+        as ``_on_mark`` would. False: :meth:`on_text`."""
         payload = media_payload(data)
+        controller = self.controller
+        if payload is None and (name := mark_name(data)) is not None:
+            self._unsent = None
+            if controller is not None:
+                controller.caller_mark(name)
+            return True
         if payload is None or not payload or len(payload) % 4:
             self._unsent = None
             return False
-        controller = self.controller
         try:
             if controller is None or controller.caller_audio_now(payload):
                 return True
@@ -428,7 +435,7 @@ async def media_stream(request: web.Request) -> web.WebSocketResponse:
     session: MediaSession | None = None
     try:
         # no ping: a timer reset per received frame costs more than the idle check (stream.py)
-        ws = web.WebSocketResponse(max_msg_size=MAX_MSG_SIZE)
+        ws = SyncReadSocket(max_msg_size=MAX_MSG_SIZE)  # media frames handled as they are parsed
         await ws.prepare(request)
         session = MediaSession(ws, services, pending)
         await session.serve()

@@ -20,7 +20,7 @@ from responder.engines.realtime.engine import _audio, _audio_fast
 from responder.engines.realtime.event_shape import shape_problem
 from responder.engines.realtime.model_socket import ModelSocket
 from responder.server.warmup import freeze_heap, warm_up_sdk, warm_up_text_model
-from responder.transports.twilio.frames import _MEDIA_FRAME, media_payload
+from responder.transports.twilio.frames import _MARK_FRAME, _MEDIA_FRAME, mark_name, media_payload
 from simulator.app import create_simulator_app
 from simulator.probe import (
     ProbeRecorder,
@@ -91,6 +91,60 @@ def test_media_fast_path_never_disagrees_with_json(frame: dict[str, Any], compac
     if payload is not None:
         parsed = json.loads(text)
         assert parsed["event"] == "media" and parsed["media"]["payload"] == payload
+
+
+# -- the echoes of our marks without json.loads ----------------------------------------------------
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Twilio's own (docs: event, sequenceNumber, streamSid, mark)
+        '{"event":"mark","sequenceNumber":"4","streamSid":"MZ18ad3ab5a668481ce02b83e7395059f0",'
+        '"mark":{"name":"m12"}}',
+        '{"event": "mark", "streamSid": "MZ1", "mark": {"name": "m12"}}',  # the simulated caller
+        '{"event":"mark","mark":{"name":"m12"},"streamSid":"MZ1"}',
+    ],
+)
+def test_mark_fast_path_reads_our_marks_echoes(text: str) -> None:
+    assert mark_name(text) == json.loads(text)["mark"]["name"] == "m12"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"event":"mark","streamSid":"MZ1","mark":{"name":"tail"}}',  # not one of our names
+        '{"event":"mark","streamSid":"MZ1","mark":{"name":"m1234567890123"}}',  # longer than ours
+        '{"event":"mark","streamSid":"MZ1","mark":{"name":"\\u006d1"}}',  # an escape: json decides
+        '{"event":"mark","streamSid":"MZ1","mark":{"name":"m1","x":1}}',
+        '{"event":"mark","streamSid":"MZ1","mark":{"name":"m1"},"event":"stop"}',
+        '{"event":"mark","streamSid":"MZ1","mark":{"name":"m1"}',  # not JSON
+        '{"event":"mark","streamSid":"MZ1","mark":{"name":"m1"}}x',
+        '{"event":"media","streamSid":"MZ1","mark":{"name":"m1"}}',
+        "",
+    ],
+)
+def test_mark_fast_path_steps_aside(text: str) -> None:
+    assert mark_name(text) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    frame=st.dictionaries(st.sampled_from(["event", "sequenceNumber", "streamSid", "mark", "name"]),
+        st.recursive(st.sampled_from(["mark", "m1", "m22", "MZ1", "4", ""]) | st.integers(),
+            lambda inner: st.dictionaries(st.sampled_from(["name", "mark", "x"]), inner, max_size=3),
+            max_leaves=6),
+        max_size=5),
+    compact=st.booleans(),
+)  # fmt: skip
+def test_mark_fast_path_never_disagrees_with_json(frame: dict[str, Any], compact: bool) -> None:
+    text = json.dumps(frame, separators=(",", ":") if compact else (", ", ": "))
+    name = mark_name(text)
+    if name is not None:
+        parsed = json.loads(text)
+        assert parsed["event"] == "mark" and parsed["mark"] == {"name": name}
+
+
+def test_mark_fast_path_never_backtracks() -> None:
+    assert _repeats(re_parser.parse(_MARK_FRAME.pattern)) == {"POSSESSIVE_REPEAT"}
 
 
 # -- caller audio straight to the websockets connection ------------------------------------------
