@@ -108,6 +108,7 @@ LogEvent = Literal[
     # frame_invalid, frame_failed, event_ignored and stream_rejected of both are built by
     # responder.transports.stream.LogNames.of(transport)
     "stream.frame_flood",  # a call's WebSocket sent frames far faster than any caller does
+    "stream.frame_queue_unavailable",  # this aiohttp builds its sockets' queue otherwise: no early path
     "stream.idle_closed",  # a Twilio media stream sent nothing for RESPONDER_STREAM_IDLE_S
     "stream.invalid_frames_suppressed",  # bad frames over a connection's log budget, counted
     "twilio.call_incoming",

@@ -16,24 +16,32 @@ reader is not parked) goes the usual way, and the reader's own loop bounds the w
 loop turn as it did before (a parse is a parse either way: aiohttp's parser runs the whole read
 in one callback regardless).
 
-aiohttp builds its queue in a private method (``WebSocketResponse._post_start``).
-:class:`SyncReadSocket` overrides it only when the installed aiohttp has the shape it was
-written against (:data:`SUPPORTED`); otherwise it is a plain ``WebSocketResponse`` and frames
-take the queue's path. ``tests/responder/transports/test_frame_queue.py`` fails if the
-installed aiohttp no longer allows the override, so an upgrade cannot silently lose it.
+aiohttp builds its queue in a private method (``WebSocketResponse._post_start``), from the
+name ``WebSocketDataQueue`` in its module ``aiohttp.web_ws``. :class:`SyncReadSocket` lets
+aiohttp's own method run, with that name bound to :class:`FrameQueue` for the duration of the
+call (synchronous: nothing else runs meanwhile), so whatever else the method does in a later
+aiohttp is kept. Where the name is not there, or the socket's queue is not a :class:`FrameQueue`
+afterwards, the socket is a plain one and frames take the queue's path (logged once:
+``stream.frame_queue_unavailable``). ``tests/responder/transports/test_frame_queue.py`` fails
+if the installed aiohttp no longer allows it, so an upgrade cannot silently lose the path.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any, Final
 
-from aiohttp import WSMsgType, web
-from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
-from aiohttp.helpers import DEFAULT_CHUNK_SIZE
+import aiohttp
+import structlog
+from aiohttp import WSMsgType, web, web_ws
+from aiohttp._websocket.reader import WebSocketDataQueue
+
+from infra.logs import LogBudget
 
 Take = Callable[[str], bool]  # a text frame → handled there and then
+_QUEUE_NAME: Final = "WebSocketDataQueue"  # the name aiohttp.web_ws builds a socket's queue from
+_UNAVAILABLE = LogBudget(1, 1 / 3600)  # once an hour at most
+log = structlog.get_logger("stream")
 
 
 class FrameQueue(WebSocketDataQueue):  # type: ignore[misc]  # aiohttp's (Cython) class
@@ -56,43 +64,21 @@ class FrameQueue(WebSocketDataQueue):  # type: ignore[misc]  # aiohttp's (Cython
         super().feed_data(data, size)
 
 
-def _supported() -> bool:
-    """Whether this aiohttp builds its queue the way :meth:`SyncReadSocket._post_start` does."""
-    try:
-        names = list(inspect.signature(web.WebSocketResponse._post_start).parameters)
-        source = inspect.getsource(web.WebSocketResponse._post_start)
-    except (AttributeError, TypeError, ValueError, OSError):
-        return False
-    return names == ["self", "request", "protocol", "writer"] and all(
-        piece in source
-        for piece in ("WebSocketDataQueue(", "WebSocketReader(", "set_parser(", "_reset_heartbeat()")
-    )
-
-
-SUPPORTED: Final = _supported()
-
-
 class SyncReadSocket(web.WebSocketResponse):
-    """A server WebSocket whose messages go through a :class:`FrameQueue` (when supported)."""
+    """A server WebSocket whose messages go through a :class:`FrameQueue` (where aiohttp allows)."""
 
     def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: Any) -> None:
-        if not SUPPORTED:
+        original = getattr(web_ws, _QUEUE_NAME, None)
+        if original is None or not isinstance(original, type) or not issubclass(FrameQueue, original):
             super()._post_start(request, protocol, writer)
-            return
-        # aiohttp 3.14's _post_start, with our queue in place of its own
-        self._ws_protocol = protocol
-        self._writer = writer
-        self._reset_heartbeat()
-        loop = self._loop
-        assert loop is not None
-        self._reader = FrameQueue(request._protocol, DEFAULT_CHUNK_SIZE, loop=loop)
-        self._parser = WebSocketReader(
-            self._reader, self._max_msg_size, compress=bool(self._compress),
-            decode_text=self._decode_text,
-        )  # fmt: skip
-        callback = None if self._heartbeat is None else self._on_data_received
-        request.protocol.set_parser(self._parser, data_received_cb=callback)
-        request.protocol.keep_alive(False)
+        else:
+            setattr(web_ws, _QUEUE_NAME, FrameQueue)
+            try:
+                super()._post_start(request, protocol, writer)
+            finally:
+                setattr(web_ws, _QUEUE_NAME, original)
+        if frame_queue(self) is None and _UNAVAILABLE.allow():
+            log.warning("stream.frame_queue_unavailable", aiohttp=aiohttp.__version__)
 
 
 def frame_queue(ws: web.WebSocketResponse) -> FrameQueue | None:

@@ -97,6 +97,7 @@ class StreamCall:
         self.engine: EngineName = services.settings.engine  # a transport may choose per call
         self._run_task: asyncio.Task[None] | None = None
         self.frames = 0  # frames received (the idle watchdog's clock)
+        self._declined: str | None = None  # a frame _take_now offered to on_text_now, in vain
         self._early_keys: list[tuple[str, float]] = []  # (digit, arrival) before the controller
         self._early_overflow = 0  # presses past EARLY_KEYS_MAX before it
 
@@ -113,8 +114,8 @@ class StreamCall:
             queue.take = self._take_now
         try:
             while True:
-                if queue is not None:
-                    queue.idle = True  # parked, every earlier frame handled: the next may be taken
+                if queue is not None:  # parked with every earlier frame handled: the next may be
+                    queue.idle = not queue._buffer  # taken (not while receive() pops a queued one)
                 try:
                     msg = await self.ws.receive()
                 finally:
@@ -124,7 +125,10 @@ class StreamCall:
                     break
                 self.frames += 1
                 if msg.type == WSMsgType.TEXT:
-                    if not self.on_text_now(msg.data):
+                    if msg.data is self._declined:  # _take_now's on_text_now said no already
+                        self._declined = None
+                        await self.on_text(msg.data)
+                    elif not self.on_text_now(msg.data):
                         await self.on_text(msg.data)
                 elif msg.type == WSMsgType.BINARY:
                     await self.on_binary(msg.data)
@@ -150,10 +154,11 @@ class StreamCall:
         serve loop parked with every earlier frame handled: True when :meth:`on_text_now`
         handled it, counted as the loop would; False to let the loop read it as usual."""
         controller = self.controller
-        if controller is None or controller.closed:
-            return False  # the loop reads it, and ends when the call has
+        if controller is None or controller.closed or self.ws.closed:
+            return False  # the loop reads it, and ends when the call or the socket has
         try:
             if not self.on_text_now(data):
+                self._declined = data  # the next frame the loop reads: not tried twice
                 return False
         except Exception as exc:  # inside aiohttp's read callback: nothing may escape to it
             self.log.error(self.names.frame_failed, frame_type="text", error=repr(exc)[:200])

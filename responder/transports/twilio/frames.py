@@ -63,6 +63,7 @@ def media_payload(frame: str) -> str | None:
     return payload if payload is not None else match[2]
 
 
+MARK_FRAME_MAX = 512  # an echo of ours is ~120 characters (a 34-character streamSid, a 13-character name)
 _MARK_NAME = _pair("mark", "\\{" + _WS + _pair("name", r'"(m[0-9]{1,12}+)"') + _WS + "\\}")
 _MARK_FRAME = re.compile(
     "\\{" + _WS + _pair("event", '"mark"') + _sep() + f"(?:{_pair('sequenceNumber', _DIGITS)}{_sep()})?+"
@@ -73,8 +74,8 @@ _MARK_FRAME = re.compile(
 def mark_name(frame: str) -> str | None:
     """The name of an echoed mark of ours (``m`` and digits, as :mod:`responder.core.playback`
     names them) in a well-formed ``mark`` frame; None when ``frame`` is anything else."""
-    if not frame.startswith('{"event":"mark"') and not frame.startswith('{"event": "mark"'):
-        return None
+    if len(frame) > MARK_FRAME_MAX or not frame.startswith(('{"event":"mark"', '{"event": "mark"')):
+        return None  # a longer one is not an echo of ours: json.loads decides, as before
     match = _MARK_FRAME.fullmatch(frame)
     if match is None:
         return None

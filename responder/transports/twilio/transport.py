@@ -295,8 +295,11 @@ class MediaSession(StreamCall):
         controller = self.controller
         if payload is None and (name := mark_name(data)) is not None:
             self._unsent = None
-            if controller is not None:
-                controller.caller_mark(name)
+            try:
+                if controller is not None:
+                    controller.caller_mark(name)
+            except Exception as exc:  # as in dispatch()
+                self.log.error(self.names.frame_failed, frame_type="mark", error=repr(exc)[:200])
             return True
         if payload is None or not payload or len(payload) % 4:
             self._unsent = None

@@ -119,6 +119,7 @@ def test_mark_fast_path_reads_our_marks_echoes(text: str) -> None:
         '{"event":"mark","streamSid":"MZ1","mark":{"name":"m1"}',  # not JSON
         '{"event":"mark","streamSid":"MZ1","mark":{"name":"m1"}}x',
         '{"event":"media","streamSid":"MZ1","mark":{"name":"m1"}}',
+        '{"event":"mark","streamSid":"' + "M" * 600 + '","mark":{"name":"m1"}}',  # not ours: too long
         "",
     ],
 )

@@ -5,23 +5,34 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import aiohttp
 import pytest
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType, web, web_ws
+from aiohttp._websocket.reader import WebSocketDataQueue
 
 from infra.settings import Settings
 from responder.transports import frame_queue as fq
-from responder.transports.frame_queue import SUPPORTED, FrameQueue, SyncReadSocket
+from responder.transports.frame_queue import FrameQueue, SyncReadSocket
+from responder.transports.stream import LogNames, StreamCall
 from simulator.scenario import load_scenario
 from tests.support.calls import run_call
 from tests.support.waits import wait_until
 
 
-def test_the_installed_aiohttp_still_lets_the_queue_be_replaced() -> None:
-    """An aiohttp upgrade that changes _post_start must be noticed, not silently lose the path."""
-    assert SUPPORTED
+async def test_the_installed_aiohttp_still_lets_the_queue_be_replaced(
+    socket_server: tuple[Any, list[Reader]],
+) -> None:
+    """An aiohttp upgrade that builds its queue otherwise must be noticed, not silently lose the
+    path; and aiohttp's own name is back in place once the socket has its queue."""
+    server, readers = socket_server
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"http://{server.host}:{server.port}/ws"):
+        [reader] = await wait_until(lambda: readers, what="the server's reader")
+    assert isinstance(reader.queue, FrameQueue)
+    assert web_ws.WebSocketDataQueue is WebSocketDataQueue
+    assert web.WebSocketResponse()._reader is None
 
 
 class Reader:
@@ -45,7 +56,7 @@ class Reader:
     async def run(self) -> None:
         assert self.queue is not None
         while True:
-            self.queue.idle = True
+            self.queue.idle = not self.queue._buffer  # as StreamCall.serve
             try:
                 msg = await self.ws.receive()
             finally:
@@ -62,7 +73,7 @@ async def socket_server(aiohttp_server: Callable[..., Any]) -> tuple[Any, list[R
     readers: list[Reader] = []
 
     async def handler(request: web.Request) -> web.WebSocketResponse:
-        ws = SyncReadSocket(max_msg_size=1024)
+        ws = SyncReadSocket(max_msg_size=int(request.query.get("max", "1024")))
         await ws.prepare(request)
         reader = Reader(ws, busy_on="slow")
         readers.append(reader)
@@ -122,11 +133,39 @@ async def test_a_burst_in_one_read_is_taken_only_until_a_frame_is_queued(
     ]  # fmt: skip
 
 
+async def test_frames_parsed_while_receive_resumes_a_stalled_parser_stay_behind_it(
+    socket_server: tuple[Any, list[Reader]],
+) -> None:
+    """Over the queue's limit aiohttp stops parsing; receive() resumes it when it pops a message,
+    before returning that message: what the parser then reads must not be taken ahead of it.
+    Was (a reviewer's find): ``take 1`` and ``take 2`` handled before ``C``."""
+    server, readers = socket_server
+    url = f"http://{server.host}:{server.port}/ws?max=4194304"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        [reader] = await wait_until(lambda: readers, what="the server's reader, parked")
+        big = [letter + " " * 299_999 for letter in "BC"]
+        frames = b"".join(_client_text_frame(t) for t in ("slow", *big, "take 1", "take 2"))
+        ws._writer.transport.write(frames)
+        await wait_until(lambda: ("read", "slow") in reader.handled, what="the slow frame")
+        await asyncio.sleep(0.2)
+        reader.release.set()
+        await wait_until(lambda: len(reader.handled) == 5, what="every frame")
+    assert [(how, text[:6].strip()) for how, text in reader.handled] == [
+        ("read", "slow"), ("read", "B"), ("read", "C"), ("read", "take 1"), ("read", "take 2"),
+    ]  # fmt: skip
+
+
 def _client_text_frame(text: str) -> bytes:
-    """A masked final text frame (RFC 6455 §5.2) of under 126 bytes; the mask is all zeros."""
+    """A masked final text frame (RFC 6455 §5.2); the mask is all zeros."""
     payload = text.encode()
-    assert len(payload) < 126
-    return bytes([0x81, 0x80 | len(payload)]) + b"\x00\x00\x00\x00" + payload
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x81, 0x80 | n])
+    elif n < 1 << 16:
+        head = bytes([0x81, 0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([0x81, 0x80 | 127]) + n.to_bytes(8, "big")
+    return head + b"\x00\x00\x00\x00" + payload
 
 
 async def test_a_twilio_call_relays_its_media_frames_from_the_read_callback(
@@ -148,3 +187,35 @@ async def test_a_twilio_call_relays_its_media_frames_from_the_read_callback(
     assert len(queues) == 1
     assert queues[0].taken > 0
     assert queues[0].take is None  # let go when the call ended
+
+
+class _Call(StreamCall):
+    transport = "test"
+    type_key = "event"
+    audio_format: ClassVar[dict[str, Any]] = {}
+    names = LogNames.of("test")
+
+    def __init__(self, ws: Any) -> None:
+        super().__init__(ws, SimpleNamespace(settings=SimpleNamespace(engine="realtime")))  # type: ignore[arg-type]
+        self.controller = SimpleNamespace(closed=False)  # type: ignore[assignment]
+        self.seen: list[str] = []
+
+    def on_text_now(self, data: str) -> bool:
+        self.seen.append(data)
+        return data != "declined"
+
+
+def test_the_frame_loop_takes_a_frame_only_while_call_and_socket_are_open() -> None:
+    """Was (a reviewer's find): a socket closing (its close frame stuck behind a client that
+    reads nothing, up to FLOOD_CLOSE_S on a flood) still had every frame taken and relayed;
+    the loop, which stops reading once the socket is closed, used to handle at most one."""
+    ws = SimpleNamespace(closed=False)
+    call = _Call(ws)
+    assert call._take_now("a") and call.frames == 1
+    assert not call._take_now("declined") and call._declined == "declined" and call.frames == 1
+    ws.closed = True
+    assert not call._take_now("b")
+    ws.closed = False
+    call.controller.closed = True  # type: ignore[union-attr]
+    assert not call._take_now("c")
+    assert call.seen == ["a", "declined"] and call.frames == 1
