@@ -19,8 +19,8 @@ in one callback regardless).
 aiohttp builds its queue in a private method (``WebSocketResponse._post_start``), from the
 name ``WebSocketDataQueue`` in its module ``aiohttp.web_ws``. :class:`SyncReadSocket` lets
 aiohttp's own method run, with that name bound to :class:`FrameQueue` for the duration of the
-call (synchronous: nothing else runs meanwhile), so whatever else the method does in a later
-aiohttp is kept. Where the name is not there, or the socket's queue is not a :class:`FrameQueue`
+call (synchronous, and under a lock for servers on other threads' loops), so whatever else the
+method does in a later aiohttp is kept. Where the name is not there, or the socket's queue is not a :class:`FrameQueue`
 afterwards, the socket is a plain one and frames take the queue's path (logged once:
 ``stream.frame_queue_unavailable``). ``tests/responder/transports/test_frame_queue.py`` fails
 if the installed aiohttp no longer allows it, so an upgrade cannot silently lose the path.
@@ -28,6 +28,7 @@ if the installed aiohttp no longer allows it, so an upgrade cannot silently lose
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -64,19 +65,24 @@ class FrameQueue(WebSocketDataQueue):  # type: ignore[misc]  # aiohttp's (Cython
         super().feed_data(data, size)
 
 
+_AIOHTTP_QUEUE: Final = getattr(web_ws, _QUEUE_NAME, None)
+_REBINDABLE: Final = isinstance(_AIOHTTP_QUEUE, type) and issubclass(FrameQueue, _AIOHTTP_QUEUE)
+_REBINDING = threading.Lock()
+
+
 class SyncReadSocket(web.WebSocketResponse):
     """A server WebSocket whose messages go through a :class:`FrameQueue` (where aiohttp allows)."""
 
     def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: Any) -> None:
-        original = getattr(web_ws, _QUEUE_NAME, None)
-        if original is None or not isinstance(original, type) or not issubclass(FrameQueue, original):
+        if not _REBINDABLE:
             super()._post_start(request, protocol, writer)
         else:
-            setattr(web_ws, _QUEUE_NAME, FrameQueue)
-            try:
-                super()._post_start(request, protocol, writer)
-            finally:
-                setattr(web_ws, _QUEUE_NAME, original)
+            with _REBINDING:  # servers on other threads' loops (tests) prepare sockets too
+                setattr(web_ws, _QUEUE_NAME, FrameQueue)
+                try:
+                    super()._post_start(request, protocol, writer)
+                finally:
+                    setattr(web_ws, _QUEUE_NAME, _AIOHTTP_QUEUE)
         if frame_queue(self) is None and _UNAVAILABLE.allow():
             log.warning("stream.frame_queue_unavailable", aiohttp=aiohttp.__version__)
 
