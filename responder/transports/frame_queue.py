@@ -20,10 +20,11 @@ aiohttp builds its queue in a private method (``WebSocketResponse._post_start``)
 name ``WebSocketDataQueue`` in its module ``aiohttp.web_ws``. :class:`SyncReadSocket` lets
 aiohttp's own method run, with that name bound to :class:`FrameQueue` for the duration of the
 call (synchronous, and under a lock for servers on other threads' loops), so whatever else the
-method does in a later aiohttp is kept. Where the name is not there, or the socket's queue is not a :class:`FrameQueue`
-afterwards, the socket is a plain one and frames take the queue's path (logged once:
-``stream.frame_queue_unavailable``). ``tests/responder/transports/test_frame_queue.py`` fails
-if the installed aiohttp no longer allows it, so an upgrade cannot silently lose the path.
+method does in a later aiohttp is kept. Where the name is not there, or the socket's queue is
+not a :class:`FrameQueue` afterwards, the socket is a plain one and frames take the queue's
+path (logged once an hour at most: ``stream.frame_queue_unavailable``).
+``tests/responder/transports/test_frame_queue.py`` fails if the installed aiohttp no longer
+allows it, so an upgrade cannot silently lose the path.
 """
 
 from __future__ import annotations
