@@ -41,6 +41,7 @@ from aiohttp._websocket.reader import WebSocketDataQueue
 from infra.logs import LogBudget
 
 Take = Callable[[str], bool]  # a text frame → handled there and then
+ENDED: Final = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED})  # as `async for` ends
 _QUEUE_NAME: Final = "WebSocketDataQueue"  # the name aiohttp.web_ws builds a socket's queue from
 _UNAVAILABLE = LogBudget(1, 1 / 3600)  # once an hour at most
 log = structlog.get_logger("stream")
@@ -53,7 +54,6 @@ class FrameQueue(WebSocketDataQueue):  # type: ignore[misc]  # aiohttp's (Cython
         super().__init__(*args, **kwargs)
         self.take: Take | None = None
         self.idle = False  # the reader is waiting in receive() and has handled every earlier message
-        self.taken = 0
 
     def feed_data(self, data: Any, size: int) -> None:
         take = self.take
@@ -61,7 +61,6 @@ class FrameQueue(WebSocketDataQueue):  # type: ignore[misc]  # aiohttp's (Cython
             take is not None and self.idle and not self._buffer
             and data[0] is WSMsgType.TEXT and take(data[1])
         ):  # fmt: skip
-            self.taken += 1
             return
         super().feed_data(data, size)
 
@@ -92,3 +91,16 @@ def frame_queue(ws: web.WebSocketResponse) -> FrameQueue | None:
     """The socket's :class:`FrameQueue`, once it is prepared; None for any other socket."""
     reader = getattr(ws, "_reader", None)
     return reader if isinstance(reader, FrameQueue) else None
+
+
+async def receive(ws: web.WebSocketResponse, queue: FrameQueue | None) -> Any:
+    """The socket's next message, read as its :class:`FrameQueue` (``queue``, None for a plain
+    socket) needs: parked with every earlier message handled, the next may be taken; not while
+    ``receive()`` pops a queued one (a stalled parser resumed there parses on)."""
+    if queue is None:
+        return await ws.receive()
+    queue.idle = not queue._buffer
+    try:
+        return await ws.receive()
+    finally:
+        queue.idle = False

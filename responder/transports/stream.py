@@ -28,7 +28,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar
 
 import structlog
 from aiohttp import WSMsgType, web
@@ -42,7 +42,7 @@ from responder.core.engine import EngineName
 from responder.core.keypad import EARLY_KEYS_MAX
 from responder.core.recorder import TranscriptRecorder
 from responder.runtime.services import Services
-from responder.transports.frame_queue import frame_queue
+from responder.transports.frame_queue import ENDED, frame_queue, receive
 from responder.transports.runner import run_call, stream_opener
 
 START_TIMEOUT_S = 10.0
@@ -52,7 +52,6 @@ UNKNOWN_CALL = "unknown"
 EARLY_KEYS_WRITE_S = 2.0  # a call whose session never came: its key presses are written still
 FLOOD_WINDOW_S = 1.0
 FLOOD_WINDOWS = 2  # windows over the frame rate in a row that close the socket
-_ENDED: Final = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED})  # as `async for` ends
 FLOOD_CLOSE_S = 0.25  # how long a flooding client's close frame is waited for
 
 FrameHandler = Callable[[dict[str, Any]], Awaitable[None]]
@@ -114,14 +113,8 @@ class StreamCall:
             queue.take = self._take_now
         try:
             while True:
-                if queue is not None:  # parked with every earlier frame handled: the next may be
-                    queue.idle = not queue._buffer  # taken (not while receive() pops a queued one)
-                try:
-                    msg = await self.ws.receive()
-                finally:
-                    if queue is not None:
-                        queue.idle = False
-                if msg.type in _ENDED:
+                msg = await receive(self.ws, queue)
+                if msg.type in ENDED:
                     break
                 self.frames += 1
                 if msg.type == WSMsgType.TEXT:

@@ -36,7 +36,7 @@ async def test_the_installed_aiohttp_still_lets_the_queue_be_replaced(
 
 
 class Reader:
-    """A serve loop as StreamTransport.serve runs it: parked in receive() with ``idle`` set."""
+    """A frame loop as StreamCall.serve runs it, over the same frame_queue.receive."""
 
     def __init__(self, ws: SyncReadSocket, busy_on: str) -> None:
         self.ws = ws
@@ -56,12 +56,8 @@ class Reader:
     async def run(self) -> None:
         assert self.queue is not None
         while True:
-            self.queue.idle = not self.queue._buffer  # as StreamCall.serve
-            try:
-                msg = await self.ws.receive()
-            finally:
-                self.queue.idle = False
-            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+            msg = await fq.receive(self.ws, self.queue)  # as StreamCall.serve reads
+            if msg.type in fq.ENDED:
                 return
             self.handled.append(("read", msg.data if msg.type == WSMsgType.TEXT else repr(msg.data)))
             if msg.type == WSMsgType.TEXT and msg.data == self.busy_on:
@@ -111,7 +107,7 @@ async def test_frames_are_taken_only_when_nothing_is_ahead_and_all_stay_in_order
         ("read", "take 3"), ("read", "take 4"), ("read", "take 5"), ("read", "b'\\x00'"),
         ("taken", "take 6"), ("read", "b'\\x01'"),
     ]  # fmt: skip
-    assert reader.queue is not None and reader.queue.taken == 2
+    assert [how for how, _ in reader.handled].count("taken") == 2
 
 
 async def test_a_burst_in_one_read_is_taken_only_until_a_frame_is_queued(
@@ -181,11 +177,19 @@ async def test_a_twilio_call_relays_its_media_frames_from_the_read_callback(
         queues.append(self)
 
     monkeypatch.setattr(fq.FrameQueue, "__init__", recording)
+    taken: list[bool] = []
+    take_now = StreamCall._take_now
+
+    def counting(self: StreamCall, data: str) -> bool:
+        taken.append(result := take_now(self, data))
+        return result
+
+    monkeypatch.setattr(StreamCall, "_take_now", counting)
     scenario = load_scenario("returns")
     _, _, items = await run_call(start_service, make_settings(simulator_scenario="returns"), scenario)
     assert any(i.kind == "message" and i.text == scenario.turns[1].say for i in items)
     assert len(queues) == 1
-    assert queues[0].taken > 0
+    assert any(taken)
     assert queues[0].take is None  # let go when the call ended
 
 
