@@ -28,7 +28,7 @@ from typing import Any
 
 import structlog
 
-from benchmarks.load.compare import format_comparison
+from benchmarks.load.compare import format_comparison, format_pairs
 from benchmarks.load.run import LoadConfig, run_load
 
 TARGETS = {  # issue 6, item 6
@@ -127,7 +127,9 @@ def format_report(r: dict[str, Any]) -> str:
     comparison = format_comparison(r)
     socket = (r.get("options") or {}).get("baseline_socket", "aiohttp")
     head = f"\n\nservice against the minimal relay (model socket: {socket}), same run:\n"
-    return text + (head + comparison if comparison else "")
+    text += head + comparison if comparison else ""
+    pairs = format_pairs(r.get("pairs"))
+    return text + ("\n\n(relay, service) pairs, service / relay in each cell:\n" + pairs if pairs else "")
 
 
 def _handovers(h: dict[str, Any]) -> str:
@@ -188,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         "--supervisor-process", action="store_true",
         help="the supervisor as its own process (RESPONDER_SUPERVISOR_URL), its CPU reported beside",
     )  # fmt: skip
+    parser.add_argument(
+        "--pairs", type=int, default=1, metavar="N",
+        help="N (relay, service) pairs, the order alternating; each pair and the median ratio",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     service_env = dict(pair.split("=", 1) for pair in args.service_env if "=" in pair)
@@ -213,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         service_env=service_env,
         supervisor_process=args.supervisor_process,
         engines=("realtime", "live") if args.engine == "both" else (args.engine,),
+        pairs=args.pairs,
     )
     if args.redis_url:
         cfg.redis_url = args.redis_url
@@ -221,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     targets = [result, *result["other_engines"].values()] + (
         [result["baseline"]] if result["baseline"] else []
     )
-    return 0 if all(t["calls"]["sustained"] == t["calls"]["attempted"] for t in targets) else 1
+    pairs = result["pairs"]["rows"] if result["pairs"] else []
+    every_call = all(t["calls"]["sustained"] == t["calls"]["attempted"] for t in targets)
+    return 0 if every_call and all(all(r["sustained"]) for r in pairs) else 1
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ ratio service / relay."""
 
 from __future__ import annotations
 
+import statistics
 from typing import Any, Final
 
 # (label, path into a target's result); a path's last step may be a percentile name
@@ -71,3 +72,65 @@ def _num(value: float | None) -> str:
     if value is None:
         return "—"
     return f"{value:.4g}"
+
+
+# what each (relay, service) pair reports: its CPU and the tails the targets are about
+PAIR_FIGURES: Final = (
+    ("cpu_per_call_minute_s", ("cpu", "service_per_call_minute_s")),
+    ("caller_to_model_p99_ms", ("relay_latency_ms", "caller_to_model", "p99")),
+    ("model_to_caller_p99_ms", ("relay_latency_ms", "model_to_caller", "p99")),
+    ("clear_p99_ms", ("speech_started_to_clear_ms", "p99")),
+)
+
+
+def pair_row(n: int, service: dict[str, Any], relay: dict[str, Any]) -> dict[str, Any]:
+    """One pair's figures: ``{name: [service, relay]}`` and the CPU ratio."""
+    row: dict[str, Any] = {"pair": n}
+    for name, path in PAIR_FIGURES:
+        row[name] = [figure(service, path), figure(relay, path)]
+    ours, theirs = row["cpu_per_call_minute_s"]
+    row["cpu_ratio"] = round(ours / theirs, 3) if ours is not None and theirs else None
+    lost = [service["lost_frames"], relay["lost_frames"]]
+    row["lost_frames"] = [x["caller_to_model"] + x["model_to_caller"] for x in lost]
+    row["sustained"] = [t["calls"]["sustained"] == t["calls"]["attempted"] for t in (service, relay)]
+    return row
+
+
+def summarize_pairs(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every pair, and the median over pairs of the CPU ratio and of each figure per side."""
+    ratios_ = [r["cpu_ratio"] for r in rows if r["cpu_ratio"] is not None]
+    median: dict[str, Any] = {
+        "cpu_ratio": round(statistics.median(ratios_), 3) if ratios_ else None,
+        "cpu_ratio_range": [min(ratios_), max(ratios_)] if ratios_ else None,
+    }
+    for name, _ in PAIR_FIGURES:
+        sides = []
+        for side in (0, 1):
+            values = [r[name][side] for r in rows if r[name][side] is not None]
+            sides.append(round(statistics.median(values), 4) if values else None)
+        median[name] = sides
+    return {"rows": rows, "median": median}
+
+
+def format_pairs(pairs: dict[str, Any] | None) -> str:
+    """The pairs as a table (service / relay in each cell) and their medians."""
+    if not pairs:
+        return ""
+    names = [name for name, _ in PAIR_FIGURES]
+    head = ("pair", *names, "cpu ratio", "lost")
+    rows = [head]
+    for r in pairs["rows"]:
+        cells = [" / ".join(_num(v) for v in r[name]) for name in names]
+        lost = " / ".join(str(x) for x in r["lost_frames"])
+        rows.append((str(r["pair"]), *cells, _ratio(r["cpu_ratio"]), lost))
+    m = pairs["median"]
+    rows.append(("median", *(" / ".join(_num(v) for v in m[n]) for n in names), _ratio(m["cpu_ratio"]), ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    text = "\n".join("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip() for row in rows)
+    low, high = m["cpu_ratio_range"] or (None, None)
+    spread = f"median {_ratio(m['cpu_ratio'])}, range {_ratio(low)}–{_ratio(high)}"
+    return text + f"\nCPU ratio over {len(pairs['rows'])} pairs: {spread}"
+
+
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}×"

@@ -14,7 +14,6 @@ and ``ratio`` (service / baseline) for each figure both have.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import json
 import os
@@ -30,17 +29,24 @@ from typing import Any, Literal
 import aiohttp
 from redis.asyncio import Redis
 
-from benchmarks.load.caller import CallStats, LoadCall
-from benchmarks.load.compare import ratios
+from benchmarks.load.caller import LoadCall
+from benchmarks.load.compare import pair_row, ratios, summarize_pairs
+from benchmarks.load.figures import (
+    clear_latency,
+    errors,
+    losses,
+    split_out_latencies,
+    sustained,
+    truncation_error,
+    window_latencies,
+)
 from benchmarks.load.procs import Proc, cpu_seconds, cpu_split, free_port, rss_mib, start, wait_ready
 from benchmarks.load.supervisor_bench import supervisor_overhead
 from simulator.probe import LEAD_MS, ProbeConfig, percentiles
 
 REDIS_PREFIX = "loadgen"
-CLEAR_MATCH_S = 1.0  # a clear more than this after a barge-in does not belong to it
 Engine = Literal["realtime", "live"]
 PROBLEM_LEVELS = ("warning", "error", "critical")  # the service log's levels the report counts
-RESPONSE_GAP_S = 0.15  # deltas further apart than this belong to different responses
 
 
 @dataclass
@@ -73,6 +79,9 @@ class LoadConfig:
     # the service's engine(s), each measured in turn (the first's figures at the top level); the
     # probe speaks both the Realtime and the GPT-Live primary WebSocket, the relay Realtime only
     engines: tuple[Engine, ...] = ("realtime",)
+    # > 1: that many (relay, service) pairs in all, the order alternating; each pair's CPU and
+    # tails and the median ratio are reported (one run's ratio moves with the machine's noise)
+    pairs: int = 1
 
     def probe(self) -> ProbeConfig:
         return ProbeConfig(self.delta_ms, self.barge_in_every, self.supervisor_every)
@@ -87,7 +96,7 @@ class LoadConfig:
             "baseline": self.baseline, "baseline_socket": self.baseline_socket,
             "service_env": dict(self.service_env),
             "supervisor_process": self.supervisor_process,
-            "engines": list(self.engines),
+            "engines": list(self.engines), "pairs": self.pairs,
         }  # fmt: skip
 
 
@@ -95,6 +104,8 @@ async def run_load(cfg: LoadConfig) -> dict[str, Any]:
     cfg.probe()  # options out of range fail here, not in the simulator process
     if not cfg.engines or len(set(cfg.engines)) != len(cfg.engines):
         raise ValueError(f"engines: one or more distinct, not {cfg.engines}")
+    if cfg.pairs < 1 or (cfg.pairs > 1 and not cfg.baseline):
+        raise ValueError(f"pairs: 1, or more with the baseline, not {cfg.pairs}")
     if cfg.nice is not None:  # other jobs on the machine: keep their scheduling out of latencies
         os.setpriority(os.PRIO_PROCESS, 0, cfg.nice)  # inherited by the processes started below
     with contextlib.ExitStack() as stack:
@@ -121,39 +132,18 @@ async def run_load(cfg: LoadConfig) -> dict[str, Any]:
         token = secrets.token_hex(16)
         baseline = None
         if cfg.baseline:
-            relay = _start_relay(sim, log_dir, cfg.baseline_socket)
-            stack.callback(relay.stop)
-            await wait_ready(relay, "/readyz")
-            try:
-                baseline = await _measure(cfg, sim, relay, token, profile=_relay_profile(cfg.profile))
-            finally:
-                relay.stop()
+            baseline = await _relay_figures(cfg, sim, token, log_dir, _relay_profile(cfg.profile))
         by_engine: dict[str, dict[str, Any]] = {}
         for n, engine in enumerate(cfg.engines):  # one service process per engine, in turn
-            side = _start_supervisor(cfg, sim, log_dir) if cfg.supervisor_process else None
-            if side is not None:
-                stack.callback(side.stop)
-                await wait_ready(side, "/readyz")
-            svc = _start_service(
-                cfg, sim, token, log_dir, engine, "service" if n == 0 else f"service-{engine}",
-                supervisor=side,
-            )  # fmt: skip
-            stack.callback(svc.stop)
-            await wait_ready(svc, "/readyz")
-            try:
-                profile = cfg.profile if n == 0 else None
-                figures = await _measure(cfg, sim, svc, token, profile=profile, side=side)
-            finally:
-                svc.stop()
-                if side is not None:
-                    side.stop()
-                await _delete_keys(cfg.redis_url, REDIS_PREFIX)
-            figures["engine"] = engine
-            figures["service_log"] = _log_counts(svc.log_path, "level", PROBLEM_LEVELS)
-            figures["service_log_lines"] = _line_count(svc.log_path)
-            figures["supervisor_process_log"] = None if side is None else _log_counts(side.log_path, "event")
+            name = "service" if n == 0 else f"service-{engine}"
+            profile = cfg.profile if n == 0 else None
+            figures = await _service_figures(cfg, sim, token, log_dir, engine, name, profile)
             figures["ratio"] = ratios(figures, baseline) if baseline is not None else None
             by_engine[engine] = figures
+        pairs = None
+        if baseline is not None and cfg.pairs > 1:
+            first = by_engine[cfg.engines[0]]
+            pairs = await _more_pairs(cfg, sim, token, log_dir, first, baseline)
         result = by_engine.pop(cfg.engines[0])
         result["other_engines"] = by_engine  # measured after the first, same options
         if cfg.supervisor_history > 0:
@@ -163,8 +153,64 @@ async def run_load(cfg: LoadConfig) -> dict[str, Any]:
         result["log_dir"] = str(log_dir) if cfg.log_dir is not None else None
         result["options"] = cfg.options()
         result["baseline"] = baseline
+        result["pairs"] = pairs
         return result
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
+
+
+async def _relay_figures(
+    cfg: LoadConfig, sim: Proc, token: str, log_dir: Path, profile: Path | None
+) -> dict[str, Any]:
+    relay = _start_relay(sim, log_dir, cfg.baseline_socket)
+    try:
+        await wait_ready(relay, "/readyz")
+        return await _measure(cfg, sim, relay, token, profile=profile)
+    finally:
+        relay.stop()
+
+
+async def _service_figures(
+    cfg: LoadConfig, sim: Proc, token: str, log_dir: Path, engine: str, name: str, profile: Path | None
+) -> dict[str, Any]:
+    """One service process (and its supervisor process, if asked for) under the N calls."""
+    side = _start_supervisor(cfg, sim, log_dir) if cfg.supervisor_process else None
+    try:
+        if side is not None:
+            await wait_ready(side, "/readyz")
+        svc = _start_service(cfg, sim, token, log_dir, engine, name, supervisor=side)
+        try:
+            await wait_ready(svc, "/readyz")
+            figures = await _measure(cfg, sim, svc, token, profile=profile, side=side)
+        finally:
+            svc.stop()
+    finally:
+        if side is not None:
+            side.stop()
+        await _delete_keys(cfg.redis_url, REDIS_PREFIX)
+    figures["engine"] = engine
+    figures["service_log"] = _log_counts(svc.log_path, "level", PROBLEM_LEVELS)
+    figures["service_log_lines"] = _line_count(svc.log_path)
+    figures["supervisor_process_log"] = None if side is None else _log_counts(side.log_path, "event")
+    return figures
+
+
+async def _more_pairs(
+    cfg: LoadConfig, sim: Proc, token: str, log_dir: Path, service: dict[str, Any], relay: dict[str, Any]
+) -> dict[str, Any]:
+    """``cfg.pairs`` − 1 more (relay, service) pairs after the first, each side a new process,
+    the order alternating (service first in the 2nd, 4th, …) so that a machine getting slower
+    or faster over the run does not favour one side; every pair's figures and the median."""
+    rows = [pair_row(1, service, relay)]
+    engine = cfg.engines[0]
+    for n in range(2, cfg.pairs + 1):
+        if n % 2 == 0:
+            svc = await _service_figures(cfg, sim, token, log_dir, engine, f"service-pair{n}", None)
+            base = await _relay_figures(cfg, sim, token, log_dir, None)
+        else:
+            base = await _relay_figures(cfg, sim, token, log_dir, None)
+            svc = await _service_figures(cfg, sim, token, log_dir, engine, f"service-pair{n}", None)
+        rows.append(pair_row(n, svc, base))
+    return summarize_pairs(rows)
 
 
 def _start_relay(sim: Proc, log_dir: Path, socket: str) -> Proc:
@@ -286,10 +332,10 @@ async def _measure(
             profiler.wait(30)
     window = t1 - t0
     cpu = {name: cpu1[name] - cpu0[name] for name in cpu0}
-    sustained = [s for s in stats if _sustained(s, t0, t1)]
-    call_minutes = len(sustained) * window / 60
+    kept = [s for s in stats if sustained(s, t0, t1)]
+    call_minutes = len(kept) * window / 60
     return {
-        "calls": {"attempted": n, "sustained": len(sustained), "errors": _errors(stats, t0, t1)},
+        "calls": {"attempted": n, "sustained": len(kept), "errors": errors(stats, t0, t1)},
         "window_s": round(window, 2),
         "cpu": {
             "service_s": round(cpu["service"], 3),
@@ -310,12 +356,12 @@ async def _measure(
         },
         "relay_latency_ms": {
             "caller_to_model": probe["in_latency_ms"],
-            "model_to_caller": percentiles(_window_latencies(stats, t0, t1)),
-            "model_to_caller_split": _split_out_latencies(stats, t0, t1, LEAD_MS // cfg.delta_ms),
+            "model_to_caller": percentiles(window_latencies(stats, t0, t1)),
+            "model_to_caller_split": split_out_latencies(stats, t0, t1, LEAD_MS // cfg.delta_ms),
         },
-        "lost_frames": _losses(stats, probe, t0, t1),
-        "speech_started_to_clear_ms": _clear_latency(stats, probe),
-        "truncation_error_ms": _truncation_error(stats, probe),
+        "lost_frames": losses(stats, probe, t0, t1),
+        "speech_started_to_clear_ms": clear_latency(stats, probe),
+        "truncation_error_ms": truncation_error(stats, probe),
         "supervisor_turns": probe["handovers"],
         "load_average": {
             "before": [round(x, 2) for x in load_before],
@@ -324,108 +370,6 @@ async def _measure(
         "cpu_count": os.cpu_count(),
         "nice": os.getpriority(os.PRIO_PROCESS, 0),
         "profile": str(profile) if profiler is not None else None,
-    }
-
-
-def _sustained(stats: CallStats, t0: float, t1: float) -> bool:
-    connected = stats.connected_at is not None and stats.connected_at < t0
-    return connected and stats.error is None and not stats.closed_by_service
-
-
-def _errors(stats: list[CallStats], t0: float, t1: float) -> list[str]:
-    out = []
-    for s in stats:
-        if s.error is not None:
-            out.append(f"call {s.tag}: {s.error}")
-        elif not _sustained(s, t0, t1):
-            out.append(f"call {s.tag}: not connected before the window")
-    return out[:20]
-
-
-def _in_window(times: Any, t0: float, t1: float) -> int:
-    return sum(1 for t in times if t0 <= t <= t1)
-
-
-def _window_latencies(stats: list[CallStats], t0: float, t1: float) -> list[float]:
-    return [
-        ms for s in stats for sent, ms in zip(s.out_sent, s.out_latency_ms, strict=True) if t0 <= sent <= t1
-    ]
-
-
-def _split_out_latencies(stats: list[CallStats], t0: float, t1: float, head_deltas: int) -> dict[str, Any]:
-    """Model→caller latency of each response's head (its first ``head_deltas`` deltas, sent
-    together right after ``response.created`` and ``conversation.item.added``) and of the rest
-    (paced): the head waits behind whatever the service does for the events before it."""
-    head: list[float] = []
-    paced: list[float] = []
-    for s in stats:
-        previous, position = -1.0, 0
-        for sent, ms in zip(s.out_sent, s.out_latency_ms, strict=True):
-            position = 0 if sent - previous > RESPONSE_GAP_S else position + 1
-            previous = sent
-            if t0 <= sent <= t1:
-                (head if position < head_deltas else paced).append(ms)
-    return {"response_head": percentiles(head), "paced": percentiles(paced)}
-
-
-def _losses(stats: list[CallStats], probe: dict[str, Any], t0: float, t1: float) -> dict[str, int]:
-    """Frames stamped inside the window by one side that the other side never received."""
-    lost_in = lost_out = sent_in = sent_out = 0
-    for s in stats:
-        seen = probe["calls"].get(str(s.tag), {"in_received": 0, "out_sent": 0})
-        sent = _in_window(s.frames_sent, t0, t1)
-        received_out = _in_window(s.out_sent, t0, t1)
-        sent_in += sent
-        sent_out += seen["out_sent"]
-        lost_in += max(0, sent - seen["in_received"])
-        lost_out += max(0, seen["out_sent"] - received_out)
-    return {
-        "caller_to_model": lost_in,
-        "model_to_caller": lost_out,
-        "caller_frames_sent": sent_in,
-        "model_deltas_sent": sent_out,
-    }
-
-
-def _clear_latency(stats: list[CallStats], probe: dict[str, Any]) -> dict[str, Any]:
-    latencies: list[float] = []
-    missing = 0
-    for s in stats:
-        barge_ins = probe["calls"].get(str(s.tag), {}).get("barge_ins", [])
-        clears = sorted(s.clears)
-        for b in barge_ins:
-            i = bisect.bisect_left(clears, b)
-            if i < len(clears) and clears[i] - b <= CLEAR_MATCH_S:
-                latencies.append((clears[i] - b) * 1000)
-            else:
-                missing += 1
-    return {**percentiles(latencies), "barge_ins_without_clear": missing}
-
-
-def _truncation_error(stats: list[CallStats], probe: dict[str, Any]) -> dict[str, Any]:
-    """Each ``conversation.item.truncate`` the model got against what the caller had heard
-    when the ``clear`` reached it (the nearest clear within :data:`CLEAR_MATCH_S`): truncated
-    minus heard, in ms (> 0: the history claims audio nobody heard). ``abs`` for the target."""
-    errors: list[float] = []
-    unmatched = unmapped = 0
-    for s in stats:
-        seen = probe["calls"].get(str(s.tag), {})
-        unmapped += seen.get("unmapped_truncations", 0)
-        heard = sorted(s.heard_at_clear)
-        used = [False] * len(heard)  # a clear is matched to one truncation at most
-        for at, truncated_ms in sorted(seen.get("truncations", [])):
-            near = [j for j, (t, _) in enumerate(heard) if not used[j] and abs(t - at) <= CLEAR_MATCH_S]
-            if not near:
-                unmatched += 1
-                continue
-            j = min(near, key=lambda k: abs(heard[k][0] - at))
-            used[j] = True
-            errors.append(truncated_ms - heard[j][1])
-    return {
-        "signed": percentiles(errors),
-        "abs": percentiles(abs(e) for e in errors),
-        "truncations_without_clear": unmatched,
-        "unmapped_truncations": unmapped,  # the probe could not place them (whole run)
     }
 
 
