@@ -27,6 +27,7 @@ from responder.core import engine as ev
 from responder.core.engine import AudioNow, EngineName, Line, Purpose, Restored
 from responder.engines.realtime import protocol
 from responder.engines.realtime.connection import RealtimeSocket, open_realtime
+from responder.engines.realtime.delta_frame import audio_delta
 from responder.engines.realtime.event_shape import shape_problem
 from responder.engines.realtime.replay import REPLAY_LIMIT, awaits_answer, replay_events
 
@@ -117,6 +118,9 @@ class RealtimeEngine:
         def seen(message: bytes) -> bool:  # the very event the pump would get next
             if len(message) > _TAKEN_MAX:  # too large to go out at once: not parsed twice
                 return False
+            fast = audio_delta(message)  # the usual compact delta, without json.loads
+            if fast is not None:
+                return now(*fast)
             raw = _parsed(message)
             if type(raw) is not dict or raw.get("type") != _AUDIO_DELTA:
                 return False

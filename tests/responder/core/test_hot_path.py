@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import gc
 import json
-import re._parser as re_parser
 from typing import Any
 
 import pytest
@@ -30,6 +29,7 @@ from simulator.probe import (
 )
 from simulator.scenario import load_scenario
 from simulator.state import STATE_KEY
+from tests.support.regex import repeats
 
 PAYLOAD = base64.b64encode(bytes(range(160))).decode()
 SID = "MZ" + "0123456789abcdef" * 2
@@ -145,7 +145,7 @@ def test_mark_fast_path_never_disagrees_with_json(frame: dict[str, Any], compact
 
 
 def test_mark_fast_path_never_backtracks() -> None:
-    assert _repeats(re_parser.parse(_MARK_FRAME.pattern)) == {"POSSESSIVE_REPEAT"}
+    assert repeats(_MARK_FRAME.pattern) == {"POSSESSIVE_REPEAT"}
 
 
 # -- caller audio straight to the websockets connection ------------------------------------------
@@ -263,27 +263,12 @@ def test_audio_fast_path_gives_what_the_general_path_gives(
         assert _audio(None, raw) is None  # type: ignore[arg-type]  # nothing to relay either way
 
 
-def _repeats(tree: re_parser.SubPattern) -> set[str]:
-    """The kinds of repetition anywhere in a parsed regular expression."""
-    found: set[str] = set()
-    stack: list[Any] = list(tree)
-    while stack:
-        item = stack.pop()
-        if isinstance(item, re_parser.SubPattern):
-            stack.extend(item)
-        elif isinstance(item, tuple | list):
-            stack.extend(item)
-            if len(item) == 2 and str(item[0]).endswith("_REPEAT"):
-                found.add(str(item[0]))
-    return found
-
-
 def test_media_fast_path_never_backtracks() -> None:
     """Before: a media-shaped 64 KB frame broken at its last byte was backtracked through, one
     character at a time, by each of three alternatives (1.6 ms, ~35 times ``json.loads``; a
     client sending only those held the event loop ~40 ms late for every call). Every
     repetition is possessive now, so a refusal costs one pass, and the verdicts are the same."""
-    assert _repeats(re_parser.parse(_MEDIA_FRAME.pattern)) == {"POSSESSIVE_REPEAT"}
+    assert repeats(_MEDIA_FRAME.pattern) == {"POSSESSIVE_REPEAT"}
     head = {"event": "media", "sequenceNumber": "1"}
     media = {"media": {"track": "inbound", "chunk": "1", "timestamp": "1", "payload": "A" * 64_000}}
     sid = {"streamSid": "MZ1"}

@@ -1,0 +1,103 @@
+"""The model's audio deltas read without ``json.loads`` (``delta_frame.audio_delta``): the
+compact forms are read, everything else steps aside for the general parser, and whatever the
+fast path reads is exactly what ``json.loads`` and the general path make of the message."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from responder.engines.realtime.delta_frame import _HEAD, audio_delta
+from responder.engines.realtime.engine import _audio_fast
+from tests.support.regex import repeats
+
+AUDIO = base64.b64encode(bytes(range(160))).decode()
+TYPE = "response.output_audio.delta"
+
+
+def compact(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+API_ORDER = {
+    "type": TYPE, "event_id": "event_Cx1", "response_id": "resp_9", "item_id": "item_7",
+    "output_index": 0, "content_index": 0, "delta": AUDIO,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        API_ORDER,
+        {k: v for k, v in API_ORDER.items() if k != "event_id"},  # the simulator's
+        {"event_id": "event_1", **{k: v for k, v in API_ORDER.items() if k != "event_id"}},
+        {"type": TYPE, "response_id": "resp_9", "item_id": "item_7", "delta": AUDIO},
+        {**API_ORDER, "output_index": 12, "delta": "AAAA"},
+    ],
+)
+def test_reads_the_compact_forms(event: dict[str, Any]) -> None:
+    message = compact(event)
+    parsed = json.loads(message)
+    assert audio_delta(message) == (parsed["item_id"], parsed["response_id"], parsed["delta"])
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        json.dumps(API_ORDER).encode(),  # whitespace: json.loads decides
+        compact({**API_ORDER, "obfuscation": "x"}),  # another field
+        compact({k: v for k, v in API_ORDER.items() if k != "item_id"}),
+        compact({k: v for k, v in API_ORDER.items() if k != "response_id"}),
+        compact({**API_ORDER, "delta": ""}),
+        compact({**API_ORDER, "delta": "AA AA"}),  # not base64: the general path decides
+        compact({**API_ORDER, "item_id": "item/7"}),
+        compact({**API_ORDER, "item_id": ""}),
+        compact({**API_ORDER, "output_index": 1.5}),
+        compact({**API_ORDER, "output_index": -1}),
+        compact({**API_ORDER, "type": "response.output_audio.done"}),
+        compact(API_ORDER).replace(b"AAEC", b"\\u0041EC", 1),  # an escape
+        compact(API_ORDER).replace(b'"item_id":"item_7"', b'"item_id":"item_7","item_id":"item_8"'),
+        compact(API_ORDER)[:-1],  # not JSON
+        compact(API_ORDER)[:-2] + b'"}x',
+        compact(API_ORDER) + b"\n",
+        b"",
+    ],
+)
+def test_steps_aside_for_anything_else(message: bytes) -> None:
+    assert audio_delta(message) is None
+
+
+_key = st.sampled_from(["type", "event_id", "response_id", "item_id", "output_index", "delta", "x"])
+_value = st.one_of(
+    st.sampled_from([TYPE, "resp_1", "item_1", "AAAA", AUDIO, "", "a b", 'q"', "\\"]),
+    st.integers(min_value=-3, max_value=10**10), st.floats(allow_nan=False), st.none(), st.booleans(),
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(pairs=st.lists(st.tuples(_key, _value), max_size=8), head=st.booleans())
+def test_never_disagrees_with_json(pairs: list[tuple[str, Any]], head: bool) -> None:
+    """Duplicate keys, any order, odd values: when the fast path reads a message, json.loads
+    reads it too, and the general path relays the same three strings from it."""
+    fields = [("type", TYPE), *pairs] if head else pairs
+    message = ("{" + ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in fields) + "}").encode()
+    fast = audio_delta(message)
+    if fast is not None:
+        parsed = json.loads(message)
+        assert parsed["type"] == TYPE
+        general = _audio_fast(parsed)
+        assert general is not None and (general.item_id, general.reply_id, general.audio) == fast
+
+
+def test_never_backtracks() -> None:
+    assert repeats(_HEAD.pattern) == {"POSSESSIVE_REPEAT"}
+    long = compact({**API_ORDER, "delta": "A" * 60_000})
+    assert audio_delta(long) == ("item_7", "resp_9", "A" * 60_000)
+    assert audio_delta(long[:-2] + b'x"}') is not None  # still base64 letters
+    assert audio_delta(long[:-2] + b'!"}') is None
+    assert audio_delta(long.replace(b'"item_id":"item_7"', b'"item_id":"' + b"i" * 60_000 + b'"')) is None
