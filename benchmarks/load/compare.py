@@ -93,6 +93,7 @@ def pair_row(n: int, service: dict[str, Any], relay: dict[str, Any]) -> dict[str
     lost = [service["lost_frames"], relay["lost_frames"]]
     row["lost_frames"] = [x["caller_to_model"] + x["model_to_caller"] for x in lost]
     row["sustained"] = [t["calls"]["sustained"] == t["calls"]["attempted"] for t in (service, relay)]
+    row["service_log"] = service.get("service_log") or {}  # its warnings and errors, by level
     return row
 
 

@@ -106,6 +106,8 @@ async def run_load(cfg: LoadConfig) -> dict[str, Any]:
         raise ValueError(f"engines: one or more distinct, not {cfg.engines}")
     if cfg.pairs < 1 or (cfg.pairs > 1 and not cfg.baseline):
         raise ValueError(f"pairs: 1, or more with the baseline, not {cfg.pairs}")
+    if cfg.pairs > 1 and (cfg.profile or cfg.cprofile):  # it would weigh on the first pair only
+        raise ValueError("pairs: no --profile or --cprofile with more than one pair")
     if cfg.nice is not None:  # other jobs on the machine: keep their scheduling out of latencies
         os.setpriority(os.PRIO_PROCESS, 0, cfg.nice)  # inherited by the processes started below
     with contextlib.ExitStack() as stack:
@@ -159,9 +161,9 @@ async def run_load(cfg: LoadConfig) -> dict[str, Any]:
 
 
 async def _relay_figures(
-    cfg: LoadConfig, sim: Proc, token: str, log_dir: Path, profile: Path | None
+    cfg: LoadConfig, sim: Proc, token: str, log_dir: Path, profile: Path | None, name: str = "relay"
 ) -> dict[str, Any]:
-    relay = _start_relay(sim, log_dir, cfg.baseline_socket)
+    relay = _start_relay(sim, log_dir, cfg.baseline_socket, name)
     try:
         await wait_ready(relay, "/readyz")
         return await _measure(cfg, sim, relay, token, profile=profile)
@@ -173,7 +175,7 @@ async def _service_figures(
     cfg: LoadConfig, sim: Proc, token: str, log_dir: Path, engine: str, name: str, profile: Path | None
 ) -> dict[str, Any]:
     """One service process (and its supervisor process, if asked for) under the N calls."""
-    side = _start_supervisor(cfg, sim, log_dir) if cfg.supervisor_process else None
+    side = _start_supervisor(cfg, sim, log_dir, name + "-supervisor") if cfg.supervisor_process else None
     try:
         if side is not None:
             await wait_ready(side, "/readyz")
@@ -205,19 +207,19 @@ async def _more_pairs(
     for n in range(2, cfg.pairs + 1):
         if n % 2 == 0:
             svc = await _service_figures(cfg, sim, token, log_dir, engine, f"service-pair{n}", None)
-            base = await _relay_figures(cfg, sim, token, log_dir, None)
+            base = await _relay_figures(cfg, sim, token, log_dir, None, f"relay-pair{n}")
         else:
-            base = await _relay_figures(cfg, sim, token, log_dir, None)
+            base = await _relay_figures(cfg, sim, token, log_dir, None, f"relay-pair{n}")
             svc = await _service_figures(cfg, sim, token, log_dir, engine, f"service-pair{n}", None)
         rows.append(pair_row(n, svc, base))
     return summarize_pairs(rows)
 
 
-def _start_relay(sim: Proc, log_dir: Path, socket: str) -> Proc:
+def _start_relay(sim: Proc, log_dir: Path, socket: str, name: str) -> Proc:
     port = free_port()
     ws_url = "ws" + sim.url.removeprefix("http") + "/v1/realtime"
     args = ["--port", str(port), "--realtime-url", ws_url, "--model-socket", socket]
-    return start("relay", args, {}, f"http://127.0.0.1:{port}", log_dir, module="benchmarks.minimal_relay")
+    return start(name, args, {}, f"http://127.0.0.1:{port}", log_dir, module="benchmarks.minimal_relay")
 
 
 def _common_env(cfg: LoadConfig, sim: Proc) -> dict[str, str]:
@@ -234,11 +236,11 @@ def _common_env(cfg: LoadConfig, sim: Proc) -> dict[str, str]:
     }
 
 
-def _start_supervisor(cfg: LoadConfig, sim: Proc, log_dir: Path) -> Proc:
+def _start_supervisor(cfg: LoadConfig, sim: Proc, log_dir: Path, name: str) -> Proc:
     port, token = free_port(), secrets.token_hex(24)
     env = {**_common_env(cfg, sim), "RESPONDER_SUPERVISOR_TOKEN": token}
     url = f"http://127.0.0.1:{port}"
-    proc = start("supervisor", ["supervisor", "serve", "--port", str(port)], env, url, log_dir)
+    proc = start(name, ["supervisor", "serve", "--port", str(port)], env, url, log_dir)
     proc.env = {"RESPONDER_SUPERVISOR_URL": proc.url, "RESPONDER_SUPERVISOR_TOKEN": token}
     return proc
 

@@ -15,13 +15,17 @@ form the Realtime API and the simulator write:
 last copy would win). Anything else answers None, and the caller parses the message with
 ``json.loads`` as before: the fast path only changes what a delta costs, never which deltas
 are accepted or what they say. Every repetition is possessive and bounded, so a hostile
-message costs one pass over its head, and the audio is checked by one ``bytes.translate``.
+message costs one pass over its head, and the audio is checked by one ``bytes.translate``
+(on an interpreter whose possessive repeats are broken, :mod:`infra.possessive`, nothing is
+read here).
 """
 
 from __future__ import annotations
 
 import re
 from typing import Final
+
+from infra import possessive
 
 TYPE_HEAD: Final = b'"type":"response.output_audio.delta"'
 _ID: Final = rb'"([A-Za-z0-9_-]{1,128}+)"'  # what an id may be here; others go the general way
@@ -41,7 +45,7 @@ _TAIL: Final = b'"}'
 def audio_delta(message: bytes) -> tuple[str, str, str] | None:
     """``(item_id, response_id, delta)`` of a compact audio delta with non-empty audio; None
     for any other message (``json.loads`` decides those)."""
-    head = _HEAD.match(message)
+    head = _HEAD.match(message) if possessive.SOUND else None
     if head is None or not message.endswith(_TAIL):
         return None
     audio = message[head.end() : -2]

@@ -12,12 +12,15 @@ answers None, and the caller parses it with ``json.loads`` as before.
 Every repetition is possessive and the payload is scanned by one alternative only: a frame
 that is media-shaped up to its last byte costs one pass, not a backtrack through each of its
 characters per alternative (a 64 KB one took 1.6 ms to turn down, longer than ``json.loads``;
-a client sending nothing else held the event loop ~40 ms late for every call).
+a client sending nothing else held the event loop ~40 ms late for every call). On an
+interpreter whose possessive repeats are broken (:mod:`infra.possessive`) both answer None.
 """
 
 from __future__ import annotations
 
 import re
+
+from infra import possessive
 
 _WS = r"[ \t\n\r]*+"  # possessive: what a class matched is never given back (no backtracking)
 
@@ -54,7 +57,7 @@ _MEDIA_FRAME = re.compile(_HEAD + f"(?:{_MEDIA}(?:{_sep()}{_SID})?+|{_SID}{_sep(
 
 def media_payload(frame: str) -> str | None:
     """The base64 payload of a well-formed media frame; None when ``frame`` is anything else."""
-    if not frame.startswith("{"):
+    if not possessive.SOUND or not frame.startswith("{"):
         return None
     match = _MEDIA_FRAME.fullmatch(frame)
     if match is None:
@@ -74,7 +77,9 @@ _MARK_FRAME = re.compile(
 def mark_name(frame: str) -> str | None:
     """The name of an echoed mark of ours (``m`` and digits, as :mod:`responder.core.playback`
     names them) in a well-formed ``mark`` frame; None when ``frame`` is anything else."""
-    if len(frame) > MARK_FRAME_MAX or not frame.startswith(('{"event":"mark"', '{"event": "mark"')):
+    if len(frame) > MARK_FRAME_MAX or not possessive.SOUND:
+        return None
+    if not frame.startswith(('{"event":"mark"', '{"event": "mark"')):
         return None  # a longer one is not an echo of ours: json.loads decides, as before
     match = _MARK_FRAME.fullmatch(frame)
     if match is None:

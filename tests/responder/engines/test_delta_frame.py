@@ -101,3 +101,22 @@ def test_never_backtracks() -> None:
     assert audio_delta(long[:-2] + b'x"}') is not None  # still base64 letters
     assert audio_delta(long[:-2] + b'!"}') is None
     assert audio_delta(long.replace(b'"item_id":"item_7"', b'"item_id":"' + b"i" * 60_000 + b'"')) is None
+
+
+def test_every_fast_path_steps_aside_on_an_interpreter_with_broken_possessive_repeats(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CPython 3.11.0–3.11.4 matched ``(?:ab?c)*+`` against ``a``: there a frame json.loads
+    rejects (an empty event_id right after the type) was read as a delta. On such an
+    interpreter none of the three fast paths reads anything; this one is not such."""
+    from infra import possessive
+    from responder.transports.twilio.frames import mark_name, media_payload
+
+    assert possessive.SOUND  # the fast paths are in use under test
+    media = '{"event":"media","sequenceNumber":"3","media":{"track":"inbound","chunk":"2",' \
+        '"timestamp":"40","payload":"AAAA"},"streamSid":"MZ1"}'  # fmt: skip
+    mark = '{"event":"mark","streamSid":"MZ1","mark":{"name":"m12"}}'
+    assert audio_delta(compact(API_ORDER)) and media_payload(media) == "AAAA" and mark_name(mark) == "m12"
+    monkeypatch.setattr(possessive, "SOUND", False)
+    assert audio_delta(compact(API_ORDER)) is None
+    assert media_payload(media) is None and mark_name(mark) is None
