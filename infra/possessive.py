@@ -7,13 +7,14 @@ trust a match to mean the frame has exactly the shape spelled out. CPython 3.11.
 moved on, so that an expression matched text it does not describe (``(?:ab?c)*+`` matched
 ``a``): on such an interpreter a frame ``json.loads`` rejects could be taken as well formed.
 ``pyproject.toml`` asks for 3.11.5 or later; should the service still run on an older one,
-:data:`SOUND` is False and every fast path steps aside (``json.loads`` decides every frame).
+:data:`SOUND` is False and :func:`regex` gives every fast path an expression that matches
+nothing, so each steps aside (``json.loads`` decides every frame) with no check of its own.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import AnyStr, Final
 
 
 def _sound() -> bool:
@@ -22,3 +23,11 @@ def _sound() -> bool:
 
 
 SOUND: Final = _sound()
+
+
+def regex(pattern: AnyStr) -> re.Pattern[AnyStr]:
+    """``re.compile(pattern)`` for a fast path's possessive expression; on an interpreter that is
+    not :data:`SOUND`, an expression of the same kind that never matches."""
+    if SOUND:
+        return re.compile(pattern)
+    return re.compile(b"(?!)" if isinstance(pattern, bytes) else "(?!)")  # type: ignore[arg-type]

@@ -16,8 +16,8 @@ last copy would win). Anything else answers None, and the caller parses the mess
 ``json.loads`` as before: the fast path only changes what a delta costs, never which deltas
 are accepted or what they say. Every repetition is possessive and bounded, so a hostile
 message costs one pass over its head, and the audio is checked by one ``bytes.translate``
-(on an interpreter whose possessive repeats are broken, :mod:`infra.possessive`, nothing is
-read here).
+(on an interpreter whose possessive repeats are broken, :func:`infra.possessive.regex`
+gives an expression that matches nothing).
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ from typing import Final
 
 from infra import possessive
 
-TYPE_HEAD: Final = b'"type":"response.output_audio.delta"'
+_TYPE: Final = b'"type":"response.output_audio.delta"'
 _ID: Final = rb'"([A-Za-z0-9_-]{1,128}+)"'  # what an id may be here; others go the general way
 _EVENT_ID: Final = rb'"event_id":"[A-Za-z0-9_-]{1,128}+"'
 _INT: Final = rb"(?:0|[1-9][0-9]{0,8}+)"
 # one order of the fields (an event_id first or right after the type): one pass, and no key
 # can come twice
-_HEAD: Final = re.compile(
-    rb"\{(?:" + _EVENT_ID + b"," + re.escape(TYPE_HEAD) + b"|" + re.escape(TYPE_HEAD)
+_HEAD: Final = possessive.regex(
+    rb"\{(?:" + _EVENT_ID + b"," + re.escape(_TYPE) + b"|" + re.escape(_TYPE)
     + rb"(?:," + _EVENT_ID + rb")?+)" + rb',"response_id":' + _ID + rb',"item_id":' + _ID
     + rb'(?:,"output_index":' + _INT + rb')?+(?:,"content_index":' + _INT + rb')?+,"delta":"'
 )  # fmt: skip
@@ -45,10 +45,10 @@ _TAIL: Final = b'"}'
 def audio_delta(message: bytes) -> tuple[str, str, str] | None:
     """``(item_id, response_id, delta)`` of a compact audio delta with non-empty audio; None
     for any other message (``json.loads`` decides those)."""
-    head = _HEAD.match(message) if possessive.SOUND else None
+    head = _HEAD.match(message)
     if head is None or not message.endswith(_TAIL):
         return None
-    audio = message[head.end() : -2]
+    audio = message[head.end() : -len(_TAIL)]
     if not audio or audio.translate(None, _BASE64):  # empty, or a byte base64 has not (a quote…)
         return None
     return head[2].decode(), head[1].decode(), audio.decode()

@@ -13,12 +13,10 @@ Every repetition is possessive and the payload is scanned by one alternative onl
 that is media-shaped up to its last byte costs one pass, not a backtrack through each of its
 characters per alternative (a 64 KB one took 1.6 ms to turn down, longer than ``json.loads``;
 a client sending nothing else held the event loop ~40 ms late for every call). On an
-interpreter whose possessive repeats are broken (:mod:`infra.possessive`) both answer None.
+interpreter whose possessive repeats are broken both answer None (:func:`infra.possessive.regex`).
 """
 
 from __future__ import annotations
-
-import re
 
 from infra import possessive
 
@@ -52,12 +50,14 @@ _MEDIA = _pair(
 )
 _HEAD = "\\{" + _WS + _pair("event", '"media"') + _sep() + _pair("sequenceNumber", _DIGITS) + _sep()
 # Twilio writes streamSid after media; the simulated caller before it
-_MEDIA_FRAME = re.compile(_HEAD + f"(?:{_MEDIA}(?:{_sep()}{_SID})?+|{_SID}{_sep()}{_MEDIA})" + _WS + "\\}")
+_MEDIA_FRAME = possessive.regex(
+    _HEAD + f"(?:{_MEDIA}(?:{_sep()}{_SID})?+|{_SID}{_sep()}{_MEDIA})" + _WS + "\\}"
+)
 
 
 def media_payload(frame: str) -> str | None:
     """The base64 payload of a well-formed media frame; None when ``frame`` is anything else."""
-    if not possessive.SOUND or not frame.startswith("{"):
+    if not frame.startswith("{"):
         return None
     match = _MEDIA_FRAME.fullmatch(frame)
     if match is None:
@@ -68,7 +68,7 @@ def media_payload(frame: str) -> str | None:
 
 MARK_FRAME_MAX = 512  # an echo of ours is ~120 characters (a 34-character streamSid, a 13-character name)
 _MARK_NAME = _pair("mark", "\\{" + _WS + _pair("name", r'"(m[0-9]{1,12}+)"') + _WS + "\\}")
-_MARK_FRAME = re.compile(
+_MARK_FRAME = possessive.regex(
     "\\{" + _WS + _pair("event", '"mark"') + _sep() + f"(?:{_pair('sequenceNumber', _DIGITS)}{_sep()})?+"
     + f"(?:{_SID}{_sep()}{_MARK_NAME}|{_MARK_NAME}{_sep()}{_SID})" + _WS + "\\}"
 )  # fmt: skip
@@ -77,9 +77,7 @@ _MARK_FRAME = re.compile(
 def mark_name(frame: str) -> str | None:
     """The name of an echoed mark of ours (``m`` and digits, as :mod:`responder.core.playback`
     names them) in a well-formed ``mark`` frame; None when ``frame`` is anything else."""
-    if len(frame) > MARK_FRAME_MAX or not possessive.SOUND:
-        return None
-    if not frame.startswith(('{"event":"mark"', '{"event": "mark"')):
+    if len(frame) > MARK_FRAME_MAX or not frame.startswith(('{"event":"mark"', '{"event": "mark"')):
         return None  # a longer one is not an echo of ours: json.loads decides, as before
     match = _MARK_FRAME.fullmatch(frame)
     if match is None:
