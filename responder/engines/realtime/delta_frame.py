@@ -7,9 +7,9 @@ seven fields for every one of them (~5 µs here) only for three strings to be re
 form the Realtime API and the simulator write:
 
     {"type":"response.output_audio.delta"[,"event_id":ID],"response_id":ID,"item_id":ID
-    [,"output_index":N][,"content_index":N],"delta":"<base64>"}
+    [,"output_index":N][,"content_index":N],"delta":"<base64>"[,"event_id":ID]}
 
-(or with the event_id first) in this order, with no whitespace, no escapes and no other field
+(or with the event_id first; one event_id at most) in this order, with no whitespace, no escapes and no other field
 (ID: letters, digits, ``_`` and ``-``; N: a JSON integer). Such a message is valid JSON, and what
 ``json.loads`` makes of it has exactly these values (no escape to decode, no key twice whose
 last copy would win). Anything else answers None, and the caller parses the message with
@@ -29,10 +29,10 @@ from infra import possessive
 
 _TYPE: Final = b'"type":"response.output_audio.delta"'
 _ID: Final = rb'"([A-Za-z0-9_-]{1,128}+)"'  # what an id may be here; others go the general way
-_EVENT_ID: Final = rb'"event_id":"[A-Za-z0-9_-]{1,128}+"'
+_EVENT_ID: Final = rb'("event_id":"[A-Za-z0-9_-]{1,128}+")'  # captured: is there one already?
 _INT: Final = rb"(?:0|[1-9][0-9]{0,8}+)"
-# one order of the fields (an event_id first or right after the type): one pass, and no key
-# can come twice
+# one order of the fields (an event_id first, right after the type, or last: the simulator's
+# probe writes it there): one pass, and no key can come twice
 _HEAD: Final = possessive.regex(
     rb"\{(?:" + _EVENT_ID + b"," + re.escape(_TYPE) + b"|" + re.escape(_TYPE)
     + rb"(?:," + _EVENT_ID + rb")?+)" + rb',"response_id":' + _ID + rb',"item_id":' + _ID
@@ -40,15 +40,23 @@ _HEAD: Final = possessive.regex(
 )  # fmt: skip
 _BASE64: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 _TAIL: Final = b'"}'
+_EVENT_TAIL: Final = possessive.regex(rb'","event_id":"[A-Za-z0-9_-]{1,128}+"\}')  # the event_id last
 
 
 def audio_delta(message: bytes) -> tuple[str, str, str] | None:
     """``(item_id, response_id, delta)`` of a compact audio delta with non-empty audio; None
     for any other message (``json.loads`` decides those)."""
     head = _HEAD.match(message)
-    if head is None or not message.endswith(_TAIL):
+    if head is None:
         return None
-    audio = message[head.end() : -len(_TAIL)]
-    if not audio or audio.translate(None, _BASE64):  # empty, or a byte base64 has not (a quote…)
+    start = head.end()
+    stop = message.find(b'"', start)
+    audio = message[start:stop]
+    if stop < 0 or not audio or audio.translate(None, _BASE64):  # empty, or a byte base64 has not
         return None
-    return head[2].decode(), head[1].decode(), audio.decode()
+    if stop == len(message) - len(_TAIL):
+        if not message.endswith(_TAIL):
+            return None
+    elif head[1] or head[2] or not _EVENT_TAIL.fullmatch(message, stop):  # never two event_ids
+        return None
+    return head[4].decode(), head[3].decode(), audio.decode()

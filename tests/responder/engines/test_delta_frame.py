@@ -39,6 +39,7 @@ API_ORDER = {
         {"event_id": "event_1", **{k: v for k, v in API_ORDER.items() if k != "event_id"}},
         {"type": TYPE, "response_id": "resp_9", "item_id": "item_7", "delta": AUDIO},
         {**API_ORDER, "output_index": 12, "delta": "AAAA"},
+        {**{k: v for k, v in API_ORDER.items() if k != "event_id"}, "event_id": "evt_3"},  # the probe's
     ],
 )
 def test_reads_the_compact_forms(event: dict[str, Any]) -> None:
@@ -63,6 +64,10 @@ def test_reads_the_compact_forms(event: dict[str, Any]) -> None:
         compact({**API_ORDER, "type": "response.output_audio.done"}),
         compact(API_ORDER).replace(b"AAEC", b"\\u0041EC", 1),  # an escape
         compact(API_ORDER).replace(b'"item_id":"item_7"', b'"item_id":"item_7","item_id":"item_8"'),
+        compact(API_ORDER)[:-2] + b'","event_id":"evt_2"}',  # two event_ids
+        compact({"event_id": "e1", **{k: v for k, v in API_ORDER.items() if k != "event_id"}, "event_id2": "x"}),
+        compact({**{k: v for k, v in API_ORDER.items() if k != "event_id"}, "event_id": "evt 3"}),
+        compact({**{k: v for k, v in API_ORDER.items() if k != "event_id"}, "event_id": "e"})[:-1] + b',"x":1}',
         compact(API_ORDER)[:-1],  # not JSON
         compact(API_ORDER)[:-2] + b'"}x',
         compact(API_ORDER) + b"\n",
