@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, MutableMapping
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, SecretStr
@@ -81,7 +82,8 @@ _PII_KEEP = _KEEP | {"target"}
 _DIGIT_FIELDS = frozenset({"digit", "digits"})
 SECRET = "[secret]"
 # what an identifier looks like (Twilio SIDs, ws_/rtc_ call ids, item_…, id@version labels, "^")
-_ID = re.compile(r"[A-Za-z0-9_.:@/+=^-]{0,128}")
+ID_MAX_CHARS = 128
+_ID = re.compile(rf"[A-Za-z0-9_.:@/+=^-]{{0,{ID_MAX_CHARS}}}")
 MAX_FIELD_CHARS = 16_384  # one logged string (a decision's context is at most 16,000 characters)
 _UNCAPPED = frozenset({"event", "level", "timestamp"})
 
@@ -150,9 +152,16 @@ def safe_id(value: Any) -> Any:
     shaped like a secret or personal data, else ``[redacted id, N chars]``."""
     if isinstance(value, list | tuple):
         return [safe_id(v) for v in value]
-    if not isinstance(value, str) or (_ID.fullmatch(value) and scrub(scrub_secrets(value)) == value):
+    if not isinstance(value, str) or (len(value) <= ID_MAX_CHARS and _id_is_safe(value)):
         return value
     return f"[redacted id, {len(value)} chars]"
+
+
+@lru_cache(maxsize=4096)  # a call's id is on every line of it, an item's on a few: checked once
+def _id_is_safe(value: str) -> bool:
+    """The verdict of :func:`safe_id` on a string of at most :data:`ID_MAX_CHARS` (so that the
+    cache holds at most 4096 short strings, however many a hostile client sends)."""
+    return _ID.fullmatch(value) is not None and scrub(scrub_secrets(value)) == value
 
 
 def redact_secrets(

@@ -44,6 +44,21 @@ def test_ids_from_outside_are_redacted_when_they_are_not_ids(value: str) -> None
     assert out["policies"] == [out["call_id"]]
 
 
+def test_an_ids_verdict_is_kept_for_short_strings_only() -> None:
+    """safe_id remembers what it decided about a short string (a call's id is on every line),
+    the same verdict twice, and never keeps a string longer than an id can be."""
+    from infra.redact import ID_MAX_CHARS, _id_is_safe
+
+    _id_is_safe.cache_clear()
+    for _ in range(2):
+        assert safe_id("CA" + "2" * 32) == "CA" + "2" * 32
+        assert safe_id(PROJECT_KEY[:60]) == "[redacted id, 60 chars]"
+    assert _id_is_safe.cache_info().currsize == 2 and _id_is_safe.cache_info().hits == 2
+    assert safe_id("a" * (ID_MAX_CHARS + 1)) == f"[redacted id, {ID_MAX_CHARS + 1} chars]"
+    assert safe_id("a" * ID_MAX_CHARS) == "a" * ID_MAX_CHARS
+    assert _id_is_safe.cache_info().currsize == 3  # the long one was never looked up
+
+
 def test_project_keys_are_masked_and_long_strings_capped() -> None:
     out = _redacted({"event": "x", "error": f"bad key {PROJECT_KEY}", "b": f"OPENAI_KEY_{PROJECT_KEY}"})
     assert PROJECT_KEY[:12] not in json.dumps(out)
