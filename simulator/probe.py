@@ -110,6 +110,19 @@ def stamped_audio(tag: int, seq: int, size: int, fill: bytes = b"\xff") -> tuple
     return base64.b64encode(stamp(tag, seq, sent) + fill * (size - STAMP.size)).decode("ascii"), sent
 
 
+def delta_head(response_id: str, item_id: str) -> str:
+    """A ``response.output_audio.delta`` as the probe writes it, up to the audio: compact, the
+    API's fields, the ``event_id`` last (:func:`delta_tail`)."""
+    return (
+        '{"type":"response.output_audio.delta","response_id":"' + response_id + '","item_id":"'
+        + item_id + '","output_index":0,"content_index":0,"delta":"'
+    )  # fmt: skip
+
+
+def delta_tail(event_id: str) -> str:
+    return '","event_id":"' + event_id + '"}'
+
+
 def percentiles(values: Iterable[float]) -> dict[str, float | int]:
     ordered = sorted(values)
     if not ordered:
@@ -227,7 +240,7 @@ class ProbeSocket:
         return self._event_prefix + str(self._event_seq)
 
     async def emit(self, event: dict[str, Any]) -> None:
-        await self.emit_text(json.dumps({"event_id": self._event_id(), **event}))
+        await self.emit_text(json.dumps({"event_id": self._event_id(), **event}, separators=(",", ":")))
 
     async def emit_text(self, text: str) -> None:
         if self._closed or self.ws.closed:
@@ -409,10 +422,7 @@ class ProbeSession(ProbeSocket):
         if in_conversation:
             item = assistant_item(item_id, "in_progress")
             await self.emit({"type": "conversation.item.added", "item": item})
-        head = (
-            '{"type":"response.output_audio.delta","response_id":"' + response_id + '","item_id":"'
-            + item_id + '","output_index":0,"content_index":0,"delta":"'
-        )  # fmt: skip
+        head = delta_head(response_id, item_id)
         loop = asyncio.get_running_loop()
         started = loop.time()
         t0 = started - LEAD_MS / 1000
@@ -432,7 +442,7 @@ class ProbeSession(ProbeSocket):
             self._seq += 1
             delta, sent = stamped_audio(self.tag, self._seq, delta_bytes)
             self.times.out_sent.append(sent)
-            await self.emit_text(head + delta + '","event_id":"' + self._event_id() + '"}')
+            await self.emit_text(head + delta + delta_tail(self._event_id()))
             sent_ms += delta_ms
         transcript = "probe " * (sent_ms // 500)
         ids = {"response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}

@@ -18,7 +18,7 @@ import asyncio
 import binascii
 import json
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Final
 
 import structlog
 from aiohttp import WSMsgType, web
@@ -41,6 +41,8 @@ from simulator.scenario import Turn
 from simulator.state import SimulatorState, VirtualCall
 from simulator.vad import DEFAULT_SILENCE_MS, EnergyVad, VadEvent
 from simulator.virtual_caller import VirtualCaller
+
+_COMPACT: Final = (",", ":")  # as the API writes its events: no spaces
 
 log = structlog.get_logger("simulator.realtime")
 
@@ -134,7 +136,7 @@ class RealtimeSession:
         payload = {"event_id": f"{self._event_prefix}{self._event_seq:05d}", **event}
         try:
             async with self._send_lock:
-                await self.ws.send_str(json.dumps(payload))
+                await self.ws.send_str(json.dumps(payload, separators=_COMPACT))
         except (ConnectionError, RuntimeError):
             self._closed = True
         if self.state.socket_drops and check_drop(self, event):

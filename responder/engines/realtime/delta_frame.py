@@ -4,13 +4,14 @@ With 20 ms deltas a call's model socket carries 50 ``response.output_audio.delta
 second, each ~330 bytes of which ~220 are the base64 audio. ``json.loads`` builds a dict of
 seven fields for every one of them (~5 µs here) only for three strings to be read out of it.
 :func:`audio_delta` reads those three straight from the bytes, for a message in the compact
-form the Realtime API and the simulator write:
+form the Realtime API writes:
 
     {"type":"response.output_audio.delta"[,"event_id":ID],"response_id":ID,"item_id":ID
     [,"output_index":N][,"content_index":N],"delta":"<base64>"[,"event_id":ID]}
 
-(or with the event_id first; one event_id at most) in this order, with no whitespace, no escapes and no other field
-(ID: letters, digits, ``_`` and ``-``; N: a JSON integer). Such a message is valid JSON, and what
+or with the event_id first (the simulator's order) or last (the load test's probe's), one
+event_id at most, in this order, with no whitespace, no escapes and no other field (ID:
+letters, digits, ``_`` and ``-``; N: a JSON integer). Such a message is valid JSON, and what
 ``json.loads`` makes of it has exactly these values (no escape to decode, no key twice whose
 last copy would win). Anything else answers None, and the caller parses the message with
 ``json.loads`` as before: the fast path only changes what a delta costs, never which deltas

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from responder.engines.realtime.delta_frame import _HEAD, audio_delta
+from responder.engines.realtime.delta_frame import _EVENT_TAIL, _HEAD, audio_delta
 from responder.engines.realtime.engine import _audio_fast
 from tests.support.regex import repeats
 
@@ -25,6 +25,11 @@ def compact(event: dict[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":")).encode()
 
 
+NO_EVENT_ID = {
+    "type": TYPE, "response_id": "resp_9", "item_id": "item_7", "output_index": 0, "content_index": 0,
+    "delta": AUDIO,
+}  # fmt: skip
+PROBE_ORDER = {**NO_EVENT_ID, "event_id": "evt_3"}  # the load test's probe: the event_id last
 API_ORDER = {
     "type": TYPE, "event_id": "event_Cx1", "response_id": "resp_9", "item_id": "item_7",
     "output_index": 0, "content_index": 0, "delta": AUDIO,
@@ -39,7 +44,8 @@ API_ORDER = {
         {"event_id": "event_1", **{k: v for k, v in API_ORDER.items() if k != "event_id"}},
         {"type": TYPE, "response_id": "resp_9", "item_id": "item_7", "delta": AUDIO},
         {**API_ORDER, "output_index": 12, "delta": "AAAA"},
-        {**{k: v for k, v in API_ORDER.items() if k != "event_id"}, "event_id": "evt_3"},  # the probe's
+        PROBE_ORDER,
+        {**NO_EVENT_ID, "event_id": "e" * 128},
     ],
 )
 def test_reads_the_compact_forms(event: dict[str, Any]) -> None:
@@ -65,9 +71,15 @@ def test_reads_the_compact_forms(event: dict[str, Any]) -> None:
         compact(API_ORDER).replace(b"AAEC", b"\\u0041EC", 1),  # an escape
         compact(API_ORDER).replace(b'"item_id":"item_7"', b'"item_id":"item_7","item_id":"item_8"'),
         compact(API_ORDER)[:-2] + b'","event_id":"evt_2"}',  # two event_ids
-        compact({"event_id": "e1", **{k: v for k, v in API_ORDER.items() if k != "event_id"}, "event_id2": "x"}),
-        compact({**{k: v for k, v in API_ORDER.items() if k != "event_id"}, "event_id": "evt 3"}),
-        compact({**{k: v for k, v in API_ORDER.items() if k != "event_id"}, "event_id": "e"})[:-1] + b',"x":1}',
+        b'{"event_id":"e1",' + compact(PROBE_ORDER)[1:],  # two event_ids, one first, one last
+        compact(PROBE_ORDER) + b"x",  # anything after the event_id tail
+        compact(PROBE_ORDER) + b"\n",
+        compact(NO_EVENT_ID)[:-1] + b"x",  # the delta's quote, then not "}"
+        compact({**NO_EVENT_ID, "event_id": "e" * 129}),
+        compact({**NO_EVENT_ID, "event_id": ""}),
+        compact({"event_id": "e1", **NO_EVENT_ID, "event_id2": "x"}),
+        compact({**NO_EVENT_ID, "event_id": "evt 3"}),
+        compact(PROBE_ORDER)[:-1] + b',"x":1}',
         compact(API_ORDER)[:-1],  # not JSON
         compact(API_ORDER)[:-2] + b'"}x',
         compact(API_ORDER) + b"\n",
@@ -78,7 +90,9 @@ def test_steps_aside_for_anything_else(message: bytes) -> None:
     assert audio_delta(message) is None
 
 
-_key = st.sampled_from(["type", "event_id", "response_id", "item_id", "output_index", "delta", "x"])
+_key = st.sampled_from(
+    ["type", "event_id", "response_id", "item_id", "output_index", "content_index", "delta", "x"]
+)
 _value = st.one_of(
     st.sampled_from([TYPE, "resp_1", "item_1", "AAAA", AUDIO, "", "a b", 'q"', "\\"]),
     st.integers(min_value=-3, max_value=10**10), st.floats(allow_nan=False), st.none(), st.booleans(),
@@ -86,14 +100,20 @@ _value = st.one_of(
 
 
 @settings(max_examples=400, deadline=None)
-@given(pairs=st.lists(st.tuples(_key, _value), max_size=8), head=st.booleans())
-def test_never_disagrees_with_json(pairs: list[tuple[str, Any]], head: bool) -> None:
-    """Duplicate keys, any order, odd values: when the fast path reads a message, json.loads
-    reads it too, and the general path relays the same three strings from it."""
+@given(
+    pairs=st.lists(st.tuples(_key, _value), max_size=8), head=st.booleans(),
+    tail=st.sampled_from([b"", b"", b"x", b"\n", b"}"]),
+)  # fmt: skip
+def test_never_disagrees_with_json(pairs: list[tuple[str, Any]], head: bool, tail: bytes) -> None:
+    """Duplicate keys, any order, odd values, bytes after the object: when the fast path reads
+    a message, json.loads reads it too, with no key twice, and the general path relays the same
+    three strings from it."""
     fields = [("type", TYPE), *pairs] if head else pairs
-    message = ("{" + ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in fields) + "}").encode()
+    message = ("{" + ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in fields) + "}").encode() + tail
     fast = audio_delta(message)
     if fast is not None:
+        keys = [k for k, _ in json.loads(message, object_pairs_hook=lambda kv: kv)]
+        assert len(keys) == len(set(keys))
         parsed = json.loads(message)
         assert parsed["type"] == TYPE
         general = _audio_fast(parsed)
@@ -102,6 +122,7 @@ def test_never_disagrees_with_json(pairs: list[tuple[str, Any]], head: bool) -> 
 
 def test_never_backtracks() -> None:
     assert repeats(_HEAD.pattern) == {"POSSESSIVE_REPEAT"}
+    assert repeats(_EVENT_TAIL.pattern) == {"POSSESSIVE_REPEAT"}
     long = compact({**API_ORDER, "delta": "A" * 60_000})
     assert audio_delta(long) == ("item_7", "resp_9", "A" * 60_000)
     assert audio_delta(long[:-2] + b'x"}') is not None  # still base64 letters
