@@ -51,6 +51,7 @@ class ScriptedSocket:
         return self._types.get(event_id) if event_id else None
 
     def watch(self, marker: bytes, seen: Callable[[bytes], bool]) -> bool:
+        self.watches.pop(marker, None)  # as ModelSocket.watch: watched again, it is the last one
         self.watches[marker] = seen
         return True
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final
 
 from openai import AsyncOpenAI
 from structlog.typing import FilteringBoundLogger
 
 from callrecord.history import APPEND, HEAD, HistoryItem
+from infra import possessive
 from infra.logs import LogBudget
 from responder.core import engine as ev
 from responder.core.engine import AudioNow, EngineName, Line, Purpose, Restored
@@ -113,6 +114,7 @@ class RealtimeEngine:
             return False  # the pump handles it as well
 
         self.conn.watch(_SPEECH_STARTED_MARK, self._guarded(seen))
+        self._drop_unused()
 
     def take_audio(self, now: AudioNow) -> None:
         def seen(message: bytes) -> bool:  # the very event the pump would get next
@@ -128,6 +130,13 @@ class RealtimeEngine:
             return audio is not None and now(audio.item_id, audio.reply_id, audio.audio)
 
         self.conn.watch(_AUDIO_DELTA_MARK, self._guarded(seen))
+        self._drop_unused()
+
+    def _drop_unused(self) -> None:
+        """Events of no use dropped as they are read (:func:`_unused`). Watched again after each
+        other watch, which puts it last: a message gets the first watch whose marker it has, and
+        this marker is in every event."""
+        self.conn.watch(_TYPE_MARK, self._guarded(_unused))
 
     def _guarded(self, seen: Callable[[bytes], bool]) -> Callable[[bytes], bool]:
         """``seen`` in the socket's read callback: what it raises is logged (within a budget,
@@ -179,6 +188,15 @@ def _parsed(message: bytes) -> object:
         return json.loads(message)
     except (ValueError, RecursionError):
         return None
+
+
+def _unused(message: bytes) -> bool:
+    """Whether the message is one of the events the call has no use for (:data:`_UNUSED`), read
+    next by the socket: it is dropped there, unparsed, instead of waking the call's pump only to
+    be skipped. Its type is the first field (or the second, after the event_id), as the API and
+    the simulator write it; in any other form the pump reads and skips it."""
+    head = _EVENT_TYPE.match(message)
+    return head is not None and head[1] in _UNUSED
 
 
 def _conversation_item(item: Raw, item_id: str) -> ev.ConversationItem | None:
@@ -279,6 +297,25 @@ _SPEECH_STARTED_MAX = 4096  # bytes: the event is ~150 (type, event_id, audio_st
 _TAKEN_MAX = 65536  # bytes: a delta larger than this would not fit one caller frame at once
 _SPEECH_STOPPED = ev.CallerSpeechStopped()
 _READY = ev.SessionReady()
+
+# Server events the pump skips (none is in _TRANSLATE): the real API sends about ten a turn
+# (content parts, output items, audio done, committed, rate limits, transcription deltas …)
+_UNUSED: Final = frozenset(
+    t.encode() for t in (
+        "session.created", "conversation.created", "conversation.item.done", "conversation.item.deleted",
+        "conversation.item.retrieved", "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.segment", "input_audio_buffer.committed",
+        "input_audio_buffer.cleared", "input_audio_buffer.timeout_triggered", "output_audio_buffer.started",
+        "output_audio_buffer.stopped", "output_audio_buffer.cleared", "rate_limits.updated",
+        "response.output_item.added", "response.output_item.done", "response.content_part.added",
+        "response.content_part.done", "response.output_audio.done", "response.output_text.delta",
+        "response.output_text.done", "response.function_call_arguments.delta",
+    )
+)  # fmt: skip
+_TYPE_MARK: Final = b'"type":"'
+_EVENT_TYPE: Final = possessive.regex(
+    rb'\{(?:"event_id":"[A-Za-z0-9_-]{1,128}+",)?+"type":"([a-z_.]{1,64}+)"[,}]'
+)
 
 _TRANSLATE: dict[str, Callable[[RealtimeEngine, Raw], ev.EngineEvent | None]] = {
     "session.updated": lambda _, raw: _READY,

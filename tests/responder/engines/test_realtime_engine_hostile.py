@@ -11,7 +11,8 @@ import structlog
 
 from infra.metrics import REALTIME_ERRORS, REGISTRY, realtime_error
 from responder.core import engine as ev
-from responder.engines.realtime.engine import RealtimeEngine
+from responder.engines.realtime.engine import _TRANSLATE, _UNUSED, RealtimeEngine
+from responder.engines.realtime.engine import _TYPE_MARK as TYPE_MARK
 from tests.support.sockets import ScriptedSocket
 
 LOG = structlog.get_logger("test")
@@ -66,7 +67,7 @@ def test_the_barge_in_watch_calls_back_for_a_well_formed_speech_started_only() -
     engine = RealtimeEngine(socket, {}, LOG)
     calls: list[int] = []
     engine.watch_barge_in(lambda: calls.append(1))
-    [(marker, seen)] = socket.watches.items()
+    [(marker, seen)] = [(m, s) for m, s in socket.watches.items() if m != TYPE_MARK]
     started = {"type": "input_audio_buffer.speech_started", "event_id": "e1", "audio_start_ms": 5}
     assert marker in json.dumps(started, separators=(",", ":")).encode()
     assert marker in json.dumps(started).encode()  # whatever the spacing
@@ -90,7 +91,7 @@ def test_the_audio_take_relays_a_well_formed_delta_only_and_leaves_the_rest_to_t
     offered: list[tuple[str, str | None, str]] = []
     relayed = [True]
     engine.take_audio(lambda item, reply, audio: offered.append((item, reply, audio)) or relayed[0])
-    [(marker, seen)] = socket.watches.items()
+    [(marker, seen)] = [(m, s) for m, s in socket.watches.items() if m != TYPE_MARK]
     delta = {
         "type": "response.output_audio.delta", "item_id": "item_1", "response_id": "resp_1", "delta": "AAAA",
     }  # fmt: skip
@@ -110,3 +111,53 @@ def test_the_audio_take_relays_a_well_formed_delta_only_and_leaves_the_rest_to_t
         assert seen(json.dumps(other).encode()) is False
     assert seen(b'{"type":"response.output_audio.delta", "delta": "AAA') is False  # not JSON
     assert len(offered) == 2
+
+
+def _server_event_types() -> set[str]:
+    """Every server event type the installed SDK knows (its ``RealtimeServerEvent`` union)."""
+    import typing
+
+    from openai.types import realtime
+
+    def types(annotation: object) -> set[str]:
+        found = set().union(*(types(a) for a in typing.get_args(annotation)))
+        fields = getattr(annotation, "model_fields", {})
+        return found | set(typing.get_args(fields["type"].annotation)) if "type" in fields else found
+
+    return types(realtime.RealtimeServerEvent)
+
+
+def test_the_events_dropped_unread_are_server_events_the_pump_skips() -> None:
+    unused = {t.decode() for t in _UNUSED}
+    assert unused <= _server_event_types()
+    assert not unused & set(_TRANSLATE)  # the pump would skip every one of them anyway
+    assert "response.output_audio.delta" not in unused and "error" not in unused
+
+
+def test_an_event_of_no_use_is_dropped_as_it_is_read_and_any_other_left_to_the_pump() -> None:
+    """The catch-all watch is the last one, whichever the controller sets first, so that the
+    audio and barge-in watches still get their messages; it drops only the events the pump
+    would skip, read from the start of the message."""
+    socket = ScriptedSocket(stay_open=True)
+    engine = RealtimeEngine(socket, {}, LOG)
+    engine.take_audio(lambda item, reply, audio: True)
+    engine.watch_barge_in(lambda: None)
+    assert list(socket.watches)[-1] == TYPE_MARK
+    drop = socket.watches[TYPE_MARK]
+    for kept in [
+        {"type": "response.output_item.done", "item": {}},
+        {"event_id": "event_9", "type": "conversation.item.done", "item": {}},
+        {"type": "rate_limits.updated", "rate_limits": []},
+    ]:
+        assert drop(json.dumps(kept, separators=(",", ":")).encode()) is True
+    for other in [
+        {"type": "response.done", "response": {}},
+        {"type": "error", "error": {"type": "response.output_item.done"}},
+        {"type": "conversation.item.added", "item": {"type": "conversation.item.done"}},
+        {"type": "response.output_item.done.x"},
+        {"type": "future.event"},  # unknown: the pump decides (and skips it)
+    ]:
+        assert drop(json.dumps(other, separators=(",", ":")).encode()) is False
+    spaced = json.dumps({"type": "response.output_item.done"}).encode()
+    assert drop(spaced) is False  # another form: read and skipped by the pump as before
+    assert drop(b'{"type":"response.output_item.done') is False  # cut off
