@@ -19,10 +19,14 @@ the utterance (its next chunks are dropped) where they heard it — all that was
 
 from __future__ import annotations
 
+from typing import Literal
+
 from responder.core.contract import CallerLink
 from responder.core.playback import PlaybackTracker
 
 Cleared = tuple[str, int]  # (the item the caller was hearing, the ms of it heard)
+# where the clear went out (logged with call.barge_in): the socket's read callback, or the handler
+SentBy = Literal["read", "handler"]
 
 
 def clear_now(playback: PlaybackTracker, caller: CallerLink) -> Cleared | None:

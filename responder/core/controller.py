@@ -275,6 +275,7 @@ class CallController:
                 # turn detection may or may not cancel an out-of-band reply: make sure
                 self._spawn(self._cancel_if_still_active(active.id), "cancel")
         cleared, self._cleared = self._cleared, None
+        sent_by: barge_in.SentBy = "read" if cleared is not None else "handler"
         if (cleared := await barge_in.clear(self.playback, self.caller, cleared, event.over)) is None:
             return  # nothing was playing
         item_id, heard = cleared
@@ -282,7 +283,7 @@ class CallController:
         self.playback.clear()
         self.log.info(
             "call.barge_in", item_id=item_id, audio_end_ms=heard, sent_ms=self.playback.sent_ms(item_id),
-            heard_text=heard_text, full_text=full_text,
+            heard_text=heard_text, full_text=full_text, clear_sent_by=sent_by,
         )  # fmt: skip
         if item_id in self.recorder.out_of_band:
             return  # a hold line is not in the conversation: nothing to truncate

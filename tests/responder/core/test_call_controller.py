@@ -186,9 +186,11 @@ async def test_a_barge_in_the_engine_sees_coming_is_cleared_at_once_and_truncate
     assert caller.clears == 1  # sent from the callback itself, no await in between
     for _, mark in caller.audio[2:]:  # the clear's echoes of the marks it dropped move nothing
         controller.caller_mark(mark)
-    engine.push(ev.CallerSpeechStarted(), ev.AgentAudio("a1", "r1", CHUNK))  # late audio of r1
-    [(item_id, heard_ms)] = await engine.until_sent("stop_speaking")
+    with capture_logs() as logs:
+        engine.push(ev.CallerSpeechStarted(), ev.AgentAudio("a1", "r1", CHUNK))  # late audio of r1
+        [(item_id, heard_ms)] = await engine.until_sent("stop_speaking")
     assert (item_id, heard_ms) == ("a1", 200)
+    assert [e["clear_sent_by"] for e in logs if e["event"] == "call.barge_in"] == ["read"]
     assert caller.clears == 1 and len(caller.audio) == 5  # one clear; nothing more of r1 played
     await controller.recorder.flush(2.0)
     [item] = await history.get_items(controller.call_id)
@@ -203,9 +205,11 @@ async def test_a_barge_in_the_transport_cannot_clear_at_once_is_cleared_by_its_h
     assert engine.barge_in_now is not None
     engine.barge_in_now()  # writable_now False: nothing sent, nothing frozen
     assert caller.clears == 0 and controller.playback.is_playing()
-    engine.push(ev.CallerSpeechStarted())
-    await engine.until_sent("stop_speaking")
+    with capture_logs() as logs:
+        engine.push(ev.CallerSpeechStarted())
+        await engine.until_sent("stop_speaking")
     assert caller.clears == 1
+    assert [e["clear_sent_by"] for e in logs if e["event"] == "call.barge_in"] == ["handler"]
 
 
 async def test_agent_audio_taken_as_it_is_read_is_relayed_and_accounted_once(
