@@ -4,7 +4,9 @@ A fresh call with ``items`` history items is seeded in Redis before each run;
 :meth:`Supervisor.decide` runs against the simulator's text model (``/v1/responses``),
 measuring the wall time of ``decide`` and the time spent inside the model client's
 ``complete`` (the HTTP round trips to the model); the overhead is their difference: history
-read, prompt building, tools, the decision's write to Redis.
+read, prompt building, tools, the decision's write to Redis. ``cpu_ms`` is the CPU this
+process's thread spent in each ``decide`` (model round trips included: the SDK's request and
+reply handling runs on the event loop), which in the service is taken from every call's loop.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ async def supervisor_overhead(
     run_id = f"loadgen-supervisor-{int(time.time())}"
     totals: list[float] = []
     overheads: list[float] = []
+    cpu: list[float] = []  # this thread's CPU per decide: the event loop's cost of a decision
     outcomes: dict[str, int] = {}
     seen: list[int] = []
     try:
@@ -73,15 +76,16 @@ async def supervisor_overhead(
             await seed_history(history, call_id, items)
             seen.append(len(await history.get_items(call_id, limit=10_000)))
             model_s.clear()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             decision = await supervisor.decide(call_id, QUESTION)
-            total = time.perf_counter() - t0
+            total, used = time.perf_counter() - t0, time.thread_time() - c0
             if n == 0:
                 freeze_heap()  # as `responder serve` does once it has started
                 continue
             outcomes[decision.outcome] = outcomes.get(decision.outcome, 0) + 1
             totals.append(total * 1000)
             overheads.append((total - sum(model_s)) * 1000)
+            cpu.append(used * 1000)
     finally:
         await supervisor.aclose()
         keys = [k async for k in redis.scan_iter(f"{prefix}:*")]
@@ -94,6 +98,7 @@ async def supervisor_overhead(
         "outcomes": outcomes,
         "total_ms": percentiles(totals),
         "overhead_ms": percentiles(overheads),
+        "cpu_ms": percentiles(cpu),
     }
 
 

@@ -104,4 +104,5 @@ async def test_service_and_baseline_sustained_without_loss(redis_url: str) -> No
     assert supervisor["history_items"] == 200, report
     assert supervisor["outcomes"] == {"ok": 2}, report
     assert 0 < supervisor["overhead_ms"]["p50"] < supervisor["total_ms"]["p50"], report
+    assert 0 < supervisor["cpu_ms"]["p50"] <= supervisor["total_ms"]["max"], report  # CPU within wall time
     print(f"\nsmoke load: {wall:.1f} s wall\n{report}")
