@@ -157,3 +157,13 @@ def test_every_fast_path_steps_aside_on_an_interpreter_with_broken_possessive_re
         importlib.reload(frames)
         importlib.reload(delta_frame)
     assert frames.media_payload(media) == "AAAA"
+
+
+def test_the_load_tests_probe_writes_deltas_the_fast_path_reads() -> None:
+    """The load test measures the fast path only if its probe's deltas take it (they did not,
+    with the event_id last, until 2026-12-04)."""
+    from simulator.probe import delta_head, delta_tail
+
+    message = (delta_head("resp_1", "item_2") + AUDIO + delta_tail("evt_3")).encode()
+    assert json.loads(message)["event_id"] == "evt_3"
+    assert audio_delta(message) == ("item_2", "resp_1", AUDIO)
