@@ -82,7 +82,7 @@ class FrontMatter(BaseModel):
 
     id: str = Field(pattern=ID_PATTERN)
     title: str = Field(min_length=1, max_length=200)
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, strict=True)  # a quoted "3" or 3.0 is refused, not read as 3
     tags: list[str] = Field(default_factory=list, max_length=30)
     owner: str = Field(min_length=1, max_length=200)
     effective_date: date

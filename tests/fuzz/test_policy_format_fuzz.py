@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -151,3 +152,14 @@ def test_huge_documents_and_sections(repeat: int, chunk: str) -> None:
     body = "# T\n" + ("## H\n" + chunk + "\n") * repeat
     _check(policy_document(yaml.safe_dump(VALID_META), body))
     split_sections(body)
+
+
+@pytest.mark.parametrize("version", ["'1'", "1.0", "true", '"3"'])
+def test_a_version_that_is_not_a_plain_integer_is_refused(version: str) -> None:
+    """The version a document states is compared with the store's: a quoted "1" or 1.0 was
+    read as 1 (hypothesis found it), now it is a problem at its line."""
+    meta_text = yaml.safe_dump(VALID_META, allow_unicode=True).replace(
+        f"version: {VALID_META['version']}", f"version: {version}"
+    )
+    doc, problems = _check(policy_document(meta_text))
+    assert doc is None and any(p.message.startswith("version:") for p in problems), problems
