@@ -18,6 +18,7 @@ from typing import Final, Literal, get_args
 
 LogEvent = Literal[
     # the voice service process: startup, warm-up, drain (responder/server, responder/cli)
+    "app.bind_failed",  # either service: its port is taken (responder/cli/event_loop.py)
     "app.calls_not_finished",
     "app.drain_goodbye",
     "app.drained",

@@ -1,13 +1,21 @@
-"""The event loop a serving command runs on: uvloop when installed (a dependency except on
-Windows), else asyncio's own. uvloop measured ~13 % less CPU per call (BENCHMARKS.md)."""
+"""How a serving command runs its aiohttp app: on uvloop when installed (a dependency except on
+Windows), else asyncio's own loop; uvloop measured ~13 % less CPU per call (BENCHMARKS.md).
+A port that cannot be bound is one log line and exit status 1, not a traceback."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+from typing import Any, Final
 
 import structlog
+from aiohttp import web
 
 log = structlog.get_logger("cli")
+
+# what the listening socket's bind fails with: taken, not this host's address, privileged
+_BIND_ERRORS: Final = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
+EXIT_BIND_FAILED: Final = 1
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -18,3 +26,19 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
     log.info("app.event_loop", loop="uvloop")
     return uvloop.new_event_loop()
+
+
+def serve_app(app: web.Application, host: str, port: int, **options: Any) -> int:
+    """``web.run_app`` on :func:`new_event_loop` with no access log (request lines carry
+    live-transcript tokens); the exit status. aiohttp binds after the app's startup, and
+    cleans it up when the bind fails, so nothing is left open on that path."""
+    try:
+        web.run_app(
+            app, host=host, port=port, print=None, access_log=None, loop=new_event_loop(), **options
+        )  # fmt: skip
+    except OSError as exc:
+        if exc.errno not in _BIND_ERRORS:
+            raise
+        log.error("app.bind_failed", host=host, port=port, errno=errno.errorcode.get(exc.errno or 0, "?"))
+        return EXIT_BIND_FAILED
+    return 0

@@ -20,7 +20,7 @@ from infra.redact import secret_values
 from infra.settings import Settings
 from responder.cli import supervisor as supervisor_cli
 from responder.cli import trace as trace_command
-from responder.cli.event_loop import new_event_loop
+from responder.cli.event_loop import serve_app
 from responder.cli.policies import add_policies_parser, run_policies
 
 log = structlog.get_logger("cli")
@@ -101,12 +101,10 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     app = create_app(settings)
     drain_on_sigterm(app, settings.drain_s, settings.drain_goodbye_s)
     app.on_startup.append(_freeze_heap)  # after the lifecycle's startup: services are built
-    # no access log: request lines carry live-transcript tokens (?token=); events are logged instead
-    web.run_app(
-        app, host=settings.host, port=settings.port, print=None, access_log=None, loop=new_event_loop(),
+    return serve_app(
+        app, settings.host, settings.port,
         shutdown_timeout=HANDLERS_AT_EXIT_S,  # after a drain no call is left: nothing to wait for
     )  # fmt: skip
-    return 0
 
 
 async def _freeze_heap(app: web.Application) -> None:

@@ -6,10 +6,9 @@ import argparse
 import sys
 
 import structlog
-from aiohttp import web
 
 from infra.settings import Settings
-from responder.cli.event_loop import new_event_loop
+from responder.cli.event_loop import serve_app
 
 log = structlog.get_logger("cli")
 
@@ -37,8 +36,4 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         print(f"responder supervisor serve: {exc}", file=sys.stderr)
         return 2
     log.info("supervisor_service.listening", url=f"http://{host}:{args.port}")
-    web.run_app(
-        app, host=host, port=args.port, print=None, access_log=None, handler_cancellation=True,
-        loop=new_event_loop(),  # as the voice service's
-    )
-    return 0
+    return serve_app(app, host, args.port, handler_cancellation=True)  # loop and logs as the voice service's

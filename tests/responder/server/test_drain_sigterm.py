@@ -10,13 +10,12 @@ import time
 from pathlib import Path
 
 import aiohttp
-from aiohttp.test_utils import unused_port
 
 from responder.core.actions import DRAIN_LINE
 from responder.server.drain import SHUTDOWN_MARGIN_S
 from simulator.caller import place_call
 from simulator.scenario import load_scenario
-from tests.support.serve_process import start_serve, wait_ready
+from tests.support.serve_process import start_ready_serve
 
 AUTH = "0123456789abcdef0123456789abcdef"
 DRAIN_S, GOODBYE_S, SPEED = 6.0, 4.0, 4.0
@@ -33,13 +32,11 @@ def _env(redis_url: str, key_prefix: str, log_file: Path) -> dict[str, str]:
 async def test_sigterm_drains_a_live_call_and_exits_zero(
     redis_url: str, key_prefix: str, tmp_path: Path
 ) -> None:
-    port = unused_port()
     log_file = tmp_path / "serve.jsonl"
-    proc = await start_serve(port, _env(redis_url, key_prefix, log_file))
-    url = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as http:
+        proc, url = await start_ready_serve(http, _env(redis_url, key_prefix, log_file), tmp_path)
     try:
         async with aiohttp.ClientSession() as http:
-            await wait_ready(http, url, proc)
             scenario = load_scenario("returns").model_copy(update={"quiet_ms": 120_000})
             call = asyncio.create_task(place_call(url, scenario, auth_token=AUTH, speed=SPEED, timeout_s=60))
             await asyncio.sleep(3.0)  # the greeting has played; the caller stays on, silent
@@ -93,15 +90,12 @@ async def test_a_drain_ends_inside_its_limit_when_the_caller_never_echoes_marks(
     24.5 s and the process exited 30.5 s after SIGTERM, past compose's 30 s grace period. The
     goodbye's wait for the line is bounded by what is left of the drain, not by mark echoes;
     the call ends inside the limit and the process exits within DRAIN_S + SHUTDOWN_MARGIN_S."""
-    port = unused_port()
     log_file = tmp_path / "serve.jsonl"
-    proc = await start_serve(port, _env(redis_url, key_prefix, log_file))
-    url = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as http:
+        proc, url = await start_ready_serve(http, _env(redis_url, key_prefix, log_file), tmp_path)
     loop = asyncio.get_running_loop()
     ended: asyncio.Future[float] = loop.create_future()
     try:
-        async with aiohttp.ClientSession() as http:
-            await wait_ready(http, url, proc)
         call = asyncio.create_task(_silent_browser_call(url, ended))
         await asyncio.sleep(1.5)  # the greeting is being sent, never acknowledged
         assert not ended.done()
