@@ -382,7 +382,8 @@ def _relay_profile(profile: Path | None) -> Path | None:
 
 def _start_profiler(profile: Path, window_s: float, pid: int) -> subprocess.Popen[bytes]:
     profile.parent.mkdir(parents=True, exist_ok=True)
-    args = ["py-spy", "record", "-p", str(pid), "-d", str(int(window_s)), "-r", "100", "-f", "raw"]
+    # --gil: samples of the thread holding the GIL only, i.e. of Python CPU (collapse.py)
+    args = ["py-spy", "record", "-p", str(pid), "-d", str(int(window_s)), "-r", "500", "--gil", "-f", "raw"]
     py_spy = Path(sys.executable).parent / "py-spy"
     if py_spy.exists():
         args[0] = str(py_spy)
