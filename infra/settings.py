@@ -136,8 +136,9 @@ class Settings(BaseSettings):
         default=3.0, gt=0, description="A Twilio media socket must show its stream token (start) this soon."
     )
     stream_idle_s: float = Field(
-        default=10.0, gt=0, le=300, description="A Twilio media stream that sends no frame this long "
-        "(Twilio sends one every 20 ms for the whole call) is closed: its caller is gone.",
+        default=10.0, gt=0, le=300, description="A call's WebSocket (Twilio media stream, /calls/ws) "
+        "that sends no frame this long is closed: its caller is gone (Twilio and the call page send "
+        "audio every 20 ms for the whole call, silence included).",
     )
     stream_max_frames_per_s: int = Field(
         default=250, ge=10, description="A call's WebSocket (Twilio media stream, /calls/ws) that sends "

@@ -125,6 +125,12 @@ class WebSocketSession(StreamCall):
     def controller_config(self) -> ControllerConfig:
         return self.services.controller_config(bytes_per_ms=BYTES_PER_MS, transport=self.transport)
 
+    def idle_timeout_s(self) -> float:
+        """The page streams its microphone (silence too) for the whole call: a socket that sends
+        nothing is not a caller, and must not hold a call and its model session. The WebSocket
+        ping is no such check, a client's library answers it by itself."""
+        return self.services.settings.stream_idle_s
+
     async def on_text(self, data: str) -> None:
         if self.started:
             await super().on_text(data)

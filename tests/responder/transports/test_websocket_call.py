@@ -7,6 +7,8 @@ SDK and the simulator.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -139,6 +141,32 @@ async def test_oversize_frame_and_silent_socket_are_closed(
             msg = await ws.receive(timeout=5)
             assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
             assert ws.close_code == 1009  # message too big
+
+
+async def test_a_call_whose_client_goes_quiet_is_closed_and_its_slot_freed(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """Before: a client that sent ``start`` and then nothing kept its call (and the model
+    session) open for good, the WebSocket ping answered by its library, so a few such clients
+    filled the call cap and phone callers were told every line was busy. Now a call socket with
+    no frame for RESPONDER_STREAM_IDLE_S is closed and its call ended; one that streams is not."""
+    svc: RunningService = await start_service(make_settings(stream_idle_s=0.8))
+    url = svc.url.replace("http", "ws", 1) + "/calls/ws"
+    silence = bytes(FRAME_MS * 48)  # one frame of PCM16 silence at 24 kHz
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(url) as quiet, http.ws_connect(url) as talking:
+            for ws in (quiet, talking):
+                await ws.send_json({"type": "start", "caller": "browser"})
+            await wait_until(lambda: svc.services.admission.active_total == 2, 10.0, what="both admitted")
+            loop = asyncio.get_running_loop()
+            until = loop.time() + 2.5
+            while loop.time() < until and not quiet.closed:
+                await talking.send_bytes(silence)
+                with contextlib.suppress(TimeoutError):
+                    await quiet.receive(timeout=FRAME_MS / 1000)  # its audio, its marks, its close
+            assert quiet.closed and quiet.close_code == 1001
+            assert not talking.closed
+            await wait_until(lambda: svc.services.admission.active_total == 1, 10.0, what="the slot freed")
 
 
 async def test_realtime_unreachable_ends_the_websocket_call_with_a_reason(
