@@ -160,7 +160,7 @@ class Settings(BaseSettings):
 
     # --- HTTP server ------------------------------------------------------------------
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = Field(default=8080, ge=1, le=65535)
     max_body_bytes: int = 64 * 1024
     http_read_timeout_s: float = Field(
         default=15.0, gt=0, description="A request's headers must arrive within this long of the connection "

@@ -1,11 +1,14 @@
 """How a serving command runs its aiohttp app: on uvloop when installed (a dependency except on
 Windows), else asyncio's own loop; uvloop measured ~13 % less CPU per call (BENCHMARKS.md).
-A port that cannot be bound is one log line and exit status 1, not a traceback."""
+A port that cannot be bound, or a host that does not resolve, is one log line and exit
+status 1, not a traceback."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import errno
+import socket
 from typing import Any, Final
 
 import structlog
@@ -16,6 +19,17 @@ log = structlog.get_logger("cli")
 # what the listening socket's bind fails with: taken, not this host's address, privileged
 _BIND_ERRORS: Final = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
 EXIT_BIND_FAILED: Final = 1
+
+
+def tcp_port(text: str) -> int:
+    """An ``--port`` value: a TCP port, 1 to 65535 (a larger one would wrap round at bind)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text[:20]!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, not {port}")
+    return port
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -36,6 +50,9 @@ def serve_app(app: web.Application, host: str, port: int, **options: Any) -> int
         web.run_app(
             app, host=host, port=port, print=None, access_log=None, loop=new_event_loop(), **options
         )  # fmt: skip
+    except socket.gaierror as exc:  # the host does not resolve: nothing to bind
+        log.error("app.bind_failed", host=host, port=port, errno="EAI", reason=str(exc.strerror)[:100])
+        return EXIT_BIND_FAILED
     except OSError as exc:
         if exc.errno not in _BIND_ERRORS:
             raise

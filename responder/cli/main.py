@@ -20,7 +20,7 @@ from infra.redact import secret_values
 from infra.settings import Settings
 from responder.cli import supervisor as supervisor_cli
 from responder.cli import trace as trace_command
-from responder.cli.event_loop import serve_app
+from responder.cli.event_loop import serve_app, tcp_port
 from responder.cli.policies import add_policies_parser, run_policies
 
 log = structlog.get_logger("cli")
@@ -33,12 +33,12 @@ def main(argv: list[str] | None = None) -> int:
 
     serve = sub.add_parser("serve", help="run the voice service")
     serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument("--port", type=tcp_port)
 
     sim = sub.add_parser("simulate", help="run the OpenAI API simulator (a test double) standalone")
     sim.add_argument("--scenario", default="returns")
     sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=8090)
+    sim.add_argument("--port", type=tcp_port, default=8090)
     sim.add_argument("--speed", type=float, default=1.0)
     sim.add_argument("--probe", action="store_true", help="timed load-test model (see simulator/probe.py)")
     sim.add_argument(
@@ -93,7 +93,7 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     updates: dict[str, Any] = {}
     if host:
         updates["host"] = host
-    if port:
+    if port is not None:
         updates["port"] = port
     settings = settings.model_copy(update=updates)
     if settings.uses_simulator:

@@ -8,7 +8,7 @@ import sys
 import structlog
 
 from infra.settings import Settings
-from responder.cli.event_loop import serve_app
+from responder.cli.event_loop import serve_app, tcp_port
 
 log = structlog.get_logger("cli")
 
@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "serve", help="serve POST /v1/decide (bearer token: RESPONDER_SUPERVISOR_TOKEN)"
     )
     serve.add_argument("--host", help="address to bind (default: RESPONDER_HOST, 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+    serve.add_argument("--port", type=tcp_port, default=DEFAULT_PORT)
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:

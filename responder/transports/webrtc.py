@@ -17,7 +17,8 @@ from openai import APIError, BadRequestError
 
 from responder.core.engine import engine_named
 from responder.runtime.admission import AdmissionRefused
-from responder.runtime.services import SERVICES, Services
+from responder.runtime.client_address import client_address
+from responder.runtime.services import SERVICES
 from responder.transports.openai_calls import OPENAI_CALL_TIMEOUT_S
 from responder.transports.sideband import live_media_session, run_sideband_call, sideband_session
 
@@ -30,15 +31,6 @@ _AUDIO_SECTION = re.compile(r"^m=audio ", re.MULTILINE)
 
 def add_webrtc_routes(app: web.Application) -> None:
     app.router.add_post(WEBRTC_PATH, create_webrtc_call)
-
-
-def client_key(request: web.Request, services: Services) -> str:
-    """Who is asking, for the rate limit: the peer address (or the proxy's X-Forwarded-For)."""
-    if services.settings.trust_forwarded_for:
-        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
-        if forwarded:
-            return forwarded
-    return request.remote or "unknown"
 
 
 def refused_response(refused: AdmissionRefused) -> web.Response:
@@ -68,7 +60,7 @@ async def create_webrtc_call(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="expected an SDP offer with an audio section (application/sdp)")
     try:
         ticket = services.admission.admit(
-            "webrtc", client_key(request, services), draining=services.draining
+            "webrtc", client_address(request, services.settings), draining=services.draining
         )
     except AdmissionRefused as refused:
         log.warning("webrtc.call_refused", reason=refused.reason)

@@ -48,9 +48,10 @@ from responder.core.end_reason import STOP_RECEIVED
 from responder.core.engine import engine_named
 from responder.engines.realtime.session import PCM24K
 from responder.runtime.admission import AdmissionRefused
+from responder.runtime.client_address import client_address
 from responder.runtime.services import SERVICES, Services
 from responder.transports.stream import MAX_MSG_SIZE, LogNames, StreamCall
-from responder.transports.webrtc import client_key, refused_response
+from responder.transports.webrtc import refused_response
 
 log = structlog.get_logger("websocket")
 
@@ -234,7 +235,7 @@ async def call_socket(request: web.Request) -> web.StreamResponse:
         raise web.HTTPForbidden(text="calls can only be started from this service's own page")
     try:  # before the upgrade: a refused client gets a plain 429 with Retry-After
         ticket = services.admission.admit(
-            "websocket", client_key(request, services), draining=services.draining
+            "websocket", client_address(request, services.settings), draining=services.draining
         )
     except AdmissionRefused as refused:
         log.warning("websocket.call_refused", reason=refused.reason)
