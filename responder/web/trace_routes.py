@@ -149,7 +149,10 @@ async def _login(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     auth = request.app[_AUTH]
-    form = await request.post()
+    try:
+        form = await request.post()
+    except (ValueError, LookupError):  # undecodable, or a charset nobody knows: as the webhook
+        raise web.HTTPBadRequest(text="malformed form body") from None
     token = form.get("token")
     access = await auth.try_token(request, token) if isinstance(token, str) and token.strip() else None
     if access is None or not access.allowed:

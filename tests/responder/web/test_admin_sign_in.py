@@ -157,3 +157,20 @@ async def test_the_window_slides(
         assert held.status == 429 and held.headers["Retry-After"] in ("1", "2")
         await asyncio.sleep(2.1)  # the failures have left the window
         assert (await sign_in(http, svc)).status == 303
+
+
+async def test_a_malformed_sign_in_form_is_a_400_not_a_500(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """Before: a body that is not UTF-8, or a charset nobody knows, failed the handler (500)."""
+    svc: RunningService = await start_service(make_settings(admin_token=ADMIN))
+    forms = [
+        (b"token=\xff\xfe", "application/x-www-form-urlencoded"),
+        (b"token=abc", "application/x-www-form-urlencoded; charset=nonsense"),
+    ]
+    async with aiohttp.ClientSession() as http:
+        for body, content_type in forms:
+            headers = {"Origin": svc.url, "Content-Type": content_type}
+            async with http.post(svc.url + "/traces/login", data=body, headers=headers) as resp:
+                assert resp.status == 400, (body, content_type)
+        assert (await sign_in(http, svc)).status == 303  # the form still works
