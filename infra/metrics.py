@@ -30,6 +30,10 @@ ACTIVE_CALLS = Gauge("responder_active_calls", "Calls in progress", ["transport"
 CALLS = Counter(
     "responder_calls", "Calls ended, by transport and outcome", ["transport", "outcome"], registry=REGISTRY
 )
+CALLS_REFUSED = Counter(
+    "responder_calls_refused", "New calls refused at admission, by transport and reason",
+    ["transport", "reason"], registry=REGISTRY,
+)  # fmt: skip
 SUPERVISOR_LATENCY = Histogram(
     "responder_supervisor_latency_seconds", "Supervisor decision latency", ["outcome"],
     buckets=_LATENCY_BUCKETS, registry=REGISTRY,

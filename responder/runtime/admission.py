@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from infra.metrics import CALLS_REFUSED
+
 RefusalReason = Literal["capacity", "rate_limited"]
 _BUCKETS_MAX = 10_000  # bound memory when many clients come and go
 
@@ -75,10 +77,14 @@ class CallAdmission:
         limit. ``promised``: the call was admitted earlier (a Twilio webhook answered with a
         stream), so it is counted even if the instance filled up in between. ``draining``: the
         instance is shutting down and takes no new calls (refused like a full instance)."""
-        if not promised and (draining or not self.has_room()):
-            raise AdmissionRefused("capacity", retry_after_s=5.0)
-        if client_key is not None:
-            self._take_token(client_key)
+        try:
+            if not promised and (draining or not self.has_room()):
+                raise AdmissionRefused("capacity", retry_after_s=5.0)
+            if client_key is not None:
+                self._take_token(client_key)
+        except AdmissionRefused as refused:
+            CALLS_REFUSED.labels(transport=transport, reason=refused.reason).inc()
+            raise
         self.active[transport] = self.active.get(transport, 0) + 1
         return Ticket(self, transport)
 

@@ -46,6 +46,7 @@ from responder.transports.frame_queue import ENDED, frame_queue, receive
 from responder.transports.runner import run_call, stream_opener
 
 START_TIMEOUT_S = 10.0
+_UNSTARTED_LOGGED = LogBudget(burst=20, per_s=1.0)  # sockets closed for want of a start, all transports
 MAX_FRAME_BYTES = 64 * 1024
 MAX_MSG_SIZE = MAX_FRAME_BYTES + 1  # aiohttp closes (1009) on a message of max_msg_size bytes or more
 UNKNOWN_CALL = "unknown"
@@ -238,7 +239,11 @@ class StreamCall:
         """A socket that never identifies its call is closed instead of being kept alive."""
         await asyncio.sleep(self.start_timeout_s())
         if not self.started and not self.ws.closed:
-            self.log.warning(self.names.stream_rejected, reason="no start in time")
+            if _UNSTARTED_LOGGED.allow():  # anyone can open sockets and say nothing
+                self.log.warning(
+                    self.names.stream_rejected, reason="no start in time",
+                    suppressed=_UNSTARTED_LOGGED.take_suppressed(),
+                )  # fmt: skip
             await self.ws.close(code=1008, message=b"start expected")
 
     # -- the call ------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 from openai import APIError, BadRequestError
 
+from infra.logs import LogBudget
 from responder.core.engine import engine_named
 from responder.runtime.admission import AdmissionRefused
 from responder.runtime.client_address import client_address
@@ -26,6 +27,9 @@ log = structlog.get_logger("webrtc")
 
 WEBRTC_PATH = "/calls/webrtc"
 MAX_OFFER_BYTES = 32 * 1024
+# refused browser calls (/calls/webrtc, /calls/ws): anyone can repeat them, so a budget of lines
+# (every refusal is still counted: responder_calls_refused_total)
+REFUSALS_LOGGED = LogBudget(burst=20, per_s=1.0)
 _AUDIO_SECTION = re.compile(r"^m=audio ", re.MULTILINE)
 
 
@@ -63,7 +67,10 @@ async def create_webrtc_call(request: web.Request) -> web.Response:
             "webrtc", client_address(request, services.settings), draining=services.draining
         )
     except AdmissionRefused as refused:
-        log.warning("webrtc.call_refused", reason=refused.reason)
+        if REFUSALS_LOGGED.allow():
+            log.warning(
+                "webrtc.call_refused", reason=refused.reason, suppressed=REFUSALS_LOGGED.take_suppressed()
+            )
         return refused_response(refused)
     engine = engine_named(request.query.get("engine"), services.settings.engine)  # ?engine=live
     try:

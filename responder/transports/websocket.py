@@ -51,7 +51,7 @@ from responder.runtime.admission import AdmissionRefused
 from responder.runtime.client_address import client_address
 from responder.runtime.services import SERVICES, Services
 from responder.transports.stream import MAX_MSG_SIZE, LogNames, StreamCall
-from responder.transports.webrtc import refused_response
+from responder.transports.webrtc import REFUSALS_LOGGED, refused_response
 
 log = structlog.get_logger("websocket")
 
@@ -231,14 +231,21 @@ async def call_socket(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     origin = foreign_origin(request, services)
     if origin is not None:
-        log.warning("websocket.call_refused", reason="foreign origin", origin=origin)
+        if REFUSALS_LOGGED.allow():
+            log.warning(
+                "websocket.call_refused", reason="foreign origin", origin=origin,
+                suppressed=REFUSALS_LOGGED.take_suppressed(),
+            )  # fmt: skip
         raise web.HTTPForbidden(text="calls can only be started from this service's own page")
     try:  # before the upgrade: a refused client gets a plain 429 with Retry-After
         ticket = services.admission.admit(
             "websocket", client_address(request, services.settings), draining=services.draining
         )
     except AdmissionRefused as refused:
-        log.warning("websocket.call_refused", reason=refused.reason)
+        if REFUSALS_LOGGED.allow():
+            log.warning(
+                "websocket.call_refused", reason=refused.reason, suppressed=REFUSALS_LOGGED.take_suppressed()
+            )
         return refused_response(refused)
     try:
         ws = web.WebSocketResponse(max_msg_size=MAX_MSG_SIZE, heartbeat=30)  # ≤ 64 KiB a frame

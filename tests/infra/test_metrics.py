@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp.test_utils import unused_port
 
 from infra import metrics
 from infra.settings import Settings
 from simulator.caller import place_call
 from simulator.scenario import load_scenario
 from tests.support.calls import QUIET_MS, run_call
-from tests.support.serve_process import wait_ready
+from tests.support.serve_process import start_ready_serve
 from tests.support.service import AUTH_TOKEN, FAST_SPEED
 from tests.support.waits import wait_until
 
@@ -101,24 +98,23 @@ async def test_health_and_readiness(
             assert resp.status == 200  # draining is not dead
 
 
+def _console_logs(logs: Path) -> str:
+    return "".join(p.read_text(encoding="utf-8") for p in sorted(logs.glob("serve-*.stderr")))
+
+
 async def test_sigterm_drains_then_exits(redis_url: str, key_prefix: str, tmp_path: Path) -> None:
     """``responder serve``: on SIGTERM /readyz turns 503 at once, the call in progress goes on to
     its end, then the process exits cleanly."""
-    port = unused_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ, "OPENAI_API_KEY": "", "REDIS_URL": redis_url, "RESPONDER_REDIS_PREFIX": key_prefix,
-        "RESPONDER_REDIS_DATA_DIR": str(tmp_path / "redis"), "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-        "RESPONDER_PUBLIC_URL": url, "RESPONDER_SIMULATOR_SPEED": str(FAST_SPEED), "RESPONDER_DRAIN_S": "30",
-        "RESPONDER_LOG_FORMAT": "json",
-    }  # fmt: skip
-    env.pop("OPENAI_API_KEY")
-    log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log_out:  # a file, not a pipe: nobody reads a pipe until the end
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "responder", "serve", "--host", "127.0.0.1", "--port", str(port),
-            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=log_out,
-        )  # fmt: skip
+    def env(url: str) -> dict[str, str]:
+        return {
+            "REDIS_URL": redis_url, "RESPONDER_REDIS_PREFIX": key_prefix,
+            "RESPONDER_REDIS_DATA_DIR": str(tmp_path / "redis"), "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "RESPONDER_PUBLIC_URL": url, "RESPONDER_SIMULATOR_SPEED": str(FAST_SPEED),
+            "RESPONDER_DRAIN_S": "30", "RESPONDER_LOG_FORMAT": "json",
+        }  # fmt: skip
+
+    async with aiohttp.ClientSession() as http:
+        proc, url = await start_ready_serve(http, env, tmp_path)
     try:
         async with aiohttp.ClientSession() as http:
 
@@ -126,7 +122,6 @@ async def test_sigterm_drains_then_exits(redis_url: str, key_prefix: str, tmp_pa
                 async with http.get(url + "/readyz") as resp:
                     return resp.status, await resp.json()
 
-            await wait_ready(http, url, proc)
             scenario = load_scenario("returns").model_copy(update={"quiet_ms": QUIET_MS})
             placed = place_call(url, scenario, auth_token=AUTH_TOKEN, speed=FAST_SPEED)
             call = asyncio.create_task(placed)
@@ -143,5 +138,5 @@ async def test_sigterm_drains_then_exits(redis_url: str, key_prefix: str, tmp_pa
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    log = log_path.read_text(encoding="utf-8")
+    log = _console_logs(tmp_path)
     assert '"app.draining"' in log and '"app.drained"' in log

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -28,17 +29,21 @@ async def start_serve(port: int, env: dict[str, str], stderr: Path) -> asyncio.s
 
 
 async def start_ready_serve(
-    http: aiohttp.ClientSession, env: dict[str, str], logs: Path, timeout_s: float = 30.0
+    http: aiohttp.ClientSession,
+    env: dict[str, str] | Callable[[str], dict[str, str]],
+    logs: Path,
+    timeout_s: float = 30.0,
 ) -> tuple[asyncio.subprocess.Process, str]:
-    """A ready ``responder serve`` and its URL; each attempt's console log in ``logs``.
+    """A ready ``responder serve`` and its URL; each attempt's console log in ``logs`` (``env``
+    may be made from the URL, for a setting that names it).
     ``unused_port`` only finds a port free for a moment: under the parallel suite another
     test's connection can take it before the service binds (the service then exits logging
     ``app.bind_failed``), so a new port is tried."""
     for attempt in range(BIND_ATTEMPTS):
         stderr = logs / f"serve-{attempt}.stderr"
         port = unused_port()
-        proc = await start_serve(port, env, stderr)
         url = f"http://127.0.0.1:{port}"
+        proc = await start_serve(port, env(url) if callable(env) else env, stderr)
         if await _ready(http, url, proc, timeout_s):
             return proc, url
         said = await asyncio.to_thread(stderr.read_text, "utf-8", "replace")

@@ -366,7 +366,11 @@ class MediaSession(StreamCall):
         expires = str(params.get("expires", ""))
         if not secret or not verify_stream_token(secret, call_sid, expires, str(params.get("token", ""))):
             self.refused = BAD_TOKEN
-            self.log.warning("twilio.stream_rejected", call_id=call_sid, reason="bad stream token")
+            if _REFUSALS_LOGGED.allow():  # anyone can send a start with a made-up token
+                self.log.warning(
+                    "twilio.stream_rejected", call_id=call_sid, reason="bad stream token",
+                    suppressed=_REFUSALS_LOGGED.take_suppressed(),
+                )  # fmt: skip
             await self.ws.close(code=1008, message=b"invalid stream token")
             return
         if not await self._claim_stream(call_sid, stream_sid, int(expires)):
@@ -395,7 +399,11 @@ class MediaSession(StreamCall):
             return False
         if not first:
             self.refused = TOKEN_USED
-            self.log.warning("twilio.stream_rejected", call_id=call_sid, reason="stream token already used")
+            if _REFUSALS_LOGGED.allow():  # a replayed start: repeatable too
+                self.log.warning(
+                    "twilio.stream_rejected", call_id=call_sid, reason="stream token already used",
+                    suppressed=_REFUSALS_LOGGED.take_suppressed(),
+                )  # fmt: skip
             await self.ws.close(code=1008, message=b"stream token already used")
         return first
 
