@@ -76,9 +76,10 @@ _KEEP = frozenset(
      "user_item_id", "response_id", "stream_sid", "session_id", "policies", "model", "tool", "outcome",
      "previous_item_id", "where", "action_id"}
 )  # fmt: skip
-# a transfer's destination is the operator's configured number, not the caller's: secrets are
-# still scrubbed from it, personal data rules do not apply
-_PII_KEEP = _KEEP | {"target"}
+# a transfer's destination is the operator's configured number, not the caller's, and the
+# startup lines' addresses are the operator's configuration (an IPv4 address looks like a phone
+# number): secrets are still scrubbed from them, personal data rules do not apply
+_PII_KEEP = _KEEP | {"target", "host", "url", "twilio_voice_webhook", "twilio_media_stream", "sip_webhook"}
 _DIGIT_FIELDS = frozenset({"digit", "digits"})
 SECRET = "[secret]"
 # what an identifier looks like (Twilio SIDs, ws_/rtc_ call ids, item_…, id@version labels, "^")

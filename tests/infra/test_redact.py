@@ -44,6 +44,22 @@ def test_processor_keeps_ids_and_scrubs_nested_values() -> None:
     assert out["digit"] == "*" and out["ms"] == 12.5
 
 
+def test_the_operators_addresses_on_startup_lines_are_not_taken_for_phone_numbers() -> None:
+    """Before: ``app.bind_failed host=[phone]``: the line that says which address failed did not
+    say it. Secrets in them are still masked (the other processor)."""
+    event = {
+        "event": "app.ready", "host": "203.0.113.5", "url": "http://203.0.113.5:8081",
+        "twilio_voice_webhook": "http://203.0.113.5:8080/twilio/voice",
+        "twilio_media_stream": "ws://203.0.113.5:8080/twilio/media",
+        "sip_webhook": "http://203.0.113.5:8080/openai/sip", "text": "at 203.0.113.5",
+    }  # fmt: skip
+    out = redact_pii(None, "info", dict(event))
+    assert {k: out[k] for k in event if k != "text"} == {k: v for k, v in event.items() if k != "text"}
+    assert out["text"] != event["text"]  # elsewhere the number still goes
+    masked = redact_secrets(None, "info", {"event": "redis.connected", "url": "redis://u:sk-abcdefghijklmnopqrstuvwx@h"})
+    assert "sk-abcdefghijklmnopqrstuvwx" not in masked["url"]
+
+
 @pytest.mark.parametrize(
     "text",
     [
