@@ -112,7 +112,10 @@ async def place_call(
         call.report.custom_parameters = dict(stream.parameters)
         try:
             async with asyncio.timeout(limit):
-                async with http.ws_connect(stream.url, autoping=True) as ws:
+                # Twilio signs the stream's upgrade too: its URL, with no parameters
+                signed = RequestValidator(auth_token).compute_signature(stream.url, {})
+                upgrade = {"X-Twilio-Signature": signed}
+                async with http.ws_connect(stream.url, autoping=True, headers=upgrade) as ws:
                     await call.run(ws, stream.parameters, extra_frames)
         except TimeoutError:
             raise CallerTimeout(

@@ -6,7 +6,10 @@ no call capacity, only a place among a few per client (:class:`PendingSockets`; 
 also gives it a short deadline). Twilio sends its ``start`` within milliseconds of the upgrade,
 so the per-client cap counts the sockets that have stayed unauthenticated past a short grace:
 a burst of real calls from one Twilio address passes (up to :data:`BURST_FACTOR` times the
-cap), a client holding silent sockets does not. The call's capacity was taken when its signed webhook was
+cap), a client holding silent sockets does not. A socket whose upgrade Twilio signed
+(``X-Twilio-Signature`` over the stream's URL) waits in places of its own, with no per-client
+cap (every call comes from Twilio's few addresses): sockets nobody signed cannot take them, so
+filling the unsigned places turns away no real call. The call's capacity was taken when its signed webhook was
 answered: that admission is kept as a :class:`Reservations` entry until the stream with the
 valid token claims it, or for a few seconds (a stream arriving later is admitted anyway).
 """
@@ -54,11 +57,14 @@ class PendingRefused(Exception):
 class Pending:
     """One unauthenticated socket's place; released once (authenticated, or gone)."""
 
-    def __init__(self, sockets: PendingSockets, transport: str, client: str, since: float) -> None:
+    def __init__(
+        self, sockets: PendingSockets, transport: str, client: str, since: float, *, signed: bool = False
+    ) -> None:
         self._sockets = sockets
         self.transport = transport
         self.client = client
         self.since = since
+        self.signed = signed
         self.released = False
 
     def release(self) -> None:
@@ -69,7 +75,8 @@ class Pending:
 
 class PendingSockets:
     """Per client key, at most ``per_client`` sockets unauthenticated for longer than
-    :data:`GRACE_S` (and ``BURST_FACTOR`` times as many in all); ``total`` for all clients."""
+    :data:`GRACE_S` (and ``BURST_FACTOR`` times as many in all); ``total`` for all clients;
+    ``total`` more for sockets whose upgrade was signed (:meth:`enter_signed`)."""
 
     def __init__(self, per_client: int, total: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_client = per_client
@@ -77,6 +84,16 @@ class PendingSockets:
         self._clock = clock
         self._by_client: dict[str, list[Pending]] = {}
         self.open = 0
+        self.open_signed = 0
+
+    def enter_signed(self, transport: str) -> Pending:
+        """A place for a socket whose upgrade carries the platform's valid signature: its token
+        is still checked at ``start``; only the places it waits in are its own."""
+        if self.open_signed >= self.total:
+            raise PendingRefused(TOTAL_CAP)
+        self.open_signed += 1
+        UNAUTHENTICATED_SOCKETS.labels(transport=transport).inc()
+        return Pending(self, transport, "", self._clock(), signed=True)
 
     def enter(self, transport: str, client: str) -> Pending:
         if self.open >= self.total:
@@ -93,13 +110,16 @@ class PendingSockets:
         return pending
 
     def _release(self, pending: Pending) -> None:
+        UNAUTHENTICATED_SOCKETS.labels(transport=pending.transport).dec()
+        if pending.signed:
+            self.open_signed = max(0, self.open_signed - 1)
+            return
         mine = self._by_client.get(pending.client, [])
         if pending in mine:
             mine.remove(pending)
         if not mine:
             self._by_client.pop(pending.client, None)
         self.open = max(0, self.open - 1)
-        UNAUTHENTICATED_SOCKETS.labels(transport=pending.transport).dec()
 
 
 class Reservations:

@@ -27,6 +27,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from infra.logs import LogBudget
+from infra.settings import Settings
 from responder.core.end_reason import STOP_RECEIVED
 from responder.core.engine import engine_named
 from responder.engines.realtime.session import PCMU
@@ -437,7 +438,10 @@ async def media_stream(request: web.Request) -> web.WebSocketResponse:
         _refused(ORIGIN, origin=origin[:100])
         raise web.HTTPForbidden(text="media streams are opened by Twilio, not by web pages")
     try:  # no call capacity before the stream token: one of a few places per client instead
-        pending = services.pending_sockets.enter("twilio", client_address(request, services.settings))
+        if _upgrade_signed(request, services.settings):  # Twilio's: places of its own
+            pending = services.pending_sockets.enter_signed("twilio")
+        else:
+            pending = services.pending_sockets.enter("twilio", client_address(request, services.settings))
     except PendingRefused as refused:
         _refused(refused.reason)
         raise web.HTTPTooManyRequests(
@@ -455,6 +459,19 @@ async def media_stream(request: web.Request) -> web.WebSocketResponse:
         pending.release()
         if session is not None:
             session.finish_admission()
+
+
+def _upgrade_signed(request: web.Request, settings: Settings) -> bool:
+    """Twilio signs a media stream's upgrade as it signs a webhook: ``X-Twilio-Signature`` over
+    the stream's URL (``wss://…/twilio/media``), with no parameters. A valid one shows the
+    socket is Twilio's before its ``start`` arrives; its absence proves nothing (an older
+    account, a proxy that drops the header), so such a socket is served as before."""
+    signature = request.headers.get("X-Twilio-Signature", "")
+    token = settings.twilio_auth_token
+    if not signature or token is None or not token.get_secret_value() or len(signature) > 100:
+        return False
+    url = _ws_url(settings.external_url()) + request.raw_path
+    return bool(RequestValidator(token.get_secret_value()).validate(url, {}, signature))
 
 
 def _refused(reason: SocketRefusal, **fields: str) -> None:

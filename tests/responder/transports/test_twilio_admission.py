@@ -11,10 +11,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from twilio.request_validator import RequestValidator
 
 from infra.settings import Settings
 from responder.runtime.handshake import BURST_FACTOR, GRACE_S
 from tests.support.calls import wait_for_status
+from tests.support.service import AUTH_TOKEN
 from tests.support.twilio import (
     closed_alone,
     closed_with,
@@ -66,6 +68,39 @@ async def test_silent_media_sockets_take_no_line(
         text = await resp.text()
     assert 'responder_unauthenticated_sockets{transport="twilio"}' in text
     assert 'responder_sockets_refused_total{reason="client_cap",transport="twilio"}' in text
+
+
+async def test_unsigned_sockets_that_fill_every_place_turn_away_no_signed_stream(
+    start_service: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """Before: silent sockets from a few addresses filled the shared places for unauthenticated
+    sockets, and Twilio's own streams were refused (429, 11 of 12 calls). Twilio signs the
+    stream's upgrade (X-Twilio-Signature over its URL): such a socket waits in places of its
+    own, so only a forged or missing signature meets the full places; its token is still checked."""
+    settings = make_settings(pending_sockets_per_client=2, pending_sockets_max=2, stream_handshake_s=3.0)
+    svc = await start_service(settings)
+    url = media_url(svc)
+    signed = {"X-Twilio-Signature": RequestValidator(AUTH_TOKEN).compute_signature(url, {})}
+    async with aiohttp.ClientSession() as http:
+        squatters = [await http.ws_connect(url) for _ in range(2)]  # every unsigned place
+        for headers in ({}, {"X-Twilio-Signature": "Zm9yZ2Vk"}, {"X-Twilio-Signature": "x" * 5000}):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as full:
+                await http.ws_connect(url, headers=headers)
+            assert full.value.status in (429, 400)  # 400: aiohttp's own limit on a header's size
+        params = webhook_params()
+        stream = stream_parameters(await post_webhook(http, svc, params))
+        assert stream is not None
+        async with http.ws_connect(url, headers=signed, autoclose=False) as ws:
+            await ws.send_str(start_frame(params["CallSid"], stream))
+            await wait_for_status(svc, params["CallSid"], {"active"})
+            await hang_up(ws, asyncio.create_task(closed_with(ws, 10.0)))
+        # the signature is no credential by itself: a signed socket with a made-up token is refused
+        async with http.ws_connect(url, headers=signed) as ws:
+            forged = {"token": "0" * 64, "expires": "9999999999"}
+            await ws.send_str(start_frame(webhook_params()["CallSid"], forged))
+            assert await closed_with(ws) == 1008
+        for ws in squatters:
+            await ws.close()
 
 
 async def test_a_stream_token_opens_one_stream_and_a_replayed_webhook_starts_nothing(
