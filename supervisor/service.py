@@ -64,14 +64,17 @@ REQUESTS = Counter(
 )
 
 
+_ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"  # call, item and request ids: ids, never text
+
+
 class DecideRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    call_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    call_id: str = Field(min_length=1, max_length=128, pattern=_ID_PATTERN)
     context: str = Field(max_length=16_000)
-    user_item_id: str | None = Field(default=None, max_length=128)
+    user_item_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=_ID_PATTERN)
     trigger: Trigger = "tool_call"
-    request_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    request_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=_ID_PATTERN)
     deadline_s: float | None = Field(default=None, gt=0, le=600)
 
 

@@ -67,6 +67,9 @@ async def test_bad_json_invalid_fields_and_oversize(service: TestServer) -> None
     assert status == 400 and "call_id" in error["error"]["message"]
     status, error = await post_decide(service, json.dumps({"call_id": "CA x/../", "context": TENT_QUESTION}))
     assert status == 400 and "call_id" in error["error"]["message"]
+    odd_item = {"call_id": "CAsvc3", "context": TENT_QUESTION, "user_item_id": '"}{\n\u0000'}
+    status, error = await post_decide(service, json.dumps(odd_item))  # an item id is an id
+    assert status == 400 and "user_item_id" in error["error"]["message"]
     status, error = await post_decide(service, json.dumps({"call_id": "CAsvc3", "context": 42, "extra": 1}))
     assert status == 400
     assert "context" in error["error"]["message"] and "extra" in error["error"]["message"]
