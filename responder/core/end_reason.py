@@ -12,6 +12,7 @@ from responder.core.actions import END_CALL_TOOL, SERVICE_DRAINING
 
 STOP_RECEIVED: Final = "stop_received"  # the caller side said it hung up (Twilio/WebSocket ``stop``)
 CALLER_DISCONNECTED: Final = "caller_disconnected"  # its socket dropped without a ``stop``
+CALLER_IDLE: Final = "caller_idle"  # its socket sent nothing for RESPONDER_STREAM_IDLE_S: closed
 SERVICE_SHUTDOWN: Final = "service_shutdown"  # this instance stopped (or drained) with the call on
 REALTIME_FAILED: Final = "realtime_failed"  # the model session failed or closed under the call
 SIDEBAND_CLOSED: Final = "sideband_closed"  # SIP/WebRTC: OpenAI closed the call's sideband socket
@@ -19,7 +20,7 @@ AGENT_HANGUP: Final = "agent_hangup"  # the responder's end_call tool
 ESCALATED: Final = "escalated"  # escalate_to_human (transferred, or hung up after a failed transfer)
 
 END_REASONS: Final = (
-    STOP_RECEIVED, CALLER_DISCONNECTED, SERVICE_SHUTDOWN, REALTIME_FAILED, SIDEBAND_CLOSED,
+    STOP_RECEIVED, CALLER_DISCONNECTED, CALLER_IDLE, SERVICE_SHUTDOWN, REALTIME_FAILED, SIDEBAND_CLOSED,
     AGENT_HANGUP, ESCALATED,
 )  # fmt: skip
 

@@ -37,7 +37,7 @@ from redis.exceptions import RedisError
 from infra.logs import LogBudget
 from responder.core.actions import CallActions
 from responder.core.controller import CallController, CallerLink, ControllerConfig
-from responder.core.end_reason import caller_gone_reason
+from responder.core.end_reason import CALLER_IDLE, caller_gone_reason
 from responder.core.engine import EngineName
 from responder.core.keypad import EARLY_KEYS_MAX
 from responder.core.recorder import TranscriptRecorder
@@ -215,6 +215,9 @@ class StreamCall:
                 seen, quiet_since = self.frames, loop.time()
             elif loop.time() - quiet_since >= idle_s and not self.ws.closed:
                 self.log.warning("stream.idle_closed", transport=self.transport, idle_s=idle_s)
+                await self.call_over(CALLER_IDLE)  # the protocol's last frame, where it has one
+                if self.controller is not None:  # recorded as idle, not as a dropped socket
+                    await self.controller.close(CALLER_IDLE)
                 await self.ws.close(code=1001, message=b"no frames")
                 return
 

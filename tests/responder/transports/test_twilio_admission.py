@@ -177,6 +177,8 @@ async def test_a_stream_that_goes_silent_is_closed_and_its_call_ended(
             await busy_ws.send_str('{"event":"mark","streamSid":"MZ1","mark":{"name":"nope"}}')
             await asyncio.sleep(0.02)
         await closed_alone(svc, reader, 1001, quiet["CallSid"], (quiet_ws, busy_ws))
+    meta = await svc.services.history.get_meta(quiet["CallSid"])
+    assert meta["end_reason"] == "caller_idle"  # not taken for a dropped connection
 
 
 async def test_a_stream_that_floods_frames_is_closed_and_one_at_a_callers_pace_is_not(

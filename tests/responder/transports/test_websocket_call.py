@@ -160,13 +160,19 @@ async def test_a_call_whose_client_goes_quiet_is_closed_and_its_slot_freed(
             await wait_until(lambda: svc.services.admission.active_total == 2, 10.0, what="both admitted")
             loop = asyncio.get_running_loop()
             until = loop.time() + 2.5
+            said: list[Any] = []
             while loop.time() < until and not quiet.closed:
                 await talking.send_bytes(silence)
                 with contextlib.suppress(TimeoutError):
-                    await quiet.receive(timeout=FRAME_MS / 1000)  # its audio, its marks, its close
+                    msg = await quiet.receive(timeout=FRAME_MS / 1000)  # its audio, marks, close
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        said.append(msg.json())
             assert quiet.closed and quiet.close_code == 1001
+            assert said[-1] == {"type": "ended", "reason": "caller_idle"}  # the last frame, as ever
             assert not talking.closed
             await wait_until(lambda: svc.services.admission.active_total == 1, 10.0, what="the slot freed")
+    quiet_id = said[0]["call_id"]
+    assert (await svc.services.history.get_meta(quiet_id))["end_reason"] == "caller_idle"
 
 
 async def test_realtime_unreachable_ends_the_websocket_call_with_a_reason(
