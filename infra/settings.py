@@ -149,7 +149,8 @@ class Settings(BaseSettings):
         "a 0.5 s grace (a burst of new ones: 4 times as many)."
     )
     pending_sockets_max: int = Field(
-        default=256, ge=1, description="Media sockets not yet authenticated, all clients together."
+        default=256, ge=1, description="Media sockets not yet authenticated, all clients together "
+        "(as many again for upgrades Twilio signed)."
     )
     escalation_phone_number: str | None = Field(
         default=None, description="E.164 number a Twilio call is transferred to by escalate_to_human."

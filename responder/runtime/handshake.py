@@ -7,11 +7,12 @@ also gives it a short deadline). Twilio sends its ``start`` within milliseconds 
 so the per-client cap counts the sockets that have stayed unauthenticated past a short grace:
 a burst of real calls from one Twilio address passes (up to :data:`BURST_FACTOR` times the
 cap), a client holding silent sockets does not. A socket whose upgrade Twilio signed
-(``X-Twilio-Signature`` over the stream's URL) waits in places of its own, with no per-client
-cap (every call comes from Twilio's few addresses): sockets nobody signed cannot take them, so
-filling the unsigned places turns away no real call. The call's capacity was taken when its signed webhook was
-answered: that admission is kept as a :class:`Reservations` entry until the stream with the
-valid token claims it, or for a few seconds (a stream arriving later is admitted anyway).
+(``X-Twilio-Signature`` over the stream's URL) waits in places of its own, with no cap on young
+sockets per client (every call comes from Twilio's few addresses): sockets nobody signed cannot
+take them, so filling the unsigned places turns away no real call. The call's capacity was
+taken when its signed webhook was answered: that admission is kept as a :class:`Reservations`
+entry until the stream with the valid token claims it, or for a few seconds (a stream arriving
+later is admitted anyway).
 """
 
 from __future__ import annotations
@@ -75,25 +76,35 @@ class Pending:
 
 class PendingSockets:
     """Per client key, at most ``per_client`` sockets unauthenticated for longer than
-    :data:`GRACE_S` (and ``BURST_FACTOR`` times as many in all); ``total`` for all clients;
-    ``total`` more for sockets whose upgrade was signed (:meth:`enter_signed`)."""
+    :data:`GRACE_S` (and ``BURST_FACTOR`` times as many in all); ``total`` for all clients.
+    Sockets whose upgrade was signed have ``total`` places of their own (:meth:`enter_signed`)."""
 
     def __init__(self, per_client: int, total: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_client = per_client
         self.total = total
         self._clock = clock
         self._by_client: dict[str, list[Pending]] = {}
+        self._signed_by_client: dict[str, list[Pending]] = {}
         self.open = 0
         self.open_signed = 0
 
-    def enter_signed(self, transport: str) -> Pending:
-        """A place for a socket whose upgrade carries the platform's valid signature: its token
-        is still checked at ``start``; only the places it waits in are its own."""
-        if self.open_signed >= self.total:
-            raise PendingRefused(TOTAL_CAP)
+    def enter_signed(self, transport: str, client: str) -> Pending:
+        """A place for a socket whose upgrade carries the platform's valid signature. Its token
+        is still checked at ``start``; only the places it waits in are its own, with no cap on
+        young sockets per client (a platform opens many at once from few addresses). The
+        signature is the same for every call, so whoever captured one header could replay it:
+        a client keeps at most ``per_client`` signed sockets past the grace, and once it has
+        that many, or the signed places are all taken, it waits like any socket (:meth:`enter`)."""
+        now = self._clock()
+        mine = self._signed_by_client.get(client, [])
+        silent = sum(1 for p in mine if now - p.since >= GRACE_S)
+        if self.open_signed >= self.total or silent >= self.per_client:
+            return self.enter(transport, client)
+        pending = Pending(self, transport, client, now, signed=True)
+        self._signed_by_client.setdefault(client, []).append(pending)
         self.open_signed += 1
         UNAUTHENTICATED_SOCKETS.labels(transport=transport).inc()
-        return Pending(self, transport, "", self._clock(), signed=True)
+        return pending
 
     def enter(self, transport: str, client: str) -> Pending:
         if self.open >= self.total:
@@ -102,6 +113,8 @@ class PendingSockets:
         mine = self._by_client.setdefault(client, [])
         silent = sum(1 for p in mine if now - p.since >= GRACE_S)
         if silent >= self.per_client or len(mine) >= self.per_client * BURST_FACTOR:
+            if not mine:
+                del self._by_client[client]
             raise PendingRefused(CLIENT_CAP)
         pending = Pending(self, transport, client, now)
         mine.append(pending)
@@ -111,15 +124,16 @@ class PendingSockets:
 
     def _release(self, pending: Pending) -> None:
         UNAUTHENTICATED_SOCKETS.labels(transport=pending.transport).dec()
-        if pending.signed:
-            self.open_signed = max(0, self.open_signed - 1)
-            return
-        mine = self._by_client.get(pending.client, [])
+        by_client = self._signed_by_client if pending.signed else self._by_client
+        mine = by_client.get(pending.client, [])
         if pending in mine:
             mine.remove(pending)
         if not mine:
-            self._by_client.pop(pending.client, None)
-        self.open = max(0, self.open - 1)
+            by_client.pop(pending.client, None)
+        if pending.signed:
+            self.open_signed = max(0, self.open_signed - 1)
+        else:
+            self.open = max(0, self.open - 1)
 
 
 class Reservations:

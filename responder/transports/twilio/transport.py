@@ -144,7 +144,7 @@ async def incoming_call(request: web.Request) -> web.Response:
     # of a repeated field: validate against the raw path and the multi-dict itself.
     url = settings.external_url() + request.raw_path
     signature = request.headers.get("X-Twilio-Signature", "")
-    if not signature or not RequestValidator(token.get_secret_value()).validate(url, form, signature):
+    if not signature or not _valid_signature(token.get_secret_value(), url, form, signature):
         _webhook_rejected("bad signature", url=url)
         raise web.HTTPForbidden(text="invalid Twilio signature")
     params = {k: str(v) for k, v in form.items()}
@@ -438,10 +438,11 @@ async def media_stream(request: web.Request) -> web.WebSocketResponse:
         _refused(ORIGIN, origin=origin[:100])
         raise web.HTTPForbidden(text="media streams are opened by Twilio, not by web pages")
     try:  # no call capacity before the stream token: one of a few places per client instead
+        client = client_address(request, services.settings)
         if _upgrade_signed(request, services.settings):  # Twilio's: places of its own
-            pending = services.pending_sockets.enter_signed("twilio")
+            pending = services.pending_sockets.enter_signed("twilio", client)
         else:
-            pending = services.pending_sockets.enter("twilio", client_address(request, services.settings))
+            pending = services.pending_sockets.enter("twilio", client)
     except PendingRefused as refused:
         _refused(refused.reason)
         raise web.HTTPTooManyRequests(
@@ -461,6 +462,13 @@ async def media_stream(request: web.Request) -> web.WebSocketResponse:
             session.finish_admission()
 
 
+def _valid_signature(token: str, url: str, form: Any, signature: str) -> bool:
+    try:
+        return bool(RequestValidator(token).validate(url, form, signature))
+    except ValueError:  # a URL it cannot parse (an absolute-form request target): not Twilio's
+        return False
+
+
 def _upgrade_signed(request: web.Request, settings: Settings) -> bool:
     """Twilio signs a media stream's upgrade as it signs a webhook: ``X-Twilio-Signature`` over
     the stream's URL (``wss://…/twilio/media``), with no parameters. A valid one shows the
@@ -470,8 +478,10 @@ def _upgrade_signed(request: web.Request, settings: Settings) -> bool:
     token = settings.twilio_auth_token
     if not signature or token is None or not token.get_secret_value() or len(signature) > 100:
         return False
-    url = _ws_url(settings.external_url()) + request.raw_path
-    return bool(RequestValidator(token.get_secret_value()).validate(url, {}, signature))
+    if request.rel_url.raw_path_qs != MEDIA_PATH:  # the URL our TwiML gives, nothing added
+        return False
+    url = _ws_url(settings.external_url()) + MEDIA_PATH
+    return _valid_signature(token.get_secret_value(), url, {}, signature)
 
 
 def _refused(reason: SocketRefusal, **fields: str) -> None:

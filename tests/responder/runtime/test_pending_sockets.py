@@ -1,0 +1,61 @@
+"""The places of sockets that have not shown their stream token yet (``PendingSockets``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from responder.runtime.handshake import BURST_FACTOR, GRACE_S, PendingRefused, PendingSockets
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_signed_upgrades_wait_apart_from_unsigned_ones_and_a_replayed_header_buys_little() -> None:
+    clock = Clock()
+    sockets = PendingSockets(per_client=2, total=4, clock=clock)
+    squatters = [sockets.enter("twilio", f"198.51.100.{i}") for i in range(2) for _ in range(2)]
+    with pytest.raises(PendingRefused):  # every unsigned place is taken
+        sockets.enter("twilio", "203.0.113.9")
+    # Twilio opens many streams at once from one address: no cap on young signed sockets
+    burst = [sockets.enter_signed("twilio", "203.0.113.9") for _ in range(4)]
+    assert all(p.signed for p in burst) and sockets.open_signed == 4
+    for p in burst:
+        p.release()
+    # whoever replays a captured signature keeps at most per_client silent signed sockets, then
+    # waits like anyone (here: no unsigned place is left)
+    clock.now += GRACE_S
+    replayed = [sockets.enter_signed("twilio", "192.0.2.66") for _ in range(2)]
+    clock.now += GRACE_S
+    with pytest.raises(PendingRefused):
+        sockets.enter_signed("twilio", "192.0.2.66")
+    fresh = sockets.enter_signed("twilio", "203.0.113.9")  # Twilio's next stream still has room
+    assert fresh.signed
+    for p in [*squatters, *replayed, fresh]:
+        p.release()
+        p.release()  # once only
+    assert (sockets.open, sockets.open_signed) == (0, 0)
+
+
+def test_when_the_signed_places_are_full_a_signed_socket_waits_like_any_other() -> None:
+    sockets = PendingSockets(per_client=2, total=2, clock=Clock())
+    signed = [sockets.enter_signed("twilio", "203.0.113.9") for _ in range(2)]
+    third = sockets.enter_signed("twilio", "203.0.113.9")  # not a 429 while unsigned room is left
+    assert not third.signed and sockets.open == 1
+    for p in [*signed, third]:
+        p.release()
+    assert (sockets.open, sockets.open_signed) == (0, 0)
+
+
+def test_a_refused_client_leaves_no_entry_behind() -> None:
+    sockets = PendingSockets(per_client=1, total=100, clock=Clock())
+    held = [sockets.enter("twilio", "198.51.100.1") for _ in range(BURST_FACTOR)]
+    with pytest.raises(PendingRefused):
+        sockets.enter("twilio", "198.51.100.1")
+    for p in held:
+        p.release()
+    assert sockets._by_client == {} and sockets._signed_by_client == {}
