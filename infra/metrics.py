@@ -31,7 +31,8 @@ CALLS = Counter(
     "responder_calls", "Calls ended, by transport and outcome", ["transport", "outcome"], registry=REGISTRY
 )
 CALLS_REFUSED = Counter(
-    "responder_calls_refused", "New calls refused at admission, by transport and reason",
+    "responder_calls_refused", "New calls refused, by transport and reason (capacity, draining, "
+    "rate_limited, origin)",
     ["transport", "reason"], registry=REGISTRY,
 )  # fmt: skip
 SUPERVISOR_LATENCY = Histogram(

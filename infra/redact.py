@@ -76,10 +76,15 @@ _KEEP = frozenset(
      "user_item_id", "response_id", "stream_sid", "session_id", "policies", "model", "tool", "outcome",
      "previous_item_id", "where", "action_id"}
 )  # fmt: skip
-# a transfer's destination is the operator's configured number, not the caller's, and the
-# startup lines' addresses are the operator's configuration (an IPv4 address looks like a phone
-# number): secrets are still scrubbed from them, personal data rules do not apply
-_PII_KEEP = _KEEP | {"target", "host", "url", "twilio_voice_webhook", "twilio_media_stream", "sip_webhook"}
+# a transfer's destination is the operator's configured number, not the caller's: secrets are
+# still scrubbed from it, personal data rules do not apply
+_PII_KEEP = _KEEP | {"target"}
+# so are the addresses on the startup lines, the operator's configuration (an IPv4 address looks
+# like a phone number); on those lines only, since a request's url elsewhere is the client's
+_STARTUP_EVENTS = frozenset(
+    {"app.ready", "app.bind_failed", "supervisor_service.listening", "simulator.ready"}
+)
+_STARTUP_KEEP = _PII_KEEP | {"host", "url", "twilio_voice_webhook", "twilio_media_stream", "sip_webhook"}
 _DIGIT_FIELDS = frozenset({"digit", "digits"})
 SECRET = "[secret]"
 # what an identifier looks like (Twilio SIDs, ws_/rtc_ call ids, item_…, id@version labels, "^")
@@ -178,8 +183,9 @@ def redact_secrets(
 
 
 def redact_pii(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    keep = _STARTUP_KEEP if event_dict.get("event") in _STARTUP_EVENTS else _PII_KEEP
     for key, value in event_dict.items():
-        if key in _PII_KEEP:
+        if key in keep:
             continue
         event_dict[key] = "*" if key in _DIGIT_FIELDS else _walk(value, scrub)
     return event_dict

@@ -23,10 +23,9 @@ EXIT_BIND_FAILED: Final = 1
 
 def tcp_port(text: str) -> int:
     """An ``--port`` value: a TCP port, 1 to 65535 (a larger one would wrap round at bind)."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text[:20]!r}") from None
+    if not (text.isascii() and text.isdigit()):  # int() would take "1_8181" and other digits
+        raise argparse.ArgumentTypeError(f"not a port number: {text[:20]!r}")
+    port = int(text)
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"a port is 1 to 65535, not {port}")
     return port

@@ -83,7 +83,8 @@ class CallAdmission:
             if client_key is not None:
                 self._take_token(client_key)
         except AdmissionRefused as refused:
-            CALLS_REFUSED.labels(transport=transport, reason=refused.reason).inc()
+            reason = "draining" if draining and refused.reason == "capacity" else refused.reason
+            CALLS_REFUSED.labels(transport=transport, reason=reason).inc()
             raise
         self.active[transport] = self.active.get(transport, 0) + 1
         return Ticket(self, transport)

@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 import structlog
 from aiohttp import web
 
+from infra.metrics import CALLS_REFUSED
 from responder.core.controller import ControllerConfig
 from responder.core.end_reason import STOP_RECEIVED
 from responder.core.engine import engine_named
@@ -231,6 +232,7 @@ async def call_socket(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     origin = foreign_origin(request, services)
     if origin is not None:
+        CALLS_REFUSED.labels(transport="websocket", reason="origin").inc()
         if REFUSALS_LOGGED.allow():
             log.warning(
                 "websocket.call_refused", reason="foreign origin", origin=origin,

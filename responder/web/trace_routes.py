@@ -149,6 +149,8 @@ async def _login(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     auth = request.app[_AUTH]
+    if request.content_type != "application/x-www-form-urlencoded":  # what the sign-in page sends
+        raise web.HTTPUnsupportedMediaType(text="expected application/x-www-form-urlencoded")
     try:
         form = await request.post()
     except (ValueError, LookupError):  # undecodable, or a charset nobody knows: as the webhook

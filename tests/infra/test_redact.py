@@ -56,6 +56,9 @@ def test_the_operators_addresses_on_startup_lines_are_not_taken_for_phone_number
     out = redact_pii(None, "info", dict(event))
     assert {k: out[k] for k in event if k != "text"} == {k: v for k, v in event.items() if k != "text"}
     assert out["text"] != event["text"]  # elsewhere the number still goes
+    # a client's url on any other line is the client's text: scrubbed
+    rejected = {"event": "twilio.webhook_rejected", "url": "https://h/twilio/voice?From=+14155550123"}
+    assert "+14155550123" not in redact_pii(None, "info", dict(rejected))["url"]
     masked = redact_secrets(None, "info", {"event": "redis.connected", "url": "redis://u:sk-abcdefghijklmnopqrstuvwx@h"})
     assert "sk-abcdefghijklmnopqrstuvwx" not in masked["url"]
 

@@ -71,6 +71,10 @@ _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]") 
 _DIGITS = frozenset("0123456789*#ABCD")
 _REFUSALS_LOGGED = LogBudget(burst=20, per_s=1.0)  # refused upgrades: anyone can repeat them
 _REJECTIONS_LOGGED = LogBudget(burst=20, per_s=1.0)  # refused webhooks: so can anyone these
+# starts refused for their token, a budget each: a flood of made-up tokens does not hide the
+# rarer reuse of a real one (a leaked token)
+_BAD_TOKENS_LOGGED = LogBudget(burst=20, per_s=1.0)
+_USED_TOKENS_LOGGED = LogBudget(burst=20, per_s=1.0)
 
 
 def add_twilio_routes(app: web.Application) -> None:
@@ -367,10 +371,10 @@ class MediaSession(StreamCall):
         expires = str(params.get("expires", ""))
         if not secret or not verify_stream_token(secret, call_sid, expires, str(params.get("token", ""))):
             self.refused = BAD_TOKEN
-            if _REFUSALS_LOGGED.allow():  # anyone can send a start with a made-up token
+            if _BAD_TOKENS_LOGGED.allow():  # anyone can send a start with a made-up token
                 self.log.warning(
                     "twilio.stream_rejected", call_id=call_sid, reason="bad stream token",
-                    suppressed=_REFUSALS_LOGGED.take_suppressed(),
+                    suppressed=_BAD_TOKENS_LOGGED.take_suppressed(),
                 )  # fmt: skip
             await self.ws.close(code=1008, message=b"invalid stream token")
             return
@@ -400,10 +404,10 @@ class MediaSession(StreamCall):
             return False
         if not first:
             self.refused = TOKEN_USED
-            if _REFUSALS_LOGGED.allow():  # a replayed start: repeatable too
+            if _USED_TOKENS_LOGGED.allow():  # a replayed start: repeatable too, but a real token
                 self.log.warning(
                     "twilio.stream_rejected", call_id=call_sid, reason="stream token already used",
-                    suppressed=_REFUSALS_LOGGED.take_suppressed(),
+                    suppressed=_USED_TOKENS_LOGGED.take_suppressed(),
                 )  # fmt: skip
             await self.ws.close(code=1008, message=b"stream token already used")
         return first

@@ -63,3 +63,24 @@ def test_a_draining_instance_takes_no_new_calls_but_keeps_promised_ones() -> Non
     assert refused.value.reason == "capacity" and admission.active_total == 0
     admission.admit("twilio", promised=True, draining=True)  # its webhook was answered before
     assert admission.active == {"twilio": 1}
+
+
+def test_refusals_are_counted_by_reason_a_drain_apart_from_a_full_instance() -> None:
+    from infra.metrics import REGISTRY
+
+    def count(reason: str) -> float:
+        labels = {"transport": "webrtc", "reason": reason}
+        return REGISTRY.get_sample_value("responder_calls_refused_total", labels) or 0.0
+
+    before = {r: count(r) for r in ("capacity", "draining", "rate_limited")}
+    admission = CallAdmission(max_calls=1, rate_per_minute=60, burst=1, clock=Clock())
+    ticket = admission.admit("webrtc", "198.51.100.1")
+    for _ in range(2):
+        with pytest.raises(AdmissionRefused):
+            admission.admit("webrtc", "198.51.100.2")  # full
+    ticket.release()
+    with pytest.raises(AdmissionRefused):
+        admission.admit("webrtc", "198.51.100.3", draining=True)
+    with pytest.raises(AdmissionRefused):
+        admission.admit("webrtc", "198.51.100.1")  # its one token is spent
+    assert {r: count(r) - n for r, n in before.items()} == {"capacity": 2, "draining": 1, "rate_limited": 1}

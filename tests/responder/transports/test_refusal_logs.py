@@ -54,7 +54,7 @@ async def test_streams_with_a_made_up_token_log_a_few_lines(
     start_service: Callable[..., Any], make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     budget = LogBudget(burst=BURST, per_s=0.001)
-    monkeypatch.setattr(twilio_transport, "_REFUSALS_LOGGED", budget)
+    monkeypatch.setattr(twilio_transport, "_BAD_TOKENS_LOGGED", budget)
     svc: RunningService = await start_service(make_settings())
     forged = {"token": "0" * 64, "expires": "9999999999"}
     with capture_logs() as logs:

@@ -173,4 +173,8 @@ async def test_a_malformed_sign_in_form_is_a_400_not_a_500(
             headers = {"Origin": svc.url, "Content-Type": content_type}
             async with http.post(svc.url + "/traces/login", data=body, headers=headers) as resp:
                 assert resp.status == 400, (body, content_type)
+        multipart = {"Origin": svc.url, "Content-Type": "multipart/form-data; boundary=xx"}
+        junk = b"--xx\r\ngarbage\r\n\r\n"
+        async with http.post(svc.url + "/traces/login", data=junk, headers=multipart) as resp:
+            assert resp.status == 415  # the page posts a urlencoded form, nothing else
         assert (await sign_in(http, svc)).status == 303  # the form still works
