@@ -49,12 +49,19 @@ def serve_app(app: web.Application, host: str, port: int, **options: Any) -> int
         web.run_app(
             app, host=host, port=port, print=None, access_log=None, loop=new_event_loop(), **options
         )  # fmt: skip
-    except socket.gaierror as exc:  # the host does not resolve: nothing to bind
-        log.error("app.bind_failed", host=host, port=port, errno="EAI", reason=str(exc.strerror)[:100])
-        return EXIT_BIND_FAILED
     except OSError as exc:
-        if exc.errno not in _BIND_ERRORS:
+        if not logged_bind_failure(exc, host, port):
             raise
-        log.error("app.bind_failed", host=host, port=port, errno=errno.errorcode.get(exc.errno or 0, "?"))
         return EXIT_BIND_FAILED
     return 0
+
+
+def logged_bind_failure(exc: OSError, host: str, port: int) -> bool:
+    """Whether ``exc`` says the listening socket could not be had (then logged: app.bind_failed)."""
+    if isinstance(exc, socket.gaierror):  # the host does not resolve: nothing to bind
+        log.error("app.bind_failed", host=host, port=port, errno="EAI", reason=str(exc.strerror)[:100])
+        return True
+    if exc.errno in _BIND_ERRORS:
+        log.error("app.bind_failed", host=host, port=port, errno=errno.errorcode.get(exc.errno or 0, "?"))
+        return True
+    return False

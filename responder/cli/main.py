@@ -20,7 +20,7 @@ from infra.redact import secret_values
 from infra.settings import Settings
 from responder.cli import supervisor as supervisor_cli
 from responder.cli import trace as trace_command
-from responder.cli.event_loop import serve_app, tcp_port
+from responder.cli.event_loop import EXIT_BIND_FAILED, logged_bind_failure, serve_app, tcp_port
 from responder.cli.policies import add_policies_parser, run_policies
 
 log = structlog.get_logger("cli")
@@ -131,7 +131,12 @@ def _simulate(scenario: str, host: str, port: int, speed: float, probe: Any = Fa
 
     url = f"http://{host}:{port}/v1"
     log.info("simulator.ready", url=url, scenario=scenario, speed=speed, probe=bool(probe))
-    serve_simulator(scenario, host, port, speed, probe=probe)
+    try:
+        serve_simulator(scenario, host, port, speed, probe=probe)
+    except OSError as exc:
+        if not logged_bind_failure(exc, host, port):
+            raise
+        return EXIT_BIND_FAILED
     return 0
 
 

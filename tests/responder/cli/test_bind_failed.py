@@ -15,7 +15,7 @@ import pytest
 from tests.support.paths import REPO
 from tests.support.supervisor import SUPERVISOR_TOKEN
 
-COMMANDS = {"voice": ["serve"], "supervisor": ["supervisor", "serve"]}
+COMMANDS = {"voice": ["serve"], "supervisor": ["supervisor", "serve"], "simulator": ["simulate"]}
 
 
 def _serve(command: str, redis_url: str, key_prefix: str, *args: str) -> subprocess.CompletedProcess[str]:
