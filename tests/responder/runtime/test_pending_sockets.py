@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 
 from responder.runtime.handshake import BURST_FACTOR, GRACE_S, PendingRefused, PendingSockets
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 def test_signed_upgrades_wait_apart_from_unsigned_ones_and_a_replayed_header_buys_little() -> None:
