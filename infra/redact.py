@@ -84,7 +84,9 @@ _PII_KEEP = _KEEP | {"target"}
 _STARTUP_EVENTS = frozenset(
     {"app.ready", "app.bind_failed", "supervisor_service.listening", "simulator.ready"}
 )
-_STARTUP_KEEP = _PII_KEEP | {"host", "url", "twilio_voice_webhook", "twilio_media_stream", "sip_webhook"}
+_STARTUP_KEEP = _PII_KEEP | {
+    "host", "url", "twilio_voice_webhook", "twilio_media_stream", "sip_webhook", "supervisor_service",
+}  # fmt: skip
 _DIGIT_FIELDS = frozenset({"digit", "digits"})
 SECRET = "[secret]"
 # what an identifier looks like (Twilio SIDs, ws_/rtc_ call ids, item_…, id@version labels, "^")

@@ -43,6 +43,7 @@ TOKEN_USED: Final = "token_used"
 UNAVAILABLE: Final = "unavailable"
 GRACE_S: Final = 0.5  # a socket still unauthenticated this long after its upgrade is a silent one
 BURST_FACTOR: Final = 4  # young sockets of one client, as a multiple of its cap of silent ones
+SIGNED_BURST_FACTOR: Final = 2  # signed ones: twice that (Twilio sends start within milliseconds)
 
 
 def socket_refused(transport: str, reason: SocketRefusal) -> None:
@@ -90,15 +91,17 @@ class PendingSockets:
 
     def enter_signed(self, transport: str, client: str) -> Pending:
         """A place for a socket whose upgrade carries the platform's valid signature. Its token
-        is still checked at ``start``; only the places it waits in are its own, with no cap on
-        young sockets per client (a platform opens many at once from few addresses). The
+        is still checked at ``start``; only the places it waits in are its own, with a larger cap
+        on young sockets per client (a platform opens many at once from few addresses). The
         signature is the same for every call, so whoever captured one header could replay it:
-        a client keeps at most ``per_client`` signed sockets past the grace, and once it has
-        that many, or the signed places are all taken, it waits like any socket (:meth:`enter`)."""
+        a client keeps at most ``per_client`` signed sockets past the grace and
+        ``SIGNED_BURST_FACTOR`` times the unsigned burst in all; past either, or once the signed
+        places are all taken, it waits like any socket (:meth:`enter`)."""
         now = self._clock()
         mine = self._signed_by_client.get(client, [])
         silent = sum(1 for p in mine if now - p.since >= GRACE_S)
-        if self.open_signed >= self.total or silent >= self.per_client:
+        young_cap = self.per_client * BURST_FACTOR * SIGNED_BURST_FACTOR
+        if self.open_signed >= self.total or silent >= self.per_client or len(mine) >= young_cap:
             return self.enter(transport, client)
         pending = Pending(self, transport, client, now, signed=True)
         self._signed_by_client.setdefault(client, []).append(pending)

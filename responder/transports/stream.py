@@ -97,6 +97,7 @@ class StreamCall:
         self.engine: EngineName = services.settings.engine  # a transport may choose per call
         self._run_task: asyncio.Task[None] | None = None
         self.frames = 0  # frames received (the idle watchdog's clock)
+        self._idle_closed = False  # the idle watchdog closed the socket
         self._declined: str | None = None  # a frame _take_now offered to on_text_now, in vain
         self._early_keys: list[tuple[str, float]] = []  # (digit, arrival) before the controller
         self._early_overflow = 0  # presses past EARLY_KEYS_MAX before it
@@ -215,7 +216,9 @@ class StreamCall:
                 seen, quiet_since = self.frames, loop.time()
             elif loop.time() - quiet_since >= idle_s and not self.ws.closed:
                 self.log.warning("stream.idle_closed", transport=self.transport, idle_s=idle_s)
-                await self.call_over(CALLER_IDLE)  # the protocol's last frame, where it has one
+                self._idle_closed = True
+                if self.started:  # the protocol's last frame, where it has one
+                    await self.call_over(CALLER_IDLE)
                 if self.controller is not None:  # recorded as idle, not as a dropped socket
                     await self.controller.close(CALLER_IDLE)
                 await self.ws.close(code=1001, message=b"no frames")
@@ -335,7 +338,8 @@ class StreamCall:
         """The caller side is gone: end the call, whatever state its setup is in."""
         if self._run_task is None:
             return
-        reason = caller_gone_reason(stopping=self.services.stopping)  # unless a stop came first
+        # unless a stop came first; a socket closed for its silence is not one that dropped
+        reason = CALLER_IDLE if self._idle_closed else caller_gone_reason(stopping=self.services.stopping)
         if self.controller is None:
             self._run_task.cancel()  # the caller left before the model session was ready
         else:

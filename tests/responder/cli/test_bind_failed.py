@@ -55,7 +55,7 @@ def test_a_host_that_does_not_resolve_is_one_log_line(command: str, redis_url: s
     assert _bind_failed(proc)["errno"] == "EAI"
 
 
-@pytest.mark.parametrize("port", ["70000", "0", "1_8181"])
+@pytest.mark.parametrize("port", ["70000", "0", "1_8181", "１２３"])
 def test_a_port_out_of_range_is_refused_at_once(port: str, redis_url: str, key_prefix: str) -> None:
     """Before: 70000 bound port 4464 (70000 mod 65536) while the log named 70000; 0 was ignored."""
     for command in COMMANDS:

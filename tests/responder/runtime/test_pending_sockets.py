@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from responder.runtime.handshake import BURST_FACTOR, GRACE_S, PendingRefused, PendingSockets
+from responder.runtime.handshake import (
+    BURST_FACTOR,
+    GRACE_S,
+    SIGNED_BURST_FACTOR,
+    PendingRefused,
+    PendingSockets,
+)
 from tests.support.clock import Clock
 
 
@@ -31,6 +37,22 @@ def test_signed_upgrades_wait_apart_from_unsigned_ones_and_a_replayed_header_buy
     for p in [*squatters, *replayed, fresh]:
         p.release()
         p.release()  # once only
+    assert (sockets.open, sockets.open_signed) == (0, 0)
+
+
+def test_a_burst_of_replayed_signed_sockets_is_capped_too() -> None:
+    """Review: the cap counted only sockets past the grace, so a burst inside it took every
+    signed place and left them all silent."""
+    clock = Clock()
+    sockets = PendingSockets(per_client=2, total=256, clock=clock)
+    cap = 2 * BURST_FACTOR * SIGNED_BURST_FACTOR
+    burst = [sockets.enter_signed("twilio", "192.0.2.66") for _ in range(cap + 3)]
+    assert sum(p.signed for p in burst) == cap and sockets.open_signed == cap
+    clock.now += GRACE_S
+    twilio = sockets.enter_signed("twilio", "203.0.113.9")
+    assert twilio.signed  # Twilio's still has a place
+    for p in [*burst, twilio]:
+        p.release()  # (the gauge of unauthenticated sockets is the process's own)
     assert (sockets.open, sockets.open_signed) == (0, 0)
 
 
