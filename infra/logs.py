@@ -86,6 +86,11 @@ class LogBudget:
         self.suppressed += 1
         return False
 
+    def let_through(self) -> int | None:
+        """One more, if the budget allows: how many were left out before it (the line's
+        ``suppressed`` field); None when this one is left out (and counted)."""
+        return self.take_suppressed() if self.allow() else None
+
     def take_suppressed(self) -> int:
         """How many were not logged since the last call (and start counting again)."""
         count, self.suppressed = self.suppressed, 0

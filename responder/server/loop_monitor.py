@@ -42,8 +42,7 @@ async def watch_loop(interval_s: float = INTERVAL_S, stall_s: float = STALL_S) -
         await asyncio.sleep(interval_s)
         lag = max(0.0, loop.time() - asked)
         EVENT_LOOP_LAG.observe(lag)
-        if lag >= stall_s and stalls.allow():
-            suppressed = stalls.take_suppressed()
+        if lag >= stall_s and (suppressed := stalls.let_through()) is not None:
             log.warning("app.event_loop_stalled", lag_ms=round(lag * 1000, 1), suppressed=suppressed)
 
 

@@ -42,8 +42,7 @@ INCOMING: Final[dict[str, EngineName]] = {
 
 def _webhook_rejected(reason: str, **fields: str) -> None:
     """A refused webhook, logged within a budget: anyone can post them as fast as they like."""
-    if _REJECTIONS_LOGGED.allow():
-        suppressed = _REJECTIONS_LOGGED.take_suppressed()
+    if (suppressed := _REJECTIONS_LOGGED.let_through()) is not None:
         log.warning("sip.webhook_rejected", reason=reason, suppressed=suppressed, **fields)
 
 

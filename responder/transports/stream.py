@@ -245,11 +245,8 @@ class StreamCall:
         """A socket that never identifies its call is closed instead of being kept alive."""
         await asyncio.sleep(self.start_timeout_s())
         if not self.started and not self.ws.closed:
-            if _UNSTARTED_LOGGED.allow():  # anyone can open sockets and say nothing
-                self.log.warning(
-                    self.names.stream_rejected, reason="no start in time",
-                    suppressed=_UNSTARTED_LOGGED.take_suppressed(),
-                )  # fmt: skip
+            if (suppressed := _UNSTARTED_LOGGED.let_through()) is not None:  # anyone can say nothing
+                self.log.warning(self.names.stream_rejected, reason="no start in time", suppressed=suppressed)
             await self.ws.close(code=1008, message=b"start expected")
 
     # -- the call ------------------------------------------------------------------------

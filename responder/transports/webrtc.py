@@ -67,10 +67,8 @@ async def create_webrtc_call(request: web.Request) -> web.Response:
             "webrtc", client_address(request, services.settings), draining=services.draining
         )
     except AdmissionRefused as refused:
-        if REFUSALS_LOGGED.allow():
-            log.warning(
-                "webrtc.call_refused", reason=refused.reason, suppressed=REFUSALS_LOGGED.take_suppressed()
-            )
+        if (suppressed := REFUSALS_LOGGED.let_through()) is not None:
+            log.warning("webrtc.call_refused", reason=refused.reason, suppressed=suppressed)
         return refused_response(refused)
     engine = engine_named(request.query.get("engine"), services.settings.engine)  # ?engine=live
     try:

@@ -233,21 +233,18 @@ async def call_socket(request: web.Request) -> web.StreamResponse:
     origin = foreign_origin(request, services)
     if origin is not None:
         CALLS_REFUSED.labels(transport="websocket", reason="origin").inc()
-        if REFUSALS_LOGGED.allow():
+        if (suppressed := REFUSALS_LOGGED.let_through()) is not None:
             log.warning(
-                "websocket.call_refused", reason="foreign origin", origin=origin,
-                suppressed=REFUSALS_LOGGED.take_suppressed(),
-            )  # fmt: skip
+                "websocket.call_refused", reason="foreign origin", origin=origin, suppressed=suppressed
+            )
         raise web.HTTPForbidden(text="calls can only be started from this service's own page")
     try:  # before the upgrade: a refused client gets a plain 429 with Retry-After
         ticket = services.admission.admit(
             "websocket", client_address(request, services.settings), draining=services.draining
         )
     except AdmissionRefused as refused:
-        if REFUSALS_LOGGED.allow():
-            log.warning(
-                "websocket.call_refused", reason=refused.reason, suppressed=REFUSALS_LOGGED.take_suppressed()
-            )
+        if (suppressed := REFUSALS_LOGGED.let_through()) is not None:
+            log.warning("websocket.call_refused", reason=refused.reason, suppressed=suppressed)
         return refused_response(refused)
     try:
         ws = web.WebSocketResponse(max_msg_size=MAX_MSG_SIZE, heartbeat=30)  # ≤ 64 KiB a frame

@@ -76,6 +76,14 @@ def test_log_budget_logs_the_first_then_counts() -> None:
     assert budget.take_suppressed() == 3 and budget.take_suppressed() == 0
 
 
+def test_let_through_gives_how_many_were_left_out_before_the_line() -> None:
+    now = [0.0]
+    budget = LogBudget(burst=1, per_s=1.0, clock=lambda: now[0])
+    assert [budget.let_through() for _ in range(4)] == [0, None, None, None]
+    now[0] = 1.0
+    assert budget.let_through() == 3 and budget.let_through() is None
+
+
 @pytest.fixture
 def json_log(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "logs" / "service.jsonl"

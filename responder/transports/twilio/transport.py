@@ -190,8 +190,7 @@ async def incoming_call(request: web.Request) -> web.Response:
 
 def _webhook_rejected(reason: str, **fields: str) -> None:
     """A refused webhook, logged within a budget: anyone can post them as fast as they like."""
-    if _REJECTIONS_LOGGED.allow():
-        suppressed = _REJECTIONS_LOGGED.take_suppressed()
+    if (suppressed := _REJECTIONS_LOGGED.let_through()) is not None:
         log.warning("twilio.webhook_rejected", reason=reason, suppressed=suppressed, **fields)
 
 
@@ -371,10 +370,10 @@ class MediaSession(StreamCall):
         expires = str(params.get("expires", ""))
         if not secret or not verify_stream_token(secret, call_sid, expires, str(params.get("token", ""))):
             self.refused = BAD_TOKEN
-            if _BAD_TOKENS_LOGGED.allow():  # anyone can send a start with a made-up token
+            if (suppressed := _BAD_TOKENS_LOGGED.let_through()) is not None:  # anyone can send one
                 self.log.warning(
                     "twilio.stream_rejected", call_id=call_sid, reason="bad stream token",
-                    suppressed=_BAD_TOKENS_LOGGED.take_suppressed(),
+                    suppressed=suppressed,
                 )  # fmt: skip
             await self.ws.close(code=1008, message=b"invalid stream token")
             return
@@ -404,10 +403,10 @@ class MediaSession(StreamCall):
             return False
         if not first:
             self.refused = TOKEN_USED
-            if _USED_TOKENS_LOGGED.allow():  # a replayed start: repeatable too, but a real token
+            if (suppressed := _USED_TOKENS_LOGGED.let_through()) is not None:  # a replayed start
                 self.log.warning(
                     "twilio.stream_rejected", call_id=call_sid, reason="stream token already used",
-                    suppressed=_USED_TOKENS_LOGGED.take_suppressed(),
+                    suppressed=suppressed,
                 )  # fmt: skip
             await self.ws.close(code=1008, message=b"stream token already used")
         return first
@@ -490,6 +489,5 @@ def _upgrade_signed(request: web.Request, settings: Settings) -> bool:
 
 def _refused(reason: SocketRefusal, **fields: str) -> None:
     socket_refused("twilio", reason)
-    if _REFUSALS_LOGGED.allow():
-        suppressed = _REFUSALS_LOGGED.take_suppressed()
+    if (suppressed := _REFUSALS_LOGGED.let_through()) is not None:
         log.warning("twilio.stream_refused", reason=reason, suppressed=suppressed, **fields)
