@@ -7,9 +7,9 @@ also gives it a short deadline). Twilio sends its ``start`` within milliseconds 
 so the per-client cap counts the sockets that have stayed unauthenticated past a short grace:
 a burst of real calls from one Twilio address passes (up to :data:`BURST_FACTOR` times the
 cap), a client holding silent sockets does not. A socket whose upgrade Twilio signed
-(``X-Twilio-Signature`` over the stream's URL) waits in places of its own, with no cap on young
-sockets per client (every call comes from Twilio's few addresses): sockets nobody signed cannot
-take them, so filling the unsigned places turns away no real call. The call's capacity was
+(``X-Twilio-Signature`` over the stream's URL) waits in places of its own, with a larger cap on
+young sockets per client (every call comes from Twilio's few addresses): sockets nobody signed
+cannot take them, so filling the unsigned places turns away no real call. The call's capacity was
 taken when its signed webhook was answered: that admission is kept as a :class:`Reservations`
 entry until the stream with the valid token claims it, or for a few seconds (a stream arriving
 later is admitted anyway).
@@ -75,68 +75,78 @@ class Pending:
             self._sockets._release(self)
 
 
+class _Pool:
+    """One set of places: its sockets by client key. ``burst``: the young sockets one client
+    may hold, as a multiple of its cap of silent ones."""
+
+    def __init__(self, burst: int) -> None:
+        self.burst = burst
+        self.by_client: dict[str, list[Pending]] = {}
+
+    @property
+    def open(self) -> int:
+        return sum(map(len, self.by_client.values()))
+
+    def refusal(self, client: str, now: float, per_client: int, total: int) -> SocketRefusal | None:
+        if self.open >= total:
+            return TOTAL_CAP
+        mine = self.by_client.get(client, ())
+        silent = sum(1 for p in mine if now - p.since >= GRACE_S)
+        if silent >= per_client or len(mine) >= per_client * self.burst:
+            return CLIENT_CAP
+        return None
+
+    def remove(self, pending: Pending) -> None:
+        mine = self.by_client.get(pending.client, [])
+        if pending in mine:
+            mine.remove(pending)
+        if not mine:
+            self.by_client.pop(pending.client, None)
+
+
 class PendingSockets:
     """Per client key, at most ``per_client`` sockets unauthenticated for longer than
     :data:`GRACE_S` (and ``BURST_FACTOR`` times as many in all); ``total`` for all clients.
-    Sockets whose upgrade was signed have ``total`` places of their own (:meth:`enter_signed`)."""
+    Sockets whose upgrade was signed have ``total`` places of their own (``signed``)."""
 
     def __init__(self, per_client: int, total: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_client = per_client
         self.total = total
         self._clock = clock
-        self._by_client: dict[str, list[Pending]] = {}
-        self._signed_by_client: dict[str, list[Pending]] = {}
-        self.open = 0
-        self.open_signed = 0
+        self._unsigned = _Pool(BURST_FACTOR)
+        self._signed = _Pool(BURST_FACTOR * SIGNED_BURST_FACTOR)
+        self._by_client = self._unsigned.by_client
+        self._signed_by_client = self._signed.by_client
 
-    def enter_signed(self, transport: str, client: str) -> Pending:
-        """A place for a socket whose upgrade carries the platform's valid signature. Its token
-        is still checked at ``start``; only the places it waits in are its own, with a larger cap
-        on young sockets per client (a platform opens many at once from few addresses). The
-        signature is the same for every call, so whoever captured one header could replay it:
-        a client keeps at most ``per_client`` signed sockets past the grace and
-        ``SIGNED_BURST_FACTOR`` times the unsigned burst in all; past either, or once the signed
-        places are all taken, it waits like any socket (:meth:`enter`)."""
-        now = self._clock()
-        mine = self._signed_by_client.get(client, [])
-        silent = sum(1 for p in mine if now - p.since >= GRACE_S)
-        young_cap = self.per_client * BURST_FACTOR * SIGNED_BURST_FACTOR
-        if self.open_signed >= self.total or silent >= self.per_client or len(mine) >= young_cap:
-            return self.enter(transport, client)
-        pending = Pending(self, transport, client, now, signed=True)
-        self._signed_by_client.setdefault(client, []).append(pending)
-        self.open_signed += 1
-        UNAUTHENTICATED_SOCKETS.labels(transport=transport).inc()
-        return pending
+    @property
+    def open(self) -> int:
+        return self._unsigned.open
 
-    def enter(self, transport: str, client: str) -> Pending:
-        if self.open >= self.total:
-            raise PendingRefused(TOTAL_CAP)
+    @property
+    def open_signed(self) -> int:
+        return self._signed.open
+
+    def enter(self, transport: str, client: str, *, signed: bool = False) -> Pending:
+        """A place, or :class:`PendingRefused`. ``signed``: the upgrade carries the platform's
+        valid signature; its token is still checked at ``start``, only the places it waits in are
+        its own, with a larger cap on young sockets per client (a platform opens many at once
+        from few addresses). The signature is the same for every call, so whoever captured one
+        header could replay it: past its caps, or once the signed places are all taken, a signed
+        socket waits like any other."""
         now = self._clock()
-        mine = self._by_client.setdefault(client, [])
-        silent = sum(1 for p in mine if now - p.since >= GRACE_S)
-        if silent >= self.per_client or len(mine) >= self.per_client * BURST_FACTOR:
-            if not mine:
-                del self._by_client[client]
-            raise PendingRefused(CLIENT_CAP)
-        pending = Pending(self, transport, client, now)
-        mine.append(pending)
-        self.open += 1
+        pool = self._unsigned
+        if signed and self._signed.refusal(client, now, self.per_client, self.total) is None:
+            pool = self._signed
+        elif (refusal := pool.refusal(client, now, self.per_client, self.total)) is not None:
+            raise PendingRefused(refusal)
+        pending = Pending(self, transport, client, now, signed=pool is self._signed)
+        pool.by_client.setdefault(client, []).append(pending)
         UNAUTHENTICATED_SOCKETS.labels(transport=transport).inc()
         return pending
 
     def _release(self, pending: Pending) -> None:
         UNAUTHENTICATED_SOCKETS.labels(transport=pending.transport).dec()
-        by_client = self._signed_by_client if pending.signed else self._by_client
-        mine = by_client.get(pending.client, [])
-        if pending in mine:
-            mine.remove(pending)
-        if not mine:
-            by_client.pop(pending.client, None)
-        if pending.signed:
-            self.open_signed = max(0, self.open_signed - 1)
-        else:
-            self.open = max(0, self.open - 1)
+        (self._signed if pending.signed else self._unsigned).remove(pending)
 
 
 class Reservations:

@@ -442,10 +442,8 @@ async def media_stream(request: web.Request) -> web.WebSocketResponse:
         raise web.HTTPForbidden(text="media streams are opened by Twilio, not by web pages")
     try:  # no call capacity before the stream token: one of a few places per client instead
         client = client_address(request, services.settings)
-        if _upgrade_signed(request, services.settings):  # Twilio's: places of its own
-            pending = services.pending_sockets.enter_signed("twilio", client)
-        else:
-            pending = services.pending_sockets.enter("twilio", client)
+        signed = _upgrade_signed(request, services.settings)  # Twilio's: places of its own
+        pending = services.pending_sockets.enter("twilio", client, signed=signed)
     except PendingRefused as refused:
         _refused(refused.reason)
         raise web.HTTPTooManyRequests(
