@@ -216,11 +216,9 @@ class StreamCall:
                 seen, quiet_since = self.frames, loop.time()
             elif loop.time() - quiet_since >= idle_s and not self.ws.closed:
                 self.log.warning("stream.idle_closed", transport=self.transport, idle_s=idle_s)
-                self._idle_closed = True
+                self._idle_closed = True  # _finish ends the call as idle, not as a dropped socket
                 if self.started:  # the protocol's last frame, where it has one
                     await self.call_over(CALLER_IDLE)
-                if self.controller is not None:  # recorded as idle, not as a dropped socket
-                    await self.controller.close(CALLER_IDLE)
                 await self.ws.close(code=1001, message=b"no frames")
                 return
 
